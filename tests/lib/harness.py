@@ -1,0 +1,1194 @@
+"""harness — a small black-box test kit for sockmapd (Python 3 standard library only).
+
+A suite is a script tests/bb_<name>.py:
+
+    import os, sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+    from harness import *
+
+    @test
+    def unknown_map_is_perm():
+        rc, out, err = run_pipe(temp_config(base_config()), encode(b"nosuch key"))
+        eq(decode_stream(out)[0][:5], b"PERM ")
+
+    if __name__ == "__main__":
+        main()
+
+Pieces:
+  test framework   @test / @test(timeout=S), main(), eq/ok/contains/startswith/wait_for,
+                   defer(fn) (per-test cleanup)
+  processes        MariaDB, SocketActivated, spawn(), xinetd_style(), run_pipe()
+  protocol         encode(), decode_stream(), Client
+  config           base_config(), write_config(), temp_config(), FIXTURE_MAPS
+  temp files       suite_dir(), tmpdir(), tmpfile(); removed at exit unless KEEP_TMP=1
+
+Every process started here is remembered and stopped by its pid: after the
+test that started it (objects created inside a test), or at exit (objects
+created outside a test, or marked with .keep_for_suite()).  Timeouts are
+multiplied by the environment variable TIMEOUT_SCALE (e.g. 3 for sanitizer
+builds).
+"""
+
+import atexit
+import ctypes
+import errno
+import fnmatch
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+__all__ = [
+    # framework
+    "test", "main", "eq", "ne", "ok", "contains", "not_contains", "startswith",
+    "wait_for", "defer", "TestTimeout", "scaled", "require_tool",
+    # processes
+    "MariaDB", "SqlError", "SocketActivated", "spawn", "xinetd_style", "run_pipe",
+    "sockmapd_path", "sockmapd_env", "pid_alive", "stop_pid", "free_port", "closed_port",
+    "proc_children", "vm_hwm_kb",
+    # protocol
+    "encode", "decode_stream", "parse_netstring", "NetstringError", "Client", "to_bytes",
+    # config
+    "base_config", "write_config", "temp_config", "read_log", "FIXTURE_MAPS",
+    "FIXTURES_SQL", "REPO",
+    # temp files
+    "suite_dir", "tmpdir", "tmpfile", "runtime_dir", "reset_runtime_dir",
+]
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+FIXTURES_SQL = os.path.join(REPO, "tests", "fixtures.sql")
+DEFAULT_TIMEOUT = 60.0
+
+
+def scaled(seconds):
+    """`seconds` times $TIMEOUT_SCALE (default 1): for slow (sanitizer) builds."""
+    try:
+        factor = float(os.environ.get("TIMEOUT_SCALE", "1"))
+    except ValueError:
+        factor = 1.0
+    return seconds * max(factor, 1.0)
+
+
+# ---------------------------------------------------------------- temp files
+
+_suite_dir = None
+_counter = 0
+
+
+def _suite_name():
+    return os.path.splitext(os.path.basename(sys.argv[0] or "suite"))[0] or "suite"
+
+
+def suite_dir():
+    """The per-suite temp directory (created on first use, removed at exit unless KEEP_TMP=1)."""
+    global _suite_dir
+    if _suite_dir is None:
+        # Short paths: unix socket names are limited to 107 bytes.
+        base = tempfile.gettempdir()
+        if len(base) > 40:
+            base = "/tmp"
+        _suite_dir = tempfile.mkdtemp(prefix="sockmapd-%s-" % _suite_name()[:16], dir=base)
+        os.chmod(_suite_dir, 0o755)
+    return _suite_dir
+
+
+def _next_name(prefix):
+    global _counter
+    _counter += 1
+    return "%s%d" % (prefix, _counter)
+
+
+def tmpdir(prefix="d"):
+    """A new directory under the suite directory."""
+    path = os.path.join(suite_dir(), _next_name(prefix))
+    os.makedirs(path)
+    return path
+
+
+def tmpfile(name="f", content=None, mode=0o600):
+    """A new file path under the suite directory; written if `content` (str/bytes) is given."""
+    path = os.path.join(suite_dir(), _next_name(name + "-"))
+    if content is not None:
+        data = content.encode() if isinstance(content, str) else content
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    return path
+
+
+def runtime_dir():
+    """RUNTIME_DIRECTORY given to every sockmapd (its failover state file lives there)."""
+    path = os.path.join(suite_dir(), "run")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def reset_runtime_dir():
+    """Forget the failover state (hosts marked down) shared by the suite's sockmapd processes."""
+    path = runtime_dir()
+    for name in os.listdir(path):
+        full = os.path.join(path, name)
+        if os.path.isdir(full):
+            shutil.rmtree(full, ignore_errors=True)
+        else:
+            os.unlink(full)
+
+
+# ---------------------------------------------------------------- process registry
+
+# Objects with a .stop() method; scope "test" (stopped after the current test)
+# or "suite" (stopped at exit).
+_live = []
+_current_test = None
+_test_cleanups = []
+
+
+def _register(obj):
+    obj._scope = "test" if _current_test is not None else "suite"
+    _live.append(obj)
+
+
+def _unregister(obj):
+    try:
+        _live.remove(obj)
+    except ValueError:
+        pass
+
+
+def _stop_scope(scope):
+    for obj in list(reversed(_live)):
+        if scope == "all" or getattr(obj, "_scope", "suite") == scope:
+            try:
+                obj.stop()
+            except Exception as e:  # keep stopping the others
+                sys.stderr.write("harness: stopping %r failed: %s\n" % (obj, e))
+            _unregister(obj)
+
+
+def _at_exit():
+    _stop_scope("all")
+    _reap_orphans()
+    if _suite_dir is not None and os.path.isdir(_suite_dir):
+        if os.environ.get("KEEP_TMP") == "1":
+            sys.stderr.write("harness: kept %s\n" % _suite_dir)
+        else:
+            shutil.rmtree(_suite_dir, ignore_errors=True)
+
+
+atexit.register(_at_exit)
+
+
+def _on_term(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _on_term)
+signal.signal(signal.SIGHUP, _on_term)
+
+# Become a child subreaper: handlers forked by systemd-socket-activate that
+# outlive it are re-parented to us, so we can see, stop and reap them.
+try:
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+except Exception:
+    _libc = None
+
+
+# Pids of Popen objects we created: never reaped behind subprocess's back.
+_popen_pids = set()
+
+
+def _reap_orphans():
+    """Reap zombie children we did not start ourselves (re-parented handlers)."""
+    for kid in _child_pids(os.getpid(), zombies=True):
+        if kid not in _popen_pids:
+            _try_reap(kid)
+
+
+def _child_pids(pid, zombies=False):
+    kids = []
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except FileNotFoundError:
+        return kids
+    for tid in tasks:
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+                kids += [int(x) for x in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return [k for k in dict.fromkeys(kids) if zombies or pid_alive(k)]
+
+
+def pid_alive(pid):
+    """True if `pid` exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    state = stat[stat.rfind(")") + 2:].split()[0]
+    return state not in ("Z", "X")
+
+
+def _try_reap(pid):
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def stop_pid(pid, grace=5.0, popen=None):
+    """SIGTERM `pid`, wait up to `grace` seconds, then SIGKILL.
+
+    Pass the Popen for a process we started, so its exit status stays with it;
+    other children of ours (re-parented handlers) are reaped here.
+    """
+    def alive():
+        if popen is not None:
+            return popen.poll() is None
+        if pid not in _popen_pids:
+            _try_reap(pid)
+        return pid_alive(pid)
+
+    for sig, wait in ((signal.SIGCONT, 0), (signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        if not alive():
+            return
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and alive():
+            time.sleep(0.02)
+    alive()
+
+
+def proc_children(pid, recursive=True):
+    """Live child pids of `pid` (and their descendants if `recursive`)."""
+    result = []
+    for kid in _child_pids(pid):
+        if kid not in result:
+            result.append(kid)
+            if recursive:
+                result.extend(k for k in proc_children(kid) if k not in result)
+    return result
+
+
+def _pids_in_group(pgid):
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            pids.append(int(name))
+    return pids
+
+
+def vm_hwm_kb(pid):
+    """Peak resident set size (VmHWM) of `pid` in kB, or None if it is gone."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+# ---------------------------------------------------------------- test framework
+
+class TestTimeout(Exception):
+    pass
+
+
+_TESTS = []
+
+
+def test(fn=None, *, timeout=None, name=None):
+    """Register a test: `@test` or `@test(timeout=120)`.  Runs in registration order."""
+    def register(f):
+        _TESTS.append((name or f.__name__, f, timeout or DEFAULT_TIMEOUT))
+        return f
+    if callable(fn):
+        return register(fn)
+    return register
+
+
+def defer(fn, *args, **kwargs):
+    """Run fn(*args, **kwargs) after the current test, pass or fail (LIFO)."""
+    _test_cleanups.append((fn, args, kwargs))
+
+
+def _on_alarm(signum, frame):
+    raise TestTimeout("test timed out")
+
+
+def _run_one(name, fn, timeout):
+    global _current_test
+    _current_test = name
+    limit = scaled(timeout)
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    started = time.monotonic()
+    failure = None
+    try:
+        fn()
+    except TestTimeout:
+        failure = "timed out after %gs\n%s" % (limit, traceback.format_exc())
+    except Exception as e:
+        failure = "%s\n%s" % (_one_line(e), traceback.format_exc())
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    # Cleanups get their own time bound.
+    signal.setitimer(signal.ITIMER_REAL, scaled(60))
+    try:
+        while _test_cleanups:
+            cfn, cargs, ckw = _test_cleanups.pop()
+            try:
+                cfn(*cargs, **ckw)
+            except Exception as e:
+                if failure is None:
+                    failure = "cleanup failed: %s\n%s" % (_one_line(e), traceback.format_exc())
+        _stop_scope("test")
+        _reap_orphans()
+    except TestTimeout:
+        failure = failure or "cleanup timed out"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        _current_test = None
+    return failure, time.monotonic() - started
+
+
+def _one_line(e):
+    text = str(e).strip() or type(e).__name__
+    if isinstance(e, AssertionError) and not str(e).strip():
+        text = "assertion failed"
+    first = text.splitlines()[0]
+    return first if len(first) <= 400 else first[:400] + "..."
+
+
+def main(argv=None):
+    """Run the registered tests (all, or those named/globbed in argv); exit 1 if any failed.
+
+    Prints `PASS name (secs)` or `FAIL name: reason` + traceback per test, then
+    exactly one final line `N passed, N failed`.  `--list` prints the names.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if "--list" in argv:
+        for name, _, _ in _TESTS:
+            print(name)
+        return 0
+    patterns = [a for a in argv if not a.startswith("-")]
+    selected = [t for t in _TESTS if not patterns or any(fnmatch.fnmatchcase(t[0], p) for p in patterns)]
+    passed = failed = 0
+    if patterns and not selected:
+        print("FAIL selection: no test matches %s" % " ".join(patterns))
+        failed += 1
+    names = [t[0] for t in _TESTS]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        print("FAIL registry: duplicate test names: %s" % ", ".join(dupes))
+        failed += 1
+    try:
+        for name, fn, timeout in selected:
+            failure, secs = _run_one(name, fn, timeout)
+            if failure is None:
+                passed += 1
+                print("PASS %s (%.2fs)" % (name, secs), flush=True)
+            else:
+                failed += 1
+                reason, _, rest = failure.partition("\n")
+                print("FAIL %s: %s" % (name, reason))
+                for line in rest.rstrip().splitlines():
+                    print("    " + line)
+                sys.stdout.flush()
+    finally:
+        sys.stdout.flush()
+        _stop_scope("all")
+    print("%d passed, %d failed" % (passed, failed), flush=True)
+    sys.exit(1 if failed else 0)
+
+
+def _show(v, limit=300):
+    r = repr(v)
+    return r if len(r) <= limit else r[:limit] + "...(%d chars)" % len(r)
+
+
+def eq(actual, expected, msg=""):
+    """assert actual == expected, with both shown."""
+    if actual != expected:
+        raise AssertionError("%sexpected %s, got %s" % (msg + ": " if msg else "", _show(expected), _show(actual)))
+
+
+def ne(actual, unexpected, msg=""):
+    if actual == unexpected:
+        raise AssertionError("%sdid not expect %s" % (msg + ": " if msg else "", _show(actual)))
+
+
+def ok(cond, msg="condition is false"):
+    if not cond:
+        raise AssertionError(msg)
+
+
+def contains(haystack, needle, msg=""):
+    if needle not in haystack:
+        raise AssertionError("%s%s not found in %s" % (msg + ": " if msg else "", _show(needle), _show(haystack, 2000)))
+
+
+def not_contains(haystack, needle, msg=""):
+    if needle in haystack:
+        raise AssertionError("%s%s unexpectedly found in %s" % (msg + ": " if msg else "", _show(needle), _show(haystack, 2000)))
+
+
+def startswith(actual, prefix, msg=""):
+    if not actual.startswith(prefix):
+        raise AssertionError("%sexpected a value starting with %s, got %s" % (msg + ": " if msg else "", _show(prefix), _show(actual)))
+
+
+def wait_for(pred, timeout=5.0, interval=0.05, msg="condition"):
+    """Poll pred() until it returns a true value (returned); AssertionError after `timeout`."""
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError("%s not reached within %gs" % (msg, scaled(timeout)))
+        time.sleep(interval)
+
+
+def require_tool(name):
+    """Full path of `name`; a missing tool is a failure, never a skip."""
+    path = shutil.which(name) or (name if os.path.isabs(name) and os.access(name, os.X_OK) else None)
+    if not path:
+        for d in ("/usr/sbin", "/sbin", "/usr/bin"):
+            cand = os.path.join(d, name)
+            if os.access(cand, os.X_OK):
+                return cand
+        raise AssertionError("required tool missing: %s (run `make deps`)" % name)
+    return path
+
+
+# ---------------------------------------------------------------- ports
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def closed_port():
+    """A port nobody listens on (connections are refused): for unreachable-database tests."""
+    return free_port()
+
+
+def _tcp_listening(port):
+    want = ":%04X" % port
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[1].endswith(want) and fields[3] == "0A":
+                        return True
+        except OSError:
+            pass
+    return False
+
+
+# ---------------------------------------------------------------- netstrings
+
+class NetstringError(ValueError):
+    pass
+
+
+def to_bytes(v):
+    return v if isinstance(v, (bytes, bytearray)) else str(v).encode("utf-8")
+
+
+def encode(payload):
+    """Netstring of `payload` (bytes or str)."""
+    data = to_bytes(payload)
+    return b"%d:%s," % (len(data), data)
+
+
+def parse_netstring(buf, limit=10 ** 7):
+    """(payload, rest) for the first netstring in `buf`, or None if it is incomplete.
+
+    Raises NetstringError if `buf` does not start with a netstring.
+    """
+    colon = buf.find(b":", 0, 12)
+    if colon < 0:
+        if len(buf) >= 12 or not buf[:12].isdigit() and buf:
+            raise NetstringError("bad length prefix: %r" % bytes(buf[:20]))
+        return None
+    digits = bytes(buf[:colon])
+    if not digits.isdigit() or (len(digits) > 1 and digits[0:1] == b"0"):
+        raise NetstringError("bad length prefix: %r" % bytes(buf[:20]))
+    n = int(digits)
+    if n > limit:
+        raise NetstringError("length %d over %d" % (n, limit))
+    end = colon + 1 + n
+    if len(buf) < end + 1:
+        return None
+    if buf[end:end + 1] != b",":
+        raise NetstringError("missing ',' after %d-byte payload: %r" % (n, bytes(buf[end:end + 10])))
+    return bytes(buf[colon + 1:end]), bytes(buf[end + 1:])
+
+
+def decode_stream(data):
+    """All netstring payloads in `data`; NetstringError if anything else (or a partial frame) is there."""
+    out = []
+    rest = bytes(data)
+    while rest:
+        r = parse_netstring(rest)
+        if r is None:
+            raise NetstringError("incomplete netstring at end: %r" % rest[:60])
+        payload, rest = r
+        out.append(payload)
+    return out
+
+
+class Client:
+    """A socketmap client over TCP ((host, port) or a port number), a unix path, or a socket."""
+
+    def __init__(self, addr, timeout=5.0):
+        self.timeout = scaled(timeout)
+        if isinstance(addr, socket.socket):
+            self.sock = addr
+        elif isinstance(addr, str):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(self.timeout)
+            self.sock.connect(addr)
+        else:
+            if isinstance(addr, int):
+                addr = ("127.0.0.1", addr)
+            self.sock = socket.create_connection(addr, timeout=self.timeout)
+        self.sock.settimeout(self.timeout)
+        self.buf = b""
+        self.eof = False
+
+    def send_raw(self, data):
+        self.sock.sendall(to_bytes(data))
+
+    def ask(self, mapname, key, timeout=None):
+        """Send `<map> <key>` and return the reply payload (bytes)."""
+        self.send_raw(encode(to_bytes(mapname) + b" " + to_bytes(key)))
+        return self.read_reply(timeout)
+
+    def _recv(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("no reply within the timeout")
+        self.sock.settimeout(left)
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            self.eof = True
+        self.buf += chunk
+        return chunk
+
+    def read_reply(self, timeout=None):
+        """The next reply payload; EOFError if the server closed first; socket.timeout if none came."""
+        deadline = time.monotonic() + (scaled(timeout) if timeout is not None else self.timeout)
+        while True:
+            r = parse_netstring(self.buf)
+            if r is not None:
+                payload, self.buf = r
+                return payload
+            if self.eof or not self._recv(deadline):
+                raise EOFError("connection closed before a complete reply (pending %r)" % self.buf[:60])
+
+    def read_until_eof(self, timeout=None):
+        """Everything the server still sends until it closes; socket.timeout if it stays open."""
+        deadline = time.monotonic() + (scaled(timeout) if timeout is not None else self.timeout)
+        while not self.eof:
+            try:
+                self._recv(deadline)
+            except ConnectionResetError:
+                self.eof = True
+        data, self.buf = self.buf, b""
+        return data
+
+    def shutdown_write(self):
+        self.sock.shutdown(socket.SHUT_WR)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ---------------------------------------------------------------- sockmapd processes
+
+def sockmapd_path():
+    """The binary under test: $SOCKMAPD, default build/sockmapd (absolute)."""
+    path = os.environ.get("SOCKMAPD") or os.path.join(REPO, "build", "sockmapd")
+    path = os.path.abspath(path)
+    if not os.access(path, os.X_OK):
+        raise AssertionError("sockmapd binary missing: %s (run make)" % path)
+    return path
+
+
+_DROP_ENV = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "CREDENTIALS_DIRECTORY")
+
+
+def sockmapd_env(extra=None):
+    """Environment for sockmapd: ours minus systemd activation variables, plus RUNTIME_DIRECTORY."""
+    env = {k: v for k, v in os.environ.items() if k not in _DROP_ENV}
+    env["RUNTIME_DIRECTORY"] = runtime_dir()
+    if extra:
+        for k, v in extra.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
+    return env
+
+
+class _Proc:
+    """Registry entry for a spawned process."""
+
+    def __init__(self, popen):
+        self.popen = popen
+        _popen_pids.add(popen.pid)
+        _register(self)
+
+    def stop(self):
+        stop_pid(self.popen.pid, grace=2.0, popen=self.popen)
+        try:
+            self.popen.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            pass
+        for f in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
+            if f:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+
+    def __repr__(self):
+        return "<process %d %s>" % (self.popen.pid, self.popen.args[:3])
+
+
+def _argv(config_path, args):
+    argv = [sockmapd_path()]
+    if config_path is not None:
+        argv += ["-c", config_path]
+    return argv + [str(a) for a in args]
+
+
+def spawn(config_path, args=(), env=None, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE, **popen_kw):
+    """Start `sockmapd [-c config] args` (Popen); stopped after the test if still running."""
+    p = subprocess.Popen(_argv(config_path, args), stdin=stdin, stdout=stdout, stderr=stderr,
+                         env=sockmapd_env(env), **popen_kw)
+    _Proc(p)
+    return p
+
+
+def run_pipe(config_path, stdin_bytes=b"", args=(), timeout=10, env=None):
+    """Run `sockmapd [-c config] args` with `stdin_bytes` on a pipe; (rc, stdout, stderr).
+
+    AssertionError if it does not exit within `timeout` seconds after stdin is closed.
+    """
+    p = subprocess.Popen(_argv(config_path, args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=sockmapd_env(env))
+    entry = _Proc(p)
+    try:
+        out, err = p.communicate(to_bytes(stdin_bytes or b""), timeout=scaled(timeout))
+    except subprocess.TimeoutExpired:
+        entry.stop()
+        out, err = p.communicate()
+        raise AssertionError("sockmapd did not exit within %gs; stdout=%s stderr=%s"
+                             % (scaled(timeout), _show(out), _show(err)))
+    finally:
+        if p.poll() is None:
+            entry.stop()
+        _unregister(entry)
+    return p.returncode, out, err
+
+
+def xinetd_style(config_path, args=(), env=None):
+    """sockmapd with fd 0, 1 and 2 all on one socket, as xinetd runs it.
+
+    Returns (Popen, Client): everything the process writes, logs included,
+    arrives on the client socket.
+    """
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        p = spawn(config_path, args, env=env, stdin=theirs, stdout=theirs, stderr=theirs)
+    finally:
+        theirs.close()
+    return p, Client(ours)
+
+
+class SocketActivated:
+    """systemd-socket-activate -l 127.0.0.1:PORT -a [--inetd] sockmapd ARGS (a handler per connection).
+
+    `args` follow the binary, e.g. ["-c", cfg].  `unix=PATH` listens on a unix
+    socket instead.  `env` (dict) is passed to handlers with -E, as is
+    RUNTIME_DIRECTORY.  The activator's and fd-3 handlers' stdout/stderr go to
+    self.log (a file).  stop() ends the activator and every handler by pid.
+    """
+
+    def __init__(self, args, inetd=False, port=None, unix=None, env=None, binary=None, start=True):
+        self.args = [str(a) for a in args]
+        self.inetd = inetd
+        self.unix = unix
+        self.port = None if unix else (port or free_port())
+        self.env = dict(env or {})
+        self.binary = binary
+        self.proc = None
+        self.log = tmpfile("activate", content=b"")
+        self._seen = set()
+        if start:
+            self.start()
+
+    @property
+    def address(self):
+        return self.unix if self.unix else ("127.0.0.1", self.port)
+
+    def start(self):
+        tool = require_tool("systemd-socket-activate")
+        listen = self.unix if self.unix else "127.0.0.1:%d" % self.port
+        cmd = [tool, "-l", listen, "-a"]
+        if self.inetd:
+            cmd.append("--inetd")
+        env = {"RUNTIME_DIRECTORY": runtime_dir()}
+        env.update(self.env)
+        for k, v in env.items():
+            cmd += ["-E", "%s=%s" % (k, v)]
+        cmd += [self.binary or sockmapd_path()] + self.args
+        self.cmd = cmd
+        logf = open(self.log, "ab")
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                         env=sockmapd_env(), start_new_session=True)
+        finally:
+            logf.close()
+        _popen_pids.add(self.proc.pid)
+        _register(self)
+        deadline = time.monotonic() + scaled(10)
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError("systemd-socket-activate exited (%s): %s" % (self.proc.returncode, self.log_text()))
+            if (os.path.exists(self.unix) if self.unix else _tcp_listening(self.port)):
+                return self
+            if time.monotonic() > deadline:
+                raise AssertionError("systemd-socket-activate not listening after 10s: %s" % self.log_text())
+            time.sleep(0.02)
+
+    def client(self, timeout=5.0):
+        return Client(self.address, timeout=timeout)
+
+    def children(self):
+        """Live handler pids (and their descendants)."""
+        if self.proc is None:
+            return []
+        kids = proc_children(self.proc.pid)
+        self._seen.update(kids)
+        return kids
+
+    def log_text(self):
+        try:
+            with open(self.log, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc is None:
+            return
+        pids = set(self.children()) | self._seen
+        stop_pid(self.proc.pid, grace=3.0, popen=self.proc)
+        try:
+            self.proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            pass
+        pids.update(_pids_in_group(self.proc.pid))
+        for pid in pids:
+            stop_pid(pid, grace=2.0)
+        self.proc = None
+        _unregister(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+# ---------------------------------------------------------------- MariaDB
+
+class SqlError(AssertionError):
+    pass
+
+
+class MariaDB:
+    """A throwaway mariadbd: temp datadir, unix socket, 127.0.0.1:port, run as the current user.
+
+    db = MariaDB(); db.start(); db.load_fixtures()   (or: with MariaDB(fixtures=True) as db:)
+    Attributes: port, socket, datadir, dir, error_log, pid, host_entry ("127.0.0.1:PORT"),
+    unix_entry ("unix:/path"), init_seconds, startup_seconds (last start).
+    Users (created at first start): root (no password, unix socket), sockmapd/sockpw
+    (SELECT on dbmail, mail, other; from localhost, 127.0.0.1, ::1, %), noaccess/nopw
+    (no privileges).  The port is kept for restarts.
+    """
+
+    APP_USER = "sockmapd"
+    APP_PASSWORD = "sockpw"
+    FIXTURE_DBS = ("dbmail", "mail", "other")
+
+    def __init__(self, port=None, max_connections=None, extra_args=(), fixtures=False, start=False,
+                 name="mariadb"):
+        self.dir = tmpdir(name + "-")
+        self.datadir = os.path.join(self.dir, "data")
+        self.socket = os.path.join(self.dir, "mysqld.sock")
+        self.error_log = os.path.join(self.dir, "error.log")
+        self.port = port
+        self.max_connections = max_connections
+        self.extra_args = list(extra_args)
+        self.fixtures = fixtures
+        self.proc = None
+        self.paused = False
+        self.init_seconds = None
+        self.startup_seconds = None
+        self._users_done = False
+        if start:
+            self.start()
+
+    # -- properties
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    @property
+    def host_entry(self):
+        return "127.0.0.1:%d" % self.port
+
+    @property
+    def unix_entry(self):
+        return "unix:" + self.socket
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def keep_for_suite(self):
+        """Keep this server across tests (stopped at exit)."""
+        self._scope = "suite"
+        return self
+
+    # -- life cycle
+    def _initialise(self):
+        tool = require_tool("mariadb-install-db")
+        t0 = time.monotonic()
+        cmd = [tool, "--no-defaults", "--datadir=" + self.datadir,
+               "--auth-root-authentication-method=normal", "--skip-test-db",
+               "--skip-name-resolve"] + self._innodb_args()
+        if os.geteuid() == 0:
+            cmd.append("--user=root")
+        r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=scaled(120))
+        if r.returncode != 0:
+            raise AssertionError("mariadb-install-db failed (%d): %s" % (r.returncode, r.stdout.decode(errors="replace")[-3000:]))
+        self.init_seconds = time.monotonic() - t0
+
+    @staticmethod
+    def _innodb_args():
+        return ["--innodb-buffer-pool-size=16M", "--innodb-log-file-size=4M",
+                "--innodb-log-buffer-size=1M", "--skip-log-bin"]
+
+    def _command(self):
+        cmd = [require_tool("mariadbd"), "--no-defaults"]
+        if os.geteuid() == 0:
+            cmd.append("--user=root")
+        cmd += ["--datadir=" + self.datadir, "--socket=" + self.socket, "--port=%d" % self.port,
+                "--bind-address=127.0.0.1", "--skip-name-resolve", "--pid-file=" + os.path.join(self.dir, "mysqld.pid"),
+                "--log-error=" + self.error_log, "--tmpdir=" + self.dir,
+                "--innodb-flush-log-at-trx-commit=2", "--innodb-doublewrite=0",
+                "--performance-schema=OFF", "--loose-feedback=OFF",
+                "--character-set-server=utf8mb4", "--collation-server=utf8mb4_general_ci"]
+        cmd += self._innodb_args()
+        if self.max_connections is not None:
+            cmd.append("--max-connections=%d" % self.max_connections)
+        return cmd + self.extra_args
+
+    def start(self, timeout=60):
+        if self.running():
+            return self
+        if not os.path.isdir(os.path.join(self.datadir, "mysql")):
+            self._initialise()
+        chosen = self.port is not None
+        for attempt in range(3):
+            if not chosen:
+                self.port = free_port()
+            log_offset = os.path.getsize(self.error_log) if os.path.exists(self.error_log) else 0
+            t0 = time.monotonic()
+            self.proc = subprocess.Popen(self._command(), stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _popen_pids.add(self.proc.pid)
+            if self not in _live:
+                _register(self)
+            self.paused = False
+            try:
+                self._wait_ready(scaled(timeout))
+            except AssertionError:
+                text = self._log_since(log_offset)
+                self.kill()
+                if not chosen and "Address already in use" in text and attempt < 2:
+                    continue
+                raise AssertionError("mariadbd did not start: %s" % text[-3000:])
+            self.startup_seconds = time.monotonic() - t0
+            break
+        if not self._users_done:
+            self._create_users()
+            self._users_done = True
+        if self.fixtures and not getattr(self, "_fixtures_loaded", False):
+            self.load_fixtures(None if self.fixtures is True else self.fixtures)
+            self._fixtures_loaded = True
+        return self
+
+    def _log_since(self, offset):
+        try:
+            with open(self.error_log, "rb") as f:
+                f.seek(offset)
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def _wait_ready(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("mariadbd exited with %s" % self.proc.returncode)
+            if self._greets():
+                return
+            time.sleep(0.03)
+        raise AssertionError("mariadbd not ready after %gs" % timeout)
+
+    def _greets(self):
+        for family, addr in ((socket.AF_UNIX, self.socket), (socket.AF_INET, ("127.0.0.1", self.port))):
+            s = socket.socket(family, socket.SOCK_STREAM)
+            s.settimeout(1.0)
+            try:
+                s.connect(addr)
+                if len(s.recv(4)) < 4:  # the server's handshake packet header
+                    return False
+            except OSError:
+                return False
+            finally:
+                s.close()
+        return True
+
+    def _create_users(self):
+        stmts = []
+        for user, pw in ((self.APP_USER, self.APP_PASSWORD), ("noaccess", "nopw")):
+            for host in ("localhost", "127.0.0.1", "::1", "%"):
+                stmts.append("CREATE USER IF NOT EXISTS '%s'@'%s' IDENTIFIED BY '%s';" % (user, host, pw))
+                if user == self.APP_USER:
+                    for dbname in self.FIXTURE_DBS:
+                        stmts.append("GRANT SELECT ON `%s`.* TO '%s'@'%s';" % (dbname, user, host))
+        stmts.append("FLUSH PRIVILEGES;")
+        self.sql("\n".join(stmts))
+
+    def stop(self):
+        """SIGTERM (SIGKILL after 30s) and wait."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            stop_pid(self.proc.pid, grace=scaled(30), popen=self.proc)
+        self.proc.wait()
+        self.paused = False
+        _unregister(self)
+
+    def kill(self):
+        """SIGKILL, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.paused = False
+        _unregister(self)
+
+    def pause(self):
+        """SIGSTOP: connections hang (accepted by the kernel, never answered)."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        os.kill(self.proc.pid, signal.SIGCONT)
+        self.paused = False
+
+    def restart(self):
+        """stop() and start() on the same port and datadir."""
+        self.stop()
+        return self.start()
+
+    # -- SQL
+    def client_argv(self, user="root", password=None, db=None, tcp=False):
+        """argv for the `mariadb` client (batch mode, no column names)."""
+        cmd = [require_tool("mariadb"), "--no-defaults", "--batch", "--skip-column-names",
+               "--default-character-set=utf8mb4", "--user=" + user]
+        if password is not None:
+            cmd.append("--password=" + password)
+        if tcp:
+            cmd += ["--protocol=TCP", "--host=127.0.0.1", "--port=%d" % self.port]
+        else:
+            cmd += ["--protocol=SOCKET", "--socket=" + self.socket]
+        if db:
+            cmd.append("--database=" + db)
+        return cmd
+
+    def sql(self, text, db=None, user="root", password=None, tcp=False, timeout=60):
+        """Run SQL statements with the mariadb client (root over the unix socket by default); stdout."""
+        r = subprocess.run(self.client_argv(user, password, db, tcp), input=to_bytes(text),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=scaled(timeout))
+        if r.returncode != 0:
+            raise SqlError("mariadb client failed (%d): %s" % (r.returncode, r.stderr.decode(errors="replace").strip()))
+        return r.stdout.decode("utf-8", "replace")
+
+    def app_sql(self, text, db=None):
+        """SQL as the sockmapd user over TCP, as sockmapd connects."""
+        return self.sql(text, db=db, user=self.APP_USER, password=self.APP_PASSWORD, tcp=True)
+
+    def load_fixtures(self, path=None):
+        with open(path or FIXTURES_SQL, "rb") as f:
+            return self.sql(f.read())
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def __repr__(self):
+        return "<MariaDB port=%s pid=%s>" % (self.port, self.pid)
+
+
+# ---------------------------------------------------------------- config
+
+# The maps every test config carries (tables in tests/fixtures.sql).
+FIXTURE_MAPS = [
+    {"service": "recipient", "database": "dbmail", "table": "dbmail_aliases",
+     "key": "alias", "value": "deliver_to"},
+    {"service": "exists", "database": "dbmail", "table": "recipients", "key": "address"},
+    {"service": "sender", "database": "dbmail", "table": "sender_access",
+     "key": "sender", "value": "action", "reason": "reason"},
+    {"service": "transport", "database": "dbmail", "table": "transport",
+     "key": "domain", "value": "nexthop"},
+    {"service": "awkward", "database": "dbmail", "table": "awkward", "key": "k", "value": "v"},
+    {"service": "othermap", "database": "other", "table": "things", "key": "name", "value": "val"},
+]
+
+
+def _merge(section, changes):
+    out = dict(section)
+    for k, v in changes.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
+
+
+def base_config(db=None, **overrides):
+    """A config dict (DESIGN.md schema) for the fixture maps.
+
+    `db`: a MariaDB, a host entry string ("127.0.0.1:3306", "unix:/path"), a
+    list of them, or None (a closed local port: every lookup must be TEMP).
+    Overrides: sysconfig={...}, database={...} are merged into their section
+    (a None value deletes the key); postmaps=[...] replaces the maps;
+    extra_maps=[...] appends maps.
+    """
+    if isinstance(db, MariaDB):
+        hosts = [db.host_entry]
+    elif isinstance(db, str):
+        hosts = [db]
+    elif isinstance(db, (list, tuple)):
+        hosts = [h.host_entry if isinstance(h, MariaDB) else h for h in db]
+    else:
+        hosts = ["127.0.0.1:%d" % closed_port()]
+    cfg = {
+        "sysconfig": {
+            "logfile": os.path.join(tmpdir("log"), "sockmapd.log"),
+            "loglevel": "debug",
+            "idle_timeout": 30,
+            "max_session": 300,
+        },
+        "database": {
+            "host": hosts,
+            "username": MariaDB.APP_USER,
+            "password": MariaDB.APP_PASSWORD,
+            "connect_timeout": 2,
+            "read_timeout": 5,
+            "write_timeout": 5,
+            "retry_interval": 30,
+        },
+        "postmaps": json.loads(json.dumps(FIXTURE_MAPS)),
+    }
+    for section in ("sysconfig", "database"):
+        if section in overrides:
+            cfg[section] = _merge(cfg[section], overrides.pop(section))
+    if "postmaps" in overrides:
+        cfg["postmaps"] = overrides.pop("postmaps")
+    if "extra_maps" in overrides:
+        cfg["postmaps"] += overrides.pop("extra_maps")
+    if overrides:
+        raise TypeError("base_config: unknown overrides %s" % sorted(overrides))
+    return cfg
+
+
+def write_config(path, cfg):
+    """Write a config dict as JSON (or text/bytes as is) to `path`, mode 0600; returns path."""
+    if isinstance(cfg, dict):
+        data = (json.dumps(cfg, indent=2) + "\n").encode()
+    else:
+        data = to_bytes(cfg)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path
+
+
+def temp_config(cfg):
+    """write_config() to a new temp file; returns its path."""
+    return write_config(tmpfile("config") + ".json", cfg)
+
+
+def read_log(cfg):
+    """Text of a config's sysconfig.logfile ('' if absent)."""
+    if isinstance(cfg, str):
+        with open(cfg) as f:
+            cfg = json.load(f)
+    path = cfg.get("sysconfig", {}).get("logfile")
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
