@@ -1,0 +1,120 @@
+# sockmapd — socketmap lookups for Postfix and Sendmail, answered from MariaDB.
+#
+#   make            build build/sockmapd
+#   make check      install what is missing, build, run every test suite
+#   make demo       install what is missing, build, show real lookups
+#   make deps       install the Debian packages the build and tests need
+#   make install    DESTDIR= PREFIX= honoured
+#   make check SANITIZE=address,undefined   the suite under sanitizers
+
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+SBINDIR    ?= $(PREFIX)/sbin
+MANDIR     ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+DOCDIR     ?= $(PREFIX)/share/doc/sockmapd
+UNITDIR    ?= $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null || echo /lib/systemd/system)
+
+PKGS       := libmariadb jsoncpp libsystemd
+VERSION    := $(shell sed -n 's/^sockmapd (\([^)-]*\).*/\1/p;q' debian/changelog 2>/dev/null)
+ifeq ($(VERSION),)
+VERSION    := 0.1.0
+endif
+
+ifneq ($(SANITIZE),)
+BUILD      ?= build/san
+SANFLAGS   := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+else
+BUILD      ?= build
+SANFLAGS   :=
+endif
+
+# Project flags first, the user's (Debian's) CXXFLAGS/CPPFLAGS/LDFLAGS last so they win.
+PKG_CFLAGS  = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS    = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+ALL_CPPFLAGS = -DSOCKMAPD_VERSION='"$(VERSION)"' -Isrc $(PKG_CFLAGS) $(CPPFLAGS)
+ALL_CXXFLAGS = -std=c++20 -O2 -g -Wall -Wextra -Wpedantic -MMD -MP $(SANFLAGS) $(CXXFLAGS)
+ALL_LDFLAGS  = $(SANFLAGS) -Wl,--as-needed $(LDFLAGS)
+
+SRC        := $(filter-out src/main.cc,$(wildcard src/*.cc))
+OBJ        := $(SRC:src/%.cc=$(BUILD)/obj/%.o)
+TEST_SRC   := $(wildcard tests/*_tests.cc) tests/test_main.cc
+TEST_OBJ   := $(TEST_SRC:tests/%.cc=$(BUILD)/obj/tests/%.o)
+
+BUILD_DEPS := g++ make pkg-config libmariadb-dev libjsoncpp-dev libcli11-dev \
+              libsystemd-dev libboost-test-dev
+TEST_DEPS  := mariadb-server mariadb-client systemd python3 procps openssl \
+              postfix xinetd
+DEB_DEPS   := debhelper devscripts lintian fakeroot
+FUZZ_DEPS  := clang libclang-rt-14-dev
+
+.PHONY: all check unit blackbox deps deps-deb deps-fuzz demo install uninstall clean fuzz bench deb
+
+all: $(BUILD)/sockmapd
+
+$(BUILD)/sockmapd: $(BUILD)/obj/main.o $(OBJ)
+	$(CXX) $(ALL_CXXFLAGS) -o $@ $^ $(ALL_LDFLAGS) $(PKG_LIBS)
+
+$(BUILD)/unit_tests: $(TEST_OBJ) $(OBJ)
+	$(CXX) $(ALL_CXXFLAGS) -o $@ $^ $(ALL_LDFLAGS) $(PKG_LIBS) -lboost_unit_test_framework
+
+$(BUILD)/obj/%.o: src/%.cc
+	@mkdir -p $(@D)
+	$(CXX) $(ALL_CPPFLAGS) $(ALL_CXXFLAGS) -c -o $@ $<
+
+$(BUILD)/obj/tests/%.o: tests/%.cc
+	@mkdir -p $(@D)
+	$(CXX) $(ALL_CPPFLAGS) -DBOOST_TEST_DYN_LINK $(ALL_CXXFLAGS) -c -o $@ $<
+
+-include $(OBJ:.o=.d) $(BUILD)/obj/main.d $(TEST_OBJ:.o=.d)
+
+# Install only what is missing, so a prepared machine is not touched.
+define apt_install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
+	  echo "postfix postfix/main_mailer_type select No configuration" | $$SUDO debconf-set-selections; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+endef
+
+deps:
+	$(call apt_install,$(BUILD_DEPS) $(TEST_DEPS))
+
+deps-deb:
+	$(call apt_install,$(DEB_DEPS))
+
+deps-fuzz:
+	$(call apt_install,$(FUZZ_DEPS))
+
+check: deps
+	$(MAKE) -j2 $(BUILD)/sockmapd $(BUILD)/unit_tests
+	/usr/bin/python3 tests/run_all.py --build $(BUILD)
+
+unit: $(BUILD)/unit_tests
+	$(BUILD)/unit_tests
+
+demo: deps
+	$(MAKE) -j2 $(BUILD)/sockmapd
+	/usr/bin/python3 tests/demo.py --build $(BUILD)
+
+install: $(BUILD)/sockmapd
+	install -D -m 0755 $(BUILD)/sockmapd $(DESTDIR)$(SBINDIR)/sockmapd
+	install -D -m 0644 doc/sockmapd.8 $(DESTDIR)$(MANDIR)/man8/sockmapd.8
+	install -D -m 0644 doc/sockmapd.json.5 $(DESTDIR)$(MANDIR)/man5/sockmapd.json.5
+	install -D -m 0644 units/sockmapd.socket $(DESTDIR)$(UNITDIR)/sockmapd.socket
+	sed 's,@SBINDIR@,$(SBINDIR),g' units/sockmapd@.service > $(BUILD)/sockmapd@.service
+	install -D -m 0644 $(BUILD)/sockmapd@.service $(DESTDIR)$(UNITDIR)/sockmapd@.service
+	install -D -m 0644 config.example.json $(DESTDIR)$(DOCDIR)/config.example.json
+	install -D -m 0644 units/sockmapd.xinetd $(DESTDIR)$(DOCDIR)/examples/sockmapd.xinetd
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/sockmapd $(DESTDIR)$(MANDIR)/man8/sockmapd.8 \
+	      $(DESTDIR)$(MANDIR)/man5/sockmapd.json.5 $(DESTDIR)$(UNITDIR)/sockmapd.socket \
+	      $(DESTDIR)$(UNITDIR)/sockmapd@.service
+	rm -rf $(DESTDIR)$(DOCDIR)
+
+clean:
+	rm -rf build

@@ -1,0 +1,91 @@
+// config — the JSON configuration file, read with jsoncpp into checked structs.
+//
+// load_config() reads and validates a file in the schema of DESIGN.md; it
+// accepts the older Go sockmapd's files, whose scalar values are all JSON
+// strings ("port": "3306"), as well as real numbers and booleans.  Any
+// problem throws ConfigError whose message names the key path
+// ("postmaps[1].tabel: unknown key").  Nothing here touches the database.
+#pragma once
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sockmapd {
+
+class ConfigError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+enum class LogLevel { Error = 0, Warning = 1, Info = 2, Debug = 3 };
+
+struct SysConfig {
+    std::string port = "2224";      // --listen mode port
+    std::string listen = "127.0.0.1";
+    std::string logfile;            // empty: journal under systemd, else syslog
+    LogLevel loglevel = LogLevel::Info;
+    std::string run_as_user;
+    std::string run_as_group;
+    unsigned idle_timeout = 120;    // seconds without a complete request
+    unsigned max_session = 3600;    // seconds a handler may live
+};
+
+struct TlsConfig {
+    std::string ca;
+    std::string cert;
+    std::string key;
+    bool verify_server = true;
+    bool enabled() const { return !ca.empty() || !cert.empty() || !key.empty(); }
+};
+
+struct DatabaseConfig {
+    std::vector<std::string> hosts; // "host", "host:port", "[v6]:port", "unix:/path"
+    unsigned port = 3306;
+    std::string username;
+    std::string password;           // resolved: password, or password_file's content
+    std::string password_file;      // as written in the file (for messages)
+    unsigned connect_timeout = 2;
+    unsigned read_timeout = 5;
+    unsigned write_timeout = 5;
+    unsigned db_idle_timeout = 10;
+    unsigned retry_interval = 30;
+    TlsConfig tls;
+};
+
+struct MapConfig {
+    std::string service;            // the socketmap name
+    std::string database;           // schema name
+    std::string table;
+    std::string key;
+    std::string value;              // empty: existence map, answers the key as stored
+    std::string reason;             // optional column appended as " <reason>"
+    std::string query;              // optional SELECT with %s %u %d instead of table/key/value
+    std::string result_format;      // optional template, %s is the value
+    bool lowercase = false;
+    std::string strip_extension;    // delimiter(s) such as "+"; empty: off
+    std::vector<std::string> domains; // empty: every domain
+};
+
+struct Config {
+    SysConfig sys;
+    DatabaseConfig db;
+    std::vector<MapConfig> maps;
+    std::vector<std::string> warnings; // non-fatal findings (e.g. file readable by others)
+
+    const MapConfig* find_map(std::string_view service) const;
+};
+
+// Reads and checks the file at `path`; throws ConfigError.
+Config load_config(const std::string& path);
+
+// Checks JSON text; `origin` names the file in messages.  Throws ConfigError.
+// Does not read password_file (load_config does).
+Config parse_config(std::string_view text, const std::string& origin = "config");
+
+// True if `s` is an identifier we are willing to back-quote into SQL.
+bool valid_identifier(std::string_view s);
+
+} // namespace sockmapd

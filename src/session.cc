@@ -1,0 +1,258 @@
+#include "session.hh"
+
+#include "log.hh"
+#include "netstring.hh"
+#include "socketmap.hh"
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <fcntl.h>
+#include <poll.h>
+#include <string>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace sockmapd {
+
+const char* describe(EndReason r)
+{
+    switch (r) {
+    case EndReason::Eof: return "client closed";
+    case EndReason::Idle: return "idle timeout";
+    case EndReason::MaxSession: return "session time limit";
+    case EndReason::ProtocolError: return "protocol error";
+    case EndReason::ClientGone: return "connection lost";
+    }
+    return "unknown";
+}
+
+namespace {
+
+constexpr std::size_t read_chunk = 16384;
+constexpr std::size_t flush_threshold = 65536;
+
+bool is_socket(int fd)
+{
+    struct stat st {};
+    return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+// Milliseconds from now to `t`, for poll(); 0 when it has passed.
+int ms_until(Clock::time_point now, Clock::time_point t)
+{
+    if (t <= now)
+        return 0;
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t - now).count() + 1;
+    return static_cast<int>(std::min<long long>(ms, 24LL * 3600 * 1000));
+}
+
+// Output with a deadline: a client that stops reading its replies is
+// dropped instead of blocking the handler forever.
+class Writer {
+public:
+    Writer(int fd) : fd_(fd), socket_(is_socket(fd))
+    {
+        // Pipes have no MSG_DONTWAIT; make our end non-blocking and put
+        // the flags back at the end, the descriptor may be shared.
+        if (!socket_) {
+            saved_flags_ = fcntl(fd_, F_GETFL);
+            struct stat st {};
+            if (saved_flags_ >= 0 && fstat(fd_, &st) == 0 && S_ISFIFO(st.st_mode))
+                fcntl(fd_, F_SETFL, saved_flags_ | O_NONBLOCK);
+            else
+                saved_flags_ = -1;
+        }
+    }
+    ~Writer()
+    {
+        if (saved_flags_ >= 0)
+            fcntl(fd_, F_SETFL, saved_flags_);
+    }
+    Writer(const Writer&) = delete;
+    Writer& operator=(const Writer&) = delete;
+
+    bool write_all(std::string_view data, Clock::time_point deadline)
+    {
+        while (!data.empty()) {
+            const ssize_t n = socket_ ? send(fd_, data.data(), data.size(), MSG_NOSIGNAL | MSG_DONTWAIT)
+                                      : write(fd_, data.data(), data.size());
+            if (n > 0) {
+                data.remove_prefix(static_cast<std::size_t>(n));
+                continue;
+            }
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                pollfd p{fd_, POLLOUT, 0};
+                const int r = poll(&p, 1, ms_until(Clock::now(), deadline));
+                if (r == 0)
+                    return false;
+                if (r < 0 && errno != EINTR)
+                    return false;
+                continue;
+            }
+            return false;
+        }
+        return true;
+    }
+
+private:
+    int fd_;
+    bool socket_;
+    int saved_flags_ = -1;
+};
+
+class Session {
+public:
+    Session(int in_fd, int out_fd, Lookup& lookup, const SessionLimits& limits)
+        : in_fd_(in_fd), writer_(out_fd), lookup_(lookup), limits_(limits)
+    {
+        const auto now = Clock::now();
+        end_of_life_ = now + limits.max_session;
+        idle_deadline_ = now + limits.idle_timeout;
+    }
+
+    SessionStats run();
+
+private:
+    bool handle_input(std::string_view data);   // false: end the session
+    void answer(std::string_view payload);
+    bool flush();
+    Clock::time_point next_deadline() const;
+
+    int in_fd_;
+    Writer writer_;
+    Lookup& lookup_;
+    SessionLimits limits_;
+    NetstringDecoder decoder_;
+    std::string out_;
+    SessionStats stats_;
+    Clock::time_point end_of_life_;
+    Clock::time_point idle_deadline_;
+};
+
+Clock::time_point Session::next_deadline() const
+{
+    auto t = std::min(end_of_life_, idle_deadline_);
+    if (const auto w = lookup_.next_wakeup())
+        t = std::min(t, *w);
+    return t;
+}
+
+bool Session::flush()
+{
+    if (out_.empty())
+        return true;
+    const bool ok = writer_.write_all(out_, Clock::now() + limits_.idle_timeout);
+    out_.clear();
+    if (!ok)
+        stats_.end = EndReason::ClientGone;
+    return ok;
+}
+
+void Session::answer(std::string_view payload)
+{
+    ++stats_.requests;
+    const auto req = split_request(payload);
+    if (!req) {
+        ++stats_.errors;
+        netstring_append(out_, reply_malformed_request());
+        log_info("request without map name and key");
+        return;
+    }
+    const LookupResult result = lookup_.lookup(req->map, req->key);
+    const std::string reply = reply_for(result);
+    switch (result.outcome) {
+    case Outcome::Found: ++stats_.hits; break;
+    case Outcome::NotFound: ++stats_.misses; break;
+    default: ++stats_.errors; break;
+    }
+    if (log_enabled(LogLevel::Debug))
+        log_debug("map " + std::string(req->map) + " key \"" + log_escape(req->key) + "\": " + log_escape(reply),
+                  {{"SOCKMAP_MAP", req->map}, {"SOCKMAP_STATUS", std::string_view(reply).substr(0, reply.find(' '))}});
+    netstring_append(out_, reply);
+}
+
+bool Session::handle_input(std::string_view data)
+{
+    for (;;) {
+        switch (decoder_.feed(data)) {
+        case NetstringDecoder::Status::NeedMore:
+            return true;
+        case NetstringDecoder::Status::Frame:
+            answer(decoder_.payload());
+            idle_deadline_ = Clock::now() + limits_.idle_timeout;
+            if (out_.size() >= flush_threshold && !flush())
+                return false;
+            break;
+        case NetstringDecoder::Status::Error:
+            ++stats_.errors;
+            log_warning(std::string("closing connection: ") + describe(decoder_.error()));
+            netstring_append(out_, std::string("PERM ") + describe(decoder_.error()));
+            flush();
+            stats_.end = EndReason::ProtocolError;
+            return false;
+        }
+    }
+}
+
+SessionStats Session::run()
+{
+    std::array<char, read_chunk> buf;
+    for (;;) {
+        auto now = Clock::now();
+        if (now >= end_of_life_) {
+            stats_.end = EndReason::MaxSession;
+            return stats_;
+        }
+        if (now >= idle_deadline_) {
+            stats_.end = EndReason::Idle;
+            return stats_;
+        }
+        if (const auto w = lookup_.next_wakeup(); w && *w <= now)
+            lookup_.wakeup(now);
+
+        pollfd p{in_fd_, POLLIN, 0};
+        const int r = poll(&p, 1, ms_until(now, next_deadline()));
+        if (r == 0)
+            continue;
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            stats_.end = EndReason::ClientGone;
+            return stats_;
+        }
+        const ssize_t n = read(in_fd_, buf.data(), buf.size());
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            stats_.end = EndReason::ClientGone;
+            return stats_;
+        }
+        if (n == 0) {
+            if (const auto e = decoder_.at_eof(); e != NetstringError::None) {
+                ++stats_.errors;
+                netstring_append(out_, std::string("PERM ") + describe(e));
+                flush();
+                stats_.end = EndReason::ProtocolError;
+                return stats_;
+            }
+            stats_.end = EndReason::Eof;
+            return stats_;
+        }
+        if (!handle_input(std::string_view(buf.data(), static_cast<std::size_t>(n))) || !flush())
+            return stats_;
+    }
+}
+
+} // namespace
+
+SessionStats run_session(int in_fd, int out_fd, Lookup& lookup, const SessionLimits& limits)
+{
+    Session s(in_fd, out_fd, lookup, limits);
+    return s.run();
+}
+
+} // namespace sockmapd

@@ -1,0 +1,37 @@
+// session — one client connection: read netstring requests, answer each.
+//
+// run_session() reads from `in_fd` and writes replies to `out_fd` until
+// the client closes (EndReason::Eof), goes silent or dribbles past the
+// idle timeout, the session passes its maximum age, or the framing breaks
+// (a PERM reply, then the end).  Memory is bounded by one read buffer, one
+// request and the pending replies.  It throws nothing for client
+// behaviour; the Lookup decides every answer through reply_for().
+#pragma once
+
+#include "lookup.hh"
+
+#include <chrono>
+#include <cstdint>
+
+namespace sockmapd {
+
+struct SessionLimits {
+    std::chrono::seconds idle_timeout{120};
+    std::chrono::seconds max_session{3600};
+};
+
+enum class EndReason { Eof, Idle, MaxSession, ProtocolError, ClientGone };
+
+const char* describe(EndReason r);
+
+struct SessionStats {
+    std::uint64_t requests = 0;
+    std::uint64_t hits = 0;
+    std::uint64_t misses = 0;
+    std::uint64_t errors = 0;   // TEMP, TIMEOUT and PERM replies
+    EndReason end = EndReason::Eof;
+};
+
+SessionStats run_session(int in_fd, int out_fd, Lookup& lookup, const SessionLimits& limits);
+
+} // namespace sockmapd

@@ -1,0 +1,74 @@
+#include "socketmap.hh"
+
+#include "netstring.hh"
+
+namespace sockmapd {
+
+namespace {
+
+constexpr std::size_t max_reason_length = 200;
+
+// Reasons come from databases and the system; keep them one short line.
+std::string clean_reason(std::string_view reason, std::string_view fallback)
+{
+    if (reason.empty())
+        reason = fallback;
+    std::string out;
+    out.reserve(std::min(reason.size(), max_reason_length));
+    for (const char c : reason.substr(0, max_reason_length)) {
+        const auto u = static_cast<unsigned char>(c);
+        out.push_back(u < 0x20 || u == 0x7f ? ' ' : c);
+    }
+    return out;
+}
+
+std::string with_word(std::string_view word, std::string_view text)
+{
+    std::string out;
+    out.reserve(word.size() + 1 + text.size());
+    out.append(word);
+    out.push_back(' ');
+    out.append(text);
+    return out;
+}
+
+} // namespace
+
+std::optional<Request> split_request(std::string_view payload)
+{
+    const auto space = payload.find(' ');
+    if (space == std::string_view::npos || space == 0)
+        return std::nullopt;
+    return Request{payload.substr(0, space), payload.substr(space + 1)};
+}
+
+std::string reply_for(const LookupResult& r)
+{
+    switch (r.outcome) {
+    case Outcome::Found:
+        if (r.text.empty())
+            return "NOTFOUND ";
+        if (r.text.size() + 3 > max_reply_length)
+            return "PERM result too long";
+        return with_word("OK", r.text);
+    case Outcome::NotFound:
+        return "NOTFOUND ";
+    case Outcome::TempFail:
+        return with_word("TEMP", clean_reason(r.text, "temporary failure"));
+    case Outcome::Timeout:
+        return with_word("TIMEOUT", clean_reason(r.text, "database timeout"));
+    case Outcome::PermFail:
+        return with_word("PERM", clean_reason(r.text, "permanent failure"));
+    case Outcome::NoSuchMap:
+        return "PERM unknown map";
+    }
+    // An outcome we do not know is not an answer: let the MTA retry.
+    return "TEMP internal error";
+}
+
+std::string reply_malformed_request()
+{
+    return "PERM request without map name and key";
+}
+
+} // namespace sockmapd

@@ -1,0 +1,219 @@
+#include "config.hh"
+
+#include <boost/test/unit_test.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <sys/stat.h>
+#include <unistd.h>
+
+using namespace sockmapd;
+
+namespace {
+
+// A config in the Go sockmapd's format: every scalar a JSON string.
+const std::string go_config = R"({
+  "sysconfig": {"port": "2224", "listen": "0.0.0.0", "logfile": "", "loglevel": "info",
+                "run_as_user": "nobody", "run_as_group": "nogroup", "idle_timeout": "60", "max_session": "600"},
+  "database": {"host": ["db1.example.org", "db2.example.org:3307", "unix:/run/mysqld/mysqld.sock"],
+               "port": "3306", "username": "sockmapd", "password": "secret",
+               "connect_timeout": "3", "read_timeout": "4", "write_timeout": "4"},
+  "postmaps": [
+    {"service": "recipient", "database": "dbmail", "table": "dbmail_aliases", "key": "alias", "value": "deliver_to", "reason": ""},
+    {"service": "sender", "database": "dbmail", "table": "sender_access", "key": "sender", "value": "action", "reason": "why"}
+  ]
+})";
+
+const std::string minimal = R"({"database": {"host": "localhost"},
+  "postmaps": [{"service": "m", "database": "d", "table": "t", "key": "k"}]})";
+
+// Replaces the first occurrence of `from` in `text`.
+std::string with(std::string text, const std::string& from, const std::string& to)
+{
+    const auto pos = text.find(from);
+    BOOST_REQUIRE(pos != std::string::npos);
+    return text.replace(pos, from.size(), to);
+}
+
+std::string error_of(const std::string& text)
+{
+    try {
+        parse_config(text, "test.json");
+    } catch (const ConfigError& e) {
+        return e.what();
+    }
+    return "";
+}
+
+struct TempFile {
+    explicit TempFile(const std::string& content, mode_t mode = 0600)
+    {
+        char tmpl[] = "/tmp/sockmapd-test-XXXXXX";
+        const int fd = mkstemp(tmpl);
+        BOOST_REQUIRE(fd >= 0);
+        BOOST_REQUIRE(write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()));
+        fchmod(fd, mode);
+        close(fd);
+        path = tmpl;
+    }
+    ~TempFile() { unlink(path.c_str()); }
+    std::string path;
+};
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(config)
+
+BOOST_AUTO_TEST_CASE(go_format_loads)
+{
+    const Config c = parse_config(go_config);
+    BOOST_TEST(c.sys.port == "2224");
+    BOOST_TEST(c.sys.idle_timeout == 60u);
+    BOOST_TEST(c.sys.max_session == 600u);
+    BOOST_TEST(c.db.hosts.size() == 3u);
+    BOOST_TEST(c.db.port == 3306u);
+    BOOST_TEST(c.db.connect_timeout == 3u);
+    BOOST_TEST(c.db.password == "secret");
+    BOOST_TEST(c.maps.size() == 2u);
+    BOOST_REQUIRE(c.find_map("sender") != nullptr);
+    BOOST_TEST(c.find_map("sender")->reason == "why");
+    BOOST_TEST(c.find_map("recipient")->reason.empty());
+    BOOST_TEST(c.find_map("nosuch") == nullptr);
+}
+
+BOOST_AUTO_TEST_CASE(numbers_work_too)
+{
+    const Config c = parse_config(with(with(go_config, R"("port": "3306")", R"("port": 3307)"), R"("idle_timeout": "60")",
+                                       R"("idle_timeout": 30)"));
+    BOOST_TEST(c.db.port == 3307u);
+    BOOST_TEST(c.sys.idle_timeout == 30u);
+    BOOST_TEST(parse_config(with(go_config, R"("port": "2224")", R"("port": 2225)")).sys.port == "2225");
+}
+
+BOOST_AUTO_TEST_CASE(defaults)
+{
+    const Config c = parse_config(minimal);
+    BOOST_TEST(c.sys.idle_timeout == 120u);
+    BOOST_TEST(c.sys.max_session == 3600u);
+    BOOST_TEST(c.db.connect_timeout == 2u);
+    BOOST_TEST(c.db.read_timeout == 5u);
+    BOOST_TEST(c.db.db_idle_timeout == 10u);
+    BOOST_TEST(c.db.retry_interval == 30u);
+    BOOST_TEST(c.db.hosts == std::vector<std::string>{"localhost"});
+    BOOST_TEST(c.db.tls.verify_server);
+    BOOST_TEST(!c.db.tls.enabled());
+    BOOST_TEST(static_cast<int>(c.sys.loglevel) == static_cast<int>(LogLevel::Info));
+}
+
+BOOST_AUTO_TEST_CASE(errors_name_the_key)
+{
+    struct Case {
+        std::string text;
+        std::string message;   // must appear in the error
+    };
+    const std::vector<Case> cases = {
+        {with(go_config, R"("table": "dbmail_aliases")", R"("tabel": "dbmail_aliases")"), "postmaps[0].tabel: unknown key"},
+        {with(go_config, R"("table": "sender_access")", R"("tabel": "sender_access")"), "postmaps[1].tabel: unknown key"},
+        {with(go_config, R"("value": "action")", R"("vaule": "action")"), "postmaps[1].vaule: unknown key"},
+        {with(go_config, R"("sysconfig": {)", R"("sysconfig": {"colour": "red", )"), "sysconfig.colour: unknown key"},
+        {with(go_config, R"("database": {)", R"("database": {"hots": "x", )"), "database.hots: unknown key"},
+        {with(go_config, R"("postmaps")", R"("extra": 1, "postmaps")"), "extra: unknown key"},
+        {with(go_config, R"("port": "3306")", R"("port": "33o6")"), "database.port: must be a whole number"},
+        {with(go_config, R"("port": "3306")", R"("port": "70000")"), "database.port: must be between 1 and 65535"},
+        {with(go_config, R"("port": "3306")", R"("port": -1)"), "database.port: must be a whole number"},
+        {with(go_config, R"("port": "3306")", R"("port": [1])"), "database.port: must be a whole number"},
+        {with(go_config, R"("read_timeout": "4")", R"("read_timeout": "0")"), "database.read_timeout: must be between"},
+        {with(go_config, R"("idle_timeout": "60")", R"("idle_timeout": true)"), "sysconfig.idle_timeout: must be a whole number"},
+        {with(go_config, R"("username": "sockmapd")", R"("username": ["a"])"), "database.username: must be a string"},
+        {with(go_config, R"("loglevel": "info")", R"("loglevel": "verbose")"), "sysconfig.loglevel: must be one of"},
+        {with(go_config, R"("table": "dbmail_aliases")", R"("table": "x; DROP TABLE y")"), "postmaps[0].table: \"x; DROP TABLE y\" is not a valid identifier"},
+        {with(go_config, R"("key": "alias")", R"("key": "a`b")"), "postmaps[0].key:"},
+        {with(go_config, R"("database": "dbmail")", R"("database": "")"), "postmaps[0].database: missing"},
+        {with(go_config, R"("table": "dbmail_aliases", )", ""), "postmaps[0].table: missing"},
+        {with(go_config, R"("service": "sender")", R"("service": "recipient")"), "postmaps[1].service: \"recipient\" is already used by postmaps[0]"},
+        {with(go_config, R"("service": "sender")", R"("service": "two words")"), "postmaps[1].service:"},
+        {with(go_config, R"("db1.example.org", )", R"("db1.example.org:99999", )"), "database.host[0]: must be a port number"},
+        {with(go_config, R"("db1.example.org", )", R"("::1", )"), "database.host[0]: an IPv6 address needs brackets"},
+        {with(go_config, R"("unix:/run/mysqld/mysqld.sock")", R"("unix:relative.sock")"), "database.host[2]: unix socket path must be absolute"},
+        {with(go_config, R"("password": "secret")", R"("password": "secret", "password_file": "/x")"), "database.password_file: set either"},
+        {R"({"postmaps": [{"service": "m", "database": "d", "table": "t", "key": "k"}]})", "database: missing"},
+        {R"({"database": {"host": "h"}, "postmaps": []})", "postmaps: must be a list with at least one map"},
+        {R"({"database": {}, "postmaps": [{"service": "m", "database": "d", "table": "t", "key": "k"}]})", "database.host: missing"},
+        {R"([1, 2])", "must be an object"},
+        {R"({"database": )", "not valid JSON"},
+        {with(minimal, R"("key": "k")", R"("key": "k", "query": "SELECT 1")"), "postmaps[0].query: give either"},
+        {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t WHERE k = %x")"), "postmaps[0].query: unknown escape %x"},
+        {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t WHERE k = 1")"), "postmaps[0].query: uses none of"},
+        {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t WHERE k = '%%s'")"), "postmaps[0].query: uses none of"},
+        {with(minimal, R"("key": "k")", R"("key": "k", "result_format": "smtp:[%d]")"), "postmaps[0].result_format: unknown escape %d"},
+        {with(minimal, R"("key": "k")", R"("key": "k", "result_format": "50%")"), "postmaps[0].result_format: ends with a lone"},
+        {with(minimal, R"("key": "k")", R"("key": "k", "domain": ["ok.org", "a@b"])"), "postmaps[0].domain:"},
+        {with(minimal, R"("key": "k")", R"("key": "k", "lowercase": "maybe")"), "postmaps[0].lowercase: must be true or false"},
+        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "tls": {"cert": "/c"})"), "database.tls: cert and key go together"},
+        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "tls": {"cafile": "/c"})"), "database.tls.cafile: unknown key"},
+    };
+    for (const auto& c : cases) {
+        const std::string err = error_of(c.text);
+        BOOST_TEST_CONTEXT("want \"" << c.message << "\"") { BOOST_TEST(err.find(c.message) != std::string::npos, err); }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(feature_fields)
+{
+    const Config c = parse_config(with(minimal, R"("table": "t", "key": "k")",
+                                       R"("query": "SELECT goto FROM alias WHERE address = %s AND x = '100%%'",
+                                           "lowercase": true, "strip_extension": "+", "domain": ["Example.ORG"],
+                                           "result_format": "smtp:[%s]")"));
+    const MapConfig& m = c.maps.at(0);
+    BOOST_TEST(m.lowercase);
+    BOOST_TEST(m.strip_extension == "+");
+    BOOST_TEST(m.domains == std::vector<std::string>{"example.org"});
+    BOOST_TEST(m.result_format == "smtp:[%s]");
+    BOOST_TEST(m.query.find("%s") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(identifiers)
+{
+    for (const char* good : {"a", "dbmail_aliases", "T1", "x$y", "_"})
+        BOOST_TEST(valid_identifier(good), good);
+    for (const char* bad : {"", "a b", "a`b", "a;b", "a.b", "a'b", "ä"})
+        BOOST_TEST(!valid_identifier(bad), bad);
+    BOOST_TEST(!valid_identifier(std::string(65, 'a')));
+}
+
+BOOST_AUTO_TEST_CASE(load_reads_password_file_and_warns)
+{
+    const TempFile pw("s3cret\n");
+    const TempFile cfg(with(minimal, R"("host": "localhost")", R"("host": "localhost", "password_file": ")" + pw.path + "\""));
+    const Config c = load_config(cfg.path);
+    BOOST_TEST(c.db.password == "s3cret");
+    BOOST_TEST(c.warnings.empty());
+
+    const TempFile open_cfg(with(minimal, R"("host": "localhost")", R"("host": "localhost", "password": "pw")"), 0644);
+    const Config o = load_config(open_cfg.path);
+    BOOST_REQUIRE(o.warnings.size() == 1u);
+    BOOST_TEST(o.warnings[0].find("readable by others") != std::string::npos);
+    BOOST_TEST(o.warnings[0].find("\"pw\"") == std::string::npos);
+
+    const TempFile missing(with(minimal, R"("host": "localhost")", R"("host": "localhost", "password_file": "/nonexistent/pw")"));
+    BOOST_CHECK_THROW(load_config(missing.path), ConfigError);
+    BOOST_CHECK_THROW(load_config("/nonexistent/config.json"), ConfigError);
+}
+
+BOOST_AUTO_TEST_CASE(credentials_directory)
+{
+    char dir[] = "/tmp/sockmapd-creds-XXXXXX";
+    BOOST_REQUIRE(mkdtemp(dir) != nullptr);
+    const std::string file = std::string(dir) + "/db-password";
+    std::ofstream(file) << "fromcreds";
+    setenv("CREDENTIALS_DIRECTORY", dir, 1);
+    const TempFile cfg(with(minimal, R"("host": "localhost")", R"("host": "localhost", "password_file": "db-password")"));
+    const Config c = load_config(cfg.path);
+    unsetenv("CREDENTIALS_DIRECTORY");
+    unlink(file.c_str());
+    rmdir(dir);
+    BOOST_TEST(c.db.password == "fromcreds");
+}
+
+BOOST_AUTO_TEST_SUITE_END()

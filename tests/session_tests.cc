@@ -1,0 +1,207 @@
+#include "netstring.hh"
+#include "session.hh"
+
+#include <boost/test/unit_test.hpp>
+
+#include <map>
+#include <string>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+
+using namespace sockmapd;
+
+namespace {
+
+// A lookup double: a fixed table per map, and scripted failures.
+class TableLookup : public Lookup {
+public:
+    LookupResult lookup(std::string_view map, std::string_view key) override
+    {
+        ++calls;
+        if (map == "down")
+            return {Outcome::TempFail, "database down"};
+        if (map == "slow")
+            return {Outcome::Timeout, "query timed out"};
+        if (map != "m")
+            return {Outcome::NoSuchMap, {}};
+        const auto it = table.find(std::string(key));
+        if (it == table.end())
+            return {Outcome::NotFound, {}};
+        return {Outcome::Found, it->second};
+    }
+    std::map<std::string, std::string> table{{"a@x", "b@y"}, {"k,with, commas", "v"}};
+    int calls = 0;
+};
+
+// Runs a whole session over a socketpair: writes `input`, shuts down the
+// write side, collects everything the session answered.
+std::string converse(const std::string& input, Lookup& lookup, SessionStats* stats = nullptr,
+                     SessionLimits limits = {})
+{
+    int sv[2];
+    BOOST_REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    SessionStats st;
+    std::thread server([&] {
+        st = run_session(sv[1], sv[1], lookup, limits);
+        shutdown(sv[1], SHUT_WR);
+    });
+    std::thread writer([&] {
+        std::size_t off = 0;
+        while (off < input.size()) {
+            const ssize_t n = send(sv[0], input.data() + off, input.size() - off, MSG_NOSIGNAL);
+            if (n <= 0)
+                break;
+            off += static_cast<std::size_t>(n);
+        }
+        shutdown(sv[0], SHUT_WR);
+    });
+    std::string out;
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(sv[0], buf, sizeof buf)) > 0)
+        out.append(buf, static_cast<std::size_t>(n));
+    writer.join();
+    server.join();
+    close(sv[0]);
+    close(sv[1]);
+    if (stats)
+        *stats = st;
+    return out;
+}
+
+std::string ns(const std::string& s) { return netstring_encode(s); }
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(session)
+
+BOOST_AUTO_TEST_CASE(answers_each_request_in_order)
+{
+    TableLookup t;
+    SessionStats st;
+    const std::string out = converse(ns("m a@x") + ns("m nobody") + ns("m k,with, commas") + ns("other k") +
+                                         ns("nospace") + ns("down k") + ns("slow k") + ns("m a@x"),
+                                     t, &st);
+    BOOST_TEST(out == ns("OK b@y") + ns("NOTFOUND ") + ns("OK v") + ns("PERM unknown map") +
+                          ns("PERM request without map name and key") + ns("TEMP database down") +
+                          ns("TIMEOUT query timed out") + ns("OK b@y"));
+    BOOST_TEST(st.requests == 8u);
+    BOOST_TEST(st.hits == 3u);
+    BOOST_TEST(st.misses == 1u);
+    BOOST_TEST(st.errors == 4u);
+    BOOST_TEST(static_cast<int>(st.end) == static_cast<int>(EndReason::Eof));
+}
+
+BOOST_AUTO_TEST_CASE(empty_session_ends_cleanly)
+{
+    TableLookup t;
+    SessionStats st;
+    BOOST_TEST(converse("", t, &st).empty());
+    BOOST_TEST(static_cast<int>(st.end) == static_cast<int>(EndReason::Eof));
+    BOOST_TEST(t.calls == 0);
+}
+
+BOOST_AUTO_TEST_CASE(framing_error_answers_perm_and_closes)
+{
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"x:", "PERM netstring length is not a number"},
+        {"01:a,", "PERM netstring length with leading zero"},
+        {"10001:", "PERM netstring length over limit"},
+        {"3:m ab", "PERM netstring without terminating comma"},
+        {"50:m a", "PERM end of input inside netstring"},
+        {":", "PERM netstring without length"},
+    };
+    for (const auto& [input, reply] : cases) {
+        TableLookup t;
+        SessionStats st;
+        // The valid request before the broken one is still answered; the
+        // one after it is not.
+        // (For the truncated frame the trailing request is swallowed by it.)
+        const std::string out = converse(ns("m a@x") + input + ns("m a@x"), t, &st);
+        BOOST_TEST_CONTEXT("input " << input)
+        {
+            BOOST_TEST(out == ns("OK b@y") + ns(reply));
+            BOOST_TEST(static_cast<int>(st.end) == static_cast<int>(EndReason::ProtocolError));
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(pipelined_thousand_requests)
+{
+    TableLookup t;
+    std::string in, want;
+    for (int i = 0; i < 1000; ++i) {
+        in += ns(i % 2 ? "m a@x" : "m none");
+        want += ns(i % 2 ? "OK b@y" : "NOTFOUND ");
+    }
+    BOOST_TEST(converse(in, t) == want);
+    BOOST_TEST(t.calls == 1000);
+}
+
+BOOST_AUTO_TEST_CASE(idle_client_is_dropped)
+{
+    int sv[2];
+    BOOST_REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    TableLookup t;
+    const auto start = Clock::now();
+    // One byte, then silence: the dribble must not keep the session alive.
+    BOOST_REQUIRE(write(sv[0], "1", 1) == 1);
+    const SessionStats st = run_session(sv[1], sv[1], t, {std::chrono::seconds(1), std::chrono::seconds(60)});
+    const auto took_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+    BOOST_TEST(static_cast<int>(st.end) == static_cast<int>(EndReason::Idle));
+    BOOST_TEST(took_ms >= 900);
+    BOOST_TEST(took_ms < 5000);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+BOOST_AUTO_TEST_CASE(wakeup_is_called_while_idle)
+{
+    struct Waker : TableLookup {
+        std::optional<Clock::time_point> next_wakeup() const override { return when; }
+        void wakeup(Clock::time_point) override
+        {
+            ++wakeups;
+            when.reset();
+        }
+        std::optional<Clock::time_point> when = Clock::now() + std::chrono::milliseconds(100);
+        int wakeups = 0;
+    } w;
+    int sv[2];
+    BOOST_REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    run_session(sv[1], sv[1], w, {std::chrono::seconds(1), std::chrono::seconds(60)});
+    BOOST_TEST(w.wakeups == 1);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+BOOST_AUTO_TEST_CASE(client_that_never_reads_is_dropped)
+{
+    int sv[2];
+    BOOST_REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    TableLookup t;
+    t.table["big"] = std::string(90000, 'v');
+    std::string in;
+    for (int i = 0; i < 200; ++i)
+        in += ns("m big");
+    std::thread writer([&] {
+        std::size_t off = 0;
+        while (off < in.size()) {
+            const ssize_t n = send(sv[0], in.data() + off, in.size() - off, MSG_NOSIGNAL);
+            if (n <= 0)
+                break;
+            off += static_cast<std::size_t>(n);
+        }
+    });
+    const auto start = Clock::now();
+    const SessionStats st = run_session(sv[1], sv[1], t, {std::chrono::seconds(1), std::chrono::seconds(60)});
+    BOOST_TEST(static_cast<int>(st.end) == static_cast<int>(EndReason::ClientGone));
+    BOOST_TEST(std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - start).count() < 10);
+    shutdown(sv[1], SHUT_RDWR);
+    writer.join();
+    close(sv[0]);
+    close(sv[1]);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

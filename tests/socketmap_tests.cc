@@ -1,0 +1,80 @@
+#include "netstring.hh"
+#include "socketmap.hh"
+
+#include <boost/test/unit_test.hpp>
+
+using namespace sockmapd;
+
+BOOST_AUTO_TEST_SUITE(socketmap)
+
+BOOST_AUTO_TEST_CASE(split)
+{
+    struct Case {
+        std::string payload;
+        bool ok;
+        std::string map, key;
+    };
+    const std::vector<Case> cases = {
+        {"recipient user@example.org", true, "recipient", "user@example.org"},
+        {"m key with spaces, and commas", true, "m", "key with spaces, and commas"},
+        {"m ", true, "m", ""},
+        {"m  two", true, "m", " two"},
+        {std::string("m a\0b", 5), true, "m", std::string("a\0b", 3)},
+        {"nospace", false, "", ""},
+        {"", false, "", ""},
+        {" leadingspace", false, "", ""},
+    };
+    for (const auto& c : cases) {
+        BOOST_TEST_CONTEXT("payload \"" << c.payload << "\"")
+        {
+            const auto r = split_request(c.payload);
+            BOOST_TEST(r.has_value() == c.ok);
+            if (r && c.ok) {
+                BOOST_TEST(r->map == c.map);
+                BOOST_TEST(r->key == c.key);
+            }
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(reply_policy)
+{
+    struct Case {
+        Outcome outcome;
+        std::string text;
+        std::string reply;
+    };
+    const std::vector<Case> cases = {
+        {Outcome::Found, "user@example.org", "OK user@example.org"},
+        {Outcome::Found, "REJECT spam source", "OK REJECT spam source"},
+        {Outcome::Found, "", "NOTFOUND "},
+        {Outcome::NotFound, "ignored", "NOTFOUND "},
+        {Outcome::TempFail, "no database host answers", "TEMP no database host answers"},
+        {Outcome::TempFail, "", "TEMP temporary failure"},
+        {Outcome::TempFail, "line\nbreak", "TEMP line break"},
+        {Outcome::Timeout, "query timed out", "TIMEOUT query timed out"},
+        {Outcome::PermFail, "result too long", "PERM result too long"},
+        {Outcome::NoSuchMap, "", "PERM unknown map"},
+    };
+    for (const auto& c : cases)
+        BOOST_TEST(reply_for({c.outcome, c.text}) == c.reply);
+}
+
+BOOST_AUTO_TEST_CASE(failures_never_look_like_answers)
+{
+    for (const auto o : {Outcome::TempFail, Outcome::Timeout, Outcome::PermFail, Outcome::NoSuchMap}) {
+        const std::string r = reply_for({o, "OK fake"});
+        BOOST_TEST(r.rfind("OK", 0) != 0u);
+        BOOST_TEST(r.rfind("NOTFOUND", 0) != 0u);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(reply_limit)
+{
+    const std::string fits(max_reply_length - 3, 'v');
+    BOOST_TEST(reply_for({Outcome::Found, fits}).size() == max_reply_length);
+    BOOST_TEST(reply_for({Outcome::Found, fits + "v"}) == "PERM result too long");
+    BOOST_TEST(reply_for({Outcome::TempFail, std::string(5000, 'r')}).size() < 300u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,3 @@
+// The one Boost.Test runner: every tests/<module>_tests.cc links into it.
+#define BOOST_TEST_MODULE sockmapd
+#include <boost/test/unit_test.hpp>
