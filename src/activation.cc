@@ -18,7 +18,9 @@ bool fd_is_socket(int fd)
     return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
 }
 
-std::string peer_of(int fd)
+} // namespace
+
+std::string peer_name(int fd)
 {
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
@@ -42,11 +44,9 @@ std::string peer_of(int fd)
     return {};
 }
 
-} // namespace
-
-Connection find_connection(bool force_inetd)
+ClientConnection find_connection(bool force_inetd)
 {
-    Connection c;
+    ClientConnection c;
     if (!force_inetd) {
         const int n = sd_listen_fds(1);
         if (n < 0)
@@ -61,13 +61,13 @@ Connection find_connection(bool force_inetd)
                 throw ActivationError("fd 3 from systemd is not a connected stream socket");
             c.in_fd = c.out_fd = fd;
             c.socket = true;
-            c.peer = peer_of(fd);
+            c.peer = peer_name(fd);
             return c;
         }
     }
     c.socket = fd_is_socket(0);
     if (c.socket)
-        c.peer = peer_of(0);
+        c.peer = peer_name(0);
     return c;
 }
 

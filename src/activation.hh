@@ -16,7 +16,7 @@ public:
     using std::runtime_error::runtime_error;
 };
 
-struct Connection {
+struct ClientConnection {
     int in_fd = 0;
     int out_fd = 1;
     bool socket = false;     // the connection is a socket (not a pipe or tty)
@@ -24,7 +24,11 @@ struct Connection {
 };
 
 // `force_inetd`: use stdin/stdout even if LISTEN_FDS is set.
-Connection find_connection(bool force_inetd);
+ClientConnection find_connection(bool force_inetd);
+
+// The peer of a connected socket for logs: "127.0.0.1:40000", "[::1]:40000",
+// "unix", or "" when it is not a socket.
+std::string peer_name(int fd);
 
 // stderr may carry messages: it is not a socket (under xinetd and
 // systemd it is the client's socket or the journal's stream).

@@ -3,6 +3,7 @@
 #include "activation.hh"
 #include "config.hh"
 #include "dblookup.hh"
+#include "listen.hh"
 #include "log.hh"
 #include "session.hh"
 #include "socketmap.hh"
@@ -27,6 +28,9 @@ struct Options {
     bool offline = false;
     bool inetd = false;
     std::vector<std::string> query;
+    bool listen = false;
+    std::string listen_arg;
+    unsigned max_children = 64;
 };
 
 // Answers every request TEMP: a handler whose config is broken must make
@@ -44,7 +48,7 @@ SessionLimits limits_of(const SysConfig& s)
     return {std::chrono::seconds(s.idle_timeout), std::chrono::seconds(s.max_session)};
 }
 
-void log_summary(const SessionStats& st, const Connection& conn, Clock::duration took)
+void log_summary(const SessionStats& st, const ClientConnection& conn, Clock::duration took)
 {
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(took).count();
     const std::string msg = "session end (" + std::string(describe(st.end)) + "): " + std::to_string(st.requests) +
@@ -53,20 +57,32 @@ void log_summary(const SessionStats& st, const Connection& conn, Clock::duration
     log_info(msg, {{"REMOTE_ADDR", conn.peer}});
 }
 
+// One client connection with a loaded config: the same path for fd 3,
+// stdin/stdout and a --listen child.
+int serve_connection(const Config& cfg, const ClientConnection& conn)
+{
+    const auto started = Clock::now();
+    log_debug("connection from " + (conn.peer.empty() ? std::string("pipe") : conn.peer));
+    DbLookup lookup(cfg);
+    const SessionStats st = run_session(conn.in_fd, conn.out_fd, lookup, limits_of(cfg.sys));
+    log_summary(st, conn, Clock::now() - started);
+    return EX_OK;
+}
+
 int serve(const Options& opt, bool stderr_private)
 {
-    Connection conn;
+    ClientConnection conn;
     try {
         conn = find_connection(opt.inetd);
     } catch (const ActivationError& e) {
         log_error(e.what());
         return EX_CONFIG;
     }
-    const auto started = Clock::now();
     Config cfg;
     try {
         cfg = load_config(opt.config);
     } catch (const ConfigError& e) {
+        const auto started = Clock::now();
         log_error(e.what());
         BrokenConfigLookup broken;
         const SessionStats st = run_session(conn.in_fd, conn.out_fd, broken, limits_of(SysConfig{}));
@@ -76,11 +92,33 @@ int serve(const Options& opt, bool stderr_private)
     log_setup(cfg.sys.loglevel, cfg.sys.logfile, stderr_private);
     for (const auto& w : cfg.warnings)
         log_warning(w);
-    log_debug("connection from " + (conn.peer.empty() ? std::string("pipe") : conn.peer));
-    DbLookup lookup(cfg);
-    const SessionStats st = run_session(conn.in_fd, conn.out_fd, lookup, limits_of(cfg.sys));
-    log_summary(st, conn, Clock::now() - started);
-    return EX_OK;
+    return serve_connection(cfg, conn);
+}
+
+int listen_mode(const Options& opt, bool stderr_private)
+{
+    Config cfg;
+    ListenOptions lo;
+    try {
+        cfg = load_config(opt.config);
+        lo = listen_options(cfg.sys, opt.listen_arg);
+    } catch (const ConfigError& e) {
+        if (stderr_private)
+            std::cerr << "sockmapd: " << e.what() << '\n';
+        log_error(e.what());
+        return EX_CONFIG;
+    }
+    lo.max_children = opt.max_children;
+    log_setup(cfg.sys.loglevel, cfg.sys.logfile, stderr_private);
+    for (const auto& w : cfg.warnings)
+        log_warning(w);
+    return listen_loop(cfg, lo, [&cfg](int fd) {
+        ClientConnection conn;
+        conn.in_fd = conn.out_fd = fd;
+        conn.socket = true;
+        conn.peer = peer_name(fd);
+        return serve_connection(cfg, conn);
+    });
 }
 
 int query(const Config& cfg, const std::string& map, const std::string& key)
@@ -103,6 +141,8 @@ int query(const Config& cfg, const std::string& map, const std::string& key)
 
 int run(const Options& opt, bool stderr_private)
 {
+    if (opt.listen)
+        return listen_mode(opt, stderr_private);
     if (!opt.check_config && opt.query.empty())
         return serve(opt, stderr_private);
 
@@ -149,6 +189,16 @@ int main(int argc, char** argv)
         ->expected(2)
         ->type_name("MAP KEY")
         ->excludes(check);
+    auto* listen = app.add_option("--listen", opt.listen_arg,
+                                  "accept connections on [[ADDR:]PORT] (default: sysconfig.listen and .port), "
+                                  "a forked handler for each")
+                       ->expected(0, 1)
+                       ->type_name("[[ADDR:]PORT]")
+                       ->excludes(check);
+    app.add_option("--max-children", opt.max_children, "with --listen: most handlers at once")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 10000))
+        ->needs(listen);
     app.footer("Exit status: 0 ok, 64 usage, 75 temporary failure, 78 configuration error.\n"
                "See sockmapd(8) and sockmapd.json(5).");
     try {
@@ -161,6 +211,11 @@ int main(int argc, char** argv)
             app.exit(e);
         else
             log_error(std::string("command line: ") + e.what());
+        return EX_USAGE;
+    }
+    opt.listen = listen->count() > 0;
+    if (opt.listen && !opt.query.empty()) {
+        std::cerr << "sockmapd: --listen and --query exclude each other\n";
         return EX_USAGE;
     }
     if (opt.offline && !opt.check_config) {
