@@ -1,3 +1,6 @@
+SHELL := /bin/bash
+.SECONDEXPANSION:
+
 # sockmapd — socketmap lookups for Postfix and Sendmail, answered from MariaDB.
 #
 #   make            build build/sockmapd
@@ -48,7 +51,7 @@ TEST_DEPS  := mariadb-server mariadb-client systemd python3 procps openssl \
 DEB_DEPS   := debhelper devscripts lintian fakeroot
 FUZZ_DEPS  := clang libclang-rt-14-dev
 
-.PHONY: all check unit blackbox deps deps-deb deps-fuzz demo install uninstall clean fuzz bench deb
+.PHONY: all check unit blackbox deps deps-deb deps-fuzz demo install uninstall clean fuzz fuzz-run bench deb
 
 all: $(BUILD)/sockmapd
 
@@ -99,6 +102,34 @@ unit: $(BUILD)/unit_tests
 demo: deps
 	$(MAKE) -j2 $(BUILD)/sockmapd
 	/usr/bin/python3 tests/demo.py --build $(BUILD)
+
+# libFuzzer targets, built with clang: `make fuzz` builds, `make fuzz-run`
+# runs each for FUZZ_SECONDS on a scratch copy of its seed corpus.
+FUZZ_CXX     ?= clang++
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS    = -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Isrc $(PKG_CFLAGS)
+FUZZERS      := netstring request config
+FUZZ_SRC_netstring := src/netstring.cc
+FUZZ_SRC_request   := src/socketmap.cc src/netstring.cc
+FUZZ_SRC_config    := src/config.cc
+
+build/fuzz/%_fuzz: tests/fuzz/%_fuzz.cc $$(FUZZ_SRC_$$*)
+	@mkdir -p $(@D)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -o $@ $^ $(PKG_LIBS)
+
+fuzz: deps-fuzz
+	$(MAKE) $(FUZZERS:%=build/fuzz/%_fuzz)
+
+fuzz-run: fuzz
+	@for f in $(FUZZERS); do \
+	  rm -rf build/fuzz/corpus-$$f && mkdir -p build/fuzz/corpus-$$f && \
+	  cp tests/fuzz/corpus/$$f/* build/fuzz/corpus-$$f/ && \
+	  echo "fuzzing $$f for $(FUZZ_SECONDS)s" && \
+	  dict=; test -f tests/fuzz/$$f.dict && dict=-dict=tests/fuzz/$$f.dict; \
+	  build/fuzz/$${f}_fuzz $$dict -max_total_time=$(FUZZ_SECONDS) -max_len=20000 -rss_limit_mb=1024 \
+	    -print_final_stats=1 build/fuzz/corpus-$$f 2>&1 | grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ +DONE)|ERROR|SUMMARY' ; \
+	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	done
 
 install: $(BUILD)/sockmapd
 	install -D -m 0755 $(BUILD)/sockmapd $(DESTDIR)$(SBINDIR)/sockmapd
