@@ -1,0 +1,645 @@
+#!/usr/bin/python3
+"""bb_core — black-box tests of build/sockmapd that need no database.
+
+Protocol framing, reply policy without a database (unknown maps, unreachable
+hosts), activation modes (pipe, systemd fd 3, --inetd, xinetd-style fd 0/1/2
+on one socket), timeouts, memory bound, config checks and the command line.
+Run: SOCKMAPD=build/sockmapd tests/bb_core.py [test-name-or-glob ...]
+"""
+
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from harness import *  # noqa: E402,F401,F403
+
+EX_USAGE, EX_TEMPFAIL, EX_CONFIG = 64, 75, 78
+STATUS_WORDS = (b"OK ", b"NOTFOUND ", b"PERM ", b"TEMP ", b"TIMEOUT ")
+UNKNOWN = encode(b"nosuch somekey")
+
+
+def config(**sysconfig):
+    """A config whose database is a closed local port; `sysconfig` overrides merged."""
+    return temp_config(base_config(None, sysconfig=sysconfig, database={"connect_timeout": 1}))
+
+
+_shared = {}
+
+
+def shared_config():
+    if "cfg" not in _shared:
+        _shared["cfg"] = config()
+    return _shared["cfg"]
+
+
+def replies(out):
+    """Netstring payloads of a whole output; fails if it is anything else."""
+    try:
+        return decode_stream(out)
+    except NetstringError as e:
+        raise AssertionError("output is not netstrings only (%s): %r" % (e, out[:300]))
+
+
+def status(payload):
+    return payload.split(b" ", 1)[0]
+
+
+
+def read_until_exit(p, timeout):
+    """Read p.stdout until EOF and wait for exit, stdin left as the caller has it.
+
+    Returns (stdout bytes, seconds until EOF); AssertionError if it stays open.
+    """
+    started = time.monotonic()
+    deadline = started + scaled(timeout)
+    fd = p.stdout.fileno()
+    chunks = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("sockmapd still running after %gs; got %r" % (scaled(timeout), b"".join(chunks)[:300]))
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    elapsed = time.monotonic() - started
+    p.wait(timeout=scaled(5))
+    return b"".join(chunks), elapsed
+
+
+# ---------------------------------------------------------------- pipe sessions
+
+@test
+def pipe_unknown_map_is_perm():
+    rc, out, err = run_pipe(shared_config(), b"14:nosuch somekey,")
+    got = replies(out)
+    eq(len(got), 1, "one reply")
+    startswith(got[0], b"PERM ")
+    ok(len(got[0]) > len(b"PERM "), "PERM carries a reason")
+    eq(rc, 0, "exit status at EOF")
+
+
+@test
+def pipe_eof_without_requests():
+    rc, out, err = run_pipe(shared_config(), b"")
+    eq(out, b"")
+    eq(rc, 0)
+
+
+@test
+def pipe_many_requests_one_session():
+    keys = [b"k%d" % i for i in range(150)] + [b"with space", b"a,b,c", b"nul\0byte", b"3:abc,", b"\xff\xfe"]
+    stream = b"".join(encode(b"nosuch " + k) for k in keys)
+    rc, out, err = run_pipe(shared_config(), stream)
+    got = replies(out)
+    eq(len(got), len(keys), "one reply per request")
+    for payload in got:
+        startswith(payload, b"PERM ")
+    eq(rc, 0)
+
+
+@test
+def pipe_request_without_space_then_valid():
+    rc, out, err = run_pipe(shared_config(), encode(b"nosuch") + UNKNOWN + encode(b"") + UNKNOWN)
+    got = replies(out)
+    eq(len(got), 4, "the session goes on after a request without a space")
+    for payload in got:
+        startswith(payload, b"PERM ")
+    eq(rc, 0)
+
+
+@test
+def pipe_request_of_max_length_accepted():
+    body = b"nosuch " + b"k" * (10000 - 7)
+    eq(len(body), 10000)
+    rc, out, err = run_pipe(shared_config(), encode(body) + UNKNOWN)
+    got = replies(out)
+    eq(len(got), 2, "a 10000-byte request is no framing error")
+    startswith(got[0], b"PERM ")
+    startswith(got[1], b"PERM ")
+    eq(rc, 0)
+
+
+# Each framing error: a PERM reply (if still writable), then the end of the
+# session; a valid request after the error is not answered.
+FRAMING_ERRORS = [
+    ("empty_length", b":abc,", True),
+    ("non_digit_length", b"x:abc,", True),
+    ("digit_then_letter", b"1x:abc,", True),
+    ("leading_zero", b"01:a,", True),
+    ("negative_length", b"-1:a,", True),
+    ("length_over_limit", b"10001:" + b"n" * 10001 + b",", True),
+    ("length_overflow", b"99999999999999999999:abc,", True),
+    ("missing_comma", b"3:abcX", True),
+    ("space_before_colon", b"3 :abc,", True),
+    ("eof_inside_length", b"12", False),
+    ("eof_after_colon", b"5:", False),
+    ("eof_inside_payload", b"10:abc", False),
+    ("eof_before_comma", b"3:abc", False),
+]
+
+
+def _framing_test(bad, then_valid):
+    def run():
+        prefix = UNKNOWN  # a good request first: the error ends a session in progress
+        stream = prefix + bad + (UNKNOWN if then_valid else b"")
+        rc, out, err = run_pipe(shared_config(), stream)
+        got = replies(out)
+        eq(len(got), 2, "a reply to the good request, one PERM for the error, nothing after")
+        startswith(got[0], b"PERM ")
+        startswith(got[1], b"PERM ")
+        eq(rc, 0, "exit status after a framing error")
+    return run
+
+
+for _name, _bad, _then in FRAMING_ERRORS:
+    test(name="framing_" + _name)(_framing_test(_bad, _then))
+
+
+@test
+def framing_error_answered_without_waiting_for_eof():
+    for bad in (b"10001:", b"x", b"01:", b"99999999999999999999"):
+        p = spawn(shared_config())
+        p.stdin.write(bad)
+        p.stdin.flush()  # stdin stays open: the error must be seen on arrival
+        out, secs = read_until_exit(p, 5)
+        got = replies(out)
+        eq(len(got), 1, "one PERM for %r" % bad)
+        startswith(got[0], b"PERM ")
+        ok(secs < scaled(2), "closed %.2fs after %r" % (secs, bad))
+        p.stdin.close()
+
+
+@test
+def framing_zero_length_is_valid():
+    rc, out, err = run_pipe(shared_config(), b"0:," + UNKNOWN)
+    got = replies(out)
+    eq(len(got), 2, "0:, is an (empty) request, the session goes on")
+    startswith(got[0], b"PERM ")
+    startswith(got[1], b"PERM ")
+
+
+def _flood(prefix, total=50 * 1024 * 1024):
+    """Write prefix + `total` bytes without a comma; check a quick PERM, close and small peak RSS."""
+    p = spawn(shared_config())
+    pid = p.pid
+    written = [0]
+    peak = [0]
+
+    def writer():
+        chunk = (b"1" if prefix == b"" else b"a") * 65536
+        try:
+            p.stdin.write(prefix)
+            while written[0] < total:
+                p.stdin.write(chunk)
+                written[0] += len(chunk)
+            p.stdin.close()
+        except (BrokenPipeError, ValueError, OSError):
+            pass
+
+    def sampler():
+        while p.poll() is None:
+            v = vm_hwm_kb(pid)
+            if v:
+                peak[0] = max(peak[0], v)
+            time.sleep(0.01)
+
+    t = threading.Thread(target=writer, daemon=True)
+    s = threading.Thread(target=sampler, daemon=True)
+    started = time.monotonic()
+    t.start()
+    s.start()
+    fd = p.stdout.fileno()
+    out = b""
+    deadline = started + scaled(10)
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            out += chunk
+    _, wstatus, usage = os.wait4(pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(wstatus)
+    elapsed = time.monotonic() - started
+    t.join(5)
+    s.join(1)
+    peak_kb = max(peak[0], usage.ru_maxrss)
+    got = replies(out)
+    eq(len(got), 1, "one reply")
+    startswith(got[0], b"PERM ")
+    eq(p.returncode, 0, "exit status")
+    ok(elapsed < scaled(3), "took %.2fs to give up on a %d-byte stream" % (elapsed, total))
+    ok(written[0] < total, "sockmapd read the whole %d-byte stream instead of closing" % total)
+    limit_kb = 20 * 1024 * (3 if "san" in os.environ.get("SOCKMAPD", "") else 1)
+    ok(peak_kb < limit_kb, "peak RSS %d kB (limit %d kB)" % (peak_kb, limit_kb))
+    print("    flood %r...: closed after %.2fs, %d bytes written, peak RSS %d kB" % (prefix[:8], elapsed, written[0], peak_kb))
+
+
+@test
+def flood_digits_without_colon():
+    _flood(b"")
+
+
+@test
+def flood_payload_without_comma():
+    _flood(b"9999:")
+
+
+@test
+def pipe_stdout_holds_only_netstrings_with_debug_log_to_syslog():
+    cfg = temp_config(base_config(None, sysconfig={"logfile": "", "loglevel": "debug"},
+                                  database={"connect_timeout": 1}))
+    stream = UNKNOWN + encode(b"nospace") + encode(b"recipient alice@example.org") + b"x:"
+    rc, out, err = run_pipe(cfg, stream, timeout=20)
+    got = replies(out)
+    eq([status(g) for g in got], [b"PERM", b"PERM", b"TEMP", b"PERM"])
+
+
+# ---------------------------------------------------------------- no database: TEMP, never OK/NOTFOUND
+
+@test
+def unreachable_database_is_temp():
+    cfg = shared_config()
+    maps = ["recipient", "exists", "sender", "transport", "awkward", "othermap"]
+    stream = b"".join(encode("%s alice@example.org" % m) for m in maps) + UNKNOWN
+    started = time.monotonic()
+    rc, out, err = run_pipe(cfg, stream, timeout=30)
+    took = time.monotonic() - started
+    got = replies(out)
+    eq(len(got), len(maps) + 1, "a reply per request; the session goes on")
+    for m, payload in zip(maps, got):
+        startswith(payload, b"TEMP ", "map %s" % m)
+        ok(len(payload) > 5, "TEMP carries a reason")
+    startswith(got[-1], b"PERM ")
+    eq(rc, 0)
+    ok(took < scaled(15), "took %.1fs" % took)
+
+
+@test
+def query_unreachable_database_exit_75():
+    rc, out, err = run_pipe(shared_config(), b"", args=["--query", "recipient", "alice@example.org"], timeout=20)
+    eq(rc, EX_TEMPFAIL, "exit status (stderr %r)" % err[:300])
+    startswith(out, b"TEMP ")
+
+
+@test
+def database_not_contacted_for_unknown_maps():
+    # A listener that counts connections and never answers (a hung server).
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(16)
+    port = lst.getsockname()[1]
+    defer(lst.close)
+    cfg = temp_config(base_config("127.0.0.1:%d" % port,
+                                  database={"connect_timeout": 1, "read_timeout": 1, "write_timeout": 1}))
+    rc, out, err = run_pipe(cfg, UNKNOWN + encode(b"nospace") + UNKNOWN)
+    eq([status(g) for g in replies(out)], [b"PERM"] * 3)
+    lst.settimeout(0.2)
+    try:
+        conn, _ = lst.accept()
+        conn.close()
+        raise AssertionError("sockmapd connected to the database for unknown maps only")
+    except socket.timeout:
+        pass
+    # A configured map does connect, and a server that never answers is TEMP/TIMEOUT.
+    started = time.monotonic()
+    rc, out, err = run_pipe(cfg, encode(b"recipient alice@example.org"), timeout=30)
+    got = replies(out)
+    eq(len(got), 1)
+    ok(status(got[0]) in (b"TEMP", b"TIMEOUT"), "hung database gave %r" % got[0])
+    ok(time.monotonic() - started < scaled(12), "bounded by the timeouts")
+
+
+# ---------------------------------------------------------------- activation modes
+
+def _concurrent_clients(address, n_clients=8, n_requests=25):
+    errors = []
+
+    def one(i):
+        try:
+            with Client(address, timeout=10) as c:
+                for j in range(n_requests):
+                    key = b"client%d-req%d" % (i, j)
+                    if j % 5 == 4:
+                        c.send_raw(encode(b"nospace%d" % j))
+                        r = c.read_reply()
+                    else:
+                        r = c.ask(b"nosuch", key)
+                    if not r.startswith(b"PERM "):
+                        errors.append("client %d request %d: %r" % (i, j, r))
+                c.shutdown_write()
+                rest = c.read_until_eof(5)
+                if rest:
+                    errors.append("client %d: bytes after EOF: %r" % (i, rest[:100]))
+        except Exception as e:
+            errors.append("client %d: %s: %s" % (i, type(e).__name__, e))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n_clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(scaled(30))
+    eq(errors, [])
+
+
+def _no_handlers_left(sa):
+    wait_for(lambda: not sa.children(), timeout=5, msg="all handler processes exited")
+
+
+@test
+def socket_activation_fd3_concurrent_clients():
+    with SocketActivated(["-c", shared_config()]) as sa:
+        _concurrent_clients(sa.address)
+        _no_handlers_left(sa)
+
+
+@test
+def socket_activation_inetd_concurrent_clients():
+    with SocketActivated(["-c", shared_config()], inetd=True) as sa:
+        _concurrent_clients(sa.address)
+        _no_handlers_left(sa)
+
+
+@test
+def socket_activation_inetd_with_inetd_flag():
+    with SocketActivated(["--inetd", "-c", shared_config()], inetd=True) as sa:
+        _concurrent_clients(sa.address, n_clients=3, n_requests=5)
+        _no_handlers_left(sa)
+
+
+@test
+def socket_activation_unix_socket():
+    path = os.path.join(tmpdir("unix"), "sockmapd.sock")
+    with SocketActivated(["-c", shared_config()], unix=path) as sa:
+        _concurrent_clients(path, n_clients=3, n_requests=5)
+        _no_handlers_left(sa)
+
+
+@test
+def socket_activation_framing_error_closes():
+    with SocketActivated(["-c", shared_config()]) as sa:
+        with sa.client() as c:
+            startswith(c.ask("nosuch", "k"), b"PERM ")
+            c.send_raw(b"01:a,")
+            data = c.read_until_eof(5)
+            got = replies(data)
+            eq(len(got), 1)
+            startswith(got[0], b"PERM ")
+        _no_handlers_left(sa)
+
+
+@test
+def socket_activation_only_netstrings_on_socket():
+    cfg = temp_config(base_config(None, sysconfig={"loglevel": "debug", "logfile": "/nonexistent-dir/sockmapd.log"},
+                                  database={"connect_timeout": 1}))
+    for inetd in (False, True):
+        with SocketActivated(["-c", cfg], inetd=inetd) as sa:
+            with sa.client(timeout=15) as c:
+                c.send_raw(UNKNOWN + encode(b"nospace") + encode(b"recipient bob@example.org") + b"01:")
+                got = replies(c.read_until_eof(15))
+                eq([status(g) for g in got], [b"PERM", b"PERM", b"TEMP", b"PERM"], "inetd=%s" % inetd)
+
+
+@test
+def xinetd_style_stderr_is_the_socket():
+    """fd 0, 1 and 2 all on the client socket: logs must never reach it."""
+    cases = [
+        ("unwritable logfile", {"loglevel": "debug", "logfile": "/nonexistent-dir/sockmapd.log"}),
+        ("syslog", {"loglevel": "debug", "logfile": ""}),
+    ]
+    for label, sysconfig in cases:
+        cfg = temp_config(base_config(None, sysconfig=sysconfig, database={"connect_timeout": 1}))
+        p, c = xinetd_style(cfg)
+        with c:
+            c.send_raw(UNKNOWN + encode(b"nospace") + encode(b"sender x@y") + b"x:")
+            data = c.read_until_eof(15)
+        got = replies(data)
+        eq([status(g) for g in got], [b"PERM", b"PERM", b"TEMP", b"PERM"], label)
+        eq(p.wait(timeout=scaled(5)), 0, label)
+
+
+@test
+def xinetd_style_broken_config_answers_temp_only():
+    cfg = temp_config('{"sysconfig": {"loglevel": "debug"}, "postmaps": [{"service": "a", "tabel": "x"}]}')
+    p, c = xinetd_style(cfg)
+    with c:
+        reply = c.ask("recipient", "alice@example.org")
+        startswith(reply, b"TEMP ")
+        c.shutdown_write()
+        eq(c.read_until_eof(5), b"", "nothing but replies on the socket")
+    ok(p.wait(timeout=scaled(5)) in (0, EX_CONFIG), "exit status %s" % p.returncode)
+
+
+@test
+def xinetd_style_bad_option_writes_nothing():
+    p, c = xinetd_style(None, args=["--no-such-option"])
+    with c:
+        c.shutdown_write()
+        eq(c.read_until_eof(5), b"", "a usage error must not be written to the client socket")
+    eq(p.wait(timeout=scaled(5)), EX_USAGE)
+
+
+# ---------------------------------------------------------------- timeouts
+
+@test
+def idle_timeout_closes_silent_client_pipe():
+    p = spawn(config(idle_timeout=1))
+    out, secs = read_until_exit(p, 6)  # stdin stays open and silent
+    eq(out, b"")
+    ok(0.8 <= secs <= scaled(3.0), "closed after %.2fs (idle_timeout 1)" % secs)
+    eq(p.returncode, 0)
+
+
+@test
+def idle_timeout_closes_silent_client_socket():
+    with SocketActivated(["-c", config(idle_timeout=1)]) as sa:
+        with sa.client() as c:
+            startswith(c.ask("nosuch", "k"), b"PERM ")
+            started = time.monotonic()
+            data = c.read_until_eof(6)
+            secs = time.monotonic() - started
+        replies(data)
+        ok(0.8 <= secs <= scaled(3.0), "closed after %.2fs (idle_timeout 1)" % secs)
+        _no_handlers_left(sa)
+
+
+@test
+def idle_timeout_closes_dribbling_client():
+    with SocketActivated(["-c", config(idle_timeout=1)]) as sa:
+        with sa.client() as c:
+            started = time.monotonic()
+            c.send_raw(b"9999:")
+            closed = None
+            while time.monotonic() - started < scaled(8):
+                try:
+                    c.send_raw(b"a")
+                except (BrokenPipeError, ConnectionResetError):
+                    closed = time.monotonic() - started
+                    break
+                r, _, _ = select.select([c.sock], [], [], 0.3)
+                if r:
+                    data = c.read_until_eof(2)
+                    closed = time.monotonic() - started
+                    got = replies(data)
+                    ok(all(g.startswith((b"PERM ", b"TEMP ")) for g in got), "replies %r" % got)
+                    break
+            ok(closed is not None, "a client dribbling one byte per 0.3s was never closed")
+            ok(closed <= scaled(3.5), "dribbler closed after %.2fs (idle_timeout 1)" % closed)
+        _no_handlers_left(sa)
+
+
+@test
+def idle_timeout_not_hit_by_steady_requests():
+    with SocketActivated(["-c", config(idle_timeout=1)]) as sa:
+        with sa.client() as c:
+            for i in range(6):  # 3 s in all, a request every 0.5 s
+                startswith(c.ask("nosuch", "k%d" % i), b"PERM ", "request %d" % i)
+                time.sleep(0.5)
+
+
+@test
+def max_session_ends_busy_client():
+    with SocketActivated(["-c", config(idle_timeout=10, max_session=2)]) as sa:
+        with sa.client() as c:
+            started = time.monotonic()
+            closed = None
+            while time.monotonic() - started < scaled(8):
+                try:
+                    c.ask("nosuch", "k", timeout=2)
+                except (EOFError, ConnectionResetError, BrokenPipeError):
+                    closed = time.monotonic() - started
+                    break
+                time.sleep(0.2)
+            ok(closed is not None, "max_session 2 never ended the session")
+            ok(1.5 <= closed <= scaled(4), "ended after %.2fs (max_session 2)" % closed)
+
+
+# ---------------------------------------------------------------- configuration
+
+def _check_offline(text):
+    return run_pipe(temp_config(text), b"", args=["--check-config", "--offline"])
+
+
+@test
+def config_unknown_key_exit_78():
+    cfg = base_config(None)
+    cfg["postmaps"][0]["tabel"] = cfg["postmaps"][0].pop("table")
+    rc, out, err = _check_offline(cfg)
+    eq(rc, EX_CONFIG, "exit status (stderr %r)" % err[:300])
+    contains(err, b"postmaps[0].tabel")
+
+
+@test
+def config_errors_name_the_key():
+    cases = []
+    cfg = base_config(None)
+    cfg["sysconfig"]["loglvl"] = "debug"
+    cases.append((cfg, b"sysconfig.loglvl"))
+    cfg = base_config(None)
+    cfg["sysconfig"]["idle_timeout"] = "soon"
+    cases.append((cfg, b"idle_timeout"))
+    cfg = base_config(None)
+    cfg["postmaps"][2]["vaule"] = "x"
+    cases.append((cfg, b"postmaps[2].vaule"))
+    cfg = base_config(None)
+    cfg["postmaps"][1]["table"] = "recipients; DROP TABLE x"
+    cases.append((cfg, b"postmaps[1].table"))
+    cfg = base_config(None)
+    cfg["database"]["conect_timeout"] = 1
+    cases.append((cfg, b"database.conect_timeout"))
+    for cfg, needle in cases:
+        rc, out, err = _check_offline(cfg)
+        eq(rc, EX_CONFIG, "exit status for %s (stderr %r)" % (needle, err[:300]))
+        contains(err, needle)
+
+
+@test
+def config_unreadable_or_invalid_exit_78():
+    rc, out, err = run_pipe(os.path.join(tmpdir("missing"), "none.json"), b"", args=["--check-config", "--offline"])
+    eq(rc, EX_CONFIG, "missing file")
+    ok(err.strip() != b"", "a message on stderr")
+    rc, out, err = _check_offline('{"sysconfig": {')
+    eq(rc, EX_CONFIG, "syntax error")
+    ok(err.strip() != b"", "a message on stderr")
+
+
+@test
+def config_go_style_all_strings_loads():
+    text = """{
+  "sysconfig": {
+    "port": "2224",
+    "listen": "127.0.0.1",
+    "logfile": "",
+    "loglevel": "info",
+    "idle_timeout": "120",
+    "max_session": "3600"
+  },
+  "database": {
+    "host": ["127.0.0.1"],
+    "port": "3306",
+    "username": "sockmapd",
+    "password": "secret",
+    "connect_timeout": "2",
+    "read_timeout": "5",
+    "write_timeout": "5"
+  },
+  "postmaps": [
+    {"service": "recipient", "database": "dbmail", "table": "dbmail_aliases",
+     "key": "alias", "value": "deliver_to"},
+    {"service": "sender", "database": "dbmail", "table": "sender_access",
+     "key": "sender", "value": "action", "reason": "reason"}
+  ]
+}
+"""
+    rc, out, err = _check_offline(text)
+    eq(rc, 0, "exit status (stderr %r)" % err[:300])
+
+
+@test
+def config_base_config_checks_offline():
+    rc, out, err = _check_offline(base_config(None))
+    eq(rc, 0, "exit status (stderr %r)" % err[:300])
+
+
+@test
+def broken_config_session_answers_temp():
+    cfg = temp_config('{"postmaps": [{"service": "recipient", "tabel": "x"}]}')
+    rc, out, err = run_pipe(cfg, encode(b"recipient alice@example.org") + UNKNOWN)
+    got = replies(out)
+    eq(len(got), 2, "a reply per request")
+    for g in got:
+        startswith(g, b"TEMP ")
+    ok(rc in (0, EX_CONFIG), "exit status %d" % rc)
+
+
+# ---------------------------------------------------------------- command line
+
+@test
+def cli_version_and_help():
+    rc, out, err = run_pipe(None, b"", args=["--version"])
+    eq(rc, 0)
+    contains(out + err, b"sockmapd")
+    rc, out, err = run_pipe(None, b"", args=["--help"])
+    eq(rc, 0)
+    contains(out, b"--check-config")
+    contains(out, b"--query")
+
+
+@test
+def cli_usage_errors_exit_64():
+    for args in (["--no-such-option"], ["--offline"], ["--query", "onlymap"], ["-c"]):
+        rc, out, err = run_pipe(None, b"", args=args)
+        eq(rc, EX_USAGE, "exit status for %s (stderr %r)" % (args, err[:200]))
+        eq(out, b"", "nothing on stdout for %s" % args)
+
+
+if __name__ == "__main__":
+    main()

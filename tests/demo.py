@@ -1,0 +1,144 @@
+#!/usr/bin/python3
+"""demo — real lookups through sockmapd, shown with the command lines.
+
+    tests/demo.py --build build
+
+Starts a throwaway MariaDB with tests/fixtures.sql, writes a config, and
+asks sockmapd through a shell pipe, --query, systemd-socket-activate (fd 3
+and --inetd) and Postfix's own postmap.  Stops everything it started.  Exit
+status 1 if any answer differs from the expected one.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import harness as h  # noqa: E402
+
+failures = []
+
+
+def show_cmd(argv, stdin=None):
+    line = " ".join(shlex.quote(str(a)) for a in argv)
+    if stdin is not None:
+        line = "printf %s | %s" % (shlex.quote(stdin.decode("latin-1").replace("%", "%%")), line)
+    print("  $ " + line)
+
+
+def check(label, got, expected):
+    mark = "ok" if got == expected else "WRONG"
+    print("    %-44s -> %-52r %s" % (label, got, mark))
+    if got != expected:
+        print("      expected %r" % expected)
+        failures.append("%s: got %r, expected %r" % (label, got, expected))
+
+
+LOOKUPS = [
+    ("recipient", "postmaster@example.org", b"OK root@example.org"),
+    ("recipient", "team@example.org", b"OK alice@example.org,bob@example.org,carol@example.org"),
+    ("recipient", "nobody@example.org", b"NOTFOUND "),
+    ("exists", "bob.smith@example.org", b"OK Bob.Smith@Example.org"),
+    ("sender", "spammer@bad.example", b"OK REJECT spam source"),
+    ("transport", "example.org", b"OK smtp:[mx.example.org]"),
+    ("othermap", "ping", b"OK pong"),
+    ("awkward", "x' OR '1'='1", b"OK injection-literal"),
+]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default="build")
+    args = ap.parse_args()
+    os.environ["SOCKMAPD"] = os.path.abspath(os.path.join(args.build, "sockmapd"))
+    signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(TimeoutError("demo took over 180s")))
+    signal.alarm(180)
+    binary = h.sockmapd_path()
+
+    print("== a throwaway MariaDB with the fixture tables")
+    t0 = time.monotonic()
+    db = h.MariaDB()
+    db.start()
+    db.load_fixtures()
+    print("  $ " + " ".join(db._command()))
+    print("  ready in %.2fs (datadir initialised in %.2fs, server up in %.2fs), port %d"
+          % (time.monotonic() - t0, db.init_seconds or 0, db.startup_seconds, db.port))
+
+    cfg = h.base_config(db, sysconfig={"loglevel": "info"})
+    cfg_path = h.temp_config(cfg)
+    print("\n== config %s" % cfg_path)
+    print("\n".join("  " + line for line in json.dumps(cfg, indent=2).splitlines()))
+
+    print("\n== lookups through a shell pipe (one session, one netstring request each)")
+    stream = b"".join(h.encode("%s %s" % (m, k)) for m, k, _ in LOOKUPS) + h.encode(b"nosuch key")
+    show_cmd([binary, "-c", cfg_path], stream)
+    rc, out, err = h.run_pipe(cfg_path, stream, timeout=30)
+    print("  stdout: %r" % out[:300] + ("..." if len(out) > 300 else ""))
+    got = h.decode_stream(out)
+    for (m, k, want), reply in zip(LOOKUPS, got):
+        check("%s %s" % (m, k), reply, want)
+    unknown = got[len(LOOKUPS)] if len(got) > len(LOOKUPS) else b""
+    check("nosuch key (unknown map)", unknown[:5], b"PERM ")
+    check("replies", len(got), len(LOOKUPS) + 1)
+    check("exit status at EOF", rc, 0)
+
+    print("\n== one lookup from the command line")
+    for m, k, want, want_rc in (("transport", "example.org", b"OK smtp:[mx.example.org]", 0),
+                                ("recipient", "nobody@example.org", b"NOTFOUND ", 1)):
+        argv = ["-c", cfg_path, "--query", m, k]
+        show_cmd([binary] + argv)
+        rc, out, err = h.run_pipe(None, b"", args=argv, timeout=30)
+        check("--query %s %s" % (m, k), (out.rstrip(b"\n"), rc), (want, want_rc))
+
+    for inetd in (False, True):
+        mode = "--inetd (connection on stdin/stdout)" if inetd else "fd 3 (LISTEN_FDS=1)"
+        print("\n== systemd-socket-activate, %s" % mode)
+        with h.SocketActivated(["-c", cfg_path], inetd=inetd) as sa:
+            show_cmd(sa.cmd)
+            with sa.client(timeout=15) as c:
+                print("  client connected to 127.0.0.1:%d" % sa.port)
+                for m, k, want in LOOKUPS[:5]:
+                    check("%s %s" % (m, k), c.ask(m, k), want)
+                c.shutdown_write()
+                check("bytes after the client's EOF", c.read_until_eof(10), b"")
+
+    print("\n== Postfix's postmap as the client (socketmap:inet:...)")
+    postmap = h.require_tool("postmap")
+    with h.SocketActivated(["-c", cfg_path]) as sa:
+        for m, k, want in (("recipient", "postmaster@example.org", "root@example.org"),
+                           ("sender", "spammer@bad.example", "REJECT spam source")):
+            argv = [postmap, "-q", k, "socketmap:inet:127.0.0.1:%d:%s" % (sa.port, m)]
+            show_cmd(argv)
+            r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+            check("postmap -q %s (%s)" % (k, m), r.stdout.decode().strip(), want)
+            if r.returncode != 0:
+                print("      postmap: %s" % r.stderr.decode(errors="replace").strip())
+        argv = [postmap, "-q", "nobody@example.org", "socketmap:inet:127.0.0.1:%d:recipient" % sa.port]
+        show_cmd(argv)
+        r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        check("postmap -q nobody@example.org: exit 1 (not found)", (r.stdout, r.returncode), (b"", 1))
+
+    print("\n== stopping")
+    db.stop()
+    print("  mariadbd stopped; sockmapd handlers and systemd-socket-activate stopped")
+    signal.alarm(0)
+    if failures:
+        print("\ndemo: %d answer(s) wrong:" % len(failures))
+        for f in failures:
+            print("  " + f)
+        return 1
+    print("\ndemo: every answer as expected")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (AssertionError, TimeoutError, OSError, h.NetstringError) as e:
+        print("demo failed: %s" % e)
+        sys.exit(1)
