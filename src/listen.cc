@@ -1,0 +1,468 @@
+#include "listen.hh"
+
+#include "log.hh"
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <ctime>
+#include <fcntl.h>
+#include <grp.h>
+#include <map>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pwd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <sysexits.h>
+#include <unistd.h>
+#include <vector>
+
+namespace sockmapd {
+
+namespace {
+
+bool all_digits(const std::string& s)
+{
+    return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+void check_port(const std::string& port, const std::string& what)
+{
+    if (!all_digits(port) || port.size() > 5 || std::stoul(port) == 0 || std::stoul(port) > 65535)
+        throw ConfigError(what + ": \"" + port + "\" is not a port number 1-65535");
+}
+
+// "[::1]" -> "::1"; anything else as it is.
+std::string unbracket(const std::string& addr)
+{
+    if (addr.size() >= 2 && addr.front() == '[' && addr.back() == ']')
+        return addr.substr(1, addr.size() - 2);
+    return addr;
+}
+
+void check_address(const std::string& addr, const std::string& what)
+{
+    const bool bad = addr.empty() || std::any_of(addr.begin(), addr.end(), [](char c) {
+                         const auto u = static_cast<unsigned char>(c);
+                         return u <= 0x20 || u == 0x7f || c == '[' || c == ']' || c == '/';
+                     });
+    if (bad)
+        throw ConfigError(what + ": \"" + addr + "\" is not an address or host name");
+}
+
+// ---------------------------------------------------------------- signals
+
+volatile sig_atomic_t stop_signal = 0;
+
+extern "C" void on_stop(int sig) { stop_signal = sig; }
+extern "C" void on_child(int) {}
+
+const int handled_signals[] = {SIGTERM, SIGINT, SIGCHLD};
+
+// Blocks the signals we handle and installs the handlers; they are only
+// let through inside ppoll() (with `wait_mask`), so no wake-up is lost
+// between checks.  Returns the mask to restore in handlers.
+sigset_t install_signals(sigset_t& wait_mask)
+{
+    sigset_t block, old;
+    sigemptyset(&block);
+    for (const int s : handled_signals)
+        sigaddset(&block, s);
+    sigprocmask(SIG_BLOCK, &block, &old);
+    wait_mask = old;
+    for (const int s : handled_signals)
+        sigdelset(&wait_mask, s);
+    struct sigaction sa {};
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_stop;
+    sigaction(SIGTERM, &sa, nullptr);
+    sigaction(SIGINT, &sa, nullptr);
+    sa.sa_handler = on_child;
+    sa.sa_flags = SA_NOCLDSTOP;
+    sigaction(SIGCHLD, &sa, nullptr);
+    return old;
+}
+
+// In a forked handler: the signals behave as in a socket-activated one.
+void reset_signals(const sigset_t& old)
+{
+    struct sigaction sa {};
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = SIG_DFL;
+    for (const int s : handled_signals)
+        sigaction(s, &sa, nullptr);
+    sigprocmask(SIG_SETMASK, &old, nullptr);
+}
+
+// ---------------------------------------------------------------- sockets
+
+struct Listener {
+    int fd = -1;
+    std::string name;   // "127.0.0.1:2224", "[::1]:2224"
+};
+
+void close_all(std::vector<Listener>& ls)
+{
+    for (auto& l : ls)
+        if (l.fd >= 0)
+            close(l.fd);
+    ls.clear();
+}
+
+std::string addr_name(const sockaddr* sa, socklen_t len)
+{
+    char host[NI_MAXHOST] = "", serv[NI_MAXSERV] = "";
+    if (getnameinfo(sa, len, host, sizeof host, serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+        return "?";
+    return sa->sa_family == AF_INET6 ? "[" + std::string(host) + "]:" + serv : std::string(host) + ":" + serv;
+}
+
+// A non-blocking listening socket, or -1 with `err` set to the errno.
+int open_listener(const addrinfo* ai, bool v6only, int& err)
+{
+    const int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+    if (fd < 0) {
+        err = errno;
+        return -1;
+    }
+    const int one = 1, v6 = v6only ? 1 : 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ai->ai_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6, sizeof v6);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
+        err = errno;
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+// Binds every address the name resolves to; throws nothing, returns the
+// exit code on failure (78 bad address, 75 address in use, 71 otherwise).
+int bind_all(const ListenOptions& opt, std::vector<Listener>& out)
+{
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV | AI_ADDRCONFIG;
+    addrinfo* res = nullptr;
+    if (const int rc = getaddrinfo(opt.address.c_str(), opt.port.c_str(), &hints, &res); rc != 0) {
+        log_error("--listen: cannot resolve " + opt.address + ": " + gai_strerror(rc));
+        return EX_CONFIG;
+    }
+    bool v4 = false, v6 = false;
+    for (const addrinfo* ai = res; ai; ai = ai->ai_next)
+        (ai->ai_family == AF_INET6 ? v6 : v4) = true;
+    int code = EX_OK;
+    for (const addrinfo* ai = res; ai; ai = ai->ai_next) {
+        const std::string name = addr_name(ai->ai_addr, ai->ai_addrlen);
+        if (std::any_of(out.begin(), out.end(), [&](const Listener& l) { return l.name == name; }))
+            continue;
+        int err = 0;
+        // "::" alone also takes IPv4; next to an IPv4 address it must not.
+        const int fd = open_listener(ai, v4 && v6, err);
+        if (fd < 0) {
+            log_error("--listen: cannot listen on " + name + ": " + std::strerror(err));
+            code = (err == EADDRINUSE || err == EADDRNOTAVAIL) ? EX_TEMPFAIL : EX_OSERR;
+            break;
+        }
+        out.push_back({fd, name});
+    }
+    freeaddrinfo(res);
+    if (code != EX_OK || out.empty()) {
+        close_all(out);
+        return code != EX_OK ? code : EX_CONFIG;
+    }
+    return EX_OK;
+}
+
+// ---------------------------------------------------------------- privileges
+
+struct Identity {
+    bool wanted = false;
+    std::string user;   // empty: keep the uid
+    uid_t uid = 0;
+    gid_t gid = 0;
+};
+
+// Looks the names (or numbers) up; throws ConfigError for unknown ones.
+Identity resolve_identity(const SysConfig& sys)
+{
+    Identity id;
+    id.wanted = !sys.run_as_user.empty() || !sys.run_as_group.empty();
+    id.uid = getuid();
+    id.gid = getgid();
+    if (!sys.run_as_user.empty()) {
+        const passwd* pw = getpwnam(sys.run_as_user.c_str());
+        if (!pw && all_digits(sys.run_as_user))
+            pw = getpwuid(static_cast<uid_t>(std::stoul(sys.run_as_user)));
+        if (!pw)
+            throw ConfigError("sysconfig.run_as_user: no user \"" + sys.run_as_user + "\"");
+        id.user = pw->pw_name;
+        id.uid = pw->pw_uid;
+        id.gid = pw->pw_gid;
+    }
+    if (!sys.run_as_group.empty()) {
+        const group* gr = getgrnam(sys.run_as_group.c_str());
+        if (!gr && all_digits(sys.run_as_group))
+            gr = getgrgid(static_cast<gid_t>(std::stoul(sys.run_as_group)));
+        if (!gr)
+            throw ConfigError("sysconfig.run_as_group: no group \"" + sys.run_as_group + "\"");
+        id.gid = gr->gr_gid;
+    }
+    return id;
+}
+
+bool fail_priv(const std::string& what)
+{
+    log_error("cannot drop privileges: " + what + ": " + std::strerror(errno));
+    return false;
+}
+
+// Groups first, then the gid, then the uid: after setuid() the others
+// could no longer be changed.  Then make sure the way back is closed.
+bool drop_privileges(const Identity& id)
+{
+    if (!id.wanted)
+        return true;
+    if (geteuid() != 0) {
+        if (geteuid() != id.uid || getegid() != id.gid)
+            log_warning("not started as root: run_as_user/run_as_group ignored, running as uid " +
+                        std::to_string(geteuid()));
+        return true;
+    }
+    if (!id.user.empty()) {
+        if (initgroups(id.user.c_str(), id.gid) != 0)
+            return fail_priv("initgroups(" + id.user + ")");
+    } else if (setgroups(1, &id.gid) != 0) {
+        return fail_priv("setgroups");
+    }
+    if (setgid(id.gid) != 0)
+        return fail_priv("setgid(" + std::to_string(id.gid) + ")");
+    if (setuid(id.uid) != 0)
+        return fail_priv("setuid(" + std::to_string(id.uid) + ")");
+    if (getuid() != id.uid || geteuid() != id.uid || getgid() != id.gid || getegid() != id.gid) {
+        log_error("cannot drop privileges: ids did not change as asked");
+        return false;
+    }
+    if (id.uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
+        log_error("cannot drop privileges: root could be regained after setuid");
+        return false;
+    }
+    if (id.gid != 0 && id.uid != 0 && (setgid(0) == 0 || setegid(0) == 0)) {
+        log_error("cannot drop privileges: gid 0 could be regained after setgid");
+        return false;
+    }
+    if (id.uid == 0)
+        log_warning("run_as_user not set: handlers keep running as root");
+    log_info("running as uid " + std::to_string(id.uid) + ", gid " + std::to_string(id.gid));
+    return true;
+}
+
+// ---------------------------------------------------------------- handlers
+
+struct Child {
+    std::string peer;
+    std::chrono::steady_clock::time_point started;
+};
+
+using Children = std::map<pid_t, Child>;
+
+std::string status_text(int status)
+{
+    if (WIFEXITED(status))
+        return "exit " + std::to_string(WEXITSTATUS(status));
+    if (WIFSIGNALED(status))
+        return std::string("killed by ") + strsignal(WTERMSIG(status));
+    return "status " + std::to_string(status);
+}
+
+void reap(Children& kids)
+{
+    int status = 0;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        const auto it = kids.find(pid);
+        if (it == kids.end())
+            continue;
+        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                              it->second.started)
+                            .count();
+        log_info("handler " + std::to_string(pid) + " for " + it->second.peer + " stopped (" + status_text(status) +
+                 ", " + std::to_string(ms) + " ms)");
+        kids.erase(it);
+    }
+}
+
+[[noreturn]] void run_child(int conn, std::vector<Listener>& ls, const sigset_t& old,
+                            const std::function<int(int)>& handler)
+{
+    close_all(ls);
+    reset_signals(old);
+    int code = EX_SOFTWARE;
+    try {
+        code = handler(conn);
+    } catch (const std::exception& e) {
+        log_error(std::string("handler: internal error: ") + e.what());
+    }
+    _exit(code);
+}
+
+void pause_briefly()
+{
+    const timespec ts{0, 100 * 1000 * 1000};
+    nanosleep(&ts, nullptr);
+}
+
+// Accepts one pending connection on `l` and forks its handler.
+void accept_one(Listener& l, std::vector<Listener>& ls, Children& kids, const sigset_t& old,
+                const std::function<int(int)>& handler)
+{
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    const int conn = accept4(l.fd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC);
+    if (conn < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
+            log_error("accept on " + l.name + ": " + std::strerror(errno));
+            pause_briefly();   // EMFILE and friends: do not spin
+        }
+        return;
+    }
+    const std::string peer = addr_name(reinterpret_cast<sockaddr*>(&ss), len);
+    const pid_t pid = fork();
+    if (pid == 0)
+        run_child(conn, ls, old, handler);
+    close(conn);
+    if (pid < 0) {
+        log_error(std::string("fork: ") + std::strerror(errno));
+        pause_briefly();
+        return;
+    }
+    kids[pid] = {peer, std::chrono::steady_clock::now()};
+    log_info("handler " + std::to_string(pid) + " for " + peer + " started (" + std::to_string(kids.size()) +
+             " running)");
+}
+
+// SIGTERM to the handlers still running, a few seconds to end, then SIGKILL.
+void stop_children(Children& kids)
+{
+    reap(kids);
+    if (kids.empty())
+        return;
+    log_info("stopping " + std::to_string(kids.size()) + " running handler(s)");
+    for (const auto& [pid, kid] : kids)
+        kill(pid, SIGTERM);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!kids.empty() && std::chrono::steady_clock::now() < deadline) {
+        pause_briefly();
+        reap(kids);
+    }
+    for (const auto& [pid, kid] : kids) {
+        log_warning("handler " + std::to_string(pid) + " ignored SIGTERM, killing it");
+        kill(pid, SIGKILL);
+        waitpid(pid, nullptr, 0);
+    }
+    kids.clear();
+}
+
+} // namespace
+
+ListenOptions listen_options(const SysConfig& sys, const std::string& arg)
+{
+    ListenOptions o;
+    o.address = unbracket(sys.listen);
+    o.port = sys.port;
+    if (!arg.empty()) {
+        std::string addr, port;
+        if (arg.front() == '[') {
+            const auto close = arg.find(']');
+            if (close == std::string::npos)
+                throw ConfigError("--listen " + arg + ": bracketed address without ']'");
+            if (close == 1)
+                throw ConfigError("--listen " + arg + ": empty brackets");
+            addr = arg.substr(1, close - 1);
+            if (close + 1 < arg.size()) {
+                if (arg[close + 1] != ':')
+                    throw ConfigError("--listen " + arg + ": expected ':' after ']'");
+                port = arg.substr(close + 2);
+            }
+        } else if (const auto colon = arg.rfind(':'); colon == std::string::npos) {
+            if (!all_digits(arg))
+                throw ConfigError("--listen " + arg + ": give PORT, ADDR:PORT or [IPv6]:PORT");
+            port = arg;
+        } else {
+            addr = arg.substr(0, colon);
+            port = arg.substr(colon + 1);
+            if (addr.find(':') != std::string::npos)
+                throw ConfigError("--listen " + arg + ": an IPv6 address needs brackets: [ADDR]:PORT");
+        }
+        if (!port.empty())
+            o.port = port;
+        if (!addr.empty()) {
+            check_address(addr, "--listen " + arg);
+            o.address = addr;
+        }
+    }
+    check_port(o.port, arg.empty() ? std::string("sysconfig.port") : "--listen " + arg);
+    check_address(o.address, "sysconfig.listen");
+    return o;
+}
+
+int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function<int(int fd)>& handler)
+{
+    Identity id;
+    try {
+        id = resolve_identity(cfg.sys);
+    } catch (const ConfigError& e) {
+        log_error(e.what());
+        return EX_CONFIG;
+    }
+    std::vector<Listener> ls;
+    if (const int rc = bind_all(opt, ls); rc != EX_OK)
+        return rc;
+    if (!drop_privileges(id)) {
+        close_all(ls);
+        return EX_OSERR;
+    }
+    sigset_t wait_mask;
+    const sigset_t old = install_signals(wait_mask);
+    std::string names;
+    for (const auto& l : ls)
+        names += (names.empty() ? "" : ", ") + l.name;
+    log_info("listening on " + names + ", at most " + std::to_string(opt.max_children) + " handlers");
+
+    Children kids;
+    bool full_logged = false;
+    std::vector<pollfd> fds(ls.size());
+    while (stop_signal == 0) {
+        reap(kids);
+        const bool full = kids.size() >= opt.max_children;
+        if (full && !full_logged)
+            log_warning("all " + std::to_string(opt.max_children) + " handlers busy: new connections wait");
+        full_logged = full;
+        for (std::size_t i = 0; i < ls.size(); ++i)
+            fds[i] = {full ? -1 : ls[i].fd, POLLIN, 0};   // a negative fd is ignored by poll
+        // Signals are blocked everywhere else and delivered only here.
+        if (ppoll(fds.data(), fds.size(), nullptr, &wait_mask) < 0) {
+            if (errno != EINTR) {
+                log_error(std::string("poll: ") + std::strerror(errno));
+                pause_briefly();
+            }
+            continue;
+        }
+        for (std::size_t i = 0; i < ls.size() && stop_signal == 0; ++i)
+            if (fds[i].revents & POLLIN)
+                accept_one(ls[i], ls, kids, old, handler);
+    }
+    close_all(ls);
+    log_info(std::string("stopping on ") + strsignal(stop_signal));
+    stop_children(kids);
+    sigprocmask(SIG_SETMASK, &old, nullptr);
+    return EX_OK;
+}
+
+} // namespace sockmapd
