@@ -17,7 +17,8 @@ A suite is a script tests/bb_<name>.py:
 Pieces:
   test framework   @test / @test(timeout=S), main(), eq/ok/contains/startswith/wait_for,
                    defer(fn) (per-test cleanup)
-  processes        MariaDB, SocketActivated, spawn(), xinetd_style(), run_pipe()
+  processes        MariaDB, shared_mariadb(), SocketActivated, spawn(), xinetd_style(),
+                   run_pipe(), stop_pid(), pid_alive(), proc_children(), vm_hwm_kb()
   protocol         encode(), decode_stream(), Client
   config           base_config(), write_config(), temp_config(), FIXTURE_MAPS
   temp files       suite_dir(), tmpdir(), tmpfile(); removed at exit unless KEEP_TMP=1
@@ -50,7 +51,7 @@ __all__ = [
     "test", "main", "eq", "ne", "ok", "contains", "not_contains", "startswith",
     "wait_for", "defer", "TestTimeout", "scaled", "require_tool",
     # processes
-    "MariaDB", "SqlError", "SocketActivated", "spawn", "xinetd_style", "run_pipe",
+    "MariaDB", "SqlError", "shared_mariadb", "SocketActivated", "spawn", "xinetd_style", "run_pipe",
     "sockmapd_path", "sockmapd_env", "pid_alive", "stop_pid", "free_port", "closed_port",
     "proc_children", "vm_hwm_kb",
     # protocol
@@ -152,8 +153,12 @@ _test_cleanups = []
 
 
 def _register(obj):
-    obj._scope = "test" if _current_test is not None else "suite"
-    _live.append(obj)
+    # The scope is fixed when an object is first started: a suite-wide server
+    # restarted inside a test stays suite-wide.
+    if not hasattr(obj, "_scope"):
+        obj._scope = "test" if _current_test is not None else "suite"
+    if obj not in _live:
+        _live.append(obj)
 
 
 def _unregister(obj):
@@ -174,13 +179,17 @@ def _stop_scope(scope):
 
 
 def _at_exit():
+    """Stop everything, remove (or report) the suite directory.  Idempotent."""
+    global _suite_dir
     _stop_scope("all")
     _reap_orphans()
     if _suite_dir is not None and os.path.isdir(_suite_dir):
         if os.environ.get("KEEP_TMP") == "1":
-            sys.stderr.write("harness: kept %s\n" % _suite_dir)
+            sys.stdout.write("harness: kept %s\n" % _suite_dir)
+            sys.stdout.flush()
         else:
             shutil.rmtree(_suite_dir, ignore_errors=True)
+    _suite_dir = None
 
 
 atexit.register(_at_exit)
@@ -405,6 +414,8 @@ def main(argv=None):
     if dupes:
         print("FAIL registry: duplicate test names: %s" % ", ".join(dupes))
         failed += 1
+    signal.signal(signal.SIGALRM, _on_alarm)
+    completed = False
     try:
         for name, fn, timeout in selected:
             failure, secs = _run_one(name, fn, timeout)
@@ -418,9 +429,19 @@ def main(argv=None):
                 for line in rest.rstrip().splitlines():
                     print("    " + line)
                 sys.stdout.flush()
+        completed = True
     finally:
         sys.stdout.flush()
-        _stop_scope("all")
+        signal.setitimer(signal.ITIMER_REAL, scaled(120))
+        try:
+            _at_exit()  # before the result line, which must be the last one
+        except TestTimeout:
+            print("FAIL cleanup: stopping servers timed out")
+            failed += 1
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        if not completed:
+            print("harness: interrupted after %d passed, %d failed" % (passed, failed), flush=True)
     print("%d passed, %d failed" % (passed, failed), flush=True)
     sys.exit(1 if failed else 0)
 
@@ -952,8 +973,7 @@ class MariaDB:
             self.proc = subprocess.Popen(self._command(), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             _popen_pids.add(self.proc.pid)
-            if self not in _live:
-                _register(self)
+            _register(self)
             self.paused = False
             try:
                 self._wait_ready(scaled(timeout))
@@ -1087,6 +1107,22 @@ class MariaDB:
 
     def __repr__(self):
         return "<MariaDB port=%s pid=%s>" % (self.port, self.pid)
+
+
+_shared_db = None
+
+
+def shared_mariadb():
+    """One MariaDB with the fixtures for the whole suite (started on first use, stopped at exit).
+
+    Tests that stop, kill or pause a server should start their own MariaDB instead.
+    """
+    global _shared_db
+    if _shared_db is None or not _shared_db.running():
+        if _shared_db is None:
+            _shared_db = MariaDB(fixtures=True).keep_for_suite()
+        _shared_db.start()
+    return _shared_db
 
 
 # ---------------------------------------------------------------- config
