@@ -1228,3 +1228,214 @@ def read_log(cfg):
             return f.read().decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+# ---------------------------------------------------------------- reliability helpers
+#
+# Used by the fault, replication, TLS, hostile-client, load, secrets and
+# memory-checker suites.  Additions only: nothing above depends on them.
+
+def status_word(payload):
+    """The status word of a reply payload: b"OK", b"NOTFOUND", b"TEMP", ..."""
+    return bytes(payload).split(b" ", 1)[0]
+
+
+class PipeSession:
+    """One sockmapd session over pipes (fd 0 / fd 1) kept open across requests.
+
+    s = PipeSession(cfg); s.ask("recipient", "a@b") -> payload; s.close() -> exit status.
+    `prefix` runs the binary under another program (e.g. valgrind argv).
+    Stopped after the test (or at exit) if still running.
+    """
+
+    def __init__(self, config_path, args=(), env=None, prefix=(), stderr=None, timeout=10.0):
+        self.timeout = scaled(timeout)
+        self.stderr_path = stderr or tmpfile("stderr", content=b"")
+        errf = open(self.stderr_path, "ab")
+        try:
+            self.popen = subprocess.Popen(list(prefix) + _argv(config_path, args), stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=errf, env=sockmapd_env(env))
+        finally:
+            errf.close()
+        self._entry = _Proc(self.popen)
+        self.buf = b""
+        self.eof = False
+
+    @property
+    def pid(self):
+        return self.popen.pid
+
+    def send_raw(self, data):
+        self.popen.stdin.write(to_bytes(data))
+        self.popen.stdin.flush()
+
+    def read_reply(self, timeout=None):
+        """The next reply payload; EOFError if sockmapd closed its output first."""
+        import select
+        deadline = time.monotonic() + (scaled(timeout) if timeout is not None else self.timeout)
+        fd = self.popen.stdout.fileno()
+        while True:
+            r = parse_netstring(self.buf)
+            if r is not None:
+                payload, self.buf = r
+                return payload
+            if self.eof:
+                raise EOFError("sockmapd closed its output (pending %r)" % self.buf[:60])
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("no reply within %gs" % (scaled(timeout) if timeout is not None else self.timeout))
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    self.eof = True
+                self.buf += chunk
+
+    def ask(self, mapname, key, timeout=None):
+        self.send_raw(encode(to_bytes(mapname) + b" " + to_bytes(key)))
+        return self.read_reply(timeout)
+
+    def ask_timed(self, mapname, key, timeout=None):
+        """(payload, seconds the reply took)."""
+        started = time.monotonic()
+        payload = self.ask(mapname, key, timeout)
+        return payload, time.monotonic() - started
+
+    def stderr_text(self):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def close(self, timeout=10.0):
+        """Close stdin (EOF), wait for the exit; returns the exit status (AssertionError if it hangs)."""
+        try:
+            self.popen.stdin.close()
+        except OSError:
+            pass
+        try:
+            rc = self.popen.wait(timeout=scaled(timeout))
+        except subprocess.TimeoutExpired:
+            self._entry.stop()
+            raise AssertionError("sockmapd did not exit within %gs after EOF" % scaled(timeout))
+        finally:
+            try:
+                self.popen.stdout.close()
+            except OSError:
+                pass
+        return rc
+
+
+class PeakRss:
+    """Samples the peak RSS (VmHWM, kB) of processes in a background thread.
+
+    `pids`: a pid, a list, or a callable returning the current pids (e.g.
+    SocketActivated.children).  .peak_kb is the highest value seen for any
+    one process; .per_pid maps pid -> its highest value.  Stop with .stop().
+    """
+
+    def __init__(self, pids, interval=0.005):
+        self._source = pids if callable(pids) else (lambda: [pids] if isinstance(pids, int) else list(pids))
+        self.interval = interval
+        self.per_pid = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def sample(self):
+        for pid in self._source():
+            v = vm_hwm_kb(pid)
+            if v:
+                self.per_pid[pid] = max(self.per_pid.get(pid, 0), v)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.sample()
+            except Exception:
+                pass
+            self._stop.wait(self.interval)
+
+    @property
+    def peak_kb(self):
+        return max(self.per_pid.values()) if self.per_pid else 0
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5)
+        return self.peak_kb
+
+
+class FakeDbHost:
+    """A TCP listener on 127.0.0.1 that accepts connections and never says a word.
+
+    A database host that hangs in the handshake.  .port, .host_entry,
+    .accepted (count); stop() closes everything (after the test by default).
+    """
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._conns = []
+        self._closed = False
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+        _register(self)
+
+    @property
+    def host_entry(self):
+        return "127.0.0.1:%d" % self.port
+
+    def _accept(self):
+        while not self._closed:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            self._conns.append(conn)
+
+    def stop(self):
+        self._closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        for c in self._conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self._thread.join(2)
+        _unregister(self)
+
+
+def sql_rows(db, text, timeout=60):
+    """Rows of the last result of `text` (root over the unix socket) as dicts keyed by column name."""
+    cmd = [a for a in db.client_argv() if a != "--skip-column-names"]
+    r = subprocess.run(cmd, input=to_bytes(text), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=scaled(timeout))
+    if r.returncode != 0:
+        raise SqlError("mariadb client failed (%d): %s" % (r.returncode, r.stderr.decode(errors="replace").strip()))
+    lines = r.stdout.decode("utf-8", "replace").splitlines()
+    if not lines:
+        return []
+    header = lines[0].split("\t")
+    return [dict(zip(header, line.split("\t"))) for line in lines[1:]]
+
+
+def percentile(values, p):
+    """The p-th percentile (0..100) of `values`, nearest-rank."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, int(-(-len(ordered) * p // 100)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+__all__ += ["status_word", "PipeSession", "PeakRss", "FakeDbHost", "sql_rows", "percentile"]
