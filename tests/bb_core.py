@@ -10,7 +10,6 @@ Run: SOCKMAPD=build/sockmapd tests/bb_core.py [test-name-or-glob ...]
 import os
 import select
 import socket
-import subprocess
 import sys
 import threading
 import time

@@ -32,7 +32,6 @@ builds).
 
 import atexit
 import ctypes
-import errno
 import fnmatch
 import json
 import os
@@ -520,8 +519,25 @@ def closed_port():
     return free_port()
 
 
-def _tcp_listening(port):
+def _socket_inodes(pid):
+    inodes = set()
+    try:
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            try:
+                link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    except OSError:
+        pass
+    return inodes
+
+
+def _tcp_listening(port, pid=None):
+    """Something (process `pid`, if given) listens on TCP `port`."""
     want = ":%04X" % port
+    inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
@@ -529,10 +545,29 @@ def _tcp_listening(port):
                 for line in f:
                     fields = line.split()
                     if fields[1].endswith(want) and fields[3] == "0A":
-                        return True
+                        inodes.add(fields[9])
         except OSError:
             pass
-    return False
+    if pid is None or not inodes:
+        return bool(inodes)
+    return bool(inodes & _socket_inodes(pid))
+
+
+def _unix_listening(path, pid=None):
+    # bind() creates the file before listen(): look for the listening flag.
+    inodes = set()
+    try:
+        with open("/proc/net/unix") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 8 and fields[7] == path and int(fields[3], 16) & 0x10000:
+                    inodes.add(fields[6])
+    except OSError:
+        pass
+    if pid is None or not inodes:
+        return bool(inodes)
+    return bool(inodes & _socket_inodes(pid))
 
 
 # ---------------------------------------------------------------- netstrings
@@ -781,6 +816,7 @@ class SocketActivated:
         self.args = [str(a) for a in args]
         self.inetd = inetd
         self.unix = unix
+        self._fixed_port = port is not None
         self.port = None if unix else (port or free_port())
         self.env = dict(env or {})
         self.binary = binary
@@ -795,6 +831,13 @@ class SocketActivated:
         return self.unix if self.unix else ("127.0.0.1", self.port)
 
     def start(self):
+        for attempt in range(3):
+            if self._start_once():
+                return self
+            self.port = free_port()  # lost a race for an auto-chosen port: another one
+        raise AssertionError("systemd-socket-activate: no free port after 3 tries: %s" % self.log_text())
+
+    def _start_once(self):
         tool = require_tool("systemd-socket-activate")
         listen = self.unix if self.unix else "127.0.0.1:%d" % self.port
         cmd = [tool, "-l", listen, "-a"]
@@ -806,6 +849,7 @@ class SocketActivated:
             cmd += ["-E", "%s=%s" % (k, v)]
         cmd += [self.binary or sockmapd_path()] + self.args
         self.cmd = cmd
+        log_offset = os.path.getsize(self.log)
         logf = open(self.log, "ab")
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
@@ -817,9 +861,14 @@ class SocketActivated:
         deadline = time.monotonic() + scaled(10)
         while True:
             if self.proc.poll() is not None:
-                raise AssertionError("systemd-socket-activate exited (%s): %s" % (self.proc.returncode, self.log_text()))
-            if (os.path.exists(self.unix) if self.unix else _tcp_listening(self.port)):
-                return self
+                text = self.log_text()[log_offset:]
+                if "in use" in text and not self.unix and not self._fixed_port:
+                    self.proc = None
+                    return False
+                raise AssertionError("systemd-socket-activate exited (%s): %s" % (self.proc.returncode, text))
+            if (_unix_listening(self.unix, self.proc.pid) if self.unix
+                    else _tcp_listening(self.port, self.proc.pid)):
+                return True
             if time.monotonic() > deadline:
                 raise AssertionError("systemd-socket-activate not listening after 10s: %s" % self.log_text())
             time.sleep(0.02)
@@ -1012,6 +1061,8 @@ class MariaDB:
         raise AssertionError("mariadbd not ready after %gs" % timeout)
 
     def _greets(self):
+        if not _tcp_listening(self.port, self.proc.pid):
+            return False
         for family, addr in ((socket.AF_UNIX, self.socket), (socket.AF_INET, ("127.0.0.1", self.port))):
             s = socket.socket(family, socket.SOCK_STREAM)
             s.settimeout(1.0)
