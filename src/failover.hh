@@ -1,0 +1,89 @@
+// failover — which database host to try next, and the memory of failed hosts.
+//
+// parse_endpoint() turns one `database.host` entry ("db1", "db1:3307",
+// "[2001:db8::1]:3307", "unix:/run/mysqld/mysqld.sock") into an Endpoint; a
+// malformed entry throws ConfigError naming it.  HostState remembers when a
+// host failed and answers the order in which to try the hosts: hosts not
+// marked down first, in configured order, then the marked ones (also in
+// order) as a last resort, so that when every host is marked down they are
+// still tried rather than answered TEMP untried.  A mark lasts
+// retry_interval seconds and is shared between handler processes through a
+// small state file in the runtime directory, replaced atomically (write a
+// temporary file, rename) under an advisory lock.  The file is only a hint:
+// unreadable, corrupt or unwritable files are ignored (the memory then lives
+// in this process only); nothing here throws after construction.
+#pragma once
+
+#include "config.hh"
+
+#include <ctime>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sockmapd
+{
+
+struct Endpoint {
+    enum class Kind { Tcp, Unix };
+    Kind kind = Kind::Tcp;
+    std::string host;  // Tcp: name or address (IPv6 without brackets)
+    unsigned port = 0; // Tcp
+    std::string path;  // Unix: socket path
+
+    // A stable, printable name: "db1:3306", "[::1]:3306", "unix:/path".
+    // Used in logs and as the key in the state file.
+    std::string name() const;
+    bool operator==(const Endpoint&) const = default;
+};
+
+// Throws ConfigError for an empty entry, a bad port or a bad bracket form.
+Endpoint parse_endpoint(std::string_view spec, unsigned default_port);
+
+// All of db.hosts, in order; throws ConfigError (an empty list too).
+std::vector<Endpoint> parse_hosts(const DatabaseConfig& db);
+
+// The directory for the state file: $RUNTIME_DIRECTORY (its first entry),
+// else /run/sockmapd if writable, else /tmp/sockmapd-<uid> (created 0700,
+// used only if it is ours and not writable by others).  Empty: none usable.
+std::string runtime_dir();
+
+// The state file's text: one line per down host, "<until-epoch> <name>".
+// parse_state() skips malformed lines, drops expired marks and clamps marks
+// that reach further than `retry_interval` from `now` (corruption, clock
+// steps), so a bad file can never keep a host out for longer.
+using DownMap = std::map<std::string, std::time_t>; // name -> down until
+DownMap parse_state(std::string_view text, std::time_t now, unsigned retry_interval);
+std::string format_state(const DownMap& down);
+
+// Indices into `hosts`: the usable ones first, then those marked down.
+std::vector<std::size_t> try_order(const std::vector<Endpoint>& hosts, const DownMap& down, std::time_t now);
+
+class HostState
+{
+public:
+    // `dir` empty: keep the memory in this process only.
+    HostState(std::string dir, unsigned retry_interval);
+
+    // Re-reads the shared file and returns the order to try `hosts` in.
+    std::vector<std::size_t> order(const std::vector<Endpoint>& hosts);
+    bool is_down(const Endpoint& host);
+    void mark_down(const Endpoint& host);
+    // Clears a mark (only touches the file when one exists).
+    void mark_up(const Endpoint& host);
+
+    const std::string& file() const { return file_; }
+
+private:
+    void load(std::time_t now);
+    void update(const std::string& name, std::time_t until); // until 0: clear
+
+    std::string file_; // empty: memory only
+    std::string lock_;
+    unsigned retry_interval_;
+    DownMap down_;
+    bool warned_ = false;
+};
+
+} // namespace sockmapd

@@ -1,0 +1,114 @@
+// mariadb — RAII over MariaDB Connector/C (libmariadb): one connection, its
+// prepared statements, and errors that carry the database's own words.
+//
+// DbConnection's constructor connects (connect/read/write timeouts always set,
+// automatic reconnect off, utf8mb4, TLS when configured, TCP or unix socket
+// exactly as the Endpoint says) or throws DbError.  DbStatement prepares on
+// construction and run() executes with every parameter bound as a string
+// of explicit length (NUL bytes survive), then hands each row to a
+// callback; result buffers grow on truncation up to a cap, longer columns
+// arrive flagged too_long instead of being read.  Every failure throws
+// DbError with errno, SQLSTATE and message; timed_out is set when a read
+// or write on an established connection ran past its timeout.
+// A DbStatement must be destroyed before its DbConnection.
+#pragma once
+
+#include "config.hh"
+#include "failover.hh"
+
+#include <mysql.h>
+
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sockmapd
+{
+
+class DbError : public std::runtime_error
+{
+public:
+    DbError(unsigned code, std::string sqlstate, std::string message, bool timed_out = false);
+    unsigned code;        // mysql_errno: server ER_* or client CR_*
+    std::string sqlstate; // e.g. "42S22"
+    std::string message;  // the database's words, one line
+    bool timed_out;       // a read/write timeout on an open connection
+};
+
+// True for errors that say the connection or the server is unusable (lost,
+// refused, shutting down, not ready, too many connections, ...): worth
+// dropping the connection and trying another host.  False for errors about
+// the statement itself (unknown column, missing table, syntax).
+bool is_connection_error(unsigned code, std::string_view sqlstate);
+
+struct ConnectOptions {
+    std::string user;
+    std::string password;
+    std::string database; // schema selected at connect
+    unsigned connect_timeout = 2;
+    unsigned read_timeout = 5;
+    unsigned write_timeout = 5;
+    TlsConfig tls;
+};
+
+ConnectOptions connect_options(const DatabaseConfig& db, const std::string& database);
+
+struct MysqlCloser {
+    void operator()(MYSQL* m) const noexcept { mysql_close(m); }
+};
+struct StmtCloser {
+    void operator()(MYSQL_STMT* s) const noexcept { mysql_stmt_close(s); }
+};
+
+class DbConnection
+{
+public:
+    DbConnection(const Endpoint& where, const ConnectOptions& opts); // throws DbError
+    MYSQL* handle() const { return db_.get(); }
+    unsigned read_timeout() const { return read_timeout_; }
+    unsigned write_timeout() const { return write_timeout_; }
+    std::string server_version() const;
+
+private:
+    std::unique_ptr<MYSQL, MysqlCloser> db_;
+    unsigned read_timeout_;
+    unsigned write_timeout_;
+};
+
+struct Column {
+    bool null = true;
+    bool too_long = false; // longer than the cap given to run(); data empty
+    std::string_view data; // valid only during the row callback
+};
+
+class DbStatement
+{
+public:
+    using RowFn = std::function<bool(const std::vector<Column>&)>; // false: stop
+
+    DbStatement(DbConnection& conn, std::string_view sql); // prepares; throws DbError
+    unsigned param_count() const;
+    unsigned column_count() const { return static_cast<unsigned>(bufs_.size()); }
+
+    // Executes with `params` (as many as param_count()) and feeds every row to
+    // `row` until it returns false; the rest of the result is discarded so the
+    // connection stays in step.  Throws DbError.
+    void run(const std::vector<std::string_view>& params, std::size_t column_cap, const RowFn& row);
+
+private:
+    DbError error() const;
+    void bind_results();
+
+    std::unique_ptr<MYSQL_STMT, StmtCloser> stmt_;
+    unsigned read_timeout_;
+    std::vector<std::string> bufs_;
+    std::vector<unsigned long> lengths_;
+    std::vector<my_bool> nulls_;
+    std::vector<my_bool> errors_;
+    std::vector<MYSQL_BIND> binds_;
+};
+
+} // namespace sockmapd

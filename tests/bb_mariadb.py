@@ -1,0 +1,708 @@
+#!/usr/bin/python3
+"""bb_mariadb — the MariaDB lookup path of the real sockmapd against a real mariadbd.
+
+Result shapes, awkward keys, prepared-statement reuse, laziness, failover
+(refusing and hung hosts, the shared retry state), a database stopped,
+restarted and SIGSTOP'd under a live session, idle connection closing,
+wrong credentials, the Go sockmapd's config format, and the exit codes of
+--query and --check-config.
+"""
+
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from harness import *  # noqa: E402,F403
+
+# ---------------------------------------------------------------- helpers
+
+_shared = None
+_volatile = None
+
+
+def shared_db():
+    """The suite's server with fixtures: never stopped or paused by a test."""
+    global _shared
+    if _shared is None:
+        _shared = MariaDB(fixtures=True, name="shared").keep_for_suite()
+        _shared.start()
+    return _shared
+
+
+def volatile_db():
+    """A second server that tests stop, restart and pause (always running between tests)."""
+    global _volatile
+    if _volatile is None:
+        _volatile = MariaDB(fixtures=True, name="volatile").keep_for_suite()
+    if _volatile.paused:
+        _volatile.resume()
+    if not _volatile.running():
+        _volatile.start()
+    return _volatile
+
+
+class Session:
+    """One sockmapd serving a pipe: requests written one at a time, replies read back."""
+
+    def __init__(self, config_path, env=None):
+        self.p = spawn(config_path, env=env)
+        self.buf = b""
+
+    def ask(self, mapname, key, timeout=15):
+        self.p.stdin.write(encode(to_bytes(mapname) + b" " + to_bytes(key)))
+        self.p.stdin.flush()
+        return self.read(timeout)
+
+    def timed_ask(self, mapname, key, timeout=15):
+        t0 = time.monotonic()
+        reply = self.ask(mapname, key, timeout)
+        return reply, time.monotonic() - t0
+
+    def read(self, timeout):
+        deadline = time.monotonic() + scaled(timeout)
+        fd = self.p.stdout.fileno()
+        while True:
+            r = parse_netstring(self.buf)
+            if r is not None:
+                payload, self.buf = r
+                return payload
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no reply within %gs (pending %r)" % (scaled(timeout), self.buf[:60]))
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    raise AssertionError("sockmapd closed its output (rc %s)" % self.p.poll())
+                self.buf += chunk
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def close(self, timeout=10):
+        self.p.stdin.close()
+        return self.p.wait(timeout=scaled(timeout))
+
+
+def query(cfg_path, mapname, key, env=None, timeout=30):
+    """sockmapd --query: (rc, stdout text, stderr text, seconds)."""
+    t0 = time.monotonic()
+    rc, out, err = run_pipe(cfg_path, b"", args=["--query", mapname, key], timeout=timeout, env=env)
+    return rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), time.monotonic() - t0
+
+
+def check_online(cfg_path, timeout=60):
+    rc, out, err = run_pipe(cfg_path, b"", args=["--check-config"], timeout=timeout)
+    return rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+def status(db, name):
+    """A global status counter of the server (the query's own connection included)."""
+    out = db.sql("SHOW GLOBAL STATUS LIKE '%s'" % name)
+    return int(out.split()[1])
+
+
+def app_connections(db):
+    """Connections the sockmapd user holds open right now."""
+    return int(db.sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'sockmapd'").strip())
+
+
+def state_text():
+    path = os.path.join(runtime_dir(), "failover.state")
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+class HungListener:
+    """A loopback port that accepts TCP connections (kernel backlog) and never says a word."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        defer(self.sock.close)
+
+    @property
+    def entry(self):
+        return "127.0.0.1:%d" % self.port
+
+
+def config(db, **kw):
+    return temp_config(base_config(db, **kw))
+
+
+# ---------------------------------------------------------------- result shapes
+
+@test
+def result_shapes():
+    db = shared_db()
+    cfg = base_config(db, extra_maps=[
+        {"service": "quota", "database": "dbmail", "table": "quota", "key": "address", "value": "bytes"}])
+    s = Session(temp_config(cfg))
+    cases = [
+        ("recipient", "postmaster@example.org", b"OK root@example.org"),
+        ("recipient", "team@example.org", b"OK alice@example.org,bob@example.org,carol@example.org"),
+        ("recipient", "nullonly@example.org", b"NOTFOUND "),
+        ("recipient", "emptyonly@example.org", b"NOTFOUND "),
+        ("recipient", "nobody@example.org", b"NOTFOUND "),
+        ("recipient", "Case@Example.org", b"OK case-sensitive"),
+        ("recipient", "case@example.org", b"NOTFOUND "),
+        ("exists", "alice@example.org", b"OK alice@example.org"),
+        ("exists", "bob.smith@EXAMPLE.ORG", b"OK Bob.Smith@Example.org"),
+        ("exists", "mallory@example.org", b"NOTFOUND "),
+        ("sender", "spammer@bad.example", b"OK REJECT spam source"),
+        ("sender", "discard@bad.example", b"OK DISCARD silently dropped"),
+        ("sender", "friend@good.example", b"OK OK"),
+        ("sender", "partner@good.example", b"OK DUNNO"),
+        ("transport", "example.net", b"OK lmtp:unix:private/dovecot-lmtp"),
+        ("othermap", "ping", b"OK pong"),
+        ("quota", "alice@example.org", b"OK 1073741824"),
+        ("quota", "bob@example.org", b"OK 0"),
+        ("recipient", "", b"NOTFOUND "),
+    ]
+    for m, k, want in cases:
+        eq(s.ask(m, k), want, "%s %s" % (m, k))
+    eq(s.close(), 0)
+
+
+@test
+def reply_size_limit():
+    db = shared_db()
+    cfg = base_config(db)
+    s = Session(temp_config(cfg))
+    r = s.ask("awkward", "max-ok")
+    eq(len(r), 100000, "max-ok reply length")
+    eq(r, b"OK " + b"x" * 99997)
+    eq(s.ask("awkward", "max-over"), b"PERM result too long")
+    eq(s.ask("awkward", "big"), b"PERM result too long")
+    eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org", "session goes on")
+    eq(s.close(), 0)
+    contains(read_log(cfg), "result longer than")
+
+
+@test
+def awkward_keys():
+    db = shared_db()
+    s = Session(config(db))
+    cases = [
+        (b"it's", b"OK single-quote"),
+        (b'say "hi"', b"OK double-quote"),
+        (b"back\\slash", b"OK backslash"),
+        (b"with space inside", b"OK spaces"),
+        (b"a,b,c", b"OK commas"),
+        (b"tab\there", b"OK tab"),
+        (b"nul\x00byte", b"OK nul-byte"),
+        ("müller@exämple.org".encode(), "OK utf8 müller".encode()),
+        (b"x' OR '1'='1", b"OK injection-literal"),
+        (b"100%_sure", b"OK percent-underscore"),
+        (b"3:abc,", b"OK netstring-like"),
+        (b"trail ", b"OK trailing-space"),
+        # Near misses and injection attempts find nothing.
+        (b"trail", b"NOTFOUND "),
+        (b"nul", b"NOTFOUND "),
+        (b"nul\x00", b"NOTFOUND "),
+        (b"back\\\\slash", b"NOTFOUND "),
+        (b"100xxsure", b"NOTFOUND "),
+        (b"%", b"NOTFOUND "),
+        (b"_", b"NOTFOUND "),
+        (b"' OR '1'='1", b"NOTFOUND "),
+        (b"' OR 1=1 -- ", b"NOTFOUND "),
+        (b"x'; DROP TABLE awkward; --", b"NOTFOUND "),
+        (b"\" OR \"\"=\"", b"NOTFOUND "),
+        (b"\\' OR 1=1 #", b"NOTFOUND "),
+        (b"\xff\xfe not utf-8", b"NOTFOUND "),
+        (b"muller@example.org", b"NOTFOUND "),
+    ]
+    for key, want in cases:
+        eq(s.ask("awkward", key), want, "key %r" % key)
+    # The table is still whole.
+    eq(db.sql("SELECT COUNT(*) FROM dbmail.awkward").strip(), "15")
+    eq(s.close(), 0)
+
+
+@test
+def statements_prepared_once_per_map():
+    db = shared_db()
+    s = Session(config(db))
+    before_prep = status(db, "Com_stmt_prepare")
+    before_exec = status(db, "Com_stmt_execute")
+    for i in range(5):
+        eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
+    for i in range(3):
+        eq(s.ask("sender", "nobody%d@x" % i), b"NOTFOUND ")
+    eq(status(db, "Com_stmt_prepare") - before_prep, 2, "prepares")
+    eq(status(db, "Com_stmt_execute") - before_exec, 8, "executions")
+    eq(s.close(), 0)
+
+
+@test
+def one_connection_per_schema():
+    db = shared_db()
+    s = Session(config(db))
+    eq(app_connections(db), 0)
+    s.ask("recipient", "postmaster@example.org")
+    s.ask("sender", "spammer@bad.example")
+    s.ask("transport", "example.org")
+    eq(app_connections(db), 1, "dbmail maps share one connection")
+    eq(s.ask("othermap", "alpha"), b"OK beta")
+    eq(app_connections(db), 2, "a second schema, a second connection")
+    eq(s.close(), 0)
+    wait_for(lambda: app_connections(db) == 0, 5, msg="connections closed at exit")
+
+
+@test
+def unix_socket_host():
+    db = shared_db()
+    rc, out, err, _ = query(config(db.unix_entry), "recipient", "postmaster@example.org")
+    eq((rc, out), (0, "OK root@example.org\n"), err)
+
+
+# ---------------------------------------------------------------- laziness and idle close
+
+@test
+def lazy_no_connection_without_a_known_map():
+    db = shared_db()
+    cfg = config(db)
+    c0 = status(db, "Connections")
+    rc, out, _ = run_pipe(cfg, b"")  # EOF at once
+    eq(rc, 0)
+    rc, out, _ = run_pipe(cfg, encode("nosuchmap key") + encode("other x") + encode("nospace"))
+    eq(rc, 0)
+    eq([r[:5] for r in decode_stream(out)], [b"PERM "] * 3)
+    c1 = status(db, "Connections")
+    eq(c1 - c0, 1, "only the status query itself connected")
+    rc, out, _ = run_pipe(cfg, encode("nosuchmap key") + encode("recipient postmaster@example.org"))
+    eq(decode_stream(out)[1], b"OK root@example.org")
+    eq(status(db, "Connections") - c1, 2, "the known map connected once")
+
+
+@test
+def idle_database_connection_closed_while_client_stays():
+    db = shared_db()
+    cfg = base_config(db, database={"db_idle_timeout": 1})
+    s = Session(temp_config(cfg))
+    eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
+    eq(app_connections(db), 1)
+    t0 = time.monotonic()
+    wait_for(lambda: app_connections(db) == 0, 6, msg="idle connection closed")
+    waited = time.monotonic() - t0
+    ok(s.alive(), "the handler stays for its client")
+    ok(waited < scaled(4), "closed %.1fs after the lookup" % waited)
+    eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org", "reconnects on demand")
+    eq(app_connections(db), 1)
+    eq(s.close(), 0)
+    contains(read_log(cfg), "closing idle database connection")
+
+
+# ---------------------------------------------------------------- failover
+
+@test
+def failover_first_host_refusing():
+    db = shared_db()
+    reset_runtime_dir()
+    dead = "127.0.0.1:%d" % closed_port()
+    cfg = base_config([dead, db])
+    path = temp_config(cfg)
+    rc, out, _ = run_pipe(path, encode("recipient postmaster@example.org"))
+    eq((rc, decode_stream(out)), (0, [b"OK root@example.org"]))
+    log = read_log(cfg)
+    contains(log, "cannot connect to database host " + dead)
+    contains(log, "connected to database host " + db.host_entry)
+    contains(state_text(), " " + dead + "\n")
+    not_contains(state_text(), db.host_entry)
+    # --query talks to a person: the failed host is named on stderr.
+    reset_runtime_dir()
+    rc, out, err, _ = query(path, "recipient", "postmaster@example.org")
+    eq((rc, out), (0, "OK root@example.org\n"), err)
+    contains(err, dead)
+
+
+@test
+def retry_state_shared_between_processes():
+    db = shared_db()
+    reset_runtime_dir()
+    hung = HungListener()
+    cfg = base_config([hung.entry, db], database={"connect_timeout": 1})
+    path = temp_config(cfg)
+    rc, out, err, first = query(path, "recipient", "postmaster@example.org")
+    eq((rc, out), (0, "OK root@example.org\n"), err)
+    ok(first >= 0.9, "first process waited for the hung host (%.2fs)" % first)
+    contains(state_text(), " " + hung.entry + "\n")
+    rc, out, err, second = query(path, "recipient", "postmaster@example.org")
+    eq((rc, out), (0, "OK root@example.org\n"), err)
+    ok(second < 0.6, "second process skipped the hung host (%.2fs, first %.2fs)" % (second, first))
+    # Without the shared file the next process pays again.
+    other = tmpdir("rt")
+    rc, out, err, third = query(path, "recipient", "postmaster@example.org", env={"RUNTIME_DIRECTORY": other})
+    eq(rc, 0, err)
+    ok(third >= 0.9, "a process with its own state tries the hung host first (%.2fs)" % third)
+    print("    timing: hung first host %.2fs, skipped %.2fs" % (first, second))
+
+
+@test
+def all_hosts_marked_down_are_still_tried():
+    db = shared_db()
+    reset_runtime_dir()
+    # Mark the one good host down, as another process would have.
+    with open(os.path.join(runtime_dir(), "failover.state"), "w") as f:
+        f.write("%d %s\n" % (int(time.time()) + 600, db.host_entry))
+    rc, out, err, _ = query(config(db), "recipient", "postmaster@example.org")
+    eq((rc, out), (0, "OK root@example.org\n"), err)
+    not_contains(state_text(), db.host_entry, "a success clears the mark")
+
+
+@test
+def corrupt_state_file_is_harmless():
+    db = shared_db()
+    reset_runtime_dir()
+    with open(os.path.join(runtime_dir(), "failover.state"), "wb") as f:
+        f.write(b"\x00\xff garbage\n99999999999999999999999 " + db.host_entry.encode() + b"\nno newline")
+    rc, out, err, _ = query(config(db), "recipient", "postmaster@example.org")
+    eq((rc, out), (0, "OK root@example.org\n"), err)
+    reset_runtime_dir()
+
+
+@test
+def unwritable_runtime_dir_is_not_fatal():
+    db = shared_db()
+    dead = "127.0.0.1:%d" % closed_port()
+    rc, out, err, _ = query(config([dead, db]), "recipient", "postmaster@example.org",
+                            env={"RUNTIME_DIRECTORY": "/proc/no-such-dir"})
+    eq((rc, out), (0, "OK root@example.org\n"), err)
+
+
+@test
+def killed_connection_reconnects_without_failover():
+    db = shared_db()
+    reset_runtime_dir()
+    dead = "127.0.0.1:%d" % closed_port()
+    cfg = base_config([db, dead])
+    s = Session(temp_config(cfg))
+    eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
+    ids = db.sql("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'sockmapd'").split()
+    eq(len(ids), 1)
+    db.sql("KILL %s" % ids[0])
+    # The kept connection is stale: one fresh connection to the same host, no failover.
+    eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
+    not_contains(state_text(), db.host_entry)
+    eq(s.close(), 0)
+
+
+# ---------------------------------------------------------------- the database going away
+
+@test(timeout=120)
+def database_stopped_and_restarted_under_a_live_session():
+    db = volatile_db()
+    reset_runtime_dir()
+    cfg = base_config(db)
+    s = Session(temp_config(cfg))
+    eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
+    db.stop()
+    reply, secs = s.timed_ask("recipient", "postmaster@example.org")
+    startswith(reply, b"TEMP ")
+    ok(secs < scaled(3), "TEMP took %.2fs" % secs)
+    reply, secs = s.timed_ask("sender", "spammer@bad.example")
+    startswith(reply, b"TEMP ", "still down")
+    db.start()
+    eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org", "same session after restart")
+    eq(s.ask("sender", "spammer@bad.example"), b"OK REJECT spam source")
+    eq(s.close(), 0)
+    log = read_log(cfg)
+    contains(log, "warning")
+    not_contains(log, MariaDB.APP_PASSWORD)
+
+
+@test(timeout=120)
+def database_hung_then_resumed():
+    db = volatile_db()
+    reset_runtime_dir()
+    cfg = base_config(db, database={"connect_timeout": 1, "read_timeout": 2, "write_timeout": 2})
+    s = Session(temp_config(cfg))
+    defer(lambda: db.resume() if db.paused else None)
+    eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
+    db.pause()
+    # The kept connection: the query runs into read_timeout.
+    reply, t_read = s.timed_ask("recipient", "postmaster@example.org")
+    eq(reply[:8], b"TIMEOUT ", "reply %r" % reply)
+    ok(1.8 <= t_read <= scaled(2 + 1 + 1), "TIMEOUT after %.2fs (read 2s, connect 1s)" % t_read)
+    # A new connection: the handshake runs into connect_timeout.
+    reply, t_conn = s.timed_ask("recipient", "postmaster@example.org")
+    startswith(reply, b"TEMP ")
+    ok(0.8 <= t_conn <= scaled(1 + 1), "TEMP after %.2fs (connect 1s)" % t_conn)
+    db.resume()
+    eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org", "OK after SIGCONT")
+    eq(s.close(), 0)
+    print("    timing: SIGSTOP'd server TIMEOUT %.2fs (read_timeout 2), TEMP %.2fs (connect_timeout 1)"
+          % (t_read, t_conn))
+
+
+@test(timeout=120)
+def hung_host_mid_session_fails_over_to_the_next():
+    hung = volatile_db()
+    good = shared_db()
+    reset_runtime_dir()
+    cfg = base_config([hung, good], database={"connect_timeout": 1, "read_timeout": 2, "write_timeout": 2})
+    s = Session(temp_config(cfg))
+    defer(lambda: hung.resume() if hung.paused else None)
+    eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
+    eq(app_connections(good), 0, "first host in use")
+    hung.pause()
+    reply, secs = s.timed_ask("recipient", "postmaster@example.org")
+    eq(reply, b"OK root@example.org", "answered by the second host")
+    ok(secs <= scaled(2 + 1 + 1), "took %.2fs" % secs)
+    eq(app_connections(good), 1)
+    # The hung host is now marked down: later requests go straight to the second.
+    reply, secs = s.timed_ask("sender", "spammer@bad.example")
+    eq(reply, b"OK REJECT spam source")
+    ok(secs < 0.5, "took %.2fs" % secs)
+    contains(state_text(), " " + hung.host_entry + "\n")
+    hung.resume()
+    eq(s.close(), 0)
+
+
+@test(timeout=120)
+def host_rejecting_the_password_is_left_for_the_next():
+    first = volatile_db()
+    good = shared_db()
+    reset_runtime_dir()
+    first.sql("ALTER USER 'sockmapd'@'127.0.0.1' IDENTIFIED BY 'changed'; ALTER USER 'sockmapd'@'localhost' "
+              "IDENTIFIED BY 'changed'; ALTER USER 'sockmapd'@'%' IDENTIFIED BY 'changed'; FLUSH PRIVILEGES;")
+    defer(first.sql, "ALTER USER 'sockmapd'@'127.0.0.1' IDENTIFIED BY '%s'; ALTER USER 'sockmapd'@'localhost' "
+          "IDENTIFIED BY '%s'; ALTER USER 'sockmapd'@'%%' IDENTIFIED BY '%s'; FLUSH PRIVILEGES;"
+          % ((MariaDB.APP_PASSWORD,) * 3))
+    cfg = base_config([first, good])
+    rc, out, _ = run_pipe(temp_config(cfg), encode("recipient postmaster@example.org"))
+    eq(decode_stream(out), [b"OK root@example.org"])
+    contains(read_log(cfg), "Access denied")
+    contains(state_text(), " " + first.host_entry + "\n")
+
+
+@test
+def tls_options_are_applied():
+    db = shared_db()  # runs without TLS: asking for it must fail, TEMP, never a silent plain connection
+    reset_runtime_dir()
+    cfg = base_config(db, database={"tls": {"ca": "/nonexistent/ca.pem", "verify_server": True}})
+    rc, out, _ = run_pipe(temp_config(cfg), encode("recipient postmaster@example.org"))
+    startswith(decode_stream(out)[0], b"TEMP ")
+    log = read_log(cfg)
+    contains(log, "cannot connect to database host")
+    contains(log, "SSL")
+    reset_runtime_dir()
+
+
+def make_ca(d, name):
+    """A CA and a server certificate for 127.0.0.1 signed by it: (ca, cert, key) paths."""
+    openssl = require_tool("openssl")
+    ca_key, ca, key, csr, cert = (os.path.join(d, name + x) for x in
+                                  ("-ca.key", "-ca.pem", "-server.key", "-server.csr", "-server.pem"))
+    ext = os.path.join(d, name + ".ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+
+    def run(*args):
+        subprocess.run([openssl] + list(args), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=scaled(60))
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=%s test CA" % name,
+        "-keyout", ca_key, "-out", ca)
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", csr)
+    run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2",
+        "-extfile", ext, "-out", cert)
+    return ca, cert, key
+
+
+@test(timeout=180)
+def tls_connection_verified():
+    d = tmpdir("tls")
+    ca, cert, key = make_ca(d, "good")
+    other_ca, _, _ = make_ca(d, "other")
+    db = MariaDB(fixtures=True, name="tls", extra_args=["--ssl-ca=" + ca, "--ssl-cert=" + cert, "--ssl-key=" + key])
+    db.start()
+    db.sql("ALTER USER 'sockmapd'@'127.0.0.1' REQUIRE SSL; FLUSH PRIVILEGES;")
+    ask = encode("recipient postmaster@example.org")
+
+    def reply(tls, host=None):
+        reset_runtime_dir()
+        extra = {"tls": tls} if tls is not None else {}
+        cfg = base_config(host or db, database=extra)
+        rc, out, _ = run_pipe(temp_config(cfg), ask)
+        return decode_stream(out)[0], read_log(cfg)
+
+    got, _ = reply({"ca": ca, "verify_server": True})
+    eq(got, b"OK root@example.org", "verified TLS")
+    got, log = reply(None)
+    startswith(got, b"TEMP ", "the server requires TLS")
+    contains(log, "Access denied")
+    got, log = reply({"ca": other_ca, "verify_server": True})
+    startswith(got, b"TEMP ", "a certificate from another CA")
+    contains(log, "SSL")
+    # The certificate names 127.0.0.1, not "localhost": verify_server checks the name.
+    by_name = "localhost:%d" % db.port
+    got, log = reply({"ca": ca, "verify_server": True}, by_name)
+    startswith(got, b"TEMP ", "name mismatch")
+    contains(log, "SSL")
+    got, _ = reply({"ca": ca, "verify_server": False}, by_name)
+    eq(got, b"OK root@example.org", "name not checked; the chain still is (a CA was given)")
+    got, _ = reply({"ca": other_ca, "verify_server": False})
+    startswith(got, b"TEMP ", "Connector/C verifies the chain whenever a CA is given")
+    reset_runtime_dir()
+
+
+@test
+def dead_host_answers_temp_quickly():
+    reset_runtime_dir()
+    cfg = base_config(None)  # a closed local port
+    s = Session(temp_config(cfg))
+    for _ in range(3):
+        reply, secs = s.timed_ask("recipient", "postmaster@example.org")
+        startswith(reply, b"TEMP ")
+        ok(secs < scaled(1), "TEMP after %.3fs" % secs)
+    eq(s.close(), 0)
+    print("    timing: refused host TEMP %.3fs" % secs)
+
+
+@test
+def wrong_password_is_temp():
+    db = shared_db()
+    cfg = base_config(db, database={"password": "Wrong-Pass-123"})
+    path = temp_config(cfg)
+    s = Session(path)
+    startswith(s.ask("recipient", "postmaster@example.org"), b"TEMP ")
+    eq(s.close(), 0)
+    rc, out, err, _ = query(path, "recipient", "postmaster@example.org")
+    eq(rc, 75, out + err)
+    startswith(out, "TEMP ")
+    log = read_log(cfg)
+    contains(log, "Access denied")
+    not_contains(log + out + err, "Wrong-Pass-123")
+
+
+@test
+def statement_error_is_temp_and_logged():
+    db = shared_db()
+    cfg = base_config(db, extra_maps=[
+        {"service": "badcol", "database": "dbmail", "table": "dbmail_aliases", "key": "alias", "value": "nope"},
+        {"service": "badtable", "database": "dbmail", "table": "nosuchtable", "key": "k", "value": "v"}])
+    s = Session(temp_config(cfg))
+    startswith(s.ask("badcol", "postmaster@example.org"), b"TEMP ")
+    startswith(s.ask("badtable", "x"), b"TEMP ")
+    eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org", "the connection serves other maps")
+    startswith(s.ask("badcol", "postmaster@example.org"), b"TEMP ", "still TEMP, never NOTFOUND")
+    eq(s.close(), 0)
+    log = read_log(cfg)
+    contains(log, "map badcol")
+    contains(log, "Unknown column 'nope'")
+    contains(log, "map badtable")
+    contains(log, "nosuchtable' doesn't exist")
+
+
+@test
+def keys_only_logged_at_debug():
+    db = shared_db()
+    cfg = base_config(db, sysconfig={"loglevel": "info"})
+    rc, out, _ = run_pipe(temp_config(cfg), encode("recipient secret-key-4711@example.org"))
+    eq(decode_stream(out), [b"NOTFOUND "])
+    not_contains(read_log(cfg), "secret-key-4711")
+    cfg = base_config(db, sysconfig={"loglevel": "debug"})
+    run_pipe(temp_config(cfg), encode("recipient secret-key-4711@example.org"))
+    contains(read_log(cfg), "secret-key-4711")
+
+
+# ---------------------------------------------------------------- configs and command line
+
+@test
+def go_format_config():
+    db = shared_db()
+    logfile = os.path.join(tmpdir("log"), "go.log")
+    go = {
+        "sysconfig": {"port": "2224", "listen": "127.0.0.1", "logfile": logfile, "loglevel": "info",
+                      "run_as_user": "", "run_as_group": "", "idle_timeout": "60", "max_session": "600"},
+        "database": {"host": ["127.0.0.1"], "port": str(db.port), "username": MariaDB.APP_USER,
+                     "password": MariaDB.APP_PASSWORD, "connect_timeout": "2", "read_timeout": "5",
+                     "write_timeout": "5"},
+        "postmaps": [
+            {"service": "recipient", "database": "dbmail", "table": "dbmail_aliases", "key": "alias",
+             "value": "deliver_to", "reason": ""},
+            {"service": "sender", "database": "dbmail", "table": "sender_access", "key": "sender",
+             "value": "action", "reason": "reason"},
+        ],
+    }
+    path = temp_config(go)
+    rc, out, _ = run_pipe(path, encode("recipient team@example.org") + encode("sender spammer@bad.example")
+                          + encode("recipient nobody@example.org"))
+    eq(rc, 0)
+    eq(decode_stream(out), [b"OK alice@example.org,bob@example.org,carol@example.org",
+                            b"OK REJECT spam source", b"NOTFOUND "])
+    rc, text, err = check_online(path)
+    eq(rc, 0, text + err)
+
+
+@test
+def query_exit_codes():
+    db = shared_db()
+    good = config(db)
+    rc, out, err, _ = query(good, "recipient", "postmaster@example.org")
+    eq((rc, out), (0, "OK root@example.org\n"), err)
+    rc, out, err, _ = query(good, "recipient", "nobody@example.org")
+    eq((rc, out), (1, "NOTFOUND \n"), err)
+    reset_runtime_dir()
+    rc, out, err, _ = query(config(None), "recipient", "postmaster@example.org")
+    eq(rc, 75, out + err)
+    startswith(out, "TEMP ")
+    broken = temp_config('{"database": {"host": ["127.0.0.1"]}, "postmaps": [{"service": "x", "tabel": "t"}]}')
+    rc, out, err, _ = query(broken, "recipient", "postmaster@example.org")
+    eq(rc, 78, out + err)
+    eq(out, "", "no reply for a broken config")
+
+
+@test
+def check_config_online():
+    db = shared_db()
+    rc, out, err = check_online(config(db))
+    eq(rc, 0, out + err)
+    for m in FIXTURE_MAPS:
+        contains(out, "%s: ok\n" % m["service"])
+    not_contains(out + err, MariaDB.APP_PASSWORD)
+
+    bad = base_config(db, extra_maps=[
+        {"service": "badmap", "database": "dbmail", "table": "dbmail_aliases", "key": "alias", "value": "nope"}])
+    rc, out, err = check_online(temp_config(bad))
+    eq(rc, 78, out + err)
+    contains(out, "recipient: ok\n")
+    contains(out, "badmap: ")
+    contains(out, "Unknown column 'nope'")
+
+    notable = base_config(db, extra_maps=[
+        {"service": "gone", "database": "dbmail", "table": "vanished", "key": "k", "value": "v"}])
+    rc, out, err = check_online(temp_config(notable))
+    eq(rc, 78, out + err)
+    contains(out, "gone: ")
+    contains(out, "vanished' doesn't exist")
+
+    reset_runtime_dir()
+    rc, out, err = check_online(config(None))
+    eq(rc, 75, out + err)
+    contains(out, "recipient: no database host answered")
+
+    wrongpw = base_config(db, database={"password": "Wrong-Pass-123"})
+    rc, out, err = check_online(temp_config(wrongpw))
+    eq(rc, 78, out + err)
+    contains(out, "Access denied")
+    not_contains(out + err, "Wrong-Pass-123")
+
+    reset_runtime_dir()
+    dead = "127.0.0.1:%d" % closed_port()
+    rc, out, err = check_online(config([dead, db]))
+    eq(rc, 0, out + err)
+
+
+if __name__ == "__main__":
+    main()

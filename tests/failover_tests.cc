@@ -1,0 +1,298 @@
+#include "failover.hh"
+
+#include <boost/test/unit_test.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+using namespace sockmapd;
+
+namespace
+{
+
+// A scratch directory removed at the end of the test.
+struct TempDir {
+    std::string path;
+    TempDir()
+    {
+        std::string tmpl = "/tmp/sockmapd-failover-test.XXXXXX";
+        path = ::mkdtemp(tmpl.data()) ? tmpl : std::string();
+        BOOST_REQUIRE(!path.empty());
+    }
+    ~TempDir() { std::system(("rm -rf '" + path + "'").c_str()); }
+};
+
+std::string slurp(const std::string& path)
+{
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+void spit(const std::string& path, const std::string& text)
+{
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
+}
+
+Endpoint tcp(const std::string& host, unsigned port)
+{
+    Endpoint e;
+    e.host = host;
+    e.port = port;
+    return e;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(failover)
+
+BOOST_AUTO_TEST_CASE(parse_good_entries)
+{
+    struct Case {
+        std::string spec;
+        Endpoint::Kind kind;
+        std::string host;
+        unsigned port;
+        std::string path;
+        std::string name;
+    };
+    const std::vector<Case> cases = {
+        {"db1.example.org", Endpoint::Kind::Tcp, "db1.example.org", 3306, "", "db1.example.org:3306"},
+        {"db2.example.org:3307", Endpoint::Kind::Tcp, "db2.example.org", 3307, "", "db2.example.org:3307"},
+        {"127.0.0.1:1", Endpoint::Kind::Tcp, "127.0.0.1", 1, "", "127.0.0.1:1"},
+        {"localhost:65535", Endpoint::Kind::Tcp, "localhost", 65535, "", "localhost:65535"},
+        {"[::1]:3310", Endpoint::Kind::Tcp, "::1", 3310, "", "[::1]:3310"},
+        {"[2001:db8::5]", Endpoint::Kind::Tcp, "2001:db8::5", 3306, "", "[2001:db8::5]:3306"},
+        {"unix:/run/mysqld/mysqld.sock", Endpoint::Kind::Unix, "", 0, "/run/mysqld/mysqld.sock",
+         "unix:/run/mysqld/mysqld.sock"},
+    };
+    for (const auto& c : cases) {
+        BOOST_TEST_CONTEXT("entry \"" << c.spec << "\"")
+        {
+            const Endpoint e = parse_endpoint(c.spec, 3306);
+            BOOST_TEST((e.kind == c.kind));
+            BOOST_TEST(e.host == c.host);
+            BOOST_TEST(e.port == c.port);
+            BOOST_TEST(e.path == c.path);
+            BOOST_TEST(e.name() == c.name);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(parse_bad_entries)
+{
+    const std::vector<std::string> bad = {
+        "",
+        "db1:",
+        ":3306",
+        "db1:0",
+        "db1:65536",
+        "db1:33o6",
+        "db1:-1",
+        "db1:+3306",
+        "db1:123456",
+        "::1",
+        "2001:db8::1:3306",
+        "[::1",
+        "[::1]3306",
+        "[::1]:",
+        "[]:3306",
+        "[db1]:3306",
+        "unix:",
+        "unix:relative.sock",
+        "db 1",
+        "db1\n",
+        std::string("db\0x", 4),
+    };
+    for (const auto& spec : bad) {
+        BOOST_TEST_CONTEXT("entry \"" << spec << "\"")
+        {
+            BOOST_CHECK_THROW(parse_endpoint(spec, 3306), ConfigError);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(parse_host_list_keeps_order)
+{
+    DatabaseConfig db;
+    db.port = 3307;
+    db.hosts = {"b", "a:1", "unix:/s"};
+    const auto hosts = parse_hosts(db);
+    BOOST_REQUIRE(hosts.size() == 3u);
+    BOOST_TEST(hosts[0].name() == "b:3307");
+    BOOST_TEST(hosts[1].name() == "a:1");
+    BOOST_TEST(hosts[2].name() == "unix:/s");
+    db.hosts.clear();
+    BOOST_CHECK_THROW(parse_hosts(db), ConfigError);
+}
+
+BOOST_AUTO_TEST_CASE(state_round_trip)
+{
+    const DownMap down = {{"db1:3306", 1000}, {"unix:/s", 1010}, {"[::1]:3306", 1020}};
+    const std::string text = format_state(down);
+    BOOST_TEST(parse_state(text, 900, 300) == down);
+}
+
+BOOST_AUTO_TEST_CASE(state_tolerates_garbage)
+{
+    const std::time_t now = 1000;
+    const std::string text = "garbage\n"
+                             "1100 good:1\n"
+                             " 1100 leadingspace:1\n"
+                             "11x0 badnumber:1\n"
+                             "-5 negative:1\n"
+                             "999 expired:1\n"
+                             "1000 expires-now:1\n"
+                             "99999999999 far-future:1\n"
+                             "1100 \n"
+                             "1100\n"
+                             "\n"
+                             "1100 two words\n"
+                             "1200 torn:1"; // no newline: a torn write
+    const DownMap got = parse_state(text, now, 300);
+    const DownMap want = {{"good:1", 1100}, {"far-future:1", 1300}};
+    BOOST_TEST(got == want);
+    BOOST_TEST(parse_state("", now, 30).empty());
+    BOOST_TEST(parse_state(std::string("\0\0\0\n", 4), now, 30).empty());
+}
+
+BOOST_AUTO_TEST_CASE(order_demotes_down_hosts)
+{
+    const std::vector<Endpoint> hosts = {tcp("a", 1), tcp("b", 1), tcp("c", 1)};
+    const std::time_t now = 1000;
+    using V = std::vector<std::size_t>;
+    BOOST_TEST(try_order(hosts, {}, now) == V({0, 1, 2}));
+    BOOST_TEST(try_order(hosts, {{"a:1", 1050}}, now) == V({1, 2, 0}));
+    BOOST_TEST(try_order(hosts, {{"a:1", 1050}, {"c:1", 1050}}, now) == V({1, 0, 2}));
+    // All down: still every host, in configured order.
+    BOOST_TEST(try_order(hosts, {{"a:1", 1050}, {"b:1", 1050}, {"c:1", 1050}}, now) == V({0, 1, 2}));
+    // Expired marks and unknown names do not count.
+    BOOST_TEST(try_order(hosts, {{"a:1", 1000}, {"zz:1", 2000}}, now) == V({0, 1, 2}));
+}
+
+BOOST_AUTO_TEST_CASE(state_file_shared_between_instances)
+{
+    TempDir dir;
+    const std::vector<Endpoint> hosts = {tcp("a", 1), tcp("b", 1)};
+    HostState one(dir.path, 30), two(dir.path, 30);
+    one.mark_down(hosts[0]);
+    BOOST_TEST(two.is_down(hosts[0]));
+    BOOST_TEST(!two.is_down(hosts[1]));
+    BOOST_TEST(two.order(hosts) == std::vector<std::size_t>({1, 0}));
+    BOOST_TEST(slurp(one.file()).find(" a:1\n") != std::string::npos);
+    two.mark_down(hosts[1]);
+    BOOST_TEST(one.is_down(hosts[0]));
+    BOOST_TEST(one.is_down(hosts[1]));
+    one.mark_up(hosts[0]);
+    BOOST_TEST(!two.is_down(hosts[0]));
+    BOOST_TEST(two.is_down(hosts[1]));
+    // No temporary files left behind.
+    BOOST_TEST(std::system(("test $(ls '" + dir.path + "' | wc -l) -eq 2").c_str()) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(state_file_corrupt_or_huge_is_ignored)
+{
+    TempDir dir;
+    const Endpoint a = tcp("a", 1);
+    HostState st(dir.path, 30);
+    spit(st.file(), std::string(100000, 'x'));
+    BOOST_TEST(!st.is_down(a));
+    spit(st.file(), "\x01\x02 not a state file\n9999999999999999999999 a:1\n");
+    BOOST_TEST(!st.is_down(a));
+    st.mark_down(a); // rewrites the file cleanly
+    BOOST_TEST(st.is_down(a));
+    BOOST_TEST(slurp(st.file()).find("not a state file") == std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(retry_interval_zero_never_marks)
+{
+    TempDir dir;
+    const Endpoint a = tcp("a", 1);
+    HostState st(dir.path, 0);
+    st.mark_down(a);
+    BOOST_TEST(!st.is_down(a));
+}
+
+BOOST_AUTO_TEST_CASE(marks_expire)
+{
+    TempDir dir;
+    const Endpoint a = tcp("a", 1);
+    HostState st(dir.path, 1);
+    st.mark_down(a);
+    BOOST_TEST(st.is_down(a));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+    BOOST_TEST(!st.is_down(a));
+}
+
+BOOST_AUTO_TEST_CASE(unwritable_dir_is_not_fatal)
+{
+    const Endpoint a = tcp("a", 1);
+    // A directory that does not exist: memory only, still remembers.
+    HostState st("/nonexistent/sockmapd-test", 30);
+    BOOST_CHECK_NO_THROW(st.mark_down(a));
+    BOOST_TEST(st.is_down(a));
+    BOOST_CHECK_NO_THROW(st.mark_up(a));
+    BOOST_TEST(!st.is_down(a));
+    HostState none("", 30);
+    none.mark_down(a);
+    BOOST_TEST(none.is_down(a));
+}
+
+BOOST_AUTO_TEST_CASE(read_only_dir_is_not_fatal)
+{
+    if (::geteuid() == 0) {
+        BOOST_TEST_MESSAGE("root ignores directory permissions; covered by unwritable_dir_is_not_fatal");
+        return;
+    }
+    TempDir dir;
+    ::chmod(dir.path.c_str(), 0500);
+    const Endpoint a = tcp("a", 1);
+    HostState st(dir.path, 30);
+    BOOST_CHECK_NO_THROW(st.mark_down(a));
+    BOOST_TEST(st.is_down(a));
+    ::chmod(dir.path.c_str(), 0700);
+}
+
+BOOST_AUTO_TEST_CASE(runtime_dir_choice)
+{
+    const char* saved = std::getenv("RUNTIME_DIRECTORY");
+    const std::string keep = saved ? saved : "";
+    ::setenv("RUNTIME_DIRECTORY", "/run/x:/run/y", 1);
+    BOOST_TEST(runtime_dir() == "/run/x");
+    ::unsetenv("RUNTIME_DIRECTORY");
+    const std::string fallback = runtime_dir();
+    BOOST_TEST((fallback == "/run/sockmapd" || fallback == "/tmp/sockmapd-" + std::to_string(::geteuid())));
+    if (saved)
+        ::setenv("RUNTIME_DIRECTORY", keep.c_str(), 1);
+}
+
+BOOST_AUTO_TEST_CASE(concurrent_writers_keep_a_valid_file)
+{
+    TempDir dir;
+    std::vector<Endpoint> hosts;
+    for (int i = 0; i < 8; ++i)
+        hosts.push_back(tcp("h" + std::to_string(i), 1));
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t)
+        threads.emplace_back([&, t] {
+            HostState st(dir.path, 60);
+            for (int i = 0; i < 10; ++i) {
+                st.mark_down(hosts[static_cast<std::size_t>(t)]);
+                st.mark_up(hosts[static_cast<std::size_t>(t)]);
+            }
+            st.mark_down(hosts[static_cast<std::size_t>(t)]);
+        });
+    for (auto& th : threads)
+        th.join();
+    // flock serialises the writers, so every final mark survives.
+    const DownMap got = parse_state(slurp(dir.path + "/failover.state"), std::time(nullptr), 60);
+    BOOST_TEST(got.size() == 8u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
