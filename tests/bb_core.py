@@ -204,7 +204,8 @@ def _flood(prefix, total=50 * 1024 * 1024):
             pass
 
     def sampler():
-        while p.poll() is None:
+        # Not p.poll(): that would reap the child before wait4() gets its rusage.
+        while pid_alive(pid):
             v = vm_hwm_kb(pid)
             if v:
                 peak[0] = max(peak[0], v)
@@ -225,7 +226,15 @@ def _flood(prefix, total=50 * 1024 * 1024):
             if not chunk:
                 break
             out += chunk
-    _, wstatus, usage = os.wait4(pid, 0)
+    while True:
+        wpid, wstatus, usage = os.wait4(pid, os.WNOHANG)
+        if wpid == pid:
+            break
+        if time.monotonic() > deadline:
+            stop_pid(pid, popen=p)
+            raise AssertionError("sockmapd still running %gs into a %d-byte stream without a comma"
+                                 % (scaled(10), total))
+        time.sleep(0.02)
     p.returncode = os.waitstatus_to_exitcode(wstatus)
     elapsed = time.monotonic() - started
     t.join(5)
@@ -491,7 +500,7 @@ def idle_timeout_closes_dribbling_client():
                     ok(all(g.startswith((b"PERM ", b"TEMP ")) for g in got), "replies %r" % got)
                     break
             ok(closed is not None, "a client dribbling one byte per 0.3s was never closed")
-            ok(closed <= scaled(3.5), "dribbler closed after %.2fs (idle_timeout 1)" % closed)
+            ok(0.8 <= closed <= scaled(3.5), "dribbler closed after %.2fs (idle_timeout 1)" % closed)
         _no_handlers_left(sa)
 
 
@@ -600,6 +609,9 @@ def config_go_style_all_strings_loads():
 """
     rc, out, err = _check_offline(text)
     eq(rc, 0, "exit status (stderr %r)" % err[:300])
+    # A single host as a plain string, as the Go sockmapd wrote it.
+    rc, out, err = _check_offline(text.replace('["127.0.0.1"]', '"127.0.0.1"'))
+    eq(rc, 0, "host as a string: exit status (stderr %r)" % err[:300])
 
 
 @test
