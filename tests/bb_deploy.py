@@ -1,0 +1,805 @@
+#!/usr/bin/python3
+"""bb_deploy — sockmapd the way it is deployed, with the real programs on both ends.
+
+Socket activation (fd 3 and --inetd) and the --listen accept loop with
+concurrent clients against a real mariadbd; Postfix's own client (`postmap
+-q`, one key and many keys on one connection); the shipped xinetd file under
+the real xinetd; the systemd units (verify, security score <= 2.0); `make
+install`/`uninstall` with DESTDIR and PREFIX; the man pages and the example
+config; and, last, the Debian package built in a temporary copy of the tree
+and checked with lintian.  Everything listens on 127.0.0.1/::1 only.
+"""
+
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from harness import *  # noqa: E402,F403
+
+UNITS = os.path.join(REPO, "units")
+
+# ---------------------------------------------------------------- helpers
+
+_db = None
+
+
+def db():
+    """The suite's mariadbd with the fixture tables."""
+    global _db
+    if _db is None:
+        _db = MariaDB(fixtures=True, name="deploy").keep_for_suite()
+        _db.start()
+    return _db
+
+
+def config(**kw):
+    return temp_config(base_config(db(), **kw))
+
+
+# (map, key, expected reply) from tests/fixtures.sql
+LOOKUPS = [
+    (b"recipient", b"postmaster@example.org", b"OK root@example.org"),
+    (b"recipient", b"team@example.org", b"OK alice@example.org,bob@example.org,carol@example.org"),
+    (b"recipient", b"nobody@example.org", b"NOTFOUND "),
+    (b"exists", b"BOB.SMITH@example.org", b"OK Bob.Smith@Example.org"),
+    (b"sender", b"spammer@bad.example", b"OK REJECT spam source"),
+    (b"transport", b"example.net", b"OK lmtp:unix:private/dovecot-lmtp"),
+    (b"othermap", b"ping", b"OK pong"),
+    (b"nosuch", b"key", b"PERM unknown map"),
+]
+
+
+def concurrent_lookups(address, n_clients=10, rounds=3):
+    """n_clients connections at once, each asking every LOOKUPS entry `rounds` times."""
+    errors = []
+    barrier = threading.Barrier(n_clients)
+
+    def one(i):
+        try:
+            with Client(address, timeout=15) as c:
+                barrier.wait(scaled(15))  # all connected before anyone asks
+                for r in range(rounds):
+                    for mapname, key, want in LOOKUPS:
+                        got = c.ask(mapname, key)
+                        if got != want:
+                            errors.append("client %d round %d %s %s: %r" % (i, r, mapname, key, got))
+                c.shutdown_write()
+                rest = c.read_until_eof(10)
+                if rest:
+                    errors.append("client %d: bytes after EOF: %r" % (i, rest[:100]))
+        except Exception as e:
+            errors.append("client %d: %s: %s" % (i, type(e).__name__, e))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n_clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(scaled(60))
+    eq(errors, [])
+
+
+def session_ends(cfg_path):
+    """The per-connection summary lines of a config's log."""
+    return [l for l in read_log(cfg_path).splitlines() if "session end" in l]
+
+
+def listening_on(port):
+    """Local addresses (hex, as in /proc/net/tcp*) with a socket listening on `port`."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for row in (l.split() for l in f.readlines()[1:]):
+                if row[1].endswith(":%04X" % port) and row[3] == "0A":
+                    found.append(row[1])
+    return found
+
+
+def wait_listening(port, proc, timeout=10):
+    """Until something listens on `port` (without connecting: no handler is started)."""
+    def up():
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise AssertionError("exited with %s: %s" % (proc.returncode, err))
+        return listening_on(port)
+    wait_for(up, timeout=timeout, msg="listening on port %d" % port)
+
+
+def listen(cfg_path, arg, *extra):
+    """sockmapd --listen ARG (stdout/stderr to pipes); stopped after the test."""
+    return spawn(cfg_path, ["--listen", arg] + list(extra), stdin=subprocess.DEVNULL)
+
+
+def uid_of(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return [int(x) for x in line.split()[1:]]
+    raise AssertionError("no Uid line for %d" % pid)
+
+
+def gid_of(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Gid:"):
+                return [int(x) for x in line.split()[1:]]
+    raise AssertionError("no Gid line for %d" % pid)
+
+
+def stop_and_wait(p, sig=signal.SIGTERM, timeout=10):
+    os.kill(p.pid, sig)
+    try:
+        return p.wait(scaled(timeout))
+    except subprocess.TimeoutExpired:
+        raise AssertionError("sockmapd --listen did not exit within %gs of %s" % (scaled(timeout), sig.name))
+
+
+def postfix_dir():
+    """A config directory for postmap: a minimal main.cf, no mail goes anywhere."""
+    d = tmpdir("postfix")
+    with open(os.path.join(d, "main.cf"), "w") as f:
+        f.write("compatibility_level = 3.6\n"
+                "inet_interfaces = loopback-only\n")
+    return d
+
+
+def postmap(pdir, args, stdin=None, timeout=30):
+    tool = require_tool("postmap")
+    r = subprocess.run([tool, "-c", pdir] + args, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=scaled(timeout))
+    return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
+
+
+def installed_service(sbindir="/usr/sbin"):
+    """units/ copied to a temp dir with @SBINDIR@ replaced, as `make install` does."""
+    d = tmpdir("units")
+    with open(os.path.join(UNITS, "sockmapd@.service")) as f:
+        text = f.read()
+    with open(os.path.join(d, "sockmapd@.service"), "w") as f:
+        f.write(text.replace("@SBINDIR@", sbindir))
+    shutil.copy(os.path.join(UNITS, "sockmapd.socket"), d)
+    return d
+
+
+def unit_settings(path):
+    """{(section, key): [values]} of a unit file."""
+    out, section = {}, None
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("["):
+                section = line.strip("[]")
+                continue
+            k, _, v = line.partition("=")
+            out.setdefault((section, k.strip()), []).append(v.strip())
+    return out
+
+
+# ---------------------------------------------------------------- socket activation
+
+@test(timeout=120)
+def socket_activation_fd3_concurrent_lookups():
+    cfg = config()
+    with SocketActivated(["-c", cfg]) as sa:
+        concurrent_lookups(sa.address)
+        wait_for(lambda: not sa.children(), timeout=10, msg="all handlers exited")
+    ends = session_ends(cfg)
+    eq(len(ends), 10, "one session per connection")
+    for line in ends:
+        contains(line, "%d requests" % (3 * len(LOOKUPS)))
+
+
+@test(timeout=120)
+def socket_activation_inetd_concurrent_lookups():
+    cfg = config()
+    with SocketActivated(["-c", cfg], inetd=True) as sa:
+        concurrent_lookups(sa.address)
+        wait_for(lambda: not sa.children(), timeout=10, msg="all handlers exited")
+    eq(len(session_ends(cfg)), 10)
+
+
+@test(timeout=120)
+def socket_activation_unix_socket_lookups():
+    cfg = config()
+    path = os.path.join(tmpdir("sock"), "sockmapd.sock")
+    with SocketActivated(["-c", cfg], unix=path) as sa:
+        concurrent_lookups(sa.address, n_clients=4, rounds=2)
+
+
+# ---------------------------------------------------------------- --listen
+
+@test(timeout=120)
+def listen_lookups_concurrent_and_sigterm():
+    cfg = config()
+    port = free_port()
+    p = listen(cfg, "127.0.0.1:%d" % port)
+    wait_listening(port, p)
+    concurrent_lookups(("127.0.0.1", port))
+    # Handlers end when their clients close; the parent logs each one.
+    wait_for(lambda: not proc_children(p.pid), timeout=10, msg="handlers reaped")
+    log = read_log(cfg)
+    eq(len(re.findall(r"handler \d+ for 127\.0\.0\.1:\d+ started", log)), 10, "started lines")
+    eq(len(re.findall(r"handler \d+ for 127\.0\.0\.1:\d+ stopped \(exit 0", log)), 10, "stopped lines")
+    eq(len(session_ends(cfg)), 10)
+    contains(log, "listening on 127.0.0.1:%d" % port)
+    eq(stop_and_wait(p), 0, "exit status after SIGTERM")
+    contains(read_log(cfg), "stopping on")
+
+
+@test(timeout=60)
+def listen_sigterm_ends_running_handlers():
+    cfg = config()
+    port = free_port()
+    p = listen(cfg, str(port), "--max-children", "8")  # address from sysconfig.listen (127.0.0.1)
+    wait_listening(port, p)
+    clients = [Client(port) for _ in range(4)]
+    for c in clients:
+        defer(c.close)
+        eq(c.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
+    kids = wait_for(lambda: len(proc_children(p.pid)) == 4 and proc_children(p.pid), msg="4 handlers")
+    eq(stop_and_wait(p, signal.SIGTERM, timeout=10), 0)
+    for k in kids:
+        wait_for(lambda: not pid_alive(k), timeout=5, msg="handler %d gone" % k)
+    for c in clients:
+        eq(c.read_until_eof(5), b"", "client sees the connection closed")
+    # Nobody listens any more.
+    with socket.socket() as s:
+        ne(s.connect_ex(("127.0.0.1", port)), 0, "port closed after exit")
+
+
+@test(timeout=60)
+def listen_sigint_exits_zero():
+    cfg = config()
+    port = free_port()
+    p = listen(cfg, "127.0.0.1:%d" % port)
+    wait_listening(port, p)
+    with Client(port) as c:
+        eq(c.ask("othermap", "ping"), b"OK pong")
+    eq(stop_and_wait(p, signal.SIGINT), 0)
+
+
+@test(timeout=60)
+def listen_max_children_caps_handlers():
+    cfg = config()
+    port = free_port()
+    p = listen(cfg, "127.0.0.1:%d" % port, "--max-children", "2")
+    wait_listening(port, p)
+    a, b = Client(port), Client(port)
+    defer(a.close)
+    defer(b.close)
+    eq(a.ask("othermap", "ping"), b"OK pong")
+    eq(b.ask("othermap", "alpha"), b"OK beta")
+    # The third connection is queued by the kernel, nobody answers it yet.
+    c = Client(port)
+    defer(c.close)
+    c.send_raw(encode("othermap ping"))
+    try:
+        got = c.read_reply(timeout=1.5)
+        raise AssertionError("a third handler answered while two were running: %r" % got)
+    except socket.timeout:
+        pass
+    eq(len(proc_children(p.pid)), 2, "handlers running")
+    contains(read_log(cfg), "all 2 handlers busy")
+    a.close()
+    eq(c.read_reply(timeout=10), b"OK pong", "answered once a handler ended")
+    ok(len(proc_children(p.pid)) <= 2, "never more than 2 handlers")
+    eq(stop_and_wait(p), 0)
+
+
+@test(timeout=60)
+def listen_ipv6_loopback():
+    cfg = config(sysconfig={"listen": "::1"})
+    port = free_port()
+    p = listen(cfg, "[::1]:%d" % port)
+    wait_listening(port, p)
+    with Client(("::1", port)) as c:
+        eq(c.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
+    contains(read_log(cfg), "listening on [::1]:%d" % port)
+    eq(listening_on(port), ["00000000000000000000000001000000:%04X" % port], "bound to ::1 only")
+    # Port from the command line, address from sysconfig.listen.
+    eq(stop_and_wait(p), 0)
+    port2 = free_port()
+    p2 = listen(cfg, str(port2))
+    wait_listening(port2, p2)
+    eq(stop_and_wait(p2), 0)
+
+
+@test(timeout=60)
+def listen_defaults_from_sysconfig_go_style():
+    port = free_port()
+    # The Go sockmapd's config: every value a string; no --listen argument.
+    cfg = config(sysconfig={"port": str(port), "listen": "127.0.0.1", "idle_timeout": "30"})
+    p = spawn(cfg, ["--listen"], stdin=subprocess.DEVNULL)
+    wait_listening(port, p)
+    with Client(port) as c:
+        eq(c.ask("sender", "spammer@bad.example"), b"OK REJECT spam source")
+    eq(stop_and_wait(p), 0)
+
+
+@test(timeout=60)
+def listen_drops_privileges():
+    if os.geteuid() != 0:
+        # Not root: run_as_user cannot be honoured; sockmapd says so and serves.
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        cfg = config(sysconfig={"run_as_user": "nobody" if me != "nobody" else "root"})
+        port = free_port()
+        p = listen(cfg, "127.0.0.1:%d" % port)
+        wait_listening(port, p)
+        with Client(port) as c:
+            eq(c.ask("othermap", "ping"), b"OK pong")
+        contains(read_log(cfg), "not started as root")
+        eq(stop_and_wait(p), 0)
+        return
+    nobody = pwd.getpwnam("nobody")
+    cfg = config(sysconfig={"run_as_user": "nobody"})
+    # The config and its log are root's: read and opened before the switch.
+    port = free_port()
+    p = listen(cfg, "127.0.0.1:%d" % port)
+    wait_listening(port, p)
+    with Client(port) as c:
+        eq(c.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
+        kids = proc_children(p.pid)
+        eq(len(kids), 1)
+        eq(uid_of(kids[0]), [nobody.pw_uid] * 4, "handler uids (real, effective, saved, fs)")
+        eq(gid_of(kids[0]), [nobody.pw_gid] * 4, "handler gids")
+        ne(uid_of(kids[0])[0], 0)
+    eq(uid_of(p.pid), [nobody.pw_uid] * 4, "the accept loop dropped root too")
+    with open("/proc/%d/status" % p.pid) as f:
+        groups = next(l for l in f if l.startswith("Groups:")).split()[1:]
+    not_contains(groups, "0", "root's supplementary group dropped")
+    contains(read_log(cfg), "running as uid %d" % nobody.pw_uid)
+    eq(stop_and_wait(p), 0)
+
+
+@test(timeout=60)
+def listen_run_as_group_only_and_numeric_user():
+    if os.geteuid() != 0:
+        return listen_drops_privileges()
+    nobody = pwd.getpwnam("nobody")
+    cfg = config(sysconfig={"run_as_user": str(nobody.pw_uid), "run_as_group": "nogroup"})
+    port = free_port()
+    p = listen(cfg, "127.0.0.1:%d" % port)
+    wait_listening(port, p)
+    with Client(port) as c:
+        eq(c.ask("othermap", "ping"), b"OK pong")
+        kid = proc_children(p.pid)[0]
+        eq(uid_of(kid)[1], nobody.pw_uid)
+        import grp
+        eq(gid_of(kid)[1], grp.getgrnam("nogroup").gr_gid)
+    eq(stop_and_wait(p), 0)
+
+
+@test(timeout=60)
+def listen_errors_exit_codes():
+    cfg = config()
+    # A malformed --listen argument: 78, nothing bound.
+    for arg in ("127.0.0.1:0", "::1:2224", "[::1", "nosuchport"):
+        rc, out, err = run_pipe(cfg, b"", args=["--listen", arg])
+        eq(rc, 78, "--listen %s" % arg)
+        contains(err.decode(), "--listen")
+    # An unknown user: 78 before binding.
+    rc, _, _ = run_pipe(config(sysconfig={"run_as_user": "no-such-user-here"}), b"",
+                        args=["--listen", "127.0.0.1:%d" % free_port()])
+    eq(rc, 78, "unknown run_as_user")
+    # An address this host does not have (TEST-NET-1; bind() only, nothing is sent): 75.
+    rc, _, _ = run_pipe(cfg, b"", args=["--listen", "192.0.2.1:%d" % free_port()])
+    eq(rc, 75, "address not available")
+    # The port is taken: 75 (temporary).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        rc, _, _ = run_pipe(cfg, b"", args=["--listen", "127.0.0.1:%d" % s.getsockname()[1]])
+    eq(rc, 75, "address in use")
+    # --listen excludes the other modes.
+    rc, _, _ = run_pipe(cfg, b"", args=["--listen", "--check-config"])
+    eq(rc, 64)
+
+
+# ---------------------------------------------------------------- Postfix's client
+
+@test(timeout=120)
+def postmap_single_keys():
+    cfg = config()
+    pdir = postfix_dir()
+    with SocketActivated(["-c", cfg]) as sa:
+        table = "socketmap:inet:127.0.0.1:%d:recipient" % sa.port
+        eq(postmap(pdir, ["-q", "postmaster@example.org", table]), (0, "root@example.org\n", ""))
+        eq(postmap(pdir, ["-q", "team@example.org", table]),
+           (0, "alice@example.org,bob@example.org,carol@example.org\n", ""))
+        eq(postmap(pdir, ["-q", "nobody@example.org", table]), (1, "", ""), "not found: exit 1, no output")
+        eq(postmap(pdir, ["-q", "nullonly@example.org", table]), (1, "", ""))
+        access = "socketmap:inet:127.0.0.1:%d:sender" % sa.port
+        eq(postmap(pdir, ["-q", "spammer@bad.example", access]), (0, "REJECT spam source\n", ""))
+        transport = "socketmap:inet:127.0.0.1:%d:transport" % sa.port
+        eq(postmap(pdir, ["-q", "relay.example", transport]), (0, "relay:[192.0.2.1]:587\n", ""))
+        # An unknown map is a permanent error for Postfix.
+        rc, out, err = postmap(pdir, ["-q", "x@example.org", "socketmap:inet:127.0.0.1:%d:nosuch" % sa.port])
+        eq((rc, out), (1, ""))
+        contains(err, "permanent error: unknown map")
+    # Over a unix socket.
+    path = os.path.join(tmpdir("sock"), "s.sock")
+    with SocketActivated(["-c", cfg], unix=path):
+        eq(postmap(pdir, ["-q", "postmaster@example.org", "socketmap:unix:%s:recipient" % path]),
+           (0, "root@example.org\n", ""))
+
+
+@test(timeout=120)
+def postmap_database_down_is_a_temporary_error():
+    cfg = temp_config(base_config(None))  # a closed port: every lookup TEMP
+    pdir = postfix_dir()
+    with SocketActivated(["-c", cfg]) as sa:
+        rc, out, err = postmap(pdir, ["-q", "postmaster@example.org", "socketmap:inet:127.0.0.1:%d:recipient" % sa.port])
+    eq((rc, out), (1, ""), "no answer, no 'not found' either")
+    contains(err, "temporary error")
+
+
+@test(timeout=120)
+def postmap_many_keys_one_connection():
+    cfg = config()
+    pdir = postfix_dir()
+    keys = []
+    expected = []
+    for i in range(60):
+        keys += ["postmaster@example.org", "nobody%d@example.org" % i, "team@example.org", "abuse@example.org"]
+        expected += ["postmaster@example.org\troot@example.org",
+                     "team@example.org\talice@example.org,bob@example.org,carol@example.org",
+                     "abuse@example.org\tpostmaster@example.org"]
+    stdin = ("\n".join(keys) + "\n").encode()
+    for inetd in (False, True):
+        with SocketActivated(["-c", cfg], inetd=inetd) as sa:
+            before = len(session_ends(cfg))
+            rc, out, err = postmap(pdir, ["-q", "-", "socketmap:inet:127.0.0.1:%d:recipient" % sa.port], stdin=stdin)
+            eq(rc, 0, "postmap -q - status (stderr %r)" % err)
+            eq(out.splitlines(), expected)
+            eq(err, "")
+            wait_for(lambda: len(session_ends(cfg)) == before + 1, timeout=10, msg="the session's summary")
+            last = session_ends(cfg)[-1]
+            contains(last, "%d requests, %d found, %d not found, 0 errors" % (len(keys), 180, 60),
+                     "all keys on one connection")
+
+
+@test(timeout=120)
+def postmap_against_listen_mode():
+    cfg = config()
+    pdir = postfix_dir()
+    port = free_port()
+    p = listen(cfg, "127.0.0.1:%d" % port)
+    wait_listening(port, p)
+    table = "socketmap:inet:127.0.0.1:%d:exists" % port
+    eq(postmap(pdir, ["-q", "carol@example.org", table]), (0, "carol@example.org\n", ""))
+    rc, out, _ = postmap(pdir, ["-q", "-", table], stdin=b"alice@example.org\nzed@example.org\nBOB.SMITH@EXAMPLE.ORG\n")
+    eq((rc, out), (0, "alice@example.org\talice@example.org\nBOB.SMITH@EXAMPLE.ORG\tBob.Smith@Example.org\n"))
+    eq(stop_and_wait(p), 0)
+
+
+# ---------------------------------------------------------------- xinetd
+
+def xinetd_config(cfg_path, port, logfile):
+    """A complete xinetd config: units/sockmapd.xinetd with our port, binary, config and user."""
+    with open(os.path.join(UNITS, "sockmapd.xinetd")) as f:
+        text = f.read()
+    me = pwd.getpwuid(os.geteuid())
+    subst = {
+        "port": str(port),
+        "server": sockmapd_path(),
+        "server_args": "--inetd -c %s" % cfg_path,
+        "user": me.pw_name,
+        "group": __import__("grp").getgrgid(os.getegid()).gr_name,
+    }
+    lines = []
+    for line in text.splitlines():
+        m = re.match(r"^(\s*)(\w+)(\s*)=(\s*)(.*)$", line)
+        if m and m.group(2) in subst:
+            line = "%s%s%s= %s" % (m.group(1), m.group(2), m.group(3), subst[m.group(2)])
+        lines.append(line)
+    body = "\n".join(lines)
+    eq(body.count("= %s" % port), 1, "the port line was replaced")
+    defaults = ("defaults\n{\n\tlog_type = FILE %s\n\tinstances = 50\n}\n\n" % logfile)
+    # The handlers get RUNTIME_DIRECTORY like every sockmapd in the suite.
+    body = body.replace("\tdisable", "\tenv\t\t= RUNTIME_DIRECTORY=%s\n\tdisable" % runtime_dir(), 1)
+    return defaults + body + "\n"
+
+
+class Xinetd:
+    """xinetd -dontfork -f CONF, stopped by its pid."""
+
+    def __init__(self, conf):
+        d = tmpdir("xinetd")
+        self.conf = os.path.join(d, "xinetd.conf")
+        with open(self.conf, "w") as f:
+            f.write(conf)
+        self.pidfile = os.path.join(d, "xinetd.pid")
+        self.out = os.path.join(d, "xinetd.out")
+        with open(self.out, "wb") as out:
+            self.proc = subprocess.Popen([require_tool("xinetd"), "-dontfork", "-f", self.conf,
+                                          "-pidfile", self.pidfile], stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        self.kids = set()
+        defer(self.stop)
+
+    def children(self):
+        kids = proc_children(self.proc.pid)
+        self.kids.update(kids)
+        return kids
+
+    def output(self):
+        with open(self.out, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self):
+        self.children()
+        stop_pid(self.proc.pid, grace=5, popen=self.proc)
+        for k in self.kids:
+            stop_pid(k, grace=2)
+
+
+@test(timeout=120)
+def xinetd_serves_with_the_shipped_file():
+    cfg = config()
+    port = free_port()
+    xlog = os.path.join(tmpdir("xlog"), "xinetd.log")
+    x = Xinetd(xinetd_config(cfg, port, xlog))
+    wait_listening(port, x.proc, timeout=15)
+    with open(x.pidfile) as f:
+        eq(int(f.read().split()[0]), x.proc.pid, "pid file")
+    with Client(port) as c:
+        eq(c.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
+        eq(c.ask("nosuch", "k"), b"PERM unknown map")
+    concurrent_lookups(port, n_clients=10, rounds=2)
+    # postmap through xinetd, many keys on one connection.
+    rc, out, _ = postmap(postfix_dir(), ["-q", "-", "socketmap:inet:127.0.0.1:%d:recipient" % port],
+                         stdin=b"postmaster@example.org\nnone@example.org\n")
+    eq((rc, out), (0, "postmaster@example.org\troot@example.org\n"))
+    wait_for(lambda: not x.children(), timeout=10, msg="handlers exited")
+    eq(len(session_ends(cfg)), 1 + 10 + 1)
+    # Only the loopback address is bound.
+    eq(listening_on(port), ["0100007F:%04X" % port], "xinetd listens on 127.0.0.1 only")
+    x.stop()
+    eq(x.proc.returncode is not None, True)
+
+
+@test
+def xinetd_file_settings():
+    with open(os.path.join(UNITS, "sockmapd.xinetd")) as f:
+        text = f.read()
+    settings = dict(re.findall(r"^\s*(\w+)\s*=\s*(.*?)\s*$", text, re.M))
+    for k, v in (("type", "UNLISTED"), ("socket_type", "stream"), ("wait", "no"), ("bind", "127.0.0.1"),
+                 ("port", "2224"), ("user", "sockmapd"), ("server", "/usr/sbin/sockmapd"), ("disable", "no")):
+        eq(settings.get(k), v, k)
+    startswith(settings["server_args"], "--inetd -c /etc/sockmapd/config.json")
+
+
+# ---------------------------------------------------------------- systemd units
+
+@test(timeout=60)
+def units_verify():
+    tool = require_tool("systemd-analyze")
+    d = installed_service()
+    r = subprocess.run([tool, "verify", "--man=no", os.path.join(d, "sockmapd.socket"),
+                        os.path.join(d, "sockmapd@.service")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=scaled(30), cwd=d)
+    out = r.stdout.decode(errors="replace")
+    eq((r.returncode, out), (0, ""), "systemd-analyze verify")
+
+
+@test(timeout=60)
+def units_security_score_at_most_2():
+    tool = require_tool("systemd-analyze")
+    d = installed_service()
+    r = subprocess.run([tool, "security", "--offline=true", "--threshold=20", "--no-pager",
+                        os.path.join(d, "sockmapd@.service")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=scaled(30), cwd=d)
+    out = r.stdout.decode(errors="replace")
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
+    ok(m, "no exposure level in: %s %s" % (out[-500:], r.stderr.decode(errors="replace")))
+    score = float(m.group(1))
+    print("    systemd-analyze security: %.1f" % score)
+    ok(score <= 2.0, "exposure %.1f > 2.0" % score)
+    eq(r.returncode, 0, "--threshold=20")
+
+
+@test
+def units_settings():
+    sock = unit_settings(os.path.join(UNITS, "sockmapd.socket"))
+    eq(sock[("Socket", "Accept")], ["yes"])
+    eq(sock[("Socket", "ListenStream")], ["127.0.0.1:2224"])
+    ok(int(sock[("Socket", "MaxConnections")][0]) > 0)
+    eq(sock[("Install", "WantedBy")], ["sockets.target"])
+    with open(os.path.join(UNITS, "sockmapd.socket")) as f:
+        contains(f.read(), "#ListenStream=/run/", "commented unix socket alternative")
+    svc = unit_settings(os.path.join(UNITS, "sockmapd@.service"))
+    eq(svc[("Service", "ExecStart")], ["-@SBINDIR@/sockmapd -c /etc/sockmapd/config.json"])
+    eq(svc[("Unit", "CollectMode")], ["inactive-or-failed"])
+    eq(svc[("Service", "User")], ["sockmapd"])
+    eq(svc[("Service", "RuntimeDirectory")], ["sockmapd"])
+    eq(svc[("Service", "RuntimeDirectoryPreserve")], ["yes"])
+    eq(svc[("Service", "LoadCredential")], ["-db-password:/etc/sockmapd/db-password"])
+    for key in ("NoNewPrivileges", "ProtectHome", "PrivateTmp", "PrivateDevices"):
+        eq(svc[("Service", key)], ["yes"], key)
+    eq(svc[("Service", "ProtectSystem")], ["strict"])
+    eq(svc[("Service", "CapabilityBoundingSet")], [""])
+    eq(svc[("Service", "RestrictAddressFamilies")], ["AF_UNIX AF_INET AF_INET6"])
+    eq(svc[("Service", "SystemCallFilter")], ["@system-service", "~@privileged @resources"])
+    ok(("Install", "WantedBy") not in svc, "the template is started by the socket, not enabled")
+
+
+@test(timeout=120)
+def unit_command_line_serves_fd3():
+    """The service's ExecStart, as systemd runs it for a connection (fd 3), with the test config."""
+    svc = unit_settings(os.path.join(UNITS, "sockmapd@.service"))
+    argv = svc[("Service", "ExecStart")][0].lstrip("-").split()
+    eq(argv[1:], ["-c", "/etc/sockmapd/config.json"])
+    cfg = config()
+    with SocketActivated(["-c", cfg]) as sa:  # same arguments, our config path
+        concurrent_lookups(sa.address, n_clients=3, rounds=1)
+
+
+# ---------------------------------------------------------------- install, docs, example
+
+def make(*args, timeout=120):
+    build = os.path.dirname(sockmapd_path())
+    cmd = ["make", "-C", REPO, "--no-print-directory", "BUILD=" + build,
+           "-o", os.path.join(build, "sockmapd")] + list(args)  # install what was tested, never rebuild
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=scaled(timeout))
+    return r.returncode, r.stdout.decode(errors="replace")
+
+
+def tree(root):
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            full = os.path.join(dirpath, name)
+            out["/" + os.path.relpath(full, root)] = os.stat(full).st_mode & 0o7777
+    return out
+
+
+@test(timeout=120)
+def make_install_and_uninstall_destdir_prefix():
+    dest = tmpdir("destdir")
+    rc, out = make("install", "DESTDIR=" + dest, "PREFIX=/usr")
+    eq(rc, 0, "make install: " + out[-2000:])
+    r = subprocess.run(["pkg-config", "--variable=systemdsystemunitdir", "systemd"], stdout=subprocess.PIPE)
+    unitdir = r.stdout.decode().strip() or "/lib/systemd/system"
+    files = tree(dest)
+    want = {
+        "/usr/sbin/sockmapd": 0o755,
+        "/usr/share/man/man8/sockmapd.8": 0o644,
+        "/usr/share/man/man5/sockmapd.json.5": 0o644,
+        unitdir + "/sockmapd.socket": 0o644,
+        unitdir + "/sockmapd@.service": 0o644,
+        "/usr/share/doc/sockmapd/config.example.json": 0o644,
+        "/usr/share/doc/sockmapd/examples/sockmapd.xinetd": 0o644,
+    }
+    eq(files, want)
+    with open(dest + unitdir + "/sockmapd@.service") as f:
+        svc = f.read()
+    contains(svc, "ExecStart=-/usr/sbin/sockmapd -c /etc/sockmapd/config.json")
+    not_contains(svc, "@SBINDIR@")
+    r = subprocess.run([dest + "/usr/sbin/sockmapd", "--version"], stdout=subprocess.PIPE)
+    startswith(r.stdout.decode(), "sockmapd ")
+    rc, out = make("uninstall", "DESTDIR=" + dest, "PREFIX=/usr")
+    eq(rc, 0, "make uninstall: " + out[-2000:])
+    eq(tree(dest), {}, "uninstall leaves no files")
+
+
+@test(timeout=60)
+def make_install_prefix_local():
+    dest = tmpdir("destdir")
+    rc, out = make("install", "DESTDIR=" + dest, "PREFIX=/usr/local")
+    eq(rc, 0, out[-2000:])
+    ok(os.path.exists(dest + "/usr/local/sbin/sockmapd"))
+    svc = [p for p in tree(dest) if p.endswith("sockmapd@.service")]
+    eq(len(svc), 1)
+    with open(dest + svc[0]) as f:
+        contains(f.read(), "ExecStart=-/usr/local/sbin/sockmapd ")
+
+
+@test
+def example_config_checks_offline():
+    example = os.path.join(REPO, "config.example.json")
+    rc, out, err = run_pipe(None, b"", args=["-c", example, "--check-config", "--offline"])
+    eq((rc, err), (0, b""))
+    contains(out.decode(), ": ok, ")
+
+
+@test
+def man_pages_render_and_cover_everything():
+    groff = require_tool("groff")
+    pages = {n: os.path.join(REPO, "doc", n) for n in ("sockmapd.8", "sockmapd.json.5")}
+    for name, path in pages.items():
+        r = subprocess.run([groff, "-man", "-ww", "-z", "-Tutf8", path], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+        eq((r.returncode, r.stderr.decode()), (0, ""), "groff warnings in " + name)
+    with open(pages["sockmapd.8"]) as f:
+        prog = f.read().replace("\\-", "-")
+    rc, out, _ = run_pipe(None, b"", args=["--help"])
+    eq(rc, 0)
+    options = set(re.findall(r"(--[a-z][a-z-]+)", out.decode()))
+    ok(len(options) >= 9, options)
+    for opt in sorted(options):
+        contains(prog, opt, "sockmapd(8) documents " + opt)
+    for code in ("0", "1", "64", "65", "70", "71", "75", "78"):
+        ok(re.search(r"^\.B %s$" % code, prog, re.M), "exit status %s documented" % code)
+    for word in ("SIGTERM", "LISTEN_FDS", "CREDENTIALS_DIRECTORY", "RUNTIME_DIRECTORY", "journal", "syslog",
+                 "postmap", "socketmap:inet:127.0.0.1:2224", "Krecipient socket"):
+        contains(prog, word)
+    with open(pages["sockmapd.json.5"]) as f:
+        conf = f.read().replace("\\-", "-")
+    keys = ["port", "listen", "logfile", "loglevel", "run_as_user", "run_as_group", "idle_timeout", "max_session",
+            "host", "username", "password", "password_file", "connect_timeout", "read_timeout", "write_timeout",
+            "db_idle_timeout", "retry_interval", "tls", "ca", "cert", "key", "verify_server", "service", "database",
+            "table", "value", "reason", "query", "result_format", "lowercase", "strip_extension", "domain",
+            "CREDENTIALS_DIRECTORY"]
+    for k in keys:
+        ok(re.search(r"^\.(?:B|BR|TP|RB)\b[^\n]*\b%s\b" % re.escape(k), conf, re.M),
+           "sockmapd.json(5) documents " + k)
+
+
+# ---------------------------------------------------------------- Debian package
+
+@test(timeout=600)
+def debian_package_builds_and_is_lintian_clean():
+    rc, out = make("deps-deb", timeout=540)
+    eq(rc, 0, "make deps-deb: " + out[-2000:])
+    for tool in ("dpkg-buildpackage", "lintian", "dh", "fakeroot"):
+        require_tool(tool)
+    top = tmpdir("deb")
+    src = os.path.join(top, "sockmapd-0.1.0")
+    # A copy of the tree (no build output, no .git): artefacts stay out of the repo.
+    shutil.copytree(REPO, src, symlinks=True,
+                    ignore=shutil.ignore_patterns(".git", "build", "*.deb", "__pycache__"))
+    env = dict(os.environ)
+    # The unit tests run in their own suite; here only the packaging is under test.
+    env["DEB_BUILD_OPTIONS"] = "nocheck parallel=%d" % (os.cpu_count() or 1)
+    t0 = time.monotonic()
+    r = subprocess.run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=src, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=scaled(540), env=env)
+    took = time.monotonic() - t0
+    log = r.stdout.decode(errors="replace")
+    eq(r.returncode, 0, "dpkg-buildpackage: " + log[-3000:])
+    print("    dpkg-buildpackage: %.0fs" % took)
+    debs = sorted(n for n in os.listdir(top) if re.match(r"sockmapd_.*\.deb$", n))
+    eq(len(debs), 1, "one sockmapd_*.deb in %s" % os.listdir(top))
+    deb = os.path.join(top, debs[0])
+    contents = subprocess.run(["dpkg-deb", "-c", deb], stdout=subprocess.PIPE).stdout.decode()
+    for path in ("./usr/sbin/sockmapd", "./lib/systemd/system/sockmapd.socket",
+                 "./lib/systemd/system/sockmapd@.service", "./etc/sockmapd/config.json",
+                 "./usr/share/man/man8/sockmapd.8.gz", "./usr/share/man/man5/sockmapd.json.5.gz",
+                 "./usr/share/doc/sockmapd/config.example.json",
+                 "./usr/share/doc/sockmapd/examples/sockmapd.xinetd"):
+        contains(contents, path)
+    ctrl = tmpdir("ctrl")
+    subprocess.run(["dpkg-deb", "-e", deb, ctrl], check=True)
+    with open(os.path.join(ctrl, "conffiles")) as f:
+        contains(f.read(), "/etc/sockmapd/config.json")
+    with open(os.path.join(ctrl, "postinst")) as f:
+        postinst = f.read()
+    contains(postinst, "adduser --system")
+    contains(postinst, "sockmapd.socket")  # enabled by dh_installsystemd
+    not_contains(postinst, "sockmapd@.service")
+    x = tmpdir("x")
+    subprocess.run(["dpkg-deb", "-x", deb, x], check=True)
+    with open(os.path.join(x, "lib/systemd/system/sockmapd@.service")) as f:
+        contains(f.read(), "ExecStart=-/usr/sbin/sockmapd -c /etc/sockmapd/config.json")
+    r = subprocess.run([os.path.join(x, "usr/sbin/sockmapd"), "-c", os.path.join(x, "etc/sockmapd/config.json"),
+                        "--check-config", "--offline"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    eq(r.returncode, 0, "the packaged config checks: %r" % r.stderr)
+    r = subprocess.run(["lintian", "--fail-on", "error,warning", deb], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=scaled(300))
+    report = r.stdout.decode(errors="replace")
+    bad = [l for l in report.splitlines() if re.match(r"^[EW]: ", l)]
+    eq(bad, [], "lintian errors/warnings")
+    eq(r.returncode, 0, "lintian: " + report)
+
+
+if __name__ == "__main__":
+    main()
