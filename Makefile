@@ -149,3 +149,26 @@ uninstall:
 
 clean:
 	rm -rf build
+
+# ---- bench (issue 6): sockmapd against its floor ------------------------------
+# `make bench` builds the load client, the null answerer (transport floor) and
+# the in-process libmariadb floor into $(BUILD)/bench/, then runs
+# bench/run_bench.py: a throwaway mariadbd with a 100000-row table, loopback
+# only, medians of BENCH_ROUNDS rounds.
+BENCH_ROUNDS ?= 5
+BENCH_FLAGS   = -std=c++20 -O2 -g -Wall -Wextra -Wpedantic $(CXXFLAGS)
+BENCH_BINS   := $(addprefix $(BUILD)/bench/,loadclient nullanswer dbfloor)
+
+$(BUILD)/bench/loadclient $(BUILD)/bench/nullanswer: $(BUILD)/bench/%: bench/%.cc
+	@mkdir -p $(@D)
+	$(CXX) $(CPPFLAGS) $(BENCH_FLAGS) -o $@ $< -Wl,--as-needed $(LDFLAGS)
+
+$(BUILD)/bench/dbfloor: bench/dbfloor.cc
+	@mkdir -p $(@D)
+	$(CXX) $(ALL_CPPFLAGS) $(BENCH_FLAGS) -o $@ $< -Wl,--as-needed $(LDFLAGS) $(PKG_LIBS)
+
+bench: deps
+	$(MAKE) -j2 $(BUILD)/sockmapd $(BENCH_BINS)
+	/usr/bin/python3 bench/run_bench.py --build $(BUILD) --rounds $(BENCH_ROUNDS) \
+	  --json $(BUILD)/bench/results.json --markdown $(BUILD)/bench/results.md
+# ---- end bench ----------------------------------------------------------------

@@ -12,6 +12,7 @@
 #include <string>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 namespace sockmapd {
@@ -104,10 +105,65 @@ private:
     int saved_flags_ = -1;
 };
 
+// Input without a poll() per request.  On a blocking socket the read()
+// itself waits, bounded by SO_RCVTIMEO, so a request costs one read()
+// instead of poll() + read(): the receive timeout is set once and changed
+// only when the next deadline comes closer than it (or moves much further
+// away).  Pipes, ttys and non-blocking descriptors keep poll() + read().
+class Reader {
+public:
+    explicit Reader(int fd) : fd_(fd)
+    {
+        const int flags = fcntl(fd_, F_GETFL);
+        timed_ = flags >= 0 && (flags & O_NONBLOCK) == 0;
+    }
+
+    // read()'s result; -1 with errno EAGAIN when `deadline` came first.
+    ssize_t read_until(char* buf, std::size_t size, Clock::time_point now, Clock::time_point deadline)
+    {
+        if (timed_ && arm(deadline - now))
+            return read(fd_, buf, size);
+        pollfd p{fd_, POLLIN, 0};
+        const int r = poll(&p, 1, ms_until(now, deadline));
+        if (r == 0) {
+            errno = EAGAIN;
+            return -1;
+        }
+        if (r < 0)
+            return -1;
+        return read(fd_, buf, size);
+    }
+
+private:
+    // A read may end up to `slack` after the deadline rather than pay a
+    // setsockopt() for every request as the deadlines creep forward.
+    static constexpr std::chrono::microseconds slack{5000};
+    static constexpr std::chrono::microseconds longest{24LL * 3600 * 1000000};
+
+    bool arm(Clock::duration wait)
+    {
+        auto us = std::chrono::duration_cast<std::chrono::microseconds>(wait);
+        us = std::clamp(us, std::chrono::microseconds(1000), longest);
+        if (armed_.count() > 0 && us + slack >= armed_ && us <= 2 * armed_)
+            return true;
+        const timeval tv{static_cast<time_t>(us.count() / 1000000), static_cast<suseconds_t>(us.count() % 1000000)};
+        if (setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) {
+            timed_ = false; // not a socket
+            return false;
+        }
+        armed_ = us;
+        return true;
+    }
+
+    int fd_;
+    bool timed_;
+    std::chrono::microseconds armed_{0};
+};
+
 class Session {
 public:
     Session(int in_fd, int out_fd, Lookup& lookup, const SessionLimits& limits)
-        : in_fd_(in_fd), writer_(out_fd), lookup_(lookup), limits_(limits)
+        : reader_(in_fd), writer_(out_fd), lookup_(lookup), limits_(limits)
     {
         const auto now = Clock::now();
         end_of_life_ = now + limits.max_session;
@@ -122,7 +178,7 @@ private:
     bool flush();
     Clock::time_point next_deadline() const;
 
-    int in_fd_;
+    Reader reader_;
     Writer writer_;
     Lookup& lookup_;
     SessionLimits limits_;
@@ -214,19 +270,10 @@ SessionStats Session::run()
         if (const auto w = lookup_.next_wakeup(); w && *w <= now)
             lookup_.wakeup(now);
 
-        pollfd p{in_fd_, POLLIN, 0};
-        const int r = poll(&p, 1, ms_until(now, next_deadline()));
-        if (r == 0)
-            continue;
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            stats_.end = EndReason::ClientGone;
-            return stats_;
-        }
-        const ssize_t n = read(in_fd_, buf.data(), buf.size());
+        const ssize_t n = reader_.read_until(buf.data(), buf.size(), now, next_deadline());
         if (n < 0) {
-            if (errno == EINTR || errno == EAGAIN)
+            // EAGAIN: a deadline came; the checks above decide what it means.
+            if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
                 continue;
             stats_.end = EndReason::ClientGone;
             return stats_;

@@ -1,0 +1,358 @@
+// loadclient — socketmap load generator for the benchmark.
+//
+//   loadclient steady ADDR MAP KEYFILE [--conns N] [--seconds S] [--warmup N]
+//       N connections (default 1) each doing sequential lookups, one request
+//       outstanding per connection (how Postfix uses a socketmap connection),
+//       for S seconds after N warm-up lookups per connection.
+//   loadclient cold ADDR MAP KEYFILE [--count N] [--gap-us U]
+//       a new connection per lookup: connect, send, first reply, close; the
+//       latency is measured from before connect() to the complete reply.
+//
+// ADDR is HOST:PORT (IPv4) or a unix socket path.  Keys are read one per
+// line from KEYFILE and used round-robin.  Prints one JSON object: request
+// count, seconds, requests/s, p50/p99/max latency in microseconds and the
+// reply counts by status word.  Exits 1 on any transport error or if any
+// reply is neither OK nor NOTFOUND (the run would not measure lookups).
+#include <algorithm>
+#include <arpa/inet.h>
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <string>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <vector>
+
+namespace {
+
+[[noreturn]] void die(const std::string& what)
+{
+    std::fprintf(stderr, "loadclient: %s\n", what.c_str());
+    std::exit(1);
+}
+
+std::uint64_t now_ns()
+{
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+struct Address {
+    bool unix_socket = false;
+    sockaddr_in in{};
+    sockaddr_un un{};
+};
+
+Address parse_address(const std::string& s)
+{
+    Address a;
+    if (!s.empty() && s[0] == '/') {
+        a.unix_socket = true;
+        a.un.sun_family = AF_UNIX;
+        if (s.size() >= sizeof a.un.sun_path)
+            die("unix path too long: " + s);
+        std::memcpy(a.un.sun_path, s.c_str(), s.size() + 1);
+        return a;
+    }
+    const auto colon = s.rfind(':');
+    if (colon == std::string::npos)
+        die("address must be HOST:PORT or /path: " + s);
+    a.in.sin_family = AF_INET;
+    a.in.sin_port = htons(static_cast<std::uint16_t>(std::atoi(s.c_str() + colon + 1)));
+    if (inet_pton(AF_INET, s.substr(0, colon).c_str(), &a.in.sin_addr) != 1)
+        die("bad IPv4 address: " + s);
+    return a;
+}
+
+int connect_to(const Address& a)
+{
+    const int fd = socket(a.unix_socket ? AF_UNIX : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        die(std::string("socket: ") + std::strerror(errno));
+    const int r = a.unix_socket ? connect(fd, reinterpret_cast<const sockaddr*>(&a.un), sizeof a.un)
+                                : connect(fd, reinterpret_cast<const sockaddr*>(&a.in), sizeof a.in);
+    if (r != 0)
+        die(std::string("connect: ") + std::strerror(errno));
+    if (!a.unix_socket) {
+        const int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    return fd;
+}
+
+std::vector<std::string> load_requests(const std::string& path, const std::string& map)
+{
+    std::ifstream f(path);
+    if (!f)
+        die("cannot read " + path);
+    std::vector<std::string> out;
+    std::string line;
+    while (std::getline(f, line)) {
+        if (line.empty())
+            continue;
+        const std::string payload = map + " " + line;
+        out.push_back(std::to_string(payload.size()) + ":" + payload + ",");
+    }
+    if (out.empty())
+        die("no keys in " + path);
+    return out;
+}
+
+struct Counts {
+    std::uint64_t ok = 0, notfound = 0, other = 0;
+    std::string first_other;
+};
+
+// One connection with at most one request in flight.
+struct Conn {
+    int fd = -1;
+    std::size_t next_key = 0;
+    std::uint64_t sent_at = 0;
+    bool busy = false;
+    std::string in;
+};
+
+void send_request(Conn& c, const std::vector<std::string>& reqs)
+{
+    const std::string& r = reqs[c.next_key];
+    c.next_key = (c.next_key + 1) % reqs.size();
+    c.sent_at = now_ns();
+    const char* p = r.data();
+    std::size_t n = r.size();
+    while (n > 0) {
+        const ssize_t w = send(c.fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            die(std::string("send: ") + std::strerror(errno));
+        p += w;
+        n -= static_cast<std::size_t>(w);
+    }
+    c.busy = true;
+}
+
+// Takes one complete reply off c.in if there is one.
+bool take_reply(Conn& c, Counts& counts)
+{
+    const auto colon = c.in.find(':');
+    if (colon == std::string::npos)
+        return false;
+    const std::size_t len = std::strtoul(c.in.c_str(), nullptr, 10);
+    if (c.in.size() < colon + 1 + len + 1)
+        return false;
+    if (c.in[colon + 1 + len] != ',')
+        die("bad reply framing: " + c.in.substr(0, 60));
+    const std::string_view payload(c.in.data() + colon + 1, len);
+    if (payload.substr(0, 3) == "OK ")
+        ++counts.ok;
+    else if (payload == "NOTFOUND ")
+        ++counts.notfound;
+    else {
+        if (counts.other++ == 0)
+            counts.first_other = std::string(payload);
+    }
+    c.in.erase(0, colon + 1 + len + 1);
+    return true;
+}
+
+// Reads until one reply is complete (blocking socket).
+void read_reply(Conn& c, Counts& counts)
+{
+    char buf[4096];
+    while (!take_reply(c, counts)) {
+        const ssize_t n = recv(c.fd, buf, sizeof buf, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            die(n == 0 ? "server closed the connection" : std::string("recv: ") + std::strerror(errno));
+        c.in.append(buf, static_cast<std::size_t>(n));
+    }
+    c.busy = false;
+}
+
+struct Result {
+    std::vector<std::uint32_t> lat_ns;
+    std::uint64_t started = 0, ended = 0;
+    Counts counts;
+};
+
+void record(Result& r, const Conn& c)
+{
+    const std::uint64_t t = now_ns();
+    r.lat_ns.push_back(static_cast<std::uint32_t>(std::min<std::uint64_t>(t - c.sent_at, UINT32_MAX)));
+    r.ended = t;
+}
+
+Result run_steady(const Address& a, const std::vector<std::string>& reqs, int nconns, double seconds, int warmup)
+{
+    std::vector<Conn> conns(static_cast<std::size_t>(nconns));
+    Counts warm;
+    for (std::size_t i = 0; i < conns.size(); ++i) {
+        conns[i].fd = connect_to(a);
+        conns[i].next_key = (i * reqs.size() / conns.size()) % reqs.size();
+    }
+    // Warm-up: every handler has started and opened its database connection.
+    for (int w = 0; w < warmup; ++w) {
+        for (auto& c : conns)
+            send_request(c, reqs);
+        for (auto& c : conns)
+            read_reply(c, warm);
+    }
+    if (warm.other)
+        die("warm-up reply: " + warm.first_other);
+
+    Result r;
+    r.lat_ns.reserve(1 << 20);
+    r.started = now_ns();
+    const std::uint64_t deadline = r.started + static_cast<std::uint64_t>(seconds * 1e9);
+    if (nconns == 1) {
+        Conn& c = conns[0];
+        while (now_ns() < deadline) {
+            send_request(c, reqs);
+            read_reply(c, r.counts);
+            record(r, c);
+        }
+    } else {
+        std::vector<pollfd> pfds(conns.size());
+        for (std::size_t i = 0; i < conns.size(); ++i) {
+            pfds[i] = {conns[i].fd, POLLIN, 0};
+            send_request(conns[i], reqs);
+        }
+        std::size_t in_flight = conns.size();
+        char buf[4096];
+        while (in_flight > 0) {
+            const int n = poll(pfds.data(), pfds.size(), 10000);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                die("no reply within 10 s");
+            for (std::size_t i = 0; i < conns.size(); ++i) {
+                if (!pfds[i].revents)
+                    continue;
+                Conn& c = conns[i];
+                const ssize_t got = recv(c.fd, buf, sizeof buf, 0);
+                if (got <= 0)
+                    die("server closed the connection");
+                c.in.append(buf, static_cast<std::size_t>(got));
+                while (c.busy && take_reply(c, r.counts)) {
+                    c.busy = false;
+                    record(r, c);
+                    if (now_ns() < deadline)
+                        send_request(c, reqs);
+                    else {
+                        pfds[i].events = 0;
+                        pfds[i].fd = -1;
+                        --in_flight;
+                    }
+                }
+            }
+        }
+    }
+    for (auto& c : conns)
+        close(c.fd);
+    return r;
+}
+
+Result run_cold(const Address& a, const std::vector<std::string>& reqs, int count, int gap_us)
+{
+    Result r;
+    r.lat_ns.reserve(static_cast<std::size_t>(count));
+    r.started = now_ns();
+    std::size_t k = 0;
+    for (int i = 0; i < count; ++i) {
+        Conn c;
+        c.next_key = k;
+        k = (k + 1) % reqs.size();
+        const std::uint64_t t0 = now_ns();
+        c.fd = connect_to(a);
+        send_request(c, reqs);
+        c.sent_at = t0;
+        read_reply(c, r.counts);
+        record(r, c);
+        close(c.fd);
+        if (gap_us > 0)
+            usleep(static_cast<useconds_t>(gap_us));
+    }
+    return r;
+}
+
+double percentile_us(std::vector<std::uint32_t>& v, double p)
+{
+    if (v.empty())
+        return 0;
+    const std::size_t idx = std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())));
+    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(idx), v.end());
+    return v[idx] / 1000.0;
+}
+
+void print_json(const char* mode, int conns, Result& r)
+{
+    const double secs = static_cast<double>(r.ended - r.started) / 1e9;
+    const std::size_t n = r.lat_ns.size();
+    const double p50 = percentile_us(r.lat_ns, 0.50);
+    const double p99 = percentile_us(r.lat_ns, 0.99);
+    const double mx = n ? *std::max_element(r.lat_ns.begin(), r.lat_ns.end()) / 1000.0 : 0;
+    std::printf("{\"mode\": \"%s\", \"conns\": %d, \"requests\": %zu, \"seconds\": %.4f, \"rps\": %.1f, "
+                "\"p50_us\": %.1f, \"p99_us\": %.1f, \"max_us\": %.1f, \"ok\": %" PRIu64 ", \"notfound\": %" PRIu64
+                ", \"other\": %" PRIu64 "}\n",
+                mode, conns, n, secs, secs > 0 ? static_cast<double>(n) / secs : 0.0, p50, p99, mx, r.counts.ok,
+                r.counts.notfound, r.counts.other);
+}
+
+int usage()
+{
+    std::fprintf(stderr, "usage: loadclient steady ADDR MAP KEYFILE [--conns N] [--seconds S] [--warmup N]\n"
+                         "       loadclient cold ADDR MAP KEYFILE [--count N] [--gap-us U]\n");
+    return 64;
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    if (argc < 5)
+        return usage();
+    const std::string mode = argv[1];
+    const Address addr = parse_address(argv[2]);
+    const auto reqs = load_requests(argv[4], argv[3]);
+    int conns = 1, warmup = 50, count = 200, gap_us = 2000;
+    double seconds = 2.0;
+    for (int i = 5; i + 1 < argc; i += 2) {
+        const std::string opt = argv[i];
+        if (opt == "--conns")
+            conns = std::max(1, std::atoi(argv[i + 1]));
+        else if (opt == "--seconds")
+            seconds = std::atof(argv[i + 1]);
+        else if (opt == "--warmup")
+            warmup = std::max(1, std::atoi(argv[i + 1]));
+        else if (opt == "--count")
+            count = std::max(1, std::atoi(argv[i + 1]));
+        else if (opt == "--gap-us")
+            gap_us = std::max(0, std::atoi(argv[i + 1]));
+        else
+            return usage();
+    }
+    Result r;
+    if (mode == "steady")
+        r = run_steady(addr, reqs, conns, seconds, warmup);
+    else if (mode == "cold")
+        r = run_cold(addr, reqs, count, gap_us);
+    else
+        return usage();
+    print_json(mode.c_str(), mode == "cold" ? 1 : conns, r);
+    if (r.counts.other) {
+        std::fprintf(stderr, "loadclient: %" PRIu64 " replies were not OK/NOTFOUND, first: %s\n", r.counts.other,
+                     r.counts.first_other.c_str());
+        return 1;
+    }
+    return 0;
+}
