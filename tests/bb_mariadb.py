@@ -339,7 +339,7 @@ def retry_state_shared_between_processes():
     contains(state_text(), " " + hung.entry + "\n")
     rc, out, err, second = query(path, "recipient", "postmaster@example.org")
     eq((rc, out), (0, "OK root@example.org\n"), err)
-    ok(second < 0.6, "second process skipped the hung host (%.2fs, first %.2fs)" % (second, first))
+    ok(second < first - 0.5, "second process skipped the hung host (%.2fs, first %.2fs)" % (second, first))
     # Without the shared file the next process pays again.
     other = tmpdir("rt")
     rc, out, err, third = query(path, "recipient", "postmaster@example.org", env={"RUNTIME_DIRECTORY": other})
@@ -463,7 +463,7 @@ def hung_host_mid_session_fails_over_to_the_next():
     # The hung host is now marked down: later requests go straight to the second.
     reply, secs = s.timed_ask("sender", "spammer@bad.example")
     eq(reply, b"OK REJECT spam source")
-    ok(secs < 0.5, "took %.2fs" % secs)
+    ok(secs < 1.5, "took %.2fs (the hung host would cost the 2s read timeout)" % secs)
     contains(state_text(), " " + hung.host_entry + "\n")
     hung.resume()
     eq(s.close(), 0)
