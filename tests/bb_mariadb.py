@@ -10,8 +10,6 @@ wrong credentials, the Go sockmapd's config format, and the exit codes of
 
 import json
 import os
-import select
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +19,12 @@ from harness import *  # noqa: E402,F403
 
 # ---------------------------------------------------------------- helpers
 
-_shared = None
 _volatile = None
 
 
 def shared_db():
     """The suite's server with fixtures: never stopped or paused by a test."""
-    global _shared
-    if _shared is None:
-        _shared = MariaDB(fixtures=True, name="shared").keep_for_suite()
-        _shared.start()
-    return _shared
+    return shared_mariadb()
 
 
 def volatile_db():
@@ -44,49 +37,6 @@ def volatile_db():
     if not _volatile.running():
         _volatile.start()
     return _volatile
-
-
-class Session:
-    """One sockmapd serving a pipe: requests written one at a time, replies read back."""
-
-    def __init__(self, config_path, env=None):
-        self.p = spawn(config_path, env=env)
-        self.buf = b""
-
-    def ask(self, mapname, key, timeout=15):
-        self.p.stdin.write(encode(to_bytes(mapname) + b" " + to_bytes(key)))
-        self.p.stdin.flush()
-        return self.read(timeout)
-
-    def timed_ask(self, mapname, key, timeout=15):
-        t0 = time.monotonic()
-        reply = self.ask(mapname, key, timeout)
-        return reply, time.monotonic() - t0
-
-    def read(self, timeout):
-        deadline = time.monotonic() + scaled(timeout)
-        fd = self.p.stdout.fileno()
-        while True:
-            r = parse_netstring(self.buf)
-            if r is not None:
-                payload, self.buf = r
-                return payload
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError("no reply within %gs (pending %r)" % (scaled(timeout), self.buf[:60]))
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 1 << 20)
-                if not chunk:
-                    raise AssertionError("sockmapd closed its output (rc %s)" % self.p.poll())
-                self.buf += chunk
-
-    def alive(self):
-        return self.p.poll() is None
-
-    def close(self, timeout=10):
-        self.p.stdin.close()
-        return self.p.wait(timeout=scaled(timeout))
 
 
 def query(cfg_path, mapname, key, env=None, timeout=30):
@@ -121,21 +71,6 @@ def state_text():
         return ""
 
 
-class HungListener:
-    """A loopback port that accepts TCP connections (kernel backlog) and never says a word."""
-
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        defer(self.sock.close)
-
-    @property
-    def entry(self):
-        return "127.0.0.1:%d" % self.port
-
-
 def config(db, **kw):
     return temp_config(base_config(db, **kw))
 
@@ -147,7 +82,7 @@ def result_shapes():
     db = shared_db()
     cfg = base_config(db, extra_maps=[
         {"service": "quota", "database": "dbmail", "table": "quota", "key": "address", "value": "bytes"}])
-    s = Session(temp_config(cfg))
+    s = PipeSession(temp_config(cfg))
     cases = [
         ("recipient", "postmaster@example.org", b"OK root@example.org"),
         ("recipient", "team@example.org", b"OK alice@example.org,bob@example.org,carol@example.org"),
@@ -178,7 +113,7 @@ def result_shapes():
 def reply_size_limit():
     db = shared_db()
     cfg = base_config(db)
-    s = Session(temp_config(cfg))
+    s = PipeSession(temp_config(cfg))
     r = s.ask("awkward", "max-ok")
     eq(len(r), 100000, "max-ok reply length")
     eq(r, b"OK " + b"x" * 99997)
@@ -192,7 +127,7 @@ def reply_size_limit():
 @test
 def awkward_keys():
     db = shared_db()
-    s = Session(config(db))
+    s = PipeSession(config(db))
     cases = [
         (b"it's", b"OK single-quote"),
         (b'say "hi"', b"OK double-quote"),
@@ -232,7 +167,7 @@ def awkward_keys():
 @test
 def statements_prepared_once_per_map():
     db = shared_db()
-    s = Session(config(db))
+    s = PipeSession(config(db))
     before_prep = status(db, "Com_stmt_prepare")
     before_exec = status(db, "Com_stmt_execute")
     for i in range(5):
@@ -247,7 +182,7 @@ def statements_prepared_once_per_map():
 @test
 def one_connection_per_schema():
     db = shared_db()
-    s = Session(config(db))
+    s = PipeSession(config(db))
     eq(app_connections(db), 0)
     s.ask("recipient", "postmaster@example.org")
     s.ask("sender", "spammer@bad.example")
@@ -289,13 +224,13 @@ def lazy_no_connection_without_a_known_map():
 def idle_database_connection_closed_while_client_stays():
     db = shared_db()
     cfg = base_config(db, database={"db_idle_timeout": 1})
-    s = Session(temp_config(cfg))
+    s = PipeSession(temp_config(cfg))
     eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
     eq(app_connections(db), 1)
     t0 = time.monotonic()
     wait_for(lambda: app_connections(db) == 0, 6, msg="idle connection closed")
     waited = time.monotonic() - t0
-    ok(s.alive(), "the handler stays for its client")
+    ok(s.popen.poll() is None, "the handler stays for its client")
     ok(waited < scaled(4), "closed %.1fs after the lookup" % waited)
     eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org", "reconnects on demand")
     eq(app_connections(db), 1)
@@ -330,13 +265,13 @@ def failover_first_host_refusing():
 def retry_state_shared_between_processes():
     db = shared_db()
     reset_runtime_dir()
-    hung = HungListener()
-    cfg = base_config([hung.entry, db], database={"connect_timeout": 1})
+    hung = FakeDbHost()
+    cfg = base_config([hung.host_entry, db], database={"connect_timeout": 1})
     path = temp_config(cfg)
     rc, out, err, first = query(path, "recipient", "postmaster@example.org")
     eq((rc, out), (0, "OK root@example.org\n"), err)
     ok(first >= 0.9, "first process waited for the hung host (%.2fs)" % first)
-    contains(state_text(), " " + hung.entry + "\n")
+    contains(state_text(), " " + hung.host_entry + "\n")
     rc, out, err, second = query(path, "recipient", "postmaster@example.org")
     eq((rc, out), (0, "OK root@example.org\n"), err)
     ok(second < first - 0.5, "second process skipped the hung host (%.2fs, first %.2fs)" % (second, first))
@@ -386,7 +321,7 @@ def killed_connection_reconnects_without_failover():
     reset_runtime_dir()
     dead = "127.0.0.1:%d" % closed_port()
     cfg = base_config([db, dead])
-    s = Session(temp_config(cfg))
+    s = PipeSession(temp_config(cfg))
     eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
     ids = db.sql("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'sockmapd'").split()
     eq(len(ids), 1)
@@ -404,13 +339,13 @@ def database_stopped_and_restarted_under_a_live_session():
     db = volatile_db()
     reset_runtime_dir()
     cfg = base_config(db)
-    s = Session(temp_config(cfg))
+    s = PipeSession(temp_config(cfg))
     eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
     db.stop()
-    reply, secs = s.timed_ask("recipient", "postmaster@example.org")
+    reply, secs = s.ask_timed("recipient", "postmaster@example.org")
     startswith(reply, b"TEMP ")
     ok(secs < scaled(3), "TEMP took %.2fs" % secs)
-    reply, secs = s.timed_ask("sender", "spammer@bad.example")
+    reply, secs = s.ask_timed("sender", "spammer@bad.example")
     startswith(reply, b"TEMP ", "still down")
     db.start()
     eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org", "same session after restart")
@@ -426,16 +361,16 @@ def database_hung_then_resumed():
     db = volatile_db()
     reset_runtime_dir()
     cfg = base_config(db, database={"connect_timeout": 1, "read_timeout": 2, "write_timeout": 2})
-    s = Session(temp_config(cfg))
+    s = PipeSession(temp_config(cfg))
     defer(lambda: db.resume() if db.paused else None)
     eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
     db.pause()
     # The kept connection: the query runs into read_timeout.
-    reply, t_read = s.timed_ask("recipient", "postmaster@example.org")
+    reply, t_read = s.ask_timed("recipient", "postmaster@example.org")
     eq(reply[:8], b"TIMEOUT ", "reply %r" % reply)
     ok(1.8 <= t_read <= scaled(2 + 1 + 1), "TIMEOUT after %.2fs (read 2s, connect 1s)" % t_read)
     # A new connection: the handshake runs into connect_timeout.
-    reply, t_conn = s.timed_ask("recipient", "postmaster@example.org")
+    reply, t_conn = s.ask_timed("recipient", "postmaster@example.org")
     startswith(reply, b"TEMP ")
     ok(0.8 <= t_conn <= scaled(1 + 1), "TEMP after %.2fs (connect 1s)" % t_conn)
     db.resume()
@@ -451,17 +386,17 @@ def hung_host_mid_session_fails_over_to_the_next():
     good = shared_db()
     reset_runtime_dir()
     cfg = base_config([hung, good], database={"connect_timeout": 1, "read_timeout": 2, "write_timeout": 2})
-    s = Session(temp_config(cfg))
+    s = PipeSession(temp_config(cfg))
     defer(lambda: hung.resume() if hung.paused else None)
     eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
     eq(app_connections(good), 0, "first host in use")
     hung.pause()
-    reply, secs = s.timed_ask("recipient", "postmaster@example.org")
+    reply, secs = s.ask_timed("recipient", "postmaster@example.org")
     eq(reply, b"OK root@example.org", "answered by the second host")
     ok(secs <= scaled(2 + 1 + 1), "took %.2fs" % secs)
     eq(app_connections(good), 1)
     # The hung host is now marked down: later requests go straight to the second.
-    reply, secs = s.timed_ask("sender", "spammer@bad.example")
+    reply, secs = s.ask_timed("sender", "spammer@bad.example")
     eq(reply, b"OK REJECT spam source")
     ok(secs < 1.5, "took %.2fs (the hung host would cost the 2s read timeout)" % secs)
     contains(state_text(), " " + hung.host_entry + "\n")
@@ -560,9 +495,9 @@ def tls_connection_verified():
 def dead_host_answers_temp_quickly():
     reset_runtime_dir()
     cfg = base_config(None)  # a closed local port
-    s = Session(temp_config(cfg))
+    s = PipeSession(temp_config(cfg))
     for _ in range(3):
-        reply, secs = s.timed_ask("recipient", "postmaster@example.org")
+        reply, secs = s.ask_timed("recipient", "postmaster@example.org")
         startswith(reply, b"TEMP ")
         ok(secs < scaled(1), "TEMP after %.3fs" % secs)
     eq(s.close(), 0)
@@ -574,7 +509,7 @@ def wrong_password_is_temp():
     db = shared_db()
     cfg = base_config(db, database={"password": "Wrong-Pass-123"})
     path = temp_config(cfg)
-    s = Session(path)
+    s = PipeSession(path)
     startswith(s.ask("recipient", "postmaster@example.org"), b"TEMP ")
     eq(s.close(), 0)
     rc, out, err, _ = query(path, "recipient", "postmaster@example.org")
@@ -591,7 +526,7 @@ def statement_error_is_temp_and_logged():
     cfg = base_config(db, extra_maps=[
         {"service": "badcol", "database": "dbmail", "table": "dbmail_aliases", "key": "alias", "value": "nope"},
         {"service": "badtable", "database": "dbmail", "table": "nosuchtable", "key": "k", "value": "v"}])
-    s = Session(temp_config(cfg))
+    s = PipeSession(temp_config(cfg))
     startswith(s.ask("badcol", "postmaster@example.org"), b"TEMP ")
     startswith(s.ask("badtable", "x"), b"TEMP ")
     eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org", "the connection serves other maps")
