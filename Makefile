@@ -27,6 +27,8 @@ endif
 ifneq ($(SANITIZE),)
 BUILD      ?= build/san
 SANFLAGS   := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+# Instrumented binaries are slower: the black-box suites stretch their timeouts.
+export TIMEOUT_SCALE ?= 3
 else
 BUILD      ?= build
 SANFLAGS   :=
