@@ -225,10 +225,12 @@ def listen_lookups_concurrent_and_sigterm():
     wait_listening(port, p)
     concurrent_lookups(("127.0.0.1", port))
     # Handlers end when their clients close; the parent logs each one.
-    wait_for(lambda: not proc_children(p.pid), timeout=10, msg="handlers reaped")
+    stopped = r"handler \d+ for 127\.0\.0\.1:\d+ stopped \(exit 0"
+    wait_for(lambda: len(re.findall(stopped, read_log(cfg))) >= 10, timeout=10, msg="10 handlers reaped")
     log = read_log(cfg)
     eq(len(re.findall(r"handler \d+ for 127\.0\.0\.1:\d+ started", log)), 10, "started lines")
-    eq(len(re.findall(r"handler \d+ for 127\.0\.0\.1:\d+ stopped \(exit 0", log)), 10, "stopped lines")
+    eq(len(re.findall(stopped, log)), 10, "stopped lines")
+    eq(proc_children(p.pid), [])
     eq(len(session_ends(cfg)), 10)
     contains(log, "listening on 127.0.0.1:%d" % port)
     eq(stop_and_wait(p), 0, "exit status after SIGTERM")
