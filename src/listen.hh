@@ -1,12 +1,17 @@
 // listen — the --listen mode: sockmapd's own accept loop, for hosts without
 // systemd or xinetd and as a drop-in for the Go sockmapd.
 //
-// listen_loop() binds ADDR:PORT (defaults: sysconfig.listen/.port), drops
-// privileges to run_as_user/run_as_group after binding, and forks one
-// handler per connection, running `handler(fd)` in the child and exiting
-// with its result.  It caps concurrent handlers, reaps children, and
-// returns 0 on SIGTERM/SIGINT, 78 for a bad address or user, 75/71 when
-// it cannot bind.
+// listen_loop() binds every address ADDR resolves to (SO_REUSEADDR,
+// close-on-exec), then, when root and run_as_user/run_as_group are set,
+// drops privileges (groups, gid, uid, each checked, and root must not be
+// regained), and forks one handler per connection: the child closes the
+// listening sockets, restores default signal handling, runs `handler(fd)`
+// and _exit()s with its result.  At most max_children run at once (no
+// accept() while full); children are reaped on SIGCHLD and their start and
+// end logged.  SIGTERM/SIGINT: stop accepting, SIGTERM the handlers, wait
+// up to 5 s (then SIGKILL), return 0.  Other results: 78 unknown user or
+// unresolvable address, 75 address in use or not available, 71 other bind
+// or privilege-drop failures.
 #pragma once
 
 #include "config.hh"
