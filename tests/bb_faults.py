@@ -1,0 +1,374 @@
+#!/usr/bin/python3
+"""bb_faults — database faults during live sessions, against real mariadbd instances.
+
+Two servers, "primary" and "secondary", both with the fixtures plus a marker
+row (transport "whoami" -> primary / secondary) that tells which host
+answered.  Sessions (pipes, and sockets through systemd-socket-activate) stay
+open across the fault.  A failure is always TEMP or TIMEOUT, never NOTFOUND
+or OK; every wait is bounded by the configured timeouts.
+Run: SOCKMAPD=build/sockmapd tests/bb_faults.py [test-name-or-glob ...]
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from harness import *  # noqa: E402,F401,F403
+
+CONNECT_TIMEOUT = 1
+READ_TIMEOUT = 2
+SLACK = 1.0  # scheduling, process start, the failover state file
+
+# (map, key, expected reply) answered the same by both servers.
+EXPECTED = [
+    ("recipient", "team@example.org", b"OK alice@example.org,bob@example.org,carol@example.org"),
+    ("exists", "bob.smith@example.org", b"OK Bob.Smith@Example.org"),
+    ("sender", "spammer@bad.example", b"OK REJECT spam source"),
+    ("recipient", "nobody@example.org", b"NOTFOUND "),
+    ("othermap", "ping", b"OK pong"),
+]
+FAILURE_WORDS = (b"TEMP", b"TIMEOUT")
+
+_servers = {}
+
+
+def servers():
+    """(primary, secondary), running, kept for the whole suite."""
+    if not _servers:
+        for name in ("primary", "secondary"):
+            db = MariaDB(fixtures=True, name=name).keep_for_suite()
+            _servers[name] = db
+    for name, db in _servers.items():
+        if db.paused:
+            db.resume()
+        if not db.running():
+            db.start()
+        if not getattr(db, "_marked", False):
+            db.sql("INSERT INTO dbmail.transport (domain, nexthop) VALUES ('whoami', '%s');" % name)
+            db._marked = True
+    return _servers["primary"], _servers["secondary"]
+
+
+def config(hosts, **database):
+    db = {"connect_timeout": CONNECT_TIMEOUT, "read_timeout": READ_TIMEOUT, "write_timeout": READ_TIMEOUT,
+          "retry_interval": 30}
+    db.update(database)
+    return temp_config(base_config(hosts, database=db))
+
+
+def fresh_state():
+    reset_runtime_dir()
+    servers()
+
+
+def whoami(session):
+    return session.ask("transport", "whoami")
+
+
+def all_expected(session, label):
+    for m, k, want in EXPECTED:
+        got = session.ask(m, k)
+        eq(got, want, "%s: %s %s" % (label, m, k))
+
+
+def failure(reply, label):
+    """A failure reply: TEMP or TIMEOUT with a reason, never an answer."""
+    ok(status_word(reply) in FAILURE_WORDS, "%s: a database failure answered %r" % (label, reply))
+    ok(len(reply.split(b" ", 1)[-1].strip()) > 0, "%s: no reason in %r" % (label, reply))
+
+
+class SocketSession:
+    """A Client on a systemd-socket-activate (fd 3) handler, with the same ask() as PipeSession."""
+
+    def __init__(self, sa):
+        self.client = sa.client(timeout=15)
+
+    def ask(self, m, k, timeout=None):
+        return self.client.ask(m, k, timeout)
+
+    def close(self):
+        self.client.shutdown_write()
+        rest = self.client.read_until_eof(5)
+        self.client.close()
+        return rest
+
+
+def timed(fn, *args):
+    started = time.monotonic()
+    r = fn(*args)
+    return r, time.monotonic() - started
+
+
+# ---------------------------------------------------------------- failover
+
+@test
+def primary_killed_sessions_continue_on_second_host():
+    fresh_state()
+    a, b = servers()
+    cfg = config([a, b])
+    pipe = PipeSession(cfg)
+    sa = SocketActivated(["-c", cfg])
+    sock = SocketSession(sa)
+    for s, label in ((pipe, "pipe"), (sock, "socket")):
+        eq(whoami(s), b"OK primary", label + " before the kill")
+        all_expected(s, label + " before the kill")
+    a.kill()
+    for s, label in ((pipe, "pipe"), (sock, "socket")):
+        reply, secs = timed(whoami, s)
+        eq(reply, b"OK secondary", label + ": first request after the kill")
+        ok(secs < scaled(CONNECT_TIMEOUT + SLACK), "%s: failover took %.2fs" % (label, secs))
+        all_expected(s, label + " after the kill")
+    # A new handler skips the dead host without waiting.
+    rc, out, err = run_pipe(cfg, encode("transport whoami") + encode("recipient postmaster@example.org"))
+    eq(decode_stream(out), [b"OK secondary", b"OK root@example.org"], "a new session")
+    eq(pipe.close(), 0, "pipe session exit status")
+    eq(sock.close(), b"", "nothing after EOF on the socket session")
+    log = read_log(cfg)
+    contains(log, "connected to database host %s" % b.host_entry)
+    not_contains(log, "internal error")
+
+
+@test
+def all_hosts_down_temp_then_ok_after_restart_same_connection():
+    fresh_state()
+    a, b = servers()
+    cfg = config([a, b])
+    pipe = PipeSession(cfg)
+    sa = SocketActivated(["-c", cfg])
+    sock = SocketSession(sa)
+    sessions = ((pipe, "pipe"), (sock, "socket"))
+    for s, label in sessions:
+        eq(whoami(s), b"OK primary", label)
+    a.kill()
+    b.kill()
+    for s, label in sessions:
+        for m, k, _ in EXPECTED + [("transport", "whoami", None)]:
+            reply, secs = timed(s.ask, m, k)
+            failure(reply, "%s %s %s with every host down" % (label, m, k))
+            ok(secs < scaled(2 * CONNECT_TIMEOUT + SLACK), "%s: TEMP took %.2fs" % (label, secs))
+        eq(s.ask("nosuch", "key")[:5], b"PERM ", label + ": unknown map still PERM")
+    a.start()
+    b.start()
+    for s, label in sessions:
+        # Both hosts are marked down: still tried, in the configured order.
+        eq(whoami(s), b"OK primary", label + " after the restart, same connection")
+        all_expected(s, label + " after the restart")
+    eq(pipe.close(), 0)
+    eq(sock.close(), b"")
+
+
+@test
+def hung_database_sigstop_temp_within_timeouts_then_ok_after_sigcont():
+    fresh_state()
+    a, _ = servers()
+    cfg = config([a])
+    s = PipeSession(cfg, timeout=30)
+    eq(whoami(s), b"OK primary")
+    a.pause()
+    defer(a.resume)
+    # The open connection: the query waits read_timeout, then gives up.
+    reply, secs = timed(whoami, s)
+    failure(reply, "query on a stopped server")
+    ok(secs >= READ_TIMEOUT - 0.3, "gave up after %.2fs, before read_timeout %ds" % (secs, READ_TIMEOUT))
+    ok(secs < scaled(READ_TIMEOUT + CONNECT_TIMEOUT + SLACK), "answered after %.2fs" % secs)
+    print("    stopped server, open connection: %r after %.2fs" % (reply, secs))
+    # Next request: a new connection hangs in the handshake.
+    reply, secs = timed(s.ask, "recipient", "team@example.org")
+    failure(reply, "second request to a stopped server")
+    ok(secs < scaled(READ_TIMEOUT + CONNECT_TIMEOUT + SLACK), "answered after %.2fs" % secs)
+    # A new handler: bounded by connect_timeout.
+    started = time.monotonic()
+    rc, out, err = run_pipe(cfg, encode("recipient team@example.org"), timeout=20)
+    secs = time.monotonic() - started
+    got = decode_stream(out)
+    eq(len(got), 1)
+    failure(got[0], "new session to a stopped server")
+    ok(secs < scaled(CONNECT_TIMEOUT + SLACK), "new session answered after %.2fs" % secs)
+    a.resume()
+    eq(whoami(s), b"OK primary", "same session after SIGCONT")
+    all_expected(s, "after SIGCONT")
+    eq(s.close(), 0)
+
+
+@test
+def hung_query_answers_timeout_without_retrying_the_hung_host():
+    """DESIGN.md: a query that runs past read_timeout is TIMEOUT (the only host hung mid-query)."""
+    fresh_state()
+    a, _ = servers()
+    cfg = config([a])
+    s = PipeSession(cfg, timeout=30)
+    eq(whoami(s), b"OK primary")
+    a.pause()
+    defer(a.resume)
+    reply, secs = timed(whoami, s)
+    a.resume()
+    print("    reply %r after %.2fs (read_timeout %ds)" % (reply, secs, READ_TIMEOUT))
+    eq(status_word(reply), b"TIMEOUT", "reply to a query that ran past read_timeout (%.2fs)" % secs)
+    ok(secs < scaled(READ_TIMEOUT + 0.5),
+       "took %.2fs: the hung host was connected to again within the same request" % secs)
+
+
+@test
+def hung_primary_fails_over_to_second_host():
+    fresh_state()
+    a, b = servers()
+    cfg = config([a, b])
+    s = PipeSession(cfg, timeout=30)
+    eq(whoami(s), b"OK primary")
+    a.pause()
+    defer(a.resume)
+    reply, secs = timed(whoami, s)
+    eq(reply, b"OK secondary", "the hung primary's query fails over")
+    ok(secs < scaled(READ_TIMEOUT + SLACK), "failover after %.2fs" % secs)
+    all_expected(s, "on the secondary")
+    # A new handler skips the marked host at once.
+    rc, out, err = run_pipe(cfg, encode("transport whoami"))
+    eq(decode_stream(out), [b"OK secondary"])
+    a.resume()
+    eq(s.close(), 0)
+
+
+@test
+def host_that_never_handshakes_is_temp_within_connect_timeout():
+    fresh_state()
+    a, _ = servers()
+    fake = FakeDbHost()
+    cfg = config([fake.host_entry], connect_timeout=2)
+    s = PipeSession(cfg, timeout=30)
+    for i in range(2):
+        reply, secs = timed(s.ask, "recipient", "team@example.org")
+        failure(reply, "request %d to a silent host" % i)
+        ok(1.5 <= secs < scaled(2 + SLACK), "request %d: TEMP after %.2fs (connect_timeout 2)" % (i, secs))
+        print("    silent host, request %d: %r after %.2fs" % (i, reply, secs))
+    eq(s.close(), 0)
+    ok(fake.accepted >= 2, "the fake host saw %d connections" % fake.accepted)
+    # Listed first before a real host: one connect_timeout, then the real answer.
+    reset_runtime_dir()
+    cfg = config([fake.host_entry, a])
+    s = PipeSession(cfg, timeout=30)
+    reply, secs = timed(whoami, s)
+    eq(reply, b"OK primary")
+    ok(secs < scaled(2 + SLACK), "failover past the silent host took %.2fs" % secs)
+    reply, secs = timed(whoami, s)
+    eq(reply, b"OK primary")
+    ok(secs < scaled(0.5), "second request took %.2fs" % secs)
+    eq(s.close(), 0)
+    rc, out, err = run_pipe(cfg, encode("transport whoami"))
+    eq(decode_stream(out), [b"OK primary"], "a new handler skips the marked silent host")
+
+
+@test
+def wrong_credentials_are_temp():
+    fresh_state()
+    a, _ = servers()
+    cases = [
+        ("wrong password", {"password": "not-the-password"}),
+        ("unknown user", {"username": "nosuchuser", "password": "x"}),
+        ("no privileges", {"username": "noaccess", "password": "nopw"}),
+    ]
+    for label, override in cases:
+        reset_runtime_dir()
+        cfg = config([a], **override)
+        s = PipeSession(cfg)
+        for m, k, _ in EXPECTED:
+            failure(s.ask(m, k), "%s: %s %s" % (label, m, k))
+        eq(s.ask("nosuch", "k")[:5], b"PERM ", label + ": session goes on")
+        eq(s.close(), 0, label)
+        rc, out, err = run_pipe(cfg, b"", args=["--query", "recipient", "team@example.org"])
+        eq(rc, 75, "%s: --query exit status (%r)" % (label, out))
+        failure(out.strip(), label + " --query")
+        rc, out, err = run_pipe(cfg, b"", args=["--check-config"])
+        ok(rc in (75, 78), "%s: --check-config exit status %d" % (label, rc))
+
+
+def _hold_connections(db, limit=16):
+    """Open app-user connections (mariadb clients kept waiting on stdin) until the server refuses one."""
+    held = []
+
+    def release():
+        while held:
+            p = held.pop()
+            try:
+                p.stdin.close()
+            except OSError:
+                pass
+            stop_pid(p.pid, grace=2, popen=p)
+
+    defer(release)
+    argv = db.client_argv(MariaDB.APP_USER, MariaDB.APP_PASSWORD, tcp=True)
+
+    # All at once, and no root queries meanwhile (root's connection takes a slot too).
+    procs = [subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for _ in range(limit)]
+    held.extend(procs)
+    time.sleep(scaled(1.0))
+    refused = [p for p in procs if p.poll() is not None]
+    for p in refused:
+        held.remove(p)
+        contains(p.stderr.read(), b"Too many connections")
+    for p in procs:
+        p.stderr.close()
+    ok(refused, "max_connections never reached with %d connections" % limit)
+    return held, release
+
+
+@test
+def max_connections_reached_is_temp_not_a_crash():
+    fresh_state()
+    a, b = servers()
+    # 10 is the smallest max_connections MariaDB accepts (2 is raised to 10).
+    a.sql("SET GLOBAL max_connections = 10;")
+    defer(a.sql, "SET GLOBAL max_connections = 151;")
+    held, release = _hold_connections(a)
+    print("    %d connections held until the server refused more" % len(held))
+    cfg = config([a])
+    s = PipeSession(cfg)
+    for m, k, _ in EXPECTED:
+        reply = s.ask(m, k)
+        failure(reply, "server full: %s %s" % (m, k))
+    ok(pid_alive(s.pid), "the handler is still running")
+    contains(read_log(cfg), "Too many connections")
+    # Concurrent handlers against the full server: TEMP each, no crash.
+    sa = SocketActivated(["-c", cfg])
+    errors = []
+
+    def one(i):
+        try:
+            with sa.client(timeout=15) as c:
+                r = c.ask("recipient", "team@example.org")
+                if status_word(r) not in FAILURE_WORDS:
+                    errors.append("client %d: %r" % (i, r))
+                c.shutdown_write()
+                if c.read_until_eof(10):
+                    errors.append("client %d: bytes after EOF" % i)
+        except Exception as e:
+            errors.append("client %d: %s: %s" % (i, type(e).__name__, e))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(scaled(30))
+    eq(errors, [])
+    wait_for(lambda: not sa.children(), timeout=10, msg="every handler exited")
+    # The second host takes over while the first is full.
+    reset_runtime_dir()
+    cfg2 = config([a, b])
+    rc, out, err = run_pipe(cfg2, encode("transport whoami") + encode("recipient postmaster@example.org"))
+    eq(decode_stream(out), [b"OK secondary", b"OK root@example.org"])
+    # Room again: the same session answers.
+    release()
+    a.sql("SET GLOBAL max_connections = 151;")
+    eq(whoami(s), b"OK primary", "same session once the server has room")
+    all_expected(s, "after the server had room")
+    eq(s.close(), 0)
+    log = read_log(cfg) + read_log(cfg2)
+    not_contains(log, "internal error")
+
+
+if __name__ == "__main__":
+    main()
