@@ -1,5 +1,7 @@
 #include "config.hh"
 
+#include "failover.hh"
+
 #include <json/json.h>
 
 #include <algorithm>
@@ -161,38 +163,6 @@ void check_port_text(const std::string& s, const std::string& path)
         fail(path, "must be a port number 1-65535, not \"" + s + "\"");
 }
 
-void check_host(const std::string& h, const std::string& path)
-{
-    if (h.empty() || has_control_or_space(h))
-        fail(path, "must be a host name, host:port, [address]:port or unix:/path, not \"" + h + "\"");
-    if (h.rfind("unix:", 0) == 0) {
-        if (h.size() < 7 || h[5] != '/')
-            fail(path, "unix socket path must be absolute (unix:/run/mysqld/mysqld.sock)");
-        return;
-    }
-    std::string port;
-    if (h.front() == '[') {
-        const auto close = h.find(']');
-        if (close == std::string::npos || close == 1)
-            fail(path, "bracketed address without ']' in \"" + h + "\"");
-        if (close + 1 < h.size()) {
-            if (h[close + 1] != ':')
-                fail(path, "expected ':' after ']' in \"" + h + "\"");
-            port = h.substr(close + 2);
-            check_port_text(port, path);
-        }
-        return;
-    }
-    const auto colon = h.find(':');
-    if (colon != std::string::npos) {
-        if (h.find(':', colon + 1) != std::string::npos)
-            fail(path, "an IPv6 address needs brackets: [" + h + "]:3306");
-        if (colon == 0)
-            fail(path, "host name missing in \"" + h + "\"");
-        check_port_text(h.substr(colon + 1), path);
-    }
-}
-
 // Percent escapes allowed in a template; anything else names the map.
 void check_template(const std::string& t, const std::string& allowed, const std::string& path)
 {
@@ -258,11 +228,8 @@ DatabaseConfig parse_database(const Json::Value& v)
     DatabaseConfig d;
     Object o(v, "database");
     d.hosts = o.list("host");
-    if (d.hosts.empty())
-        fail("database.host", "missing (required): at least one database host");
-    for (std::size_t i = 0; i < d.hosts.size(); ++i)
-        check_host(d.hosts[i], d.hosts.size() == 1 ? "database.host" : "database.host[" + std::to_string(i) + "]");
     d.port = o.num("port", d.port, 1, 65535);
+    parse_hosts(d); // the same parser the lookups use: what loads, connects
     d.username = o.str("username");
     d.password = o.str("password");
     d.password_file = o.str("password_file");
@@ -287,6 +254,8 @@ DatabaseConfig parse_database(const Json::Value& v)
     return d;
 }
 
+void parse_map_fields(MapConfig& m, Object& o, const std::string& path);
+
 MapConfig parse_map(const Json::Value& v, const std::string& path)
 {
     MapConfig m;
@@ -296,6 +265,17 @@ MapConfig parse_map(const Json::Value& v, const std::string& path)
         fail(path + ".service", "missing (required): the map name clients ask for");
     if (has_control_or_space(m.service) || m.service.size() > 100)
         fail(path + ".service", "\"" + m.service + "\" must be a word without spaces, at most 100 bytes");
+    // Past this point messages name the map as well as its place in the list.
+    try {
+        parse_map_fields(m, o, path);
+    } catch (const ConfigError& e) {
+        throw ConfigError(std::string(e.what()) + "; map \"" + m.service + "\"");
+    }
+    return m;
+}
+
+void parse_map_fields(MapConfig& m, Object& o, const std::string& path)
+{
     m.database = o.str("database");
     check_identifier(m.database, path + ".database", true);
     m.table = o.str("table");
@@ -330,7 +310,6 @@ MapConfig parse_map(const Json::Value& v, const std::string& path)
     if (m.strip_extension.size() > 8 || has_control_or_space(m.strip_extension) ||
         m.strip_extension.find('@') != std::string::npos)
         fail(path + ".strip_extension", "must be a few delimiter characters such as \"+\"");
-    return m;
 }
 
 std::string read_file(const std::string& path, const std::string& what)

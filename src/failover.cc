@@ -148,9 +148,9 @@ std::string Endpoint::name() const
 
 Endpoint parse_endpoint(std::string_view spec, unsigned default_port)
 {
-    const std::string quoted = "database.host \"" + std::string(spec) + "\": ";
+    const std::string quoted = "\"" + std::string(spec) + "\": ";
     if (spec.empty())
-        throw ConfigError("database.host: empty entry");
+        throw ConfigError("empty entry");
     if (!printable(spec))
         throw ConfigError(quoted + "contains spaces or control characters");
     Endpoint ep;
@@ -195,7 +195,7 @@ Endpoint parse_endpoint(std::string_view spec, unsigned default_port)
     if (!port.empty() && !parse_port(port, ep.port))
         throw ConfigError(quoted + "port must be a number from 1 to 65535");
     if (ep.port == 0 || ep.port > 65535)
-        throw ConfigError(quoted + "database.port must be from 1 to 65535");
+        throw ConfigError(quoted + "port must be a number from 1 to 65535");
     ep.host = std::string(host);
     return ep;
 }
@@ -203,11 +203,18 @@ Endpoint parse_endpoint(std::string_view spec, unsigned default_port)
 std::vector<Endpoint> parse_hosts(const DatabaseConfig& db)
 {
     if (db.hosts.empty())
-        throw ConfigError("database.host: no database host configured");
+        throw ConfigError("database.host: missing (required): at least one database host");
     std::vector<Endpoint> out;
     out.reserve(db.hosts.size());
-    for (const auto& h : db.hosts)
-        out.push_back(parse_endpoint(h, db.port));
+    for (std::size_t i = 0; i < db.hosts.size(); ++i) {
+        try {
+            out.push_back(parse_endpoint(db.hosts[i], db.port));
+        } catch (const ConfigError& e) {
+            const std::string path =
+                db.hosts.size() == 1 ? "database.host" : "database.host[" + std::to_string(i) + "]";
+            throw ConfigError(path + ": " + e.what());
+        }
+    }
     return out;
 }
 

@@ -38,10 +38,13 @@ struct Endpoint {
     bool operator==(const Endpoint&) const = default;
 };
 
-// Throws ConfigError for an empty entry, a bad port or a bad bracket form.
+// Throws ConfigError for an empty entry, a bad port or a bad bracket form;
+// the message names the entry, parse_hosts() adds its key path.
 Endpoint parse_endpoint(std::string_view spec, unsigned default_port);
 
-// All of db.hosts, in order; throws ConfigError (an empty list too).
+// All of db.hosts, in order; throws ConfigError naming the key path
+// ("database.host[1]: ..."), for an empty list too.  Config loading calls
+// it, so a loaded config's hosts always parse.
 std::vector<Endpoint> parse_hosts(const DatabaseConfig& db);
 
 // The directory for the state file: $RUNTIME_DIRECTORY (its first entry),
