@@ -370,5 +370,143 @@ def max_connections_reached_is_temp_not_a_crash():
     not_contains(log, "internal error")
 
 
+def _busy_sessions_across(fault, label, n=40, before=1.5, after=3.0):
+    """n busy socket sessions on [primary, secondary]; fault(primary) after `before` seconds.
+
+    Every reply must be right (whoami: either host), never TEMP/TIMEOUT; returns the
+    slowest single reply after the fault, in seconds.
+    """
+    fresh_state()
+    a, b = servers()
+    cfg = config([a, b])
+    sa = SocketActivated(["-c", cfg])
+    stop = threading.Event()
+    errors, counts, answered_by = [], {"replies": 0}, {}
+    slowest = [0.0]
+    fault_at = [None]
+    lock = threading.Lock()
+
+    def one(i):
+        try:
+            with sa.client(timeout=15) as c:
+                j = 0
+                while not stop.is_set():
+                    m, k, want = EXPECTED[(i + j) % len(EXPECTED)]
+                    j += 1
+                    t0 = time.monotonic()
+                    r = c.ask(m, k)
+                    t1 = time.monotonic()
+                    w = c.ask("transport", "whoami")
+                    secs = max(t1 - t0, time.monotonic() - t1)
+                    with lock:
+                        counts["replies"] += 2
+                        answered_by[w] = answered_by.get(w, 0) + 1
+                        if fault_at[0] is not None:
+                            slowest[0] = max(slowest[0], secs)
+                    if r != want or w not in (b"OK primary", b"OK secondary"):
+                        errors.append("connection %d: %s %s -> %r, whoami -> %r" % (i, m, k, r, w))
+                        return
+        except Exception as e:
+            errors.append("connection %d: %s: %s" % (i, type(e).__name__, e))
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    time.sleep(before)
+    replies_before = counts["replies"]
+    fault_at[0] = time.monotonic()
+    fault(a)
+    time.sleep(after)
+    stop.set()
+    for t in threads:
+        t.join(scaled(20))
+    print("    %s: %d replies (%d before the fault); answered by %r; slowest reply after the fault %.2fs"
+          % (label, counts["replies"], replies_before, answered_by, slowest[0]))
+    eq(errors[:10], [], "wrong or failed replies (%d)" % len(errors))
+    ok(replies_before > 0 and counts["replies"] > replies_before, "lookups ran before and after the fault")
+    ok(answered_by.get(b"OK secondary", 0) > 0, "the secondary took over")
+    wait_for(lambda: not sa.children(), timeout=10, msg="every handler exited")
+    not_contains(read_log(cfg), "internal error")
+    return slowest[0]
+
+
+@test(timeout=120)
+def primary_killed_under_load_no_temp():
+    """40 busy socket sessions while the primary dies: every reply right, not one TEMP."""
+    slowest = _busy_sessions_across(lambda a: a.kill(), "primary killed")
+    ok(slowest < scaled(CONNECT_TIMEOUT + SLACK), "a reply took %.2fs after the kill" % slowest)
+
+
+@test(timeout=120)
+def primary_hung_under_load_no_temp():
+    """40 busy socket sessions while the primary hangs (SIGSTOP): no reply waits longer than read_timeout.
+
+    Each schema's connection (dbmail, other) to the hung primary times out on
+    its own, so one session may wait read_timeout once per schema.
+    """
+    a, _ = servers()
+    defer(a.resume)
+    slowest = _busy_sessions_across(lambda a: a.pause(), "primary hung", after=READ_TIMEOUT + 2.0)
+    ok(slowest < scaled(READ_TIMEOUT + SLACK), "a reply took %.2fs after the primary hung" % slowest)
+    a.resume()
+
+# ---------------------------------------------------------------- stale connections
+
+@test
+def single_host_restarted_between_requests_no_temp():
+    """A kept connection to a restarted server is stale: one fresh connection, no TEMP."""
+    fresh_state()
+    a, _ = servers()
+    cfg = config([a])
+    s = PipeSession(cfg)
+    eq(whoami(s), b"OK primary")
+    a.restart()
+    eq(whoami(s), b"OK primary", "the first request after a restart")
+    all_expected(s, "after the restart")
+    a.kill()
+    a.start()
+    eq(whoami(s), b"OK primary", "the first request after a crash and start")
+    eq(s.close(), 0)
+
+
+@test
+def connection_closed_by_the_server_no_temp():
+    """The server drops idle connections (wait_timeout) or a DBA kills one: the next lookup reconnects."""
+    fresh_state()
+    a, _ = servers()
+    cfg = config([a], db_idle_timeout=3600)
+    s = PipeSession(cfg)
+    eq(whoami(s), b"OK primary")
+    ids = a.sql("SELECT ID FROM information_schema.PROCESSLIST WHERE USER='%s';" % MariaDB.APP_USER).split()
+    eq(len(ids), 1, "one connection from the handler")
+    a.sql("KILL CONNECTION %s;" % ids[0])
+    eq(whoami(s), b"OK primary", "after KILL CONNECTION")
+    a.sql("SET GLOBAL wait_timeout = 1;")
+    defer(a.sql, "SET GLOBAL wait_timeout = 28800;")
+    s2 = PipeSession(cfg)
+    eq(whoami(s2), b"OK primary")
+    time.sleep(2.5)  # the server closes the idle connection
+    eq(whoami(s2), b"OK primary", "after the server's wait_timeout closed the connection")
+    all_expected(s2, "after wait_timeout")
+    eq(s.close(), 0)
+    eq(s2.close(), 0)
+
+
+@test
+def primary_used_again_after_retry_interval():
+    fresh_state()
+    a, b = servers()
+    cfg = config([a, b], retry_interval=2)
+    a.kill()
+    rc, out, err = run_pipe(cfg, encode("transport whoami"))
+    eq(decode_stream(out), [b"OK secondary"], "primary down")
+    a.start()
+    rc, out, err = run_pipe(cfg, encode("transport whoami"))
+    eq(decode_stream(out), [b"OK secondary"], "primary still marked down within retry_interval")
+    time.sleep(2.2)
+    rc, out, err = run_pipe(cfg, encode("transport whoami"))
+    eq(decode_stream(out), [b"OK primary"], "primary tried first again after retry_interval")
+
+
 if __name__ == "__main__":
     main()

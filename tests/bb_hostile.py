@@ -340,6 +340,49 @@ def client_that_never_reads_its_replies():
            % (sent[0], sent[0] * 0.1, after_stuck))
 
 
+@test(timeout=90)
+def client_that_never_reads_its_replies_pipe():
+    """The same over pipes: the handler's stdout pipe fills up and nobody drains it."""
+    import fcntl
+    prefix, report = time_prefix()
+    s = PipeSession(config(), prefix=prefix)
+    rss = PeakRss(lambda: [s.pid] + proc_children(s.pid))
+    fd = s.popen.stdin.fileno()
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+    request = encode(b"awkward max-ok") * 64
+    pending = b""
+    queued = 0
+    stuck_at = None
+    started = time.monotonic()
+    deadline = started + scaled(30)
+    while s.popen.poll() is None and time.monotonic() < deadline:
+        if not pending:
+            pending = request
+        _, w, _ = select.select([], [fd], [], 0.2)
+        if not w:
+            stuck_at = stuck_at or time.monotonic()
+            continue
+        try:
+            n = os.write(fd, pending)
+            pending = pending[n:]
+            queued += n
+        except BlockingIOError:
+            continue
+        except BrokenPipeError:
+            break
+    try:
+        rc = s.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+    except Exception:
+        raise AssertionError("the handler was still writing to a pipe nobody reads after %gs" % scaled(30))
+    gone = time.monotonic()
+    peak = max(rss.stop(), maxrss_from(report))
+    eq(rc, 0, "exit status")
+    ok(gone - started < scaled(IDLE + 8), "handler gone after %.2fs" % (gone - started))
+    record("client never reads replies (pipe)", peak, gone - started,
+           "%d bytes of requests queued; gone %.2fs after the client stopped getting through"
+           % (queued, gone - stuck_at if stuck_at else float("nan")))
+
+
 # ---------------------------------------------------------------- pipelining
 
 def thousand_requests():
