@@ -69,8 +69,15 @@ std::string quote_identifier(std::string_view name)
 
 StatementPlan build_statement(const MapConfig& map)
 {
-    if (!map.query.empty())
-        throw ConfigError("postmaps \"" + map.service + "\": query templates are not supported by this version");
+    if (!map.query.empty()) {
+        CompiledQuery q = compile_query(map.query, map.service);
+        StatementPlan plan;
+        plan.sql = std::move(q.sql);
+        plan.params = std::move(q.params);
+        plan.has_reason = true;
+        plan.query = true;
+        return plan;
+    }
     if (!map.database.empty())
         require_identifier(map, "database", map.database);
     require_identifier(map, "table", map.table);
@@ -96,6 +103,7 @@ StatementPlan build_statement(const MapConfig& map)
 
 std::optional<std::vector<std::string_view>> bind_values(const StatementPlan& plan, std::string_view key)
 {
+    const std::optional<Address> addr = split_address(key);
     std::vector<std::string_view> out;
     out.reserve(plan.params.size());
     for (KeyPart part : plan.params) {
@@ -103,12 +111,25 @@ std::optional<std::vector<std::string_view>> bind_values(const StatementPlan& pl
         case KeyPart::Whole:
             out.push_back(key);
             break;
+        case KeyPart::Local:
+            if (!addr || addr->local.empty())
+                return std::nullopt;
+            out.push_back(addr->local);
+            break;
+        case KeyPart::Domain:
+            if (!addr || addr->domain.empty())
+                return std::nullopt;
+            out.push_back(addr->domain);
+            break;
         }
     }
     return out;
 }
 
-ResultJoiner::ResultJoiner(bool first_only, std::size_t limit) : first_only_(first_only), limit_(limit) {}
+ResultJoiner::ResultJoiner(bool first_only, std::size_t limit, std::string format)
+    : first_only_(first_only), limit_(limit), format_(std::move(format))
+{
+}
 
 bool ResultJoiner::add(const Column& value, const Column* reason)
 {
@@ -123,7 +144,10 @@ bool ResultJoiner::add(const Column& value, const Column* reason)
         return true;
     if (!joined_.empty())
         joined_ += ',';
-    joined_ += value.data;
+    if (format_.empty())
+        joined_ += value.data;
+    else
+        joined_ += format_result(format_, value.data);
     if (!have_reason_ && reason && !reason->null && (reason->too_long || !reason->data.empty())) {
         if (reason->too_long) {
             too_long_ = true;
@@ -204,15 +228,39 @@ bool DbLookup::connect_next(Link& link, std::vector<bool>& tried, std::optional<
     return false;
 }
 
-// One execution of the map's statement on `link`'s connection; throws DbError.
+DbStatement& DbLookup::statement(Link& link, const MapConfig& map, const StatementPlan& plan)
+{
+    auto it = link.stmts.find(map.service);
+    if (it != link.stmts.end())
+        return it->second;
+    it = link.stmts.try_emplace(map.service, *link.conn, plan.sql).first;
+    // The server's own count of '?' is the final word on what the SQL means
+    // (executable comments, sql_mode) - a mismatch would bind key parts to
+    // the wrong places.
+    const unsigned params = it->second.param_count();
+    const unsigned columns = it->second.column_count();
+    std::string wrong;
+    if (params != plan.params.size())
+        wrong = "the server counts " + std::to_string(params) + " parameters in the statement, the query binds " +
+                std::to_string(plan.params.size()) + " (%s, %u, %d)";
+    else if (plan.query && (columns < 1 || columns > 2))
+        wrong = "the query returns " + std::to_string(columns) +
+                " columns; it must select the value and, optionally, a reason";
+    if (!wrong.empty()) {
+        link.stmts.erase(it);
+        throw ConfigError("postmaps \"" + map.service + "\": " + wrong);
+    }
+    return it->second;
+}
+
+// One execution of the map's statement on `link`'s connection; throws
+// DbError, or ConfigError from statement().
 LookupResult DbLookup::run_once(Link& link, const MapConfig& map, const StatementPlan& plan,
                                 const std::vector<std::string_view>& values)
 {
-    auto it = link.stmts.find(map.service);
-    if (it == link.stmts.end())
-        it = link.stmts.try_emplace(map.service, *link.conn, plan.sql).first;
-    ResultJoiner joiner(plan.existence);
-    it->second.run(values, kMaxResult, [&](const std::vector<Column>& cols) {
+    DbStatement& stmt = statement(link, map, plan);
+    ResultJoiner joiner(plan.existence, kMaxResult, map.result_format);
+    stmt.run(values, kMaxResult, [&](const std::vector<Column>& cols) {
         if (cols.empty())
             return false;
         return joiner.add(cols[0], plan.has_reason && cols.size() > 1 ? &cols[1] : nullptr);
@@ -244,11 +292,34 @@ LookupResult DbLookup::lookup(std::string_view map, std::string_view key)
         log_error(e.what(), {{"SOCKMAP_MAP", map}});
         return {Outcome::TempFail, "map " + name + " cannot be queried"};
     }
-    const auto values = bind_values(*plan, key);
-    if (!values)
-        return {Outcome::NotFound, {}};
+    LookupResult r{Outcome::NotFound, {}};
+    for (const std::string& candidate : key_candidates(*mc, key)) {
+        if (candidate != key)
+            log_debug("lookup in " + name + " as: " + log_escape(candidate), {{"SOCKMAP_MAP", map}});
+        // Only NotFound moves on to the reduced key: after a failure the
+        // full key's answer is unknown, and the reduced one might be wrong.
+        r = lookup_key(*mc, *plan, candidate);
+        if (r.outcome != Outcome::NotFound)
+            break;
+    }
+    return r;
+}
 
-    Link& link = link_for(mc->database);
+LookupResult DbLookup::lookup_key(const MapConfig& mc, const StatementPlan& plan, std::string_view key)
+{
+    const std::string& name = mc.service;
+    const std::string_view map = name;
+    if (!domain_allowed(mc, key)) {
+        log_debug("map " + name + ": key outside the domain list, not looked up", {{"SOCKMAP_MAP", map}});
+        return {Outcome::NotFound, {}};
+    }
+    const auto values = bind_values(plan, key);
+    if (!values) {
+        log_debug("map " + name + ": key lacks the part %u/%d need, not looked up", {{"SOCKMAP_MAP", map}});
+        return {Outcome::NotFound, {}};
+    }
+
+    Link& link = link_for(mc.database);
     std::vector<bool> tried(hosts_.size(), false);
     if (link.conn)
         tried[*link.host] = true; // a kept connection is this request's first try
@@ -265,7 +336,11 @@ LookupResult DbLookup::lookup(std::string_view map, std::string_view key)
         }
         const Endpoint& host = hosts_[*link.host];
         try {
-            return run_once(link, *mc, *plan, *values);
+            return run_once(link, mc, plan, *values);
+        } catch (const ConfigError& e) {
+            log_error(e.what(), {{"SOCKMAP_MAP", map}, {"SOCKMAP_DB_HOST", host.name()}});
+            link.last_used = Clock::now();
+            return {Outcome::TempFail, "map " + name + " cannot be queried"};
         } catch (const DbError& e) {
             if (!is_connection_error(e.code, e.sqlstate)) {
                 // The statement, not the server, is wrong: other hosts hold
@@ -345,16 +420,19 @@ int DbLookup::check_map(const MapConfig& map, std::string& message)
         if (!link.conn && !connect_next(link, tried, last, std::nullopt))
             break;
         try {
-            link.stmts.try_emplace(map.service, *link.conn, plan->sql);
+            statement(link, map, *plan);
             if (!link.confirmed) {
                 state_.mark_up(hosts_[*link.host]);
                 link.confirmed = true;
             }
             message = "ok";
             return 0;
+        } catch (const ConfigError& e) {
+            message = e.what();
+            return 78;
         } catch (const DbError& e) {
             if (!is_connection_error(e.code, e.sqlstate)) {
-                message = e.what();
+                message = "cannot prepare the statement: " + std::string(e.what());
                 return 78;
             }
             state_.mark_down(hosts_[*link.host]);

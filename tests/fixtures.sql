@@ -185,3 +185,78 @@ CREATE TABLE things (
 INSERT INTO things (name, val) VALUES
   ('ping', 'pong'),
   ('alpha', 'beta');
+
+-- ---- query templates, key handling, result formats (tests/bb_features.py) ----
+USE mail;
+
+-- Virtual aliases for lowercase / strip_extension "+" / domain ["example.org"]:
+--   list+vip@example.org   -> OK vip-desk@example.org    (the full key exists)
+--   list@example.org       -> OK list-members@example.org
+--   list+other@example.org -> NOTFOUND as is; with strip_extension "+" the
+--                             reduced key list@example.org answers
+--   MixedCase@example.org  stored in mixed case (utf8mb4_bin): found as typed,
+--                          not with lowercase
+--   @example.org           -> OK catchall@example.org (a Postfix catch-all key)
+--   list@example.com       -> OK other-list@example.com  (outside the domain list)
+CREATE TABLE virtual_alias (
+  address VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+  goto VARCHAR(255) NOT NULL,
+  KEY (address)
+) ENGINE=InnoDB;
+INSERT INTO virtual_alias (address, goto) VALUES
+  ('list+vip@example.org', 'vip-desk@example.org'),
+  ('list@example.org', 'list-members@example.org'),
+  ('MixedCase@example.org', 'mixed@example.org'),
+  ('@example.org', 'catchall@example.org'),
+  ('list@example.com', 'other-list@example.com');
+
+-- Keys that try to break out of a query template.  address is the whole key,
+-- local_part / domain its parts split at the last '@'; label names the row.
+-- Byte-exact (VARBINARY).  A lookup must find exactly its own row:
+--   it's@example.org                -> single-quote
+--   say "hi"@example.org            -> double-quote
+--   back\slash@example.org (one \)  -> backslash
+--   nul<NUL>byte@example.org        -> nul-byte ; the row 'nul' catches a key cut at the NUL
+--   %s%d@example.org                -> percent-escapes
+--   100%@example.org                -> percent
+--   what?@example.org               -> question-mark
+--   ??@?                            -> question-marks
+--   a@b@example.org                 -> two-ats (local part a@b)
+--   x' OR '1'='1@example.org        -> injection-literal
+--   it's@ex'ample.org               -> quote-in-domain
+CREATE TABLE hostile (
+  address VARBINARY(512) NOT NULL,
+  local_part VARBINARY(512) NOT NULL,
+  domain VARBINARY(255) NOT NULL,
+  label VARCHAR(64) NOT NULL,
+  KEY (address),
+  KEY (local_part, domain)
+) ENGINE=InnoDB;
+INSERT INTO hostile (address, local_part, domain, label) VALUES
+  ('it''s@example.org', 'it''s', 'example.org', 'single-quote'),
+  ('say "hi"@example.org', 'say "hi"', 'example.org', 'double-quote'),
+  (CONCAT('back', CHAR(92), 'slash@example.org'), CONCAT('back', CHAR(92), 'slash'), 'example.org', 'backslash'),
+  (X'6E756C0062797465406578616D706C652E6F7267', X'6E756C0062797465', 'example.org', 'nul-byte'),
+  ('nul', 'nul', 'example.org', 'truncated-at-nul'),
+  ('%s%d@example.org', '%s%d', 'example.org', 'percent-escapes'),
+  ('100%@example.org', '100%', 'example.org', 'percent'),
+  ('what?@example.org', 'what?', 'example.org', 'question-mark'),
+  ('??@?', '??', '?', 'question-marks'),
+  ('a@b@example.org', 'a@b', 'example.org', 'two-ats'),
+  ('x'' OR ''1''=''1@example.org', 'x'' OR ''1''=''1', 'example.org', 'injection-literal'),
+  ('it''s@ex''ample.org', 'it''s', 'ex''ample.org', 'quote-in-domain');
+
+-- A domain-wide blacklist: '@domain' rows block a whole domain, address rows
+-- one sender; the address row wins over its domain's row.
+--   anyone@spam.example -> OK REJECT domain blacklisted
+--   good@spam.example   -> OK OK
+--   bad@example.net     -> OK REJECT sender blacklisted
+CREATE TABLE blacklist (
+  pattern VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NOT NULL PRIMARY KEY,
+  action VARCHAR(64) NOT NULL,
+  reason VARCHAR(255) NULL
+) ENGINE=InnoDB;
+INSERT INTO blacklist (pattern, action, reason) VALUES
+  ('@spam.example', 'REJECT', 'domain blacklisted'),
+  ('good@spam.example', 'OK', NULL),
+  ('bad@example.net', 'REJECT', 'sender blacklisted');
