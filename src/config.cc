@@ -1,6 +1,7 @@
 #include "config.hh"
 
 #include "failover.hh"
+#include "mapkey.hh"
 
 #include <json/json.h>
 
@@ -300,6 +301,15 @@ void parse_map_fields(MapConfig& m, Object& o, const std::string& path)
         check_template(m.query, "sud", path + ".query");
         if (!uses_escape(m.query, 's') && !uses_escape(m.query, 'u') && !uses_escape(m.query, 'd'))
             fail(path + ".query", "uses none of %s, %u, %d: it would not depend on the key");
+        // The compiler the lookups use, so --offline sees what they would refuse.
+        try {
+            compile_query(m.query, m.service);
+        } catch (const ConfigError& e) {
+            std::string why = e.what();
+            if (const auto at = why.find(": query "); at != std::string::npos)
+                why.erase(0, at + 8);
+            fail(path + ".query", why);
+        }
     } else {
         check_identifier(m.table, path + ".table", true);
         check_identifier(m.key, path + ".key", true);

@@ -146,6 +146,8 @@ BOOST_AUTO_TEST_CASE(errors_name_the_key)
         {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t WHERE k = %x")"), "postmaps[0].query: unknown escape %x"},
         {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t WHERE k = 1")"), "postmaps[0].query: uses none of"},
         {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t WHERE k = '%%s'")"), "postmaps[0].query: uses none of"},
+        {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t /* %s */ WHERE k = %s")"), "postmaps[0].query: "},
+        {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t WHERE k = %s AND x = ?")"), "postmaps[0].query: "},
         {with(minimal, R"("key": "k")", R"("key": "k", "result_format": "smtp:[%d]")"), "postmaps[0].result_format: unknown escape %d"},
         {with(minimal, R"("key": "k")", R"("key": "k", "result_format": "50%")"), "postmaps[0].result_format: ends with a lone"},
         {with(minimal, R"("key": "k")", R"("key": "k", "domain": ["ok.org", "a@b"])"), "postmaps[0].domain:"},
