@@ -208,8 +208,9 @@ def hung_query_answers_timeout_without_retrying_the_hung_host():
     a.resume()
     print("    reply %r after %.2fs (read_timeout %ds)" % (reply, secs, READ_TIMEOUT))
     eq(status_word(reply), b"TIMEOUT", "reply to a query that ran past read_timeout (%.2fs)" % secs)
-    ok(secs < scaled(READ_TIMEOUT + 0.5),
-       "took %.2fs: the hung host was connected to again within the same request" % secs)
+    not_contains(read_log(cfg), "cannot connect to database host %s" % a.host_entry,
+                 "the hung host was connected to again within the same request (%.2fs)" % secs)
+    ok(secs < scaled(READ_TIMEOUT + SLACK), "took %.2fs" % secs)
 
 
 @test
@@ -426,15 +427,16 @@ def _busy_sessions_across(fault, label, n=40, before=1.5, after=3.0):
     ok(replies_before > 0 and counts["replies"] > replies_before, "lookups ran before and after the fault")
     ok(answered_by.get(b"OK secondary", 0) > 0, "the secondary took over")
     wait_for(lambda: not sa.children(), timeout=10, msg="every handler exited")
-    not_contains(read_log(cfg), "internal error")
-    return slowest[0]
+    log = read_log(cfg)
+    not_contains(log, "internal error")
+    return slowest[0], log
 
 
 @test(timeout=120)
 def primary_killed_under_load_no_temp():
     """40 busy socket sessions while the primary dies: every reply right, not one TEMP."""
-    slowest = _busy_sessions_across(lambda a: a.kill(), "primary killed")
-    ok(slowest < scaled(CONNECT_TIMEOUT + SLACK), "a reply took %.2fs after the kill" % slowest)
+    slowest, log = _busy_sessions_across(lambda a: a.kill(), "primary killed")
+    ok(slowest < scaled(CONNECT_TIMEOUT + 2 * SLACK), "a reply took %.2fs after the kill" % slowest)
 
 
 @test(timeout=120)
@@ -446,9 +448,14 @@ def primary_hung_under_load_no_temp():
     """
     a, _ = servers()
     defer(a.resume)
-    slowest = _busy_sessions_across(lambda a: a.pause(), "primary hung", after=READ_TIMEOUT + 2.0)
-    ok(slowest < scaled(READ_TIMEOUT + SLACK), "a reply took %.2fs after the primary hung" % slowest)
+    slowest, log = _busy_sessions_across(lambda a: a.pause(), "primary hung", after=READ_TIMEOUT + 2.0)
     a.resume()
+    # Timing under load is loose (2 cores, 40 handlers); the log says exactly
+    # whether a timed-out host was connected to again instead of the next one.
+    ok(slowest < scaled(READ_TIMEOUT + 2 * SLACK), "a reply took %.2fs after the primary hung" % slowest)
+    contains(log, "failed during map")
+    not_contains(log, "cannot connect to database host %s" % a.host_entry,
+                 "a session reconnected to the hung primary instead of moving on")
 
 # ---------------------------------------------------------------- stale connections
 
@@ -496,17 +503,19 @@ def connection_closed_by_the_server_no_temp():
 def primary_used_again_after_retry_interval():
     fresh_state()
     a, b = servers()
-    cfg = config([a, b], retry_interval=2)
+    retry = 4
+    cfg = config([a, b], retry_interval=retry)
     a.kill()
+    marked = time.time()
     rc, out, err = run_pipe(cfg, encode("transport whoami"))
     eq(decode_stream(out), [b"OK secondary"], "primary down")
     a.start()
+    ok(time.time() - marked < retry - 1, "restart took too long for this test (%.1fs)" % (time.time() - marked))
     rc, out, err = run_pipe(cfg, encode("transport whoami"))
     eq(decode_stream(out), [b"OK secondary"], "primary still marked down within retry_interval")
-    time.sleep(2.2)
+    time.sleep(max(0.0, marked + retry + 1.1 - time.time()))
     rc, out, err = run_pipe(cfg, encode("transport whoami"))
     eq(decode_stream(out), [b"OK primary"], "primary tried first again after retry_interval")
-
 
 if __name__ == "__main__":
     main()
