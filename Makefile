@@ -161,11 +161,12 @@ BENCH_ROUNDS ?= 5
 BENCH_FLAGS   = -std=c++20 -O2 -g -Wall -Wextra -Wpedantic $(CXXFLAGS)
 BENCH_BINS   := $(addprefix $(BUILD)/bench/,loadclient nullanswer dbfloor)
 
+$(BUILD)/bench/loadclient: bench/client.hh
 $(BUILD)/bench/loadclient $(BUILD)/bench/nullanswer: $(BUILD)/bench/%: bench/%.cc
 	@mkdir -p $(@D)
 	$(CXX) $(CPPFLAGS) $(BENCH_FLAGS) -o $@ $< -Wl,--as-needed $(LDFLAGS)
 
-$(BUILD)/bench/dbfloor: bench/dbfloor.cc
+$(BUILD)/bench/dbfloor: bench/dbfloor.cc bench/client.hh
 	@mkdir -p $(@D)
 	$(CXX) $(ALL_CPPFLAGS) $(BENCH_FLAGS) -o $@ $< -Wl,--as-needed $(LDFLAGS) $(PKG_LIBS)
 

@@ -12,6 +12,8 @@
 // The client options are sockmapd's (timeouts, no reconnect, utf8mb4,
 // explicit protocol); parameters and results are bound as strings.
 // Prints one JSON object like loadclient's.
+#include "client.hh"
+
 #include <mysql.h>
 
 #include <algorithm>
@@ -26,18 +28,9 @@
 
 namespace {
 
-[[noreturn]] void die(const std::string& what)
-{
-    std::fprintf(stderr, "dbfloor: %s\n", what.c_str());
-    std::exit(1);
-}
-
-std::uint64_t now_ns()
-{
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<std::uint64_t>(ts.tv_nsec);
-}
+using bench::die;
+using bench::now_ns;
+using bench::percentile_us;
 
 struct Target {
     bool unix_socket = false;
@@ -176,19 +169,12 @@ std::vector<std::string> load_keys(const std::string& path)
     return out;
 }
 
-double percentile_us(std::vector<std::uint32_t>& v, double p)
-{
-    if (v.empty())
-        return 0;
-    const std::size_t idx = std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())));
-    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(idx), v.end());
-    return v[idx] / 1000.0;
-}
 
 } // namespace
 
 int main(int argc, char** argv)
 {
+    bench::program = "dbfloor";
     if (argc < 5) {
         std::fprintf(stderr, "usage: dbfloor steady|cold CONN KEYFILE SQL [--seconds S] [--warmup N] [--count N]\n");
         return 64;

@@ -2,7 +2,7 @@
 """run_bench — sockmapd against its physical floor, side by side, on loopback.
 
     bench/run_bench.py --build build [--rounds 5] [--seconds 2] [--cold-count 200]
-                       [--json FILE] [--markdown FILE]
+                       [--json FILE] [--markdown FILE] [--variant NAME=PATH ...]
 
 Starts a throwaway mariadbd (tests/lib/harness.py) with a 100000-row table,
 writes a key file (about half of the keys present) and measures, in every
@@ -19,7 +19,9 @@ round and on the same keys:
                    held open and idle after one lookup each
 
 Prints the medians over the rounds as a table, then the ratios against the
-targets.  Every process is started through the harness and stopped by pid.
+targets (each ratio is taken within a round, from interleaved slices, then
+the median over the rounds).  Several sockmapd binaries (--variant before=... --variant after=...)
+are measured in the same rounds, in turn, against the same floors.  Every process is started through the harness and stopped by pid.
 Exit status 1 if a measurement failed (not if a target was missed).
 """
 
@@ -71,7 +73,7 @@ def run_json(argv, timeout):
     return json.loads(r.stdout.decode().strip().splitlines()[-1])
 
 
-def wait_no_children(act, timeout=10.0):
+def wait_no_children(act, timeout=30.0):
     """Until every handler of `act` has exited (they exit at EOF)."""
     deadline = time.monotonic() + timeout
     while act.children():
@@ -80,7 +82,7 @@ def wait_no_children(act, timeout=10.0):
         time.sleep(0.01)
 
 
-def wait_children(act, n, timeout=10.0):
+def wait_children(act, n, timeout=30.0):
     deadline = time.monotonic() + timeout
     while True:
         kids = act.children()
@@ -101,18 +103,42 @@ def smaps_rollup(pid):
     return out
 
 
+def merge(parts):
+    """One figure from slices of the same measurement: total requests over
+    total time; the latency percentiles are the medians of the slices'."""
+    reqs = sum(p["requests"] for p in parts)
+    secs = sum(p["seconds"] for p in parts)
+    return {"requests": reqs, "seconds": secs, "rps": reqs / secs if secs > 0 else 0.0,
+            "p50_us": statistics.median(p["p50_us"] for p in parts),
+            "p99_us": statistics.median(p["p99_us"] for p in parts)}
+
+
+class Variant:
+    """One sockmapd binary under test, behind its own activators."""
+
+    def __init__(self, name, path):
+        self.name, self.path = name, path
+        self.act = self.act_unix = None
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
         build = os.path.abspath(args.build)
-        self.sockmapd = os.path.join(build, "sockmapd")
         self.loadclient = os.path.join(build, "bench", "loadclient")
         self.nullanswer = os.path.join(build, "bench", "nullanswer")
         self.dbfloor = os.path.join(build, "bench", "dbfloor")
-        for p in (self.sockmapd, self.loadclient, self.nullanswer, self.dbfloor):
+        specs = args.variant or ["sockmapd=" + os.path.join(build, "sockmapd")]
+        self.variants = []
+        for spec in specs:
+            name, sep, path = spec.partition("=")
+            if not sep or not name:
+                raise RuntimeError("--variant wants NAME=PATH, not %r" % spec)
+            self.variants.append(Variant(name, os.path.abspath(path)))
+        for p in [self.loadclient, self.nullanswer, self.dbfloor] + [v.path for v in self.variants]:
             if not os.access(p, os.X_OK):
                 raise RuntimeError("%s missing: run make bench" % p)
-        os.environ["SOCKMAPD"] = self.sockmapd  # the harness's binary
+        os.environ["SOCKMAPD"] = self.variants[0].path  # the harness's default binary
         self.rounds = []
 
     # ---------------------------------------------------------------- set-up
@@ -139,21 +165,21 @@ class Bench:
         self.cfg_unix = temp_config(base_config(self.db.unix_entry, **common))
 
         self.null = SocketActivated([], binary=self.nullanswer)
-        self.smd = SocketActivated(["-c", self.cfg_tcp])
-        self.smd_unix = SocketActivated(["-c", self.cfg_unix])
         self.addr_null = "127.0.0.1:%d" % self.null.port
-        self.addr_smd = "127.0.0.1:%d" % self.smd.port
-        self.addr_smd_unix = "127.0.0.1:%d" % self.smd_unix.port
+        for v in self.variants:
+            v.act = SocketActivated(["-c", self.cfg_tcp], binary=v.path)
+            v.act_unix = SocketActivated(["-c", self.cfg_unix], binary=v.path)
+            v.addr = "127.0.0.1:%d" % v.act.port
+            v.addr_unix = "127.0.0.1:%d" % v.act_unix.port
+            # One answer from each, so a broken set-up fails before the rounds.
+            for act in (v.act, v.act_unix):
+                with act.client() as c:
+                    reply = c.ask(MAP, "user1@example.org")
+                    if reply != b"OK mbox1@mail.example.net":
+                        raise RuntimeError("%s answered %r: %s" % (v.name, reply, act.log_text()[-2000:]))
+                wait_no_children(act)
         self.conn_tcp = "tcp:127.0.0.1:%d:%s:%s:dbmail" % (self.db.port, MariaDB.APP_USER, MariaDB.APP_PASSWORD)
         self.conn_unix = "unix:%s:%s:%s:dbmail" % (self.db.socket, MariaDB.APP_USER, MariaDB.APP_PASSWORD)
-
-        # One answer from each, so a broken set-up fails before the rounds.
-        for act in (self.smd, self.smd_unix):
-            with act.client() as c:
-                reply = c.ask(MAP, "user1@example.org")
-                if reply != b"OK mbox1@mail.example.net":
-                    raise RuntimeError("sockmapd answered %r: %s" % (reply, act.log_text()[-2000:]))
-            wait_no_children(act)
 
     # ---------------------------------------------------------------- measures
     def load(self, mode, addr, **opt):
@@ -168,64 +194,96 @@ class Bench:
             argv += ["--" + k, str(v)]
         return run_json(argv, timeout=60)
 
-    def peak_rss(self):
+    @staticmethod
+    def peak_rss(act):
         """VmHWM of one handler after a few hundred lookups (hits and misses)."""
-        wait_no_children(self.smd)
-        with self.smd.client() as c:
+        wait_no_children(act)
+        with act.client(timeout=30) as c:
             for i in range(300):
                 c.ask(MAP, "user%d@example.org" % (i * 677 % (2 * ROWS) + 1))
-            kids = wait_children(self.smd, 1)
+            kids = wait_children(act, 1)
             hwm = vm_hwm_kb(kids[0])
-        wait_no_children(self.smd)
+        wait_no_children(act)
         return hwm
 
-    def idle_pss(self, n=50):
+    @staticmethod
+    def idle_pss(act, n=50):
         """Mean Pss/Rss/private memory of `n` handlers held open after one lookup each."""
-        wait_no_children(self.smd)
+        wait_no_children(act)
         clients = []
         try:
             for i in range(n):
-                c = self.smd.client()
+                c = act.client(timeout=30)
                 clients.append(c)
                 reply = c.ask(MAP, "user%d@example.org" % (i * 1999 + 7))
                 if not (reply.startswith(b"OK ") or reply == b"NOTFOUND "):
                     raise RuntimeError("idle handler answered %r" % reply)
-            kids = wait_children(self.smd, n)
+            kids = wait_children(act, n)
             rollups = [smaps_rollup(pid) for pid in kids]
         finally:
             for c in clients:
                 c.close()
-        wait_no_children(self.smd)
+        wait_no_children(act)
         mean = lambda k: statistics.mean(r.get(k, 0) for r in rollups)  # noqa: E731
         return {"pss_kb": mean("Pss"), "rss_kb": mean("Rss"),
                 "private_kb": mean("Private_Clean") + mean("Private_Dirty"), "handlers": len(rollups)}
 
     def one_round(self, i):
+        """Everything once.  The steady and cold measurements are cut into
+        slices taken in turn (floor, answerer, each sockmapd), so that all of
+        them see the same machine: on a shared, noisy host the load changes
+        from one second to the next, and a ratio of figures taken minutes
+        apart measures the neighbours, not sockmapd."""
         a = self.args
-        r = {}
+        n = a.slices
+        r = {"variants": {v.name: {} for v in self.variants}}
         t0 = time.monotonic()
-        r["db"] = self.floor("steady", self.conn_tcp, seconds=a.seconds)
-        r["null"] = self.load("steady", self.addr_null, seconds=a.seconds)
-        r["null_cold"] = self.load("cold", self.addr_null, count=a.cold_count)
-        wait_no_children(self.null)
-        r["smd"] = self.load("steady", self.addr_smd, seconds=a.seconds)
-        wait_no_children(self.smd)
-        r["smd_cold"] = self.load("cold", self.addr_smd, count=a.cold_count)
-        wait_no_children(self.smd)
-        r["smd16"] = self.load("steady", self.addr_smd, conns=16, seconds=a.seconds)
-        wait_no_children(self.smd)
+        # Variants in a different order each round, so none always runs first.
+        k = i % len(self.variants)
+        order = self.variants[k:] + self.variants[:k]
+        steady = {"db": [], "null": []}
+        cold = {"null": []}
+        for v in order:
+            steady[v.name] = []
+            cold[v.name] = []
+        for _ in range(n):
+            steady["db"].append(self.floor("steady", self.conn_tcp, seconds=a.seconds / n))
+            steady["null"].append(self.load("steady", self.addr_null, seconds=a.seconds / n))
+            for v in order:
+                steady[v.name].append(self.load("steady", v.addr, seconds=a.seconds / n))
+                wait_no_children(v.act)
+            cold["null"].append(self.load("cold", self.addr_null, count=max(1, a.cold_count // n)))
+            wait_no_children(self.null)
+            for v in order:
+                cold[v.name].append(self.load("cold", v.addr, count=max(1, a.cold_count // n)))
+                wait_no_children(v.act)
+        r["db"] = merge(steady["db"])
+        r["null"] = merge(steady["null"])
+        r["null_cold"] = merge(cold["null"])
+        for v in order:
+            m = r["variants"][v.name]
+            m["smd"] = merge(steady[v.name])
+            m["smd_cold"] = merge(cold[v.name])
+            m["smd16"] = self.load("steady", v.addr, conns=16, seconds=a.seconds)
+            wait_no_children(v.act)
+            m["smd_cold_unix"] = self.load("cold", v.addr_unix, count=a.cold_count)
+            wait_no_children(v.act_unix)
+            m["rss_kb"] = self.peak_rss(v.act)
+            m["idle"] = self.idle_pss(v.act)
+            composed = 1.0 / (1.0 / r["db"]["rps"] + 1.0 / r["null"]["rps"])
+            m["ratio_steady"] = m["smd"]["rps"] / composed
+            m["ratio_cold"] = m["smd_cold"]["p50_us"] / r["null_cold"]["p50_us"]
+            m["ratio_16"] = m["smd16"]["rps"] / m["smd"]["rps"]
         r["null16"] = self.load("steady", self.addr_null, conns=16, seconds=a.seconds / 2)
         wait_no_children(self.null)
-        # Explanatory extras: the database part of a cold lookup, and the unix-socket connect path.
+        # Explanatory extras: the database part of a cold lookup over TCP and the unix socket.
         r["db_cold"] = self.floor("cold", self.conn_tcp, count=a.cold_count)
         r["db_cold_unix"] = self.floor("cold", self.conn_unix, count=a.cold_count)
-        r["smd_cold_unix"] = self.load("cold", self.addr_smd_unix, count=a.cold_count)
-        wait_no_children(self.smd_unix)
-        r["rss_kb"] = self.peak_rss()
-        r["idle"] = self.idle_pss()
-        log("round %d done in %.1fs: db %.0f q/s, null %.0f rt/s, sockmapd %.0f/s, cold p50 %.0f us vs %.0f us"
-            % (i + 1, time.monotonic() - t0, r["db"]["rps"], r["null"]["rps"], r["smd"]["rps"],
-               r["smd_cold"]["p50_us"], r["null_cold"]["p50_us"]))
+        first = r["variants"][self.variants[0].name]
+        log("round %d done in %.1fs: db %.0f q/s, null %.0f rt/s, %s %.0f/s (%.2f of the floor), "
+            "cold p50 %.0f us vs %.0f us"
+            % (i + 1, time.monotonic() - t0, r["db"]["rps"], r["null"]["rps"], self.variants[0].name,
+               first["smd"]["rps"], first["ratio_steady"], first["smd_cold"]["p50_us"], r["null_cold"]["p50_us"]))
         return r
 
     def run(self):
@@ -244,9 +302,10 @@ class Bench:
         return statistics.median(vals)
 
     def summary(self):
+        """(floor rows, per-variant rows, per-variant ratios); values are medians over the rounds."""
         m = self.med
         composed = 1.0 / (1.0 / m("db", "rps") + 1.0 / m("null", "rps"))
-        rows = [
+        floors = [
             ("db floor: libmariadb in-process, 1 conn", "%.0f q/s" % m("db", "rps"),
              m("db", "p50_us"), m("db", "p99_us")),
             ("transport floor: null answerer, 1 conn", "%.0f rt/s" % m("null", "rps"),
@@ -254,57 +313,82 @@ class Bench:
             ("transport floor: null answerer, cold", "first answer", m("null_cold", "p50_us"),
              m("null_cold", "p99_us")),
             ("composed floor 1/(1/db + 1/transport)", "%.0f /s" % composed, None, None),
-            ("sockmapd: 1 conn, sequential", "%.0f /s" % m("smd", "rps"), m("smd", "p50_us"), m("smd", "p99_us")),
-            ("sockmapd: new conn per lookup (cold)", "first answer", m("smd_cold", "p50_us"),
-             m("smd_cold", "p99_us")),
-            ("sockmapd: 16 conns", "%.0f /s" % m("smd16", "rps"), m("smd16", "p50_us"), m("smd16", "p99_us")),
-            ("sockmapd: handler peak RSS (VmHWM)", "%.2f MiB" % (m("rss_kb") / 1024.0), None, None),
-            ("sockmapd: Pss per idle handler (50 held)", "%.0f KiB" % m("idle", "pss_kb"), None, None),
-            ("  (Rss / private per idle handler)", "%.0f / %.0f KiB" % (m("idle", "rss_kb"),
-                                                                        m("idle", "private_kb")), None, None),
-            ("extra: null answerer, 16 conns", "%.0f rt/s" % m("null16", "rps"), m("null16", "p50_us"),
+            ("null answerer, 16 conns", "%.0f rt/s" % m("null16", "rps"), m("null16", "p50_us"),
              m("null16", "p99_us")),
-            ("extra: db connect+prepare+query, TCP", "per lookup", m("db_cold", "p50_us"), m("db_cold", "p99_us")),
-            ("extra: db connect+prepare+query, unix", "per lookup", m("db_cold_unix", "p50_us"),
+            ("db connect+prepare+query, TCP", "per lookup", m("db_cold", "p50_us"), m("db_cold", "p99_us")),
+            ("db connect+prepare+query, unix socket", "per lookup", m("db_cold_unix", "p50_us"),
              m("db_cold_unix", "p99_us")),
-            ("extra: sockmapd cold, db over unix socket", "first answer", m("smd_cold_unix", "p50_us"),
-             m("smd_cold_unix", "p99_us")),
         ]
-        ratios = [
-            ("steady / composed floor", m("smd", "rps") / composed, ">= 0.95", m("smd", "rps") / composed >= 0.95),
-            ("cold p50 / null answerer cold p50", m("smd_cold", "p50_us") / m("null_cold", "p50_us"), "<= 1.5",
-             m("smd_cold", "p50_us") / m("null_cold", "p50_us") <= 1.5),
-            ("16 conns / 1 conn", m("smd16", "rps") / m("smd", "rps"), ">= 1.5",
-             m("smd16", "rps") / m("smd", "rps") >= 1.5),
-            ("peak RSS MiB", m("rss_kb") / 1024.0, "<= 6", m("rss_kb") / 1024.0 <= 6),
-            ("Pss per idle handler MiB", m("idle", "pss_kb") / 1024.0, "<= 1", m("idle", "pss_kb") / 1024.0 <= 1),
-        ]
-        return rows, ratios, composed
+        per_variant = {}
+        ratios = {}
+        for v in self.variants:
+            def mv(*path, _n=v.name):
+                return m("variants", _n, *path)
+            per_variant[v.name] = [
+                ("sockmapd: 1 conn, sequential", "%.0f /s" % mv("smd", "rps"), mv("smd", "p50_us"),
+                 mv("smd", "p99_us")),
+                ("sockmapd: new conn per lookup (cold)", "first answer", mv("smd_cold", "p50_us"),
+                 mv("smd_cold", "p99_us")),
+                ("sockmapd: 16 conns", "%.0f /s" % mv("smd16", "rps"), mv("smd16", "p50_us"), mv("smd16", "p99_us")),
+                ("sockmapd: cold, database over unix socket", "first answer", mv("smd_cold_unix", "p50_us"),
+                 mv("smd_cold_unix", "p99_us")),
+                ("sockmapd: handler peak RSS (VmHWM)", "%.2f MiB" % (mv("rss_kb") / 1024.0), None, None),
+                ("sockmapd: Pss per idle handler (50 held)", "%.0f KiB" % mv("idle", "pss_kb"), None, None),
+                ("sockmapd: Rss / private per idle handler", "%.0f / %.0f KiB" % (mv("idle", "rss_kb"),
+                                                                                 mv("idle", "private_kb")), None, None),
+            ]
+            # Ratios are taken within each round (same machine state), then the median.
+            steady = mv("ratio_steady")
+            cold = mv("ratio_cold")
+            conc = mv("ratio_16")
+            rss = mv("rss_kb") / 1024.0
+            pss = mv("idle", "pss_kb") / 1024.0
+            ratios[v.name] = [
+                ("steady / composed floor", steady, ">= 0.95", steady >= 0.95),
+                ("cold p50 / null answerer cold p50", cold, "<= 1.5", cold <= 1.5),
+                ("16 conns / 1 conn", conc, ">= 1.5", conc >= 1.5),
+                ("peak RSS, MiB", rss, "<= 6", rss <= 6),
+                ("Pss per idle handler, MiB", pss, "<= 1", pss <= 1),
+            ]
+        return floors, per_variant, ratios
 
     def report(self):
-        rows, ratios, _ = self.summary()
+        floors, per_variant, ratios = self.summary()
         fmt = lambda v: "-" if v is None else "%.0f" % v  # noqa: E731
         lines = ["", "sockmapd benchmark: median of %d rounds, %d-row table, %d keys (%.0f%% present), loopback"
                  % (len(self.rounds), ROWS, KEYS, self.present * 100), ""]
         lines.append("%-44s %16s %9s %9s" % ("measure", "value", "p50 us", "p99 us"))
-        for name, value, p50, p99 in rows:
+        for name, value, p50, p99 in floors:
             lines.append("%-44s %16s %9s %9s" % (name, value, fmt(p50), fmt(p99)))
-        lines.append("")
-        lines.append("%-44s %8s %8s" % ("ratio", "value", "target"))
-        for name, v, target, met in ratios:
-            lines.append("%-44s %8.2f %8s  %s" % (name, v, target, "met" if met else "MISSED"))
+        for v in self.variants:
+            lines.append("")
+            lines.append("[%s] %s" % (v.name, v.path))
+            for name, value, p50, p99 in per_variant[v.name]:
+                lines.append("%-44s %16s %9s %9s" % (name, value, fmt(p50), fmt(p99)))
+            lines.append("%-44s %8s %8s" % ("  ratio", "value", "target"))
+            for name, val, target, met in ratios[v.name]:
+                lines.append("  %-42s %8.2f %8s  %s" % (name, val, target, "met" if met else "MISSED"))
         print("\n".join(lines), flush=True)
 
     def markdown(self):
-        rows, ratios, _ = self.summary()
+        floors, per_variant, ratios = self.summary()
+        names = [v.name for v in self.variants]
         fmt = lambda v: "" if v is None else "%.0f" % v  # noqa: E731
-        out = ["| measure | value | p50 µs | p99 µs |", "|---|---:|---:|---:|"]
-        for name, value, p50, p99 in rows:
-            out.append("| %s | %s | %s | %s |" % (name.strip(), value, fmt(p50), fmt(p99)))
-        out += ["", "| ratio | value | target | |", "|---|---:|---:|---|"]
-        for name, v, target, met in ratios:
-            out.append("| %s | %.2f | %s | %s |" % (name, v, target.replace(">=", "≥").replace("<=", "≤"),
-                                                     "met" if met else "missed"))
+        out = ["| floor | value | p50 µs | p99 µs |", "|---|---:|---:|---:|"]
+        for name, value, p50, p99 in floors:
+            out.append("| %s | %s | %s | %s |" % (name, value, fmt(p50), fmt(p99)))
+        head = "| sockmapd | " + " | ".join("%s: value | p50 µs | p99 µs" % n for n in names) + " |"
+        out += ["", head, "|---|" + "---:|---:|---:|" * len(names)]
+        for i, row in enumerate(per_variant[names[0]]):
+            cells = []
+            for n in names:
+                _, value, p50, p99 = per_variant[n][i]
+                cells += [value, fmt(p50), fmt(p99)]
+            out.append("| %s | %s |" % (row[0].replace("sockmapd: ", ""), " | ".join(cells)))
+        out += ["", "| ratio | target | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
+        for i, row in enumerate(ratios[names[0]]):
+            cells = ["%.2f %s" % (ratios[n][i][1], "✓" if ratios[n][i][3] else "✗") for n in names]
+            out.append("| %s | %s | %s |" % (row[0], row[2].replace(">=", "≥").replace("<=", "≤"), " | ".join(cells)))
         return "\n".join(out) + "\n"
 
 
@@ -313,9 +397,14 @@ def main():
     ap.add_argument("--build", default=os.path.join(REPO, "build"))
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=2.0, help="duration of each throughput measurement")
-    ap.add_argument("--cold-count", type=int, default=200, help="new connections per cold measurement")
+    ap.add_argument("--cold-count", type=int, default=150, help="new connections per cold measurement")
+    ap.add_argument("--slices", type=int, default=3,
+                    help="steady and cold measurements are taken in this many interleaved slices")
     ap.add_argument("--json", help="write every round's raw figures to this file")
     ap.add_argument("--markdown", help="write the summary tables as Markdown to this file")
+    ap.add_argument("--variant", action="append", metavar="NAME=PATH",
+                    help="a sockmapd binary to measure (repeatable; default: BUILD/sockmapd), "
+                         "all in the same rounds, e.g. before=old/sockmapd after=build/sockmapd")
     args = ap.parse_args()
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
@@ -323,8 +412,8 @@ def main():
     b = Bench(args)
     try:
         b.run()
-    except (RuntimeError, AssertionError, subprocess.TimeoutExpired) as e:
-        log("FAILED: %s" % e)
+    except (RuntimeError, AssertionError, OSError, subprocess.TimeoutExpired) as e:
+        log("FAILED: %s: %s" % (type(e).__name__, e))
         return 1
     b.report()
     if args.json:
