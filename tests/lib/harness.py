@@ -1489,4 +1489,24 @@ def percentile(values, p):
     return ordered[min(rank, len(ordered)) - 1]
 
 
-__all__ += ["status_word", "PipeSession", "PeakRss", "FakeDbHost", "sql_rows", "percentile"]
+def wait_stopped(pid, timeout=5.0):
+    """Wait until every thread of `pid` is stopped (state T): SIGSTOP takes effect asynchronously,
+    and a thread still running may answer one more request."""
+    def stopped():
+        try:
+            tids = os.listdir("/proc/%d/task" % pid)
+        except OSError:
+            return False
+        for tid in tids:
+            try:
+                with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                    stat = f.read()
+            except OSError:
+                continue  # a thread that just ended
+            if stat[stat.rfind(")") + 2:].split()[0] not in ("T", "t"):
+                return False
+        return True
+    return wait_for(stopped, timeout=timeout, interval=0.005, msg="process %d stopped" % pid)
+
+
+__all__ += ["status_word", "PipeSession", "PeakRss", "FakeDbHost", "sql_rows", "percentile", "wait_stopped"]
