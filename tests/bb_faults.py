@@ -65,6 +65,12 @@ def fresh_state():
     servers()
 
 
+def pause(db):
+    """SIGSTOP the server and wait until all its threads have stopped."""
+    db.pause()
+    wait_stopped(db.pid)
+
+
 def whoami(session):
     return session.ask("transport", "whoami")
 
@@ -168,7 +174,7 @@ def hung_database_sigstop_temp_within_timeouts_then_ok_after_sigcont():
     cfg = config([a])
     s = PipeSession(cfg, timeout=30)
     eq(whoami(s), b"OK primary")
-    a.pause()
+    pause(a)
     defer(a.resume)
     # The open connection: the query waits read_timeout, then gives up.
     reply, secs = timed(whoami, s)
@@ -202,7 +208,7 @@ def hung_query_answers_timeout_without_retrying_the_hung_host():
     cfg = config([a])
     s = PipeSession(cfg, timeout=30)
     eq(whoami(s), b"OK primary")
-    a.pause()
+    pause(a)
     defer(a.resume)
     reply, secs = timed(whoami, s)
     a.resume()
@@ -220,7 +226,7 @@ def hung_primary_fails_over_to_second_host():
     cfg = config([a, b])
     s = PipeSession(cfg, timeout=30)
     eq(whoami(s), b"OK primary")
-    a.pause()
+    pause(a)
     defer(a.resume)
     reply, secs = timed(whoami, s)
     eq(reply, b"OK secondary", "the hung primary's query fails over")
@@ -448,7 +454,7 @@ def primary_hung_under_load_no_temp():
     """
     a, _ = servers()
     defer(a.resume)
-    slowest, log = _busy_sessions_across(lambda a: a.pause(), "primary hung", after=READ_TIMEOUT + 2.0)
+    slowest, log = _busy_sessions_across(pause, "primary hung", after=READ_TIMEOUT + 2.0)
     a.resume()
     # Timing under load is loose (2 cores, 40 handlers); the log says exactly
     # whether a timed-out host was connected to again instead of the next one.
