@@ -308,19 +308,30 @@ def _hold_connections(db, limit=16):
     defer(release)
     argv = db.client_argv(MariaDB.APP_USER, MariaDB.APP_PASSWORD, tcp=True)
 
-    # All at once, and no root queries meanwhile (root's connection takes a slot too).
-    procs = [subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for _ in range(limit)]
-    held.extend(procs)
-    time.sleep(scaled(1.0))
-    refused = [p for p in procs if p.poll() is not None]
-    for p in refused:
-        held.remove(p)
-        contains(p.stderr.read(), b"Too many connections")
-    for p in procs:
-        p.stderr.close()
-    ok(refused, "max_connections never reached with %d connections" % limit)
-    return held, release
+    # Connections of earlier handlers may still be closing on the server side.
+    wait_for(lambda: db.sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER='%s';"
+                            % MariaDB.APP_USER).strip() == "0", timeout=10, msg="no app connections left")
+
+    def open_some(n):
+        procs = [subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                 for _ in range(n)]
+        held.extend(procs)
+        time.sleep(scaled(1.0))
+        refused = [p for p in procs if p.poll() is not None]
+        for p in refused:
+            held.remove(p)
+            contains(p.stderr.read(), b"Too many connections")
+        for p in procs:
+            p.stderr.close()
+        return refused
+
+    # All at once, and no root queries meanwhile (root's connection takes a slot too);
+    # then top up one at a time until the server refuses with nothing else going on.
+    ok(open_some(limit), "max_connections never reached with %d connections" % limit)
+    for _ in range(limit):
+        if open_some(1):
+            return held, release
+    raise AssertionError("the server kept accepting connections (%d held)" % len(held))
 
 
 @test
