@@ -18,7 +18,7 @@ SYSCONFDIR ?= /etc
 DOCDIR     ?= $(PREFIX)/share/doc/sockmapd
 UNITDIR    ?= $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null || echo /lib/systemd/system)
 
-PKGS       := libmariadb jsoncpp libsystemd
+PKGS       := libmariadb jsoncpp libcrypto
 VERSION    := $(shell sed -n 's/^sockmapd (\([^)-]*\).*/\1/p;q' debian/changelog 2>/dev/null)
 ifeq ($(VERSION),)
 VERSION    := 0.1.0
@@ -47,7 +47,7 @@ TEST_SRC   := $(wildcard tests/*_tests.cc) tests/test_main.cc
 TEST_OBJ   := $(TEST_SRC:tests/%.cc=$(BUILD)/obj/tests/%.o)
 
 BUILD_DEPS := g++ make pkg-config libmariadb-dev libjsoncpp-dev libcli11-dev \
-              libsystemd-dev libboost-test-dev
+              libssl-dev libboost-test-dev
 TEST_DEPS  := mariadb-server mariadb-client systemd python3 procps openssl \
               postfix xinetd
 DEB_DEPS   := debhelper devscripts lintian fakeroot

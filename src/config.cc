@@ -327,12 +327,15 @@ std::string read_file(const std::string& path, const std::string& what)
     std::ifstream in(path, std::ios::binary);
     if (!in)
         fail(what, "cannot read " + path + ": " + std::strerror(errno));
+    // Read in small pieces: sizing the string to the 1 MiB limit up front
+    // zero-fills (and faults in) a megabyte in every handler.
     std::string text;
-    text.resize(max_config_size + 1);
-    in.read(text.data(), static_cast<std::streamsize>(text.size()));
-    text.resize(static_cast<std::size_t>(in.gcount()));
-    if (text.size() > max_config_size)
-        fail(what, path + " is larger than 1 MiB");
+    char chunk[16384];
+    while (in.read(chunk, sizeof chunk) || in.gcount() > 0) {
+        text.append(chunk, static_cast<std::size_t>(in.gcount()));
+        if (text.size() > max_config_size)
+            fail(what, path + " is larger than 1 MiB");
+    }
     return text;
 }
 

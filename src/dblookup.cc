@@ -283,7 +283,9 @@ LookupResult DbLookup::lookup(std::string_view map, std::string_view key)
     if (!mc)
         return {Outcome::NoSuchMap, {}};
     const std::string name(map);
-    log_debug("lookup in " + name + ": " + log_escape(key), {{"SOCKMAP_MAP", map}});
+    // log_debug() takes a finished string: build it only when it is wanted.
+    if (log_enabled(LogLevel::Debug))
+        log_debug("lookup in " + name + ": " + log_escape(key), {{"SOCKMAP_MAP", map}});
 
     const StatementPlan* plan = nullptr;
     try {
@@ -294,7 +296,7 @@ LookupResult DbLookup::lookup(std::string_view map, std::string_view key)
     }
     LookupResult r{Outcome::NotFound, {}};
     for (const std::string& candidate : key_candidates(*mc, key)) {
-        if (candidate != key)
+        if (candidate != key && log_enabled(LogLevel::Debug))
             log_debug("lookup in " + name + " as: " + log_escape(candidate), {{"SOCKMAP_MAP", map}});
         // Only NotFound moves on to the reduced key: after a failure the
         // full key's answer is unknown, and the reduced one might be wrong.

@@ -109,6 +109,10 @@ private:
     std::vector<my_bool> nulls_;
     std::vector<my_bool> errors_;
     std::vector<MYSQL_BIND> binds_;
+    // Per-execution scratch, kept to spare three allocations per lookup.
+    std::vector<MYSQL_BIND> param_binds_;
+    std::vector<unsigned long> param_lengths_;
+    std::vector<Column> cols_;
 };
 
 } // namespace sockmapd
