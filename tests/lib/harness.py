@@ -1106,9 +1106,11 @@ class MariaDB:
         _unregister(self)
 
     def pause(self):
-        """SIGSTOP: connections hang (accepted by the kernel, never answered)."""
+        """SIGSTOP: connections hang (accepted by the kernel, never answered).
+        Returns once every server thread has stopped (SIGSTOP is asynchronous)."""
         os.kill(self.proc.pid, signal.SIGSTOP)
         self.paused = True
+        wait_stopped(self.proc.pid)
 
     def resume(self):
         os.kill(self.proc.pid, signal.SIGCONT)
