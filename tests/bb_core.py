@@ -329,33 +329,20 @@ def database_not_contacted_for_unknown_maps():
 # ---------------------------------------------------------------- activation modes
 
 def _concurrent_clients(address, n_clients=8, n_requests=25):
-    errors = []
+    def one(i, errors):
+        with Client(address, timeout=10) as c:
+            for j in range(n_requests):
+                key = b"client%d-req%d" % (i, j)
+                if j % 5 == 4:
+                    c.send_raw(encode(b"nospace%d" % j))
+                    r = c.read_reply()
+                else:
+                    r = c.ask(b"nosuch", key)
+                if not r.startswith(b"PERM "):
+                    errors.append("client %d request %d: %r" % (i, j, r))
+            finish_conversation(c, i, errors)
 
-    def one(i):
-        try:
-            with Client(address, timeout=10) as c:
-                for j in range(n_requests):
-                    key = b"client%d-req%d" % (i, j)
-                    if j % 5 == 4:
-                        c.send_raw(encode(b"nospace%d" % j))
-                        r = c.read_reply()
-                    else:
-                        r = c.ask(b"nosuch", key)
-                    if not r.startswith(b"PERM "):
-                        errors.append("client %d request %d: %r" % (i, j, r))
-                c.shutdown_write()
-                rest = c.read_until_eof(5)
-                if rest:
-                    errors.append("client %d: bytes after EOF: %r" % (i, rest[:100]))
-        except Exception as e:
-            errors.append("client %d: %s: %s" % (i, type(e).__name__, e))
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n_clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(scaled(30))
-    eq(errors, [])
+    eq(run_clients(n_clients, one), [])
 
 
 def _no_handlers_left(sa):

@@ -59,31 +59,19 @@ LOOKUPS = [
 
 def concurrent_lookups(address, n_clients=10, rounds=3):
     """n_clients connections at once, each asking every LOOKUPS entry `rounds` times."""
-    errors = []
     barrier = threading.Barrier(n_clients)
 
-    def one(i):
-        try:
-            with Client(address, timeout=15) as c:
-                barrier.wait(scaled(15))  # all connected before anyone asks
-                for r in range(rounds):
-                    for mapname, key, want in LOOKUPS:
-                        got = c.ask(mapname, key)
-                        if got != want:
-                            errors.append("client %d round %d %s %s: %r" % (i, r, mapname, key, got))
-                c.shutdown_write()
-                rest = c.read_until_eof(10)
-                if rest:
-                    errors.append("client %d: bytes after EOF: %r" % (i, rest[:100]))
-        except Exception as e:
-            errors.append("client %d: %s: %s" % (i, type(e).__name__, e))
+    def one(i, errors):
+        with Client(address, timeout=15) as c:
+            barrier.wait(scaled(15))  # all connected before anyone asks
+            for r in range(rounds):
+                for mapname, key, want in LOOKUPS:
+                    got = c.ask(mapname, key)
+                    if got != want:
+                        errors.append("client %d round %d %s %s: %r" % (i, r, mapname, key, got))
+            finish_conversation(c, i, errors, timeout=10)
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n_clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(scaled(60))
-    eq(errors, [])
+    eq(run_clients(n_clients, one, timeout=60), [])
 
 
 def session_ends(cfg_path):

@@ -48,7 +48,7 @@ import traceback
 __all__ = [
     # framework
     "test", "main", "eq", "ne", "ok", "contains", "not_contains", "startswith",
-    "wait_for", "defer", "TestTimeout", "scaled", "require_tool",
+    "wait_for", "defer", "TestTimeout", "scaled", "require_tool", "run_clients", "finish_conversation",
     # processes
     "MariaDB", "SqlError", "shared_mariadb", "SocketActivated", "spawn", "xinetd_style", "run_pipe",
     "sockmapd_path", "sockmapd_env", "pid_alive", "stop_pid", "free_port", "closed_port",
@@ -479,6 +479,35 @@ def not_contains(haystack, needle, msg=""):
 def startswith(actual, prefix, msg=""):
     if not actual.startswith(prefix):
         raise AssertionError("%sexpected a value starting with %s, got %s" % (msg + ": " if msg else "", _show(prefix), _show(actual)))
+
+
+def run_clients(n_clients, one, timeout=30):
+    """Runs one(i, errors) in n_clients threads at once and returns the list of
+    errors they appended; an exception in a client is an error too.  Each
+    client is expected to end its conversation with shutdown + read to EOF."""
+    errors = []
+
+    def guarded(i):
+        try:
+            one(i, errors)
+        except Exception as e:
+            errors.append("client %d: %s: %s" % (i, type(e).__name__, e))
+
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(n_clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(scaled(timeout))
+    errors.extend("client thread %d still running" % i for i, t in enumerate(threads) if t.is_alive())
+    return errors
+
+
+def finish_conversation(c, i, errors, timeout=5):
+    """Half-closes the client and checks nothing follows the last reply."""
+    c.shutdown_write()
+    rest = c.read_until_eof(timeout)
+    if rest:
+        errors.append("client %d: bytes after EOF: %r" % (i, rest[:100]))
 
 
 def wait_for(pred, timeout=5.0, interval=0.05, msg="condition"):
