@@ -367,12 +367,24 @@ LookupResult DbLookup::lookup_key(const MapConfig& mc, const StatementPlan& plan
                 prefer = idx;
             } else {
                 state_.mark_down(hosts_[idx]);
+                if (e.timed_out)
+                    drop_links_to(idx);
             }
         }
     }
     if (last && last->timed_out)
         return {Outcome::Timeout, "database query timed out"};
     return {Outcome::TempFail, "no database host available"};
+}
+
+// A host that let a query time out is hung for every schema on it: the
+// other schemas' connections to it go too, so their next lookups fail over
+// at once instead of each waiting read_timeout on the same host.
+void DbLookup::drop_links_to(std::size_t host)
+{
+    for (auto& [db, link] : links_)
+        if (link->conn && link->host == host)
+            link->drop();
 }
 
 std::optional<Clock::time_point> DbLookup::next_wakeup() const

@@ -127,6 +127,7 @@ private:
                           const std::vector<std::string_view>& values);
     // Connects `link` to the next host not yet in `tried` (`prefer` first);
     // false when none is left, `last` then holds the last error.
+    void drop_links_to(std::size_t host);
     bool connect_next(Link& link, std::vector<bool>& tried, std::optional<DbError>& last,
                       std::optional<std::size_t> prefer);
 

@@ -240,6 +240,28 @@ def hung_primary_fails_over_to_second_host():
 
 
 @test
+def hung_host_is_left_for_every_schema_at_once():
+    """Two schemas on the same hung host: the first lookup pays read_timeout
+    once, the other schema's connection to that host is dropped with it."""
+    fresh_state()
+    a, b = servers()
+    cfg = config([a, b])
+    s = PipeSession(cfg, timeout=30)
+    eq(whoami(s), b"OK primary")                  # schema dbmail, on the primary
+    eq(s.ask("othermap", "ping"), b"OK pong")      # schema other, on the primary too
+    pause(a)
+    defer(a.resume)
+    reply, secs = timed(whoami, s)
+    eq(reply, b"OK secondary")
+    ok(secs >= READ_TIMEOUT * 0.8, "the first schema waited read_timeout (%.2fs)" % secs)
+    reply, secs = timed(s.ask, "othermap", "ping")
+    eq(reply, b"OK pong")
+    ok(secs < READ_TIMEOUT / 2, "the second schema went to the secondary at once, not after %.2fs" % secs)
+    a.resume()
+    eq(s.close(), 0)
+
+
+@test
 def host_that_never_handshakes_is_temp_within_connect_timeout():
     fresh_state()
     a, _ = servers()
