@@ -747,7 +747,9 @@ def debian_package_builds_and_is_lintian_clean():
     # A copy of the tree (no build output, no .git): artefacts stay out of the repo.
     shutil.copytree(REPO, src, symlinks=True,
                     ignore=shutil.ignore_patterns(".git", "build", "*.deb", "__pycache__"))
-    env = dict(os.environ)
+    # A package build of its own: not the variables of the make that runs this
+    # suite (under `make check SANITIZE=...` they would point it at build/san).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "SANITIZE", "BUILD")}
     # The unit tests run in their own suite; here only the packaging is under test.
     env["DEB_BUILD_OPTIONS"] = "nocheck parallel=%d" % (os.cpu_count() or 1)
     t0 = time.monotonic()
