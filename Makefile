@@ -49,7 +49,7 @@ TEST_OBJ   := $(TEST_SRC:tests/%.cc=$(BUILD)/obj/tests/%.o)
 BUILD_DEPS := g++ make pkg-config libmariadb-dev libjsoncpp-dev libcli11-dev \
               libssl-dev libboost-test-dev
 TEST_DEPS  := mariadb-server mariadb-client systemd python3 procps openssl \
-              postfix xinetd valgrind time
+              postfix xinetd valgrind time groff-base
 DEB_DEPS   := debhelper devscripts lintian fakeroot
 FUZZ_DEPS  := clang libclang-rt-14-dev
 
