@@ -50,7 +50,7 @@ BUILD_DEPS := g++ make pkg-config libmariadb-dev libjsoncpp-dev libcli11-dev \
               libssl-dev libboost-test-dev
 TEST_DEPS  := mariadb-server mariadb-client systemd python3 procps openssl \
               postfix xinetd valgrind time groff-base
-DEB_DEPS   := debhelper devscripts lintian fakeroot
+DEB_DEPS   := build-essential debhelper devscripts lintian fakeroot
 FUZZ_DEPS  := clang libclang-rt-14-dev
 
 .PHONY: all check unit blackbox deps deps-deb deps-fuzz demo install uninstall clean fuzz fuzz-run bench deb

@@ -294,6 +294,8 @@ LookupResult DbLookup::lookup(std::string_view map, std::string_view key)
         log_error(e.what(), {{"SOCKMAP_MAP", map}});
         return {Outcome::TempFail, "map " + name + " cannot be queried"};
     }
+    if (!mc->lowercase && mc->strip_extension.empty())
+        return lookup_key(*mc, *plan, key); // the key as sent: no candidate list to build
     LookupResult r{Outcome::NotFound, {}};
     for (const std::string& candidate : key_candidates(*mc, key)) {
         if (candidate != key && log_enabled(LogLevel::Debug))
@@ -312,12 +314,14 @@ LookupResult DbLookup::lookup_key(const MapConfig& mc, const StatementPlan& plan
     const std::string& name = mc.service;
     const std::string_view map = name;
     if (!domain_allowed(mc, key)) {
-        log_debug("map " + name + ": key outside the domain list, not looked up", {{"SOCKMAP_MAP", map}});
+        if (log_enabled(LogLevel::Debug))
+            log_debug("map " + name + ": key outside the domain list, not looked up", {{"SOCKMAP_MAP", map}});
         return {Outcome::NotFound, {}};
     }
     const auto values = bind_values(plan, key);
     if (!values) {
-        log_debug("map " + name + ": key lacks the part %u/%d need, not looked up", {{"SOCKMAP_MAP", map}});
+        if (log_enabled(LogLevel::Debug))
+            log_debug("map " + name + ": key lacks the part %u/%d need, not looked up", {{"SOCKMAP_MAP", map}});
         return {Outcome::NotFound, {}};
     }
 
