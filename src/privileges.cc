@@ -1,0 +1,97 @@
+#include "privileges.hh"
+
+#include "log.hh"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <grp.h>
+#include <pwd.h>
+#include <unistd.h>
+
+namespace sockmapd {
+
+namespace {
+
+bool all_digits(const std::string& s)
+{
+    return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+bool fail_priv(const std::string& what)
+{
+    log_error("cannot drop privileges: " + what + ": " + std::strerror(errno));
+    return false;
+}
+
+} // namespace
+
+Identity resolve_identity(const SysConfig& sys)
+{
+    Identity id;
+    id.wanted = !sys.run_as_user.empty() || !sys.run_as_group.empty();
+    id.uid = getuid();
+    id.gid = getgid();
+    if (!sys.run_as_user.empty()) {
+        const passwd* pw = getpwnam(sys.run_as_user.c_str());
+        if (!pw && all_digits(sys.run_as_user))
+            pw = getpwuid(static_cast<uid_t>(std::stoul(sys.run_as_user)));
+        if (!pw)
+            throw ConfigError("sysconfig.run_as_user: no user \"" + sys.run_as_user + "\"");
+        id.user = pw->pw_name;
+        id.uid = pw->pw_uid;
+        id.gid = pw->pw_gid;
+    }
+    if (!sys.run_as_group.empty()) {
+        const group* gr = getgrnam(sys.run_as_group.c_str());
+        if (!gr && all_digits(sys.run_as_group))
+            gr = getgrgid(static_cast<gid_t>(std::stoul(sys.run_as_group)));
+        if (!gr)
+            throw ConfigError("sysconfig.run_as_group: no group \"" + sys.run_as_group + "\"");
+        id.gid = gr->gr_gid;
+    }
+    return id;
+}
+
+
+// Groups first, then the gid, then the uid: after setuid() the others
+// could no longer be changed.  Then make sure the way back is closed.
+bool drop_privileges(const Identity& id)
+{
+    if (!id.wanted)
+        return true;
+    if (geteuid() != 0) {
+        if (geteuid() != id.uid || getegid() != id.gid)
+            log_warning("not started as root: run_as_user/run_as_group ignored, running as uid " +
+                        std::to_string(geteuid()));
+        return true;
+    }
+    if (!id.user.empty()) {
+        if (initgroups(id.user.c_str(), id.gid) != 0)
+            return fail_priv("initgroups(" + id.user + ")");
+    } else if (setgroups(1, &id.gid) != 0) {
+        return fail_priv("setgroups");
+    }
+    if (setgid(id.gid) != 0)
+        return fail_priv("setgid(" + std::to_string(id.gid) + ")");
+    if (setuid(id.uid) != 0)
+        return fail_priv("setuid(" + std::to_string(id.uid) + ")");
+    if (getuid() != id.uid || geteuid() != id.uid || getgid() != id.gid || getegid() != id.gid) {
+        log_error("cannot drop privileges: ids did not change as asked");
+        return false;
+    }
+    if (id.uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
+        log_error("cannot drop privileges: root could be regained after setuid");
+        return false;
+    }
+    if (id.gid != 0 && id.uid != 0 && (setgid(0) == 0 || setegid(0) == 0)) {
+        log_error("cannot drop privileges: gid 0 could be regained after setgid");
+        return false;
+    }
+    if (id.uid == 0)
+        log_warning("run_as_user not set: handlers keep running as root");
+    log_info("running as uid " + std::to_string(id.uid) + ", gid " + std::to_string(id.gid));
+    return true;
+}
+
+} // namespace sockmapd
