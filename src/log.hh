@@ -1,12 +1,14 @@
 // log — where sockmapd's messages go: the configured log file, else the
-// journal when started by systemd, else syslog (facility mail).
+// journal when started by systemd (its native datagram protocol, fields
+// such as SOCKMAP_MAP), else syslog (facility mail).
 //
 // Without a log file and outside systemd, a stderr that is not a socket is
 // used (a shell, a supervisor's log pipe).  Never stdout, and never stderr
 // when stderr is a socket or the connection
 // (under xinetd stderr is the client's socket).  Messages below the level
-// set with log_setup() are dropped before they are formatted.  Keys from
-// requests belong only in Debug messages; passwords never.
+// set with log_setup() are dropped; callers on the request path check
+// log_enabled() before building a message.  Keys from requests belong only
+// in Debug messages; passwords never.
 #pragma once
 
 #include "config.hh"
