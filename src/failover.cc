@@ -380,8 +380,12 @@ void HostState::mark_down(const Endpoint& host)
 
 void HostState::mark_up(const Endpoint& host)
 {
-    // Cheap when the host was not marked: no lock, no write.
-    if (!is_down(host))
+    // Called right after a connection that order() chose, which has just
+    // read the file: its view decides, so a healthy host costs no second
+    // read.  A mark set since then is only a hint and expires by itself;
+    // update() re-reads under the lock before writing.
+    const auto it = down_.find(host.name());
+    if (it == down_.end() || it->second <= wall_now())
         return;
     update(host.name(), 0);
 }

@@ -73,7 +73,8 @@ public:
     std::vector<std::size_t> order(const std::vector<Endpoint>& hosts);
     bool is_down(const Endpoint& host);
     void mark_down(const Endpoint& host);
-    // Clears a mark (only touches the file when one exists).
+    // Clears a mark this process saw at its last read (order() or
+    // is_down()); touches the file only then.
     void mark_up(const Endpoint& host);
 
     const std::string& file() const { return file_; }
