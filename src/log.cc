@@ -23,7 +23,6 @@ struct LogState {
     LogLevel level = LogLevel::Info;
     Sink sink = Sink::Syslog;
     int file_fd = -1;
-    bool stderr_allowed = false;
     bool syslog_open = false;
 };
 
@@ -69,6 +68,22 @@ Sink default_sink(bool stderr_allowed)
     return stderr_allowed ? Sink::Stderr : Sink::Syslog;
 }
 
+// The message with its fields as NAME=value words, for the sinks that
+// have no fields of their own (file, stderr, syslog).
+std::string text_of(std::string_view msg, std::initializer_list<LogField> fields)
+{
+    std::string text(msg);
+    for (const auto& f : fields) {
+        if (f.value.empty())
+            continue;
+        text += ' ';
+        text += f.name;
+        text += '=';
+        text.append(f.value);
+    }
+    return text;
+}
+
 std::string line_for(LogLevel level, std::string_view msg, std::initializer_list<LogField> fields, bool stamp)
 {
     std::string line;
@@ -80,15 +95,7 @@ std::string line_for(LogLevel level, std::string_view msg, std::initializer_list
         line.append(ts, std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S%z ", &tm));
     }
     line += "sockmapd[" + std::to_string(getpid()) + "]: " + level_name(level) + ": ";
-    line.append(msg);
-    for (const auto& f : fields) {
-        if (f.value.empty())
-            continue;
-        line += ' ';
-        line += f.name;
-        line += '=';
-        line.append(f.value);
-    }
+    line += text_of(msg, fields);
     line += '\n';
     return line;
 }
@@ -148,7 +155,6 @@ void log_setup(LogLevel level, const std::string& logfile, bool stderr_allowed)
 {
     LogState& s = state();
     s.level = level;
-    s.stderr_allowed = stderr_allowed;
     if (s.file_fd >= 0) {
         close(s.file_fd);
         s.file_fd = -1;
@@ -192,7 +198,7 @@ void log_msg(LogLevel level, std::string_view msg, std::initializer_list<LogFiel
             openlog("sockmapd", LOG_PID | LOG_NDELAY, LOG_MAIL);
             s.syslog_open = true;
         }
-        syslog(syslog_priority(level), "%.*s", static_cast<int>(msg.size()), msg.data());
+        syslog(syslog_priority(level), "%s", text_of(msg, fields).c_str());
         return;
     }
 }
