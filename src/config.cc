@@ -376,7 +376,15 @@ Config parse_config(std::string_view text, const std::string& origin)
     const std::unique_ptr<Json::CharReader> reader(builder.newCharReader());
     Json::Value root;
     std::string errors;
-    if (!reader->parse(text.data(), text.data() + text.size(), &root, &errors)) {
+    bool parsed = false;
+    try {
+        parsed = reader->parse(text.data(), text.data() + text.size(), &root, &errors);
+    } catch (const std::exception& e) {
+        // jsoncpp throws for some inputs instead of reporting them (nesting
+        // past its depth limit); a bad file must still be exit 78, not abort.
+        errors = e.what();
+    }
+    if (!parsed) {
         std::replace(errors.begin(), errors.end(), '\n', ' ');
         while (!errors.empty() && errors.back() == ' ')
             errors.pop_back();

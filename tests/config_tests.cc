@@ -142,6 +142,8 @@ BOOST_AUTO_TEST_CASE(errors_name_the_key)
         {R"({"database": {}, "postmaps": [{"service": "m", "database": "d", "table": "t", "key": "k"}]})", "database.host: missing"},
         {R"([1, 2])", "must be an object"},
         {R"({"database": )", "not valid JSON"},
+        {std::string(5000, '['), "not valid JSON"},
+        {R"({"database": )" + std::string(5000, '[') , "not valid JSON"},
         {with(minimal, R"("key": "k")", R"("key": "k", "query": "SELECT 1")"), "postmaps[0].query: give either"},
         {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t WHERE k = %x")"), "postmaps[0].query: unknown escape %x"},
         {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t WHERE k = 1")"), "postmaps[0].query: uses none of"},
