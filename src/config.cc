@@ -6,6 +6,7 @@
 #include <json/json.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -20,6 +21,7 @@ namespace sockmapd {
 namespace {
 
 constexpr std::size_t max_config_size = 1 << 20;
+constexpr std::size_t max_init_command = 4096;
 
 [[noreturn]] void fail(const std::string& path, const std::string& what)
 {
@@ -205,6 +207,22 @@ void check_identifier(const std::string& s, const std::string& path, bool requir
         fail(path, "\"" + s + "\" is not a valid identifier (letters, digits, _ and $, at most 64)");
 }
 
+// Each is one SQL statement the server checks on connect; here only what
+// could never work: empty text, or a NUL byte (the C API takes C strings).
+void check_init_commands(const std::vector<std::string>& cmds, const std::string& path)
+{
+    for (std::size_t i = 0; i < cmds.size(); ++i) {
+        const std::string& c = cmds[i];
+        const std::string where = cmds.size() > 1 ? path + "[" + std::to_string(i) + "]" : path;
+        if (std::all_of(c.begin(), c.end(), [](unsigned char ch) { return std::isspace(ch); }))
+            fail(where, "is empty: give an SQL statement such as \"SET SESSION wsrep_sync_wait = 1\"");
+        if (c.find('\0') != std::string::npos)
+            fail(where, "contains a NUL byte");
+        if (c.size() > max_init_command)
+            fail(where, "is longer than " + std::to_string(max_init_command) + " bytes");
+    }
+}
+
 SysConfig parse_sys(const Json::Value& v)
 {
     SysConfig s;
@@ -241,6 +259,8 @@ DatabaseConfig parse_database(const Json::Value& v)
     d.write_timeout = o.num("write_timeout", d.write_timeout, 1, 3600);
     d.db_idle_timeout = o.num("db_idle_timeout", d.db_idle_timeout, 1, 86400);
     d.retry_interval = o.num("retry_interval", d.retry_interval, 0, 86400);
+    d.init_command = o.list("init_command");
+    check_init_commands(d.init_command, "database.init_command");
     if (const Json::Value* t = o.get("tls")) {
         Object to(*t, "database.tls");
         d.tls.ca = to.str("ca");

@@ -52,6 +52,10 @@ struct DatabaseConfig {
     unsigned write_timeout = 5;
     unsigned db_idle_timeout = 10;
     unsigned retry_interval = 30;
+    // SQL statements run in order on every new connection (Connector/C's
+    // MYSQL_INIT_COMMAND), e.g. "SET SESSION wsrep_sync_wait = 1" for causal
+    // reads on Galera; one that fails makes the connection fail.
+    std::vector<std::string> init_command;
     TlsConfig tls;
 };
 

@@ -105,6 +105,7 @@ ConnectOptions connect_options(const DatabaseConfig& db, const std::string& data
     o.connect_timeout = db.connect_timeout;
     o.read_timeout = db.read_timeout;
     o.write_timeout = db.write_timeout;
+    o.init_command = db.init_command;
     o.tls = db.tls;
     return o;
 }
@@ -144,6 +145,12 @@ DbConnection::DbConnection(const Endpoint& where, const ConnectOptions& opts)
     // which transport the endpoint names.
     const unsigned proto = where.kind == Endpoint::Kind::Unix ? MYSQL_PROTOCOL_SOCKET : MYSQL_PROTOCOL_TCP;
     set_option(m, MYSQL_OPT_PROTOCOL, &proto, "protocol");
+    // Each call adds one statement; Connector/C runs them in order right
+    // after the handshake, and the first that fails fails the connect with
+    // the server's error (a host that cannot give e.g. causal reads is not
+    // used).
+    for (const std::string& sql : opts.init_command)
+        set_option(m, MYSQL_INIT_COMMAND, sql.c_str(), "init_command");
     if (opts.tls.enabled()) {
         if (!opts.tls.ca.empty())
             set_option(m, MYSQL_OPT_SSL_CA, opts.tls.ca.c_str(), "tls.ca");

@@ -3,7 +3,8 @@
 //
 // DbConnection's constructor connects (connect/read/write timeouts always set,
 // automatic reconnect off, utf8mb4, TLS when configured, TCP or unix socket
-// exactly as the Endpoint says) or throws DbError.  DbStatement prepares on
+// exactly as the Endpoint says, the init commands run before it counts as
+// connected) or throws DbError.  DbStatement prepares on
 // construction and run() executes with every parameter bound as a string
 // of explicit length (NUL bytes survive), then hands each row to a
 // callback; result buffers grow on truncation up to a cap, longer columns
@@ -51,6 +52,7 @@ struct ConnectOptions {
     unsigned connect_timeout = 2;
     unsigned read_timeout = 5;
     unsigned write_timeout = 5;
+    std::vector<std::string> init_command; // run in order after connecting
     TlsConfig tls;
 };
 

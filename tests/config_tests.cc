@@ -156,6 +156,15 @@ BOOST_AUTO_TEST_CASE(errors_name_the_key)
         {with(minimal, R"("key": "k")", R"("key": "k", "lowercase": "maybe")"), "postmaps[0].lowercase: must be true or false"},
         {with(minimal, R"("host": "localhost")", R"("host": "localhost", "tls": {"cert": "/c"})"), "database.tls: cert and key go together"},
         {with(minimal, R"("host": "localhost")", R"("host": "localhost", "tls": {"cafile": "/c"})"), "database.tls.cafile: unknown key"},
+        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_commmand": "SET x = 1")"), "database.init_commmand: unknown key"},
+        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": "")"), "database.init_command: is empty"},
+        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": " \n")"), "database.init_command: is empty"},
+        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": ["SET a = 1", ""])"), "database.init_command[1]: is empty"},
+        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": "SET a = 1\u0000; DROP TABLE t")"), "database.init_command: contains a NUL byte"},
+        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": ")" + std::string(4097, 'x') + "\""), "database.init_command: is longer than 4096 bytes"},
+        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": 1)"), "database.init_command: must be a string"},
+        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": {"sql": "SET a = 1"})"), "database.init_command: must be a string"},
+        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": ["SET a = 1", 2])"), "database.init_command[1]: must be a string"},
     };
     for (const auto& c : cases) {
         const std::string err = error_of(c.text);
@@ -175,6 +184,22 @@ BOOST_AUTO_TEST_CASE(feature_fields)
     BOOST_TEST(m.domains == std::vector<std::string>{"example.org"});
     BOOST_TEST(m.result_format == "smtp:[%s]");
     BOOST_TEST(m.query.find("%s") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(init_command)
+{
+    BOOST_TEST(parse_config(minimal).db.init_command.empty());
+    // The Go format's plain string, and a list run in order.
+    const Config one = parse_config(
+        with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": "SET SESSION wsrep_sync_wait = 1")"));
+    BOOST_TEST(one.db.init_command == std::vector<std::string>{"SET SESSION wsrep_sync_wait = 1"});
+    const Config two = parse_config(with(minimal, R"("host": "localhost")",
+                                         R"("host": "localhost", "init_command": ["SET SESSION wsrep_sync_wait = 1",
+                                                                                   "SET SESSION max_statement_time = 2"])"));
+    BOOST_TEST(two.db.init_command ==
+               (std::vector<std::string>{"SET SESSION wsrep_sync_wait = 1", "SET SESSION max_statement_time = 2"}));
+    BOOST_TEST(parse_config(with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": [])"))
+                   .db.init_command.empty());
 }
 
 BOOST_AUTO_TEST_CASE(identifiers)
