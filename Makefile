@@ -5,7 +5,7 @@ SHELL := /bin/bash
 #
 #   make            build build/sockmapd
 #   make check      install what is missing, build, run every test suite
-#   make demo       install what is missing, build, show real lookups
+#   make demo       install what is missing (deps-demo), build, show real lookups
 #   make deps       install the Debian packages the build and tests need
 #   make install    DESTDIR= PREFIX= honoured
 #   make check SANITIZE=address,undefined   the suite under sanitizers
@@ -46,14 +46,21 @@ OBJ        := $(SRC:src/%.cc=$(BUILD)/obj/%.o)
 TEST_SRC   := $(wildcard tests/*_tests.cc) tests/test_main.cc
 TEST_OBJ   := $(TEST_SRC:tests/%.cc=$(BUILD)/obj/tests/%.o)
 
+# Programs only where that is enough: mariadb-server-core holds mariadbd,
+# mariadb-install-db and resolveip, mariadb-client-core the mariadb client and
+# my_print_defaults (what the tests' throwaway servers use); mariadb-server
+# would also start a system MariaDB.  Postfix is installed with debconf's
+# "No configuration": no main.cf, so no mail system starts; the tests and
+# the demo give postmap a main.cf of their own (postmap -c DIR).
 BUILD_DEPS := g++ make pkg-config libmariadb-dev libjsoncpp-dev libcli11-dev \
-              libssl-dev libboost-test-dev
-TEST_DEPS  := mariadb-server mariadb-client systemd python3 procps openssl \
-              postfix xinetd valgrind time groff-base
+              libssl-dev
+DEMO_DEPS  := mariadb-server-core mariadb-client-core systemd python3 postfix
+TEST_DEPS  := $(DEMO_DEPS) libboost-test-dev procps openssl xinetd valgrind \
+              time groff-base
 DEB_DEPS   := build-essential debhelper devscripts lintian fakeroot
 FUZZ_DEPS  := clang libclang-rt-14-dev
 
-.PHONY: all check unit blackbox deps deps-deb deps-fuzz demo install uninstall clean fuzz fuzz-run bench deb
+.PHONY: all check unit blackbox deps deps-demo deps-deb deps-fuzz demo install uninstall clean fuzz fuzz-run bench deb
 
 all: $(BUILD)/sockmapd
 
@@ -88,6 +95,10 @@ endef
 deps:
 	$(call apt_install,$(BUILD_DEPS) $(TEST_DEPS))
 
+# What `make demo` needs: no package in it starts a service.
+deps-demo:
+	$(call apt_install,$(BUILD_DEPS) $(DEMO_DEPS))
+
 deps-deb:
 	$(call apt_install,$(DEB_DEPS))
 
@@ -101,7 +112,7 @@ check: deps
 unit: $(BUILD)/unit_tests
 	$(BUILD)/unit_tests
 
-demo: deps
+demo: deps-demo
 	$(MAKE) -j2 $(BUILD)/sockmapd
 	/usr/bin/python3 tests/demo.py --build $(BUILD)
 

@@ -19,6 +19,7 @@ Pieces:
                    defer(fn) (per-test cleanup)
   processes        MariaDB, shared_mariadb(), SocketActivated, spawn(), xinetd_style(),
                    run_pipe(), stop_pid(), pid_alive(), proc_children(), vm_hwm_kb()
+  Postfix          postfix_dir() (a main.cf of the test's own), postmap(), postmap_outcome()
   protocol         encode(), decode_stream(), Client
   config           base_config(), write_config(), temp_config(), FIXTURE_MAPS
   temp files       suite_dir(), tmpdir(), tmpfile(); removed at exit unless KEEP_TMP=1
@@ -52,7 +53,7 @@ __all__ = [
     # processes
     "MariaDB", "SqlError", "shared_mariadb", "SocketActivated", "spawn", "xinetd_style", "run_pipe",
     "sockmapd_path", "sockmapd_env", "pid_alive", "stop_pid", "free_port", "closed_port",
-    "proc_children", "vm_hwm_kb",
+    "proc_children", "vm_hwm_kb", "postfix_dir", "postmap", "postmap_outcome",
     # protocol
     "encode", "decode_stream", "parse_netstring", "NetstringError", "Client", "to_bytes",
     # config
@@ -940,6 +941,42 @@ class SocketActivated:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+# ---------------------------------------------------------------- Postfix's client
+
+def postfix_dir():
+    """A Postfix config directory of the caller's own, for `postmap -c DIR`: a minimal main.cf.
+
+    Postfix's tools read DIR/main.cf; a machine where Postfix was installed
+    with debconf's "No configuration" has no /etc/postfix/main.cf at all."""
+    d = tmpdir("postfix")
+    with open(os.path.join(d, "main.cf"), "w") as f:
+        f.write("compatibility_level = 3.6\n"
+                "inet_interfaces = loopback-only\n")
+    return d
+
+
+def postmap(pdir, args, stdin=None, timeout=30):
+    """(status, stdout, stderr) of `postmap -c pdir ARGS...`, the streams as text."""
+    r = subprocess.run([require_tool("postmap"), "-c", pdir] + list(args), input=stdin,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=scaled(timeout))
+    return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
+
+
+def postmap_outcome(rc, out, err):
+    """What one `postmap -q KEY TABLE` said: ("found", value), ("notfound", "") or ("error", stderr).
+
+    postmap exits 1 both for "not found" and for a fatal error (a missing
+    main.cf, a refused connection, a TEMP or PERM reply): only an empty
+    stderr makes exit 1 a "not found"."""
+    if err:
+        return "error", err.strip()
+    if rc == 0 and out:
+        return "found", out.rstrip("\n")
+    if rc == 1 and not out:
+        return "notfound", ""
+    return "error", "exit status %d, output %r" % (rc, out)
 
 
 # ---------------------------------------------------------------- MariaDB
