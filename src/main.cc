@@ -5,6 +5,7 @@
 #include "dblookup.hh"
 #include "listen.hh"
 #include "log.hh"
+#include "privileges.hh"
 #include "session.hh"
 #include "socketmap.hh"
 
@@ -12,6 +13,7 @@
 
 #include <csignal>
 #include <iostream>
+#include <sstream>
 #include <sysexits.h>
 
 #ifndef SOCKMAPD_VERSION
@@ -57,6 +59,19 @@ void log_summary(const SessionStats& st, const ClientConnection& conn, Clock::du
     log_info(msg, {{"REMOTE_ADDR", conn.peer}});
 }
 
+// A ConfigError holds a problem per line; each is reported on its own.
+template <class Report> void each_problem(const std::string& problems, Report&& report)
+{
+    std::istringstream lines(problems);
+    for (std::string line; std::getline(lines, line);)
+        report(line);
+}
+
+void print_problems(const std::string& problems)
+{
+    each_problem(problems, [](const std::string& line) { std::cerr << "sockmapd: " << line << '\n'; });
+}
+
 // One client connection with a loaded config: the same path for fd 3,
 // stdin/stdout and a --listen child.
 int serve_connection(const Config& cfg, const ClientConnection& conn)
@@ -83,7 +98,7 @@ int serve(const Options& opt, bool stderr_private)
         cfg = load_config(opt.config);
     } catch (const ConfigError& e) {
         const auto started = Clock::now();
-        log_error(e.what());
+        each_problem(e.what(), [](const std::string& line) { log_error(line); });
         BrokenConfigLookup broken;
         const SessionStats st = run_session(conn.in_fd, conn.out_fd, broken, limits_of(SysConfig{}));
         log_summary(st, conn, Clock::now() - started);
@@ -150,8 +165,18 @@ int run(const Options& opt, bool stderr_private)
     try {
         cfg = load_config(opt.config);
     } catch (const ConfigError& e) {
-        std::cerr << "sockmapd: " << e.what() << '\n';
+        print_problems(e.what());
         return EX_CONFIG;
+    }
+    if (opt.check_config) {
+        // The accounts --listen would switch to must exist here.
+        std::string missing;
+        for (const auto& p : account_problems(cfg.sys))
+            missing += opt.config + ": " + p + "\n";
+        if (!missing.empty()) {
+            print_problems(missing);
+            return EX_CONFIG;
+        }
     }
     // Command-line modes talk to a person: messages go to stderr.
     log_setup(std::min(cfg.sys.loglevel, LogLevel::Warning), "", true);

@@ -26,6 +26,30 @@ bool fail_priv(const std::string& what)
 
 } // namespace
 
+namespace {
+
+// By name, else digits as the id itself (config.cc keeps them in range).
+const passwd* find_user(const std::string& name)
+{
+    const passwd* pw = getpwnam(name.c_str());
+    if (!pw && all_digits(name))
+        pw = getpwuid(static_cast<uid_t>(std::stoul(name)));
+    return pw;
+}
+
+const group* find_group(const std::string& name)
+{
+    const group* gr = getgrnam(name.c_str());
+    if (!gr && all_digits(name))
+        gr = getgrgid(static_cast<gid_t>(std::stoul(name)));
+    return gr;
+}
+
+std::string no_user(const std::string& name) { return "sysconfig.run_as_user: no user \"" + name + "\" on this system"; }
+std::string no_group(const std::string& name) { return "sysconfig.run_as_group: no group \"" + name + "\" on this system"; }
+
+} // namespace
+
 Identity resolve_identity(const SysConfig& sys)
 {
     Identity id;
@@ -33,24 +57,30 @@ Identity resolve_identity(const SysConfig& sys)
     id.uid = getuid();
     id.gid = getgid();
     if (!sys.run_as_user.empty()) {
-        const passwd* pw = getpwnam(sys.run_as_user.c_str());
-        if (!pw && all_digits(sys.run_as_user))
-            pw = getpwuid(static_cast<uid_t>(std::stoul(sys.run_as_user)));
+        const passwd* pw = find_user(sys.run_as_user);
         if (!pw)
-            throw ConfigError("sysconfig.run_as_user: no user \"" + sys.run_as_user + "\"");
+            throw ConfigError(no_user(sys.run_as_user));
         id.user = pw->pw_name;
         id.uid = pw->pw_uid;
         id.gid = pw->pw_gid;
     }
     if (!sys.run_as_group.empty()) {
-        const group* gr = getgrnam(sys.run_as_group.c_str());
-        if (!gr && all_digits(sys.run_as_group))
-            gr = getgrgid(static_cast<gid_t>(std::stoul(sys.run_as_group)));
+        const group* gr = find_group(sys.run_as_group);
         if (!gr)
-            throw ConfigError("sysconfig.run_as_group: no group \"" + sys.run_as_group + "\"");
+            throw ConfigError(no_group(sys.run_as_group));
         id.gid = gr->gr_gid;
     }
     return id;
+}
+
+std::vector<std::string> account_problems(const SysConfig& sys)
+{
+    std::vector<std::string> out;
+    if (!sys.run_as_user.empty() && !find_user(sys.run_as_user))
+        out.push_back(no_user(sys.run_as_user));
+    if (!sys.run_as_group.empty() && !find_group(sys.run_as_group))
+        out.push_back(no_group(sys.run_as_group));
+    return out;
 }
 
 

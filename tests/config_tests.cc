@@ -2,8 +2,10 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -44,6 +46,15 @@ std::string error_of(const std::string& text)
         return e.what();
     }
     return "";
+}
+
+std::vector<std::string> lines_of(const std::string& text)
+{
+    std::vector<std::string> out;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);)
+        out.push_back(line);
+    return out;
 }
 
 struct TempFile {
@@ -140,7 +151,7 @@ BOOST_AUTO_TEST_CASE(errors_name_the_key)
         {R"({"postmaps": [{"service": "m", "database": "d", "table": "t", "key": "k"}]})", "database: missing"},
         {R"({"database": {"host": "h"}, "postmaps": []})", "postmaps: must be a list with at least one map"},
         {R"({"database": {}, "postmaps": [{"service": "m", "database": "d", "table": "t", "key": "k"}]})", "database.host: missing"},
-        {R"([1, 2])", "must be an object"},
+        {R"([1, 2])", "the top level must be a JSON object"},
         {R"({"database": )", "not valid JSON"},
         {std::string(5000, '['), "not valid JSON"},
         {R"({"database": )" + std::string(5000, '[') , "not valid JSON"},
@@ -169,6 +180,147 @@ BOOST_AUTO_TEST_CASE(errors_name_the_key)
     for (const auto& c : cases) {
         const std::string err = error_of(c.text);
         BOOST_TEST_CONTEXT("want \"" << c.message << "\"") { BOOST_TEST(err.find(c.message) != std::string::npos, err); }
+    }
+}
+
+// Every problem of a file in one run, each on a line of its own with its key path.
+BOOST_AUTO_TEST_CASE(every_problem_reported_at_once)
+{
+    struct Case {
+        std::string text;
+        std::vector<std::string> lines; // exactly these, in this order
+    };
+    const std::vector<Case> cases = {
+        {R"({"postmaps":[{"service":"x","tabel":"t"}]})",
+         {"test.json: database: missing (required)",
+          "test.json: postmaps[0].database: missing (required); map \"x\"",
+          "test.json: postmaps[0].tabel: unknown key (did you mean \"table\"?); map \"x\"",
+          "test.json: postmaps[0].table: missing (required); map \"x\"",
+          "test.json: postmaps[0].key: missing (required); map \"x\""}},
+        {R"({"sysconfig": {"idle_timeout": "soon", "colour": 1}, "database": {"host": "h", "port": "x"},
+             "postmaps": [{"service": "a", "database": "d", "table": "t", "key": "k", "vaule": "v"},
+                          7,
+                          {"service": "a", "database": "d", "query": "SELECT %q"}]})",
+         {"test.json: sysconfig.idle_timeout: must be a whole number, not \"soon\"",
+          "test.json: sysconfig.colour: unknown key",
+          "test.json: database.port: must be a whole number, not \"x\"",
+          "test.json: postmaps[0].vaule: unknown key (did you mean \"value\"?); map \"a\"",
+          "test.json: postmaps[1]: must be an object",
+          "test.json: postmaps[2].query: unknown escape %q (use %s, %u, %d, or %%); map \"a\"",
+          "test.json: postmaps[2].service: \"a\" is already used by postmaps[0]"}},
+    };
+    for (const auto& c : cases) {
+        BOOST_TEST(lines_of(error_of(c.text)) == c.lines, boost::test_tools::per_element());
+    }
+}
+
+// Syntax errors: the place once, as "line L, column C", and jsoncpp's first finding only.
+BOOST_AUTO_TEST_CASE(json_syntax_errors_give_line_and_column_once)
+{
+    struct Case {
+        std::string text;
+        std::string message; // the whole message
+    };
+    const std::vector<Case> cases = {
+        {"{\n  \"database\": {\"host\": \"x\",}\n}\n",
+         "test.json: not valid JSON: line 2, column 28: Missing '}' or object member name"},
+        {"{\n  \"a\": 1\n  \"b\": 2\n}", "test.json: not valid JSON: line 3, column 3: Missing ',' or '}' in object declaration"},
+        {R"({"a": "\q"})", "test.json: not valid JSON: line 1, column 7: Bad escape sequence in string"},
+        {R"({"a": 1, "a": 2})", "test.json: not valid JSON: line 1, column 10: Duplicate key: 'a'"},
+        {"", "test.json: the file is empty (a JSON object with \"database\" and \"postmaps\" is needed)"},
+        {" \n", "test.json: the file is empty (a JSON object with \"database\" and \"postmaps\" is needed)"},
+        {"[]", "test.json: the top level must be a JSON object, {\"database\": {...}, \"postmaps\": [...]}, not an array"},
+    };
+    for (const auto& c : cases)
+        BOOST_TEST(error_of(c.text) == c.message);
+    // Nesting past jsoncpp's limit still has one message, no place needed.
+    const std::string deep = error_of(std::string(5000, '['));
+    BOOST_TEST(deep.find("not valid JSON") != std::string::npos, deep);
+    BOOST_TEST(deep.find('\n') == std::string::npos, deep);
+}
+
+// Go's encoding/json matches keys without regard to case: its files load.
+BOOST_AUTO_TEST_CASE(keys_match_without_case)
+{
+    const Config c = parse_config(R"({"SysConfig": {"Port": "2225", "LogLevel": "debug"},
+        "Database": {"Host": ["h1", "h2:3307"], "PORT": "3308", "UserName": "u", "TLS": {"CA": "/ca"}},
+        "PostMaps": [{"Service": "m", "DataBase": "d", "Table": "t", "Key": "k", "Value": "v"}]})");
+    BOOST_TEST(c.sys.port == "2225");
+    BOOST_TEST(static_cast<int>(c.sys.loglevel) == static_cast<int>(LogLevel::Debug));
+    BOOST_TEST(c.db.hosts == (std::vector<std::string>{"h1", "h2:3307"}));
+    BOOST_TEST(c.db.port == 3308u);
+    BOOST_TEST(c.db.username == "u");
+    BOOST_TEST(c.db.tls.ca == "/ca");
+    BOOST_REQUIRE(c.maps.size() == 1u);
+    BOOST_TEST(c.maps[0].value == "v");
+
+    // Two spellings of one key are ambiguous, not "last one wins".
+    const std::string twice = error_of(with(minimal, R"("host": "localhost")", R"("host": "a", "Host": "b")"));
+    BOOST_TEST(twice.find("database.host: the same key as \"Host\"") != std::string::npos, twice);
+}
+
+// Unknown keys stay errors; the message offers the nearest known key when it looks like a typo.
+BOOST_AUTO_TEST_CASE(unknown_keys_suggest_the_nearest)
+{
+    struct Case {
+        std::string from, to;
+        std::string message; // the problem's whole line after "test.json: "
+    };
+    const std::vector<Case> cases = {
+        {R"("key": "k")", R"("key": "k", "vaule": "v")", "postmaps[0].vaule: unknown key (did you mean \"value\"?); map \"m\""},
+        {R"("table": "t")", R"("tabel": "t")", "postmaps[0].tabel: unknown key (did you mean \"table\"?); map \"m\""},
+        {R"("key": "k")", R"("kye": "k")", "postmaps[0].kye: unknown key (did you mean \"key\"?); map \"m\""},
+        {R"("key": "k")", R"("key": "k", "Resultformat": "%s")", "postmaps[0].Resultformat: unknown key (did you mean \"result_format\"?); map \"m\""},
+        {R"("host": "localhost")", R"("hosts": "localhost")", "database.hosts: unknown key (did you mean \"host\"?)"},
+        {R"("host": "localhost")", R"("host": "localhost", "pasword_file": "x")", "database.pasword_file: unknown key (did you mean \"password_file\"?)"},
+        {R"("host": "localhost")", R"("host": "localhost", "colour": "red")", "database.colour: unknown key"},
+        {R"("host": "localhost")", R"("host": "localhost", "tls": {"cafile": "/c"})", "database.tls.cafile: unknown key"},
+        {R"("postmaps")", R"("postmap": [], "postmaps")", "postmap: unknown key (did you mean \"postmaps\"?)"},
+    };
+    for (const auto& c : cases) {
+        const std::string err = error_of(with(minimal, c.from, c.to));
+        const auto lines = lines_of(err);
+        const bool listed = std::find(lines.begin(), lines.end(), "test.json: " + c.message) != lines.end();
+        BOOST_TEST_CONTEXT(c.to) { BOOST_TEST(listed, err); }
+    }
+}
+
+// Numbers past their field's range are config errors naming the key, never an exception of their own.
+BOOST_AUTO_TEST_CASE(numbers_too_large_are_config_errors)
+{
+    const std::string huge = "99999999999999999999";
+    struct Case {
+        std::string from, to, message;
+    };
+    const std::vector<Case> cases = {
+        {R"("run_as_user": "nobody")", R"("run_as_user": ")" + huge + "\"",
+         "sysconfig.run_as_user: \"" + huge + "\" is too large for a user id (at most 4294967294)"},
+        {R"("run_as_group": "nogroup")", R"("run_as_group": "4294967295")",
+         "sysconfig.run_as_group: \"4294967295\" is too large for a group id (at most 4294967294)"},
+        {R"("port": "2224")", R"("port": ")" + huge + "\"", "sysconfig.port: must be a port number 1-65535"},
+        {R"("port": "3306")", R"("port": ")" + huge + "\"", "database.port: must be between 1 and 65535, not " + huge},
+        {R"("port": "3306")", R"("port": )" + huge, "database.port: must be between 1 and 65535"},
+        {R"("connect_timeout": "3")", R"("connect_timeout": "4294967296")", "database.connect_timeout: must be between 1 and 3600"},
+        {R"("idle_timeout": "60")", R"("idle_timeout": 1e30)", "sysconfig.idle_timeout: must be between 1 and 86400"},
+        {R"("max_session": "600")", R"("max_session": ")" + huge + huge + "\"", "sysconfig.max_session: must be between 1 and 604800"},
+        {R"("idle_timeout": "60")", R"("idle_timeout": 2.5)", "sysconfig.idle_timeout: must be a whole number"},
+    };
+    for (const auto& c : cases) {
+        const std::string err = error_of(with(go_config, c.from, c.to));
+        BOOST_TEST_CONTEXT(c.to) { BOOST_TEST(err.find(c.message) != std::string::npos, err); }
+    }
+    // Ids that fit are left to the system to resolve (--check-config looks them up).
+    BOOST_TEST(parse_config(with(go_config, R"("run_as_user": "nobody")", R"("run_as_user": "4294967294")")).sys.run_as_user ==
+               "4294967294");
+}
+
+BOOST_AUTO_TEST_CASE(a_directory_is_not_a_config)
+{
+    try {
+        load_config("/tmp");
+        BOOST_FAIL("a directory loaded");
+    } catch (const ConfigError& e) {
+        BOOST_TEST(std::string(e.what()) == "config: /tmp is a directory, not a file");
     }
 }
 
