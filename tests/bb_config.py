@@ -147,7 +147,7 @@ def go_config_with_capitalised_keys_answers():
     eq((rc, out, err), (0, b"OK root@example.org\n", b""))
     # The same key twice in two spellings is refused, not "the last one wins".
     rc, path, lines = check_offline(text.replace('"Port": "3306"', '"Port": "3306", "port": "3307"'))
-    eq((rc, lines), (EX_CONFIG, ['sockmapd: %s: database.port: the same key as "Port" (keys match without regard '
+    eq((rc, lines), (EX_CONFIG, ['sockmapd: %s: database.Port: the same key as "port" (keys match without regard '
                                  'to case): give it once' % path]))
 
 
