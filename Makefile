@@ -152,9 +152,22 @@ install: $(BUILD)/sockmapd
 	sed 's,@SBINDIR@,$(SBINDIR),g' units/sockmapd@.service > $(BUILD)/sockmapd@.service
 	install -D -m 0644 $(BUILD)/sockmapd@.service $(DESTDIR)$(UNITDIR)/sockmapd@.service
 	install -D -m 0644 config.example.json $(DESTDIR)$(DOCDIR)/config.example.json
-	install -D -m 0644 units/sockmapd.xinetd $(DESTDIR)$(DOCDIR)/examples/sockmapd.xinetd
+	sed 's,/usr/sbin/sockmapd,$(SBINDIR)/sockmapd,g' units/sockmapd.xinetd > $(BUILD)/sockmapd.xinetd
+	install -D -m 0644 $(BUILD)/sockmapd.xinetd $(DESTDIR)$(DOCDIR)/examples/sockmapd.xinetd
+	@# A config to start from, never over one that exists; readable by the
+	@# handlers' group when that exists (not in a staging DESTDIR).
+	@conf=$(DESTDIR)$(SYSCONFDIR)/sockmapd/config.json; \
+	if [ -e "$$conf" ]; then echo "keeping $$conf"; else \
+	  echo "installing $$conf (from config.example.json)"; \
+	  install -D -m 0640 config.example.json "$$conf" && \
+	  if [ -z "$(DESTDIR)" ] && getent group sockmapd >/dev/null; then chgrp sockmapd "$$conf"; fi; \
+	fi
 
+# The config goes only if it is still the example, unedited.
 uninstall:
+	@conf=$(DESTDIR)$(SYSCONFDIR)/sockmapd/config.json; \
+	if cmp -s "$$conf" config.example.json; then rm -f "$$conf"; rmdir "$$(dirname "$$conf")" 2>/dev/null || true; \
+	elif [ -e "$$conf" ]; then echo "keeping $$conf (edited)"; fi
 	rm -f $(DESTDIR)$(SBINDIR)/sockmapd $(DESTDIR)$(MANDIR)/man8/sockmapd.8 \
 	      $(DESTDIR)$(MANDIR)/man5/sockmapd.json.5 $(DESTDIR)$(UNITDIR)/sockmapd.socket \
 	      $(DESTDIR)$(UNITDIR)/sockmapd@.service

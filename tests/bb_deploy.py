@@ -654,8 +654,11 @@ def make_install_and_uninstall_destdir_prefix():
         unitdir + "/sockmapd@.service": 0o644,
         "/usr/share/doc/sockmapd/config.example.json": 0o644,
         "/usr/share/doc/sockmapd/examples/sockmapd.xinetd": 0o644,
+        "/etc/sockmapd/config.json": 0o640,
     }
     eq(files, want)
+    with open(dest + "/etc/sockmapd/config.json") as f, open(os.path.join(REPO, "config.example.json")) as g:
+        eq(f.read(), g.read(), "the config to start from is the example")
     with open(dest + unitdir + "/sockmapd@.service") as f:
         svc = f.read()
     contains(svc, "ExecStart=-/usr/sbin/sockmapd -c /etc/sockmapd/config.json")
@@ -677,6 +680,28 @@ def make_install_prefix_local():
     eq(len(svc), 1)
     with open(dest + svc[0]) as f:
         contains(f.read(), "ExecStart=-/usr/local/sbin/sockmapd ")
+    with open(dest + "/usr/local/share/doc/sockmapd/examples/sockmapd.xinetd") as f:
+        servers = re.findall(r"^\s*server\s*=\s*(\S+)", f.read(), re.M)
+    eq(servers, ["/usr/local/sbin/sockmapd"], "the xinetd example runs the installed program")
+
+
+@test(timeout=120)
+def make_install_keeps_an_existing_config():
+    dest = tmpdir("destdir")
+    conf = dest + "/etc/sockmapd/config.json"
+    os.makedirs(os.path.dirname(conf))
+    with open(conf, "w") as f:
+        f.write('{"edited": true}\n')
+    os.chmod(conf, 0o600)
+    rc, out = make("install", "DESTDIR=" + dest, "PREFIX=/usr")
+    eq(rc, 0, out[-2000:])
+    contains(out, "keeping " + conf)
+    with open(conf) as f:
+        eq(f.read(), '{"edited": true}\n', "never overwritten")
+    eq(os.stat(conf).st_mode & 0o7777, 0o600, "mode left alone")
+    rc, out = make("uninstall", "DESTDIR=" + dest, "PREFIX=/usr")
+    eq(rc, 0, out[-2000:])
+    eq(list(tree(dest)), ["/etc/sockmapd/config.json"], "uninstall keeps an edited config")
 
 
 @test

@@ -946,7 +946,7 @@ class SocketActivated:
 # ---------------------------------------------------------------- Postfix's client
 
 def postfix_dir():
-    """A Postfix config directory of the caller's own, for `postmap -c DIR`: a minimal main.cf.
+    """A Postfix config directory of the caller's own, for `postmap -c DIR`: a minimal main.cf, an empty master.cf.
 
     Postfix's tools read DIR/main.cf; a machine where Postfix was installed
     with debconf's "No configuration" has no /etc/postfix/main.cf at all."""
@@ -954,6 +954,7 @@ def postfix_dir():
     with open(os.path.join(d, "main.cf"), "w") as f:
         f.write("compatibility_level = 3.6\n"
                 "inet_interfaces = loopback-only\n")
+    open(os.path.join(d, "master.cf"), "w").close()  # postconf reads it too
     return d
 
 

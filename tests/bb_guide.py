@@ -1,0 +1,301 @@
+#!/usr/bin/python3
+"""bb_guide — the README's "Moving from the Go sockmapd" and "Troubleshooting" as written.
+
+Every fenced block of those two sections is taken from README.md and used:
+shell blocks run (`$ ` lines are commands, the other lines the output they
+must print; a line ending in "..." is a prefix), with the config path, the
+port and Postfix's config directory replaced by the test's own; unit
+drop-ins are verified with systemd-analyze and applied; JSON is merged into
+a config.  A block added to either section without a test here fails the
+count.  Also: the LICENSE file says what debian/copyright says, and a
+config edit reaches the next connection, not an open one.
+Run: SOCKMAPD=build/sockmapd tests/bb_guide.py [test-name-or-glob ...]
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from harness import *  # noqa: E402,F401,F403
+
+README = os.path.join(REPO, "README.md")
+UNITS = os.path.join(REPO, "units")
+
+
+def section(title):
+    with open(README) as f:
+        text = f.read()
+    start = text.index("\n## %s\n" % title)
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end >= 0 else len(text)]
+
+
+def blocks(title):
+    """[(language, body)] of the fenced blocks in a README section, indentation removed."""
+    out = []
+    for m in re.finditer(r"^( *)```(\w*)\n(.*?)^\1```$", section(title), re.M | re.S):
+        indent = len(m.group(1))
+        out.append((m.group(2), "\n".join(line[indent:] for line in m.group(3).splitlines())))
+    return out
+
+
+MOVING = blocks("Moving from the Go sockmapd")
+TROUBLE = blocks("Troubleshooting")
+
+
+def replace_all(text, pairs):
+    for a, b in pairs:
+        text = text.replace(a, b)
+    return text
+
+
+def run_shell(block, cfg=None, port=None, pdir=None):
+    """Runs a README shell block; fails unless it prints what the README shows."""
+    lang, body = block
+    eq(lang, "sh")
+    out_subs = []
+    if cfg:
+        out_subs.append(("/etc/sockmapd/config.json", cfg))
+    if port:
+        out_subs.append(("127.0.0.1:2224", "127.0.0.1:%d" % port))
+    cmd_subs = [("sockmapd -c", sockmapd_path() + " -c")] + out_subs
+    if pdir:
+        cmd_subs += [("postmap -q", "%s -c %s -q" % (require_tool("postmap"), pdir)),
+                     ("postconf ", "%s -c %s " % (require_tool("postconf"), pdir))]
+    lines = body.splitlines()
+    ok(lines and lines[0].startswith("$ "), "a shell block starts with a command: %r" % body)
+    script = "\n".join(replace_all(line[2:], cmd_subs) for line in lines if line.startswith("$ "))
+    want = [replace_all(line, out_subs) for line in lines if not line.startswith("$ ")]
+    r = subprocess.run(["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       stdin=subprocess.DEVNULL, env=sockmapd_env(), timeout=scaled(60))
+    got = r.stdout.decode("utf-8", "replace").splitlines()
+    eq(len(got), len(want), "lines printed by %r: %r" % (script, got))
+    for w, g in zip(want, got):
+        if w.endswith("..."):
+            startswith(g, w[:-3])
+        else:
+            eq(g, w)
+
+
+def go_config(db=None, typo=False):
+    """A config as the Go sockmapd's users wrote them: every value a string, some keys capitalised."""
+    host = db.host_entry if db else "127.0.0.1:%d" % closed_port()
+    sender = {"service": "sender", "database": "dbmail", "table": "sender_access", "key": "sender",
+              "value": "action"}
+    if typo:
+        sender["vaule"] = sender.pop("value")
+    cfg = {
+        "sysconfig": {"port": "2224", "loglevel": "info", "idle_timeout": "120"},
+        "Database": {"Host": host, "port": "3306", "username": MariaDB.APP_USER,
+                     "password": MariaDB.APP_PASSWORD, "connect_timeout": "2"},
+        "postmaps": [{"service": "recipient", "database": "dbmail", "table": "dbmail_aliases",
+                      "Key": "alias", "Value": "deliver_to"}, sender],
+    }
+    path = temp_config(json.dumps(cfg, indent=2))
+    os.chmod(path, 0o600)
+    return path
+
+
+def dropin_applied(block, unit):
+    """The units as installed, with the README's drop-in for `unit`; verified.  Its directory."""
+    lang, body = block
+    eq(lang, "ini")
+    d = tmpdir("units")
+    with open(os.path.join(UNITS, "sockmapd@.service")) as f:
+        service = f.read().replace("@SBINDIR@", os.path.dirname(sockmapd_path()))
+    with open(os.path.join(d, "sockmapd@.service"), "w") as f:
+        f.write(service)
+    shutil.copy(os.path.join(UNITS, "sockmapd.socket"), d)
+    os.makedirs(os.path.join(d, unit + ".d"))
+    with open(os.path.join(d, unit + ".d", "override.conf"), "w") as f:
+        f.write(body + "\n")
+    r = subprocess.run([require_tool("systemd-analyze"), "verify", "--man=no", os.path.join(d, unit)],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=scaled(30), cwd=d)
+    eq((r.returncode, r.stdout.decode(errors="replace")), (0, ""), "systemd-analyze verify with the drop-in")
+    return d
+
+
+def effective(d, unit, section_name, key):
+    """A setting's values after the unit and its drop-in, as systemd merges them (an empty value resets)."""
+    values = []
+    for path in (os.path.join(d, unit), os.path.join(d, unit + ".d", "override.conf")):
+        current = None
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("[") and line.endswith("]"):
+                    current = line[1:-1]
+                elif current == section_name and line.startswith(key + "="):
+                    value = line[len(key) + 1:]
+                    values = [] if value == "" else values + [value]
+    return values
+
+
+# ---------------------------------------------------------------- Moving from the Go sockmapd
+
+@test
+def moving_section_blocks_are_all_tested():
+    eq([lang for lang, _ in MOVING], ["sh", "sh", "ini", "", "json"])
+
+
+@test
+def moving_go_config_checks_as_it_is():
+    run_shell(MOVING[0], cfg=go_config())
+
+
+@test
+def moving_typo_is_an_error_naming_the_nearest_key():
+    run_shell(MOVING[1], cfg=go_config(typo=True))
+
+
+@test(timeout=60)
+def moving_socket_on_every_ipv4_address():
+    d = dropin_applied(MOVING[2], "sockmapd.socket")
+    listen = effective(d, "sockmapd.socket", "Socket", "ListenStream")
+    eq(listen, ["0.0.0.0:2224"])
+    # That address, on a port of the test's own, answers on loopback.
+    port = free_port()
+    cfg = temp_config(base_config(None))
+    p = subprocess.Popen([require_tool("systemd-socket-activate"), "-l", listen[0].replace("2224", str(port)), "-a",
+                          sockmapd_path(), "-c", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         env=sockmapd_env())
+    defer(stop_pid, p.pid, popen=p)
+    wait_for(lambda: listening_any(port), timeout=10, msg="systemd-socket-activate listening on 0.0.0.0")
+    with Client(port) as c:
+        eq(c.ask("nosuch", "key"), b"PERM unknown map")
+
+
+def listening_any(port):
+    """Whether something listens on 0.0.0.0:port (from /proc/net/tcp)."""
+    with open("/proc/net/tcp") as f:
+        return any(line.split()[1] == "00000000:%04X" % port and line.split()[3] == "0A" for line in f.readlines()[1:])
+
+
+@test(timeout=120)
+def moving_one_log_line_per_connection_keys_only_at_debug():
+    db = shared_mariadb()
+    lang, line = MOVING[3]
+    eq(lang, "")
+    m = re.fullmatch(r"sockmapd\[\d+\]: (info: session end \(client closed\): 3 requests, 2 found, 1 not found, "
+                     r"0 errors), \d+ ms", line)
+    ok(m, "the README's summary line: %r" % line)
+    requests = encode("recipient postmaster@example.org") + encode("recipient team@example.org") + \
+        encode("recipient nobody-guide@example.org")
+    cfg = base_config(db, sysconfig={"logfile": None, "loglevel": "info"})
+    rc, out, err = run_pipe(temp_config(cfg), requests, timeout=30)
+    eq(rc, 0)
+    summaries = [line for line in err.decode().splitlines() if "session end" in line]
+    eq(len(summaries), 1, "one summary per connection at info: %r" % err)
+    ok(re.fullmatch(r"sockmapd\[\d+\]: %s, \d+ ms" % re.escape(m.group(1)), summaries[0]), summaries[0])
+    for key in ("postmaster@", "team@", "nobody-guide"):
+        not_contains(err.decode(), key, "no key below debug")
+    # The README's JSON, merged into the config: each request is logged with its key.
+    lang, body = MOVING[4]
+    eq(lang, "json")
+    debug = json.loads("{" + body + "}")
+    cfg["sysconfig"].update(debug["sysconfig"])
+    rc, out, err = run_pipe(temp_config(cfg), requests, timeout=30)
+    eq(rc, 0)
+    contains(err.decode(), "nobody-guide@example.org")
+    ok(len(err.decode().splitlines()) > 3, "a line per request at debug")
+
+
+# ---------------------------------------------------------------- Troubleshooting
+
+@test
+def troubleshooting_section_blocks_are_all_tested():
+    eq([lang for lang, _ in TROUBLE], ["sh", "sh", "sh", "sh", "sh", "ini"])
+
+
+@test(timeout=120)
+def troubleshooting_postmap_found_and_not_found():
+    cfg = temp_config(base_config(shared_mariadb()))
+    with SocketActivated(["-c", cfg]) as sa:
+        run_shell(TROUBLE[0], port=sa.port, pdir=postfix_dir())
+
+
+@test(timeout=120)
+def troubleshooting_postmap_database_down():
+    cfg = temp_config(base_config(None, database={"connect_timeout": 1}))
+    with SocketActivated(["-c", cfg]) as sa:
+        run_shell(TROUBLE[1], port=sa.port, pdir=postfix_dir())
+
+
+@test(timeout=120)
+def troubleshooting_postmap_unknown_map():
+    cfg = temp_config(base_config(None))
+    with SocketActivated(["-c", cfg]) as sa:
+        run_shell(TROUBLE[2], port=sa.port, pdir=postfix_dir())
+
+
+@test
+def troubleshooting_postmap_nothing_listening():
+    run_shell(TROUBLE[3], port=closed_port(), pdir=postfix_dir())
+
+
+@test
+def troubleshooting_postfix_process_limit():
+    run_shell(TROUBLE[4], pdir=postfix_dir())
+
+
+@test
+def troubleshooting_max_connections_dropin():
+    d = dropin_applied(TROUBLE[5], "sockmapd.socket")
+    eq(effective(d, "sockmapd.socket", "Socket", "MaxConnections")[-1], "256", "the drop-in's value wins")
+    eq(unit_value(os.path.join(UNITS, "sockmapd.socket"), "MaxConnections"), "64", "the README names the shipped cap")
+    contains(section("Troubleshooting"), "(`MaxConnections=64`)")
+
+
+def unit_value(path, key):
+    with open(path) as f:
+        for line in f:
+            if line.startswith(key + "="):
+                return line.strip().split("=", 1)[1]
+    return None
+
+
+@test(timeout=60)
+def config_edit_reaches_the_next_connection_not_an_open_one():
+    cfg = base_config(None)
+    path = temp_config(cfg)
+    with SocketActivated(["-c", path]) as sa:
+        with sa.client(timeout=15) as first:
+            eq(first.ask("gone", "x"), b"PERM unknown map")
+            cfg["postmaps"].append({"service": "gone", "database": "dbmail", "table": "t", "key": "k"})
+            write_config(path, cfg)
+            with sa.client(timeout=15) as second:
+                startswith(second.ask("gone", "x"), b"TEMP ", "the new map, on the next connection")
+            eq(first.ask("gone", "x"), b"PERM unknown map", "the open connection keeps its config")
+
+
+# ---------------------------------------------------------------- LICENSE
+
+@test
+def license_matches_debian_copyright():
+    with open(os.path.join(REPO, "debian", "copyright")) as f:
+        copyright_text = f.read()
+    m = re.search(r"^License: MIT\n((?: .*\n?)+)", copyright_text, re.M)
+    ok(m, "a License: MIT paragraph in debian/copyright")
+    paragraphs = [[]]
+    for line in m.group(1).splitlines():
+        if line.strip() == ".":
+            paragraphs.append([])
+        else:
+            paragraphs[-1].append(line.strip())
+    paragraphs = [" ".join(p) for p in paragraphs]
+    holder = re.search(r"^Copyright: (.+)$", copyright_text, re.M).group(1)
+    with open(os.path.join(REPO, "LICENSE")) as f:
+        text = f.read()
+    contains(text, "Copyright " + holder + "\n")
+    body = " ".join(text.split())
+    for p in paragraphs:
+        contains(body, p)
+    eq(len(paragraphs), 3, "permission, notice, warranty")
+
+
+if __name__ == "__main__":
+    main()
