@@ -56,7 +56,7 @@ BUILD_DEPS := g++ make pkg-config libmariadb-dev libjsoncpp-dev libcli11-dev \
               libssl-dev
 DEMO_DEPS  := mariadb-server-core mariadb-client-core systemd python3 postfix
 TEST_DEPS  := $(DEMO_DEPS) libboost-test-dev procps openssl xinetd valgrind \
-              time groff-base
+              time groff-base debootstrap systemd-container
 DEB_DEPS   := build-essential debhelper devscripts lintian fakeroot
 FUZZ_DEPS  := clang libclang-rt-14-dev
 
@@ -107,7 +107,7 @@ deps-fuzz:
 
 check: deps
 	$(MAKE) -j2 $(BUILD)/sockmapd $(BUILD)/unit_tests
-	/usr/bin/python3 tests/run_all.py --build $(BUILD)
+	/usr/bin/python3 tests/run_all.py --build $(BUILD) $(RUN_ALL_FLAGS)
 
 unit: $(BUILD)/unit_tests
 	$(BUILD)/unit_tests
@@ -198,4 +198,5 @@ bench: deps
 	$(MAKE) -j2 $(BUILD)/sockmapd $(BENCH_BINS)
 	/usr/bin/python3 bench/run_bench.py --build $(BUILD) --rounds $(BENCH_ROUNDS) \
 	  --json $(BUILD)/bench/results.json --markdown $(BUILD)/bench/results.md
+
 # ---- end bench ----------------------------------------------------------------

@@ -1,0 +1,583 @@
+#!/usr/bin/python3
+"""bb_system — the installed package under a real systemd, driven as an administrator would.
+
+A minimal Debian 12 (debootstrap, cached under build/system/, with
+mariadb-server, postfix and xinetd) is copied per case as an overlay; the
+.deb built from this tree (dpkg-buildpackage) is installed into it with
+`apt-get install ./sockmapd_….deb`, then it boots with `systemd-nspawn -b
+--private-network` and every command runs inside through nsenter into the
+container's PID 1.  Lookups go to the container's own 127.0.0.1:2224 from a
+client that enters only its network namespace.  Each container is stopped
+by its systemd-nspawn pid after its case, whatever happens.
+
+To add a case: `c = installed()` gives a booted container with the package
+installed (MariaDB running, the example tables loaded when `tables=True`);
+`configure(c)` follows the README's set-up steps; `lookup(c, ...)` and
+`Session(c)` talk to the socket.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from harness import *  # noqa: E402,F403
+import container  # noqa: E402
+import debpkg  # noqa: E402
+
+README = os.path.join(REPO, "README.md")
+PASSWORD = "Sys-pw.7f3c9e1a"          # the database password the cases set; searched for in the journal
+TEMP_CONFIG_ERROR = b"TEMP sockmapd configuration error"
+
+# ---------------------------------------------------------------- suite fixtures
+
+_deb = None
+_base = None
+
+
+def package():
+    """The .deb built from the tree (shared with bb_deploy through build/deb/)."""
+    global _deb
+    if _deb is None:
+        for tool in ("dpkg-buildpackage", "dh", "fakeroot"):
+            require_tool(tool)
+        _deb, took, built = debpkg.tree_deb()
+        print("    %s: %s" % (os.path.basename(_deb), "built in %.0fs" % took if built else "reused"), flush=True)
+    return _deb
+
+
+def base():
+    """The cached root; its apt archive holds the package's Depends."""
+    global _base
+    if _base is None:
+        deb = package()
+        fresh = not os.path.isdir(os.path.join(container.CACHE, "base"))
+        _base = container.base_root()
+        if fresh:
+            container.predownload(_base, [deb])
+    return _base
+
+
+def installed(name=None, tables=True):
+    """A booted container with the package installed by apt (MariaDB up, the example tables loaded)."""
+    deb = package()
+    c = container.Container(base(), name or "sys")
+    out = c.apt_install(["./" + os.path.basename(deb)], files=[deb])
+    contains(out, "Setting up sockmapd")
+    downloads = re.findall(r"^Get:\d+ \w+://.*$", out, re.M)
+    eq(downloads, [], "the Depends come from the cached root's archive, not the network")
+    c.boot()
+    wait_active(c, "mariadb.service")
+    if tables:
+        c.write("/root/config.example.sql", open(os.path.join(REPO, "config.example.sql")).read())
+        c.run("mariadb < /root/config.example.sql")
+    return c
+
+
+def wait_active(c, unit, timeout=30):
+    def up():
+        return c.run(["systemctl", "is-active", unit], check=False).out.strip() == "active"
+    wait_for(up, timeout=timeout, interval=0.2, msg=unit + " active")
+
+
+# ---------------------------------------------------------------- talking to the socket
+
+# Runs on the host's python inside the container's network namespace only:
+# one connection, a request per stdin line "map key", a reply per stdout line.
+CLIENT = r"""
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+try:
+    s = socket.create_connection((host, port), timeout=20)
+except OSError as e:
+    for line in sys.stdin.buffer:
+        sys.stdout.buffer.write(("<error %s>\n" % e.strerror).encode())
+    sys.exit(0)
+buf = b""
+def reply():
+    global buf
+    while True:
+        colon = buf.find(b":")
+        if colon > 0:
+            n = int(buf[:colon])
+            if len(buf) >= colon + n + 2:
+                out, buf = buf[colon + 1:colon + 1 + n], buf[colon + n + 2:]
+                return out
+        data = s.recv(65536)
+        if not data:
+            return b"<closed>" + (b" " + buf if buf else b"")
+        buf += data
+for line in sys.stdin.buffer:
+    req = line.rstrip(b"\n")
+    try:
+        s.sendall(b"%d:%s," % (len(req), req))
+        r = reply()
+    except OSError as e:
+        r = ("<error %s>" % e.strerror).encode()
+    sys.stdout.buffer.write(r + b"\n")
+    sys.stdout.buffer.flush()
+"""
+
+
+def _client_argv(c, port=2224, host="127.0.0.1"):
+    return ["nsenter", "-t", str(c.leader), "-n", sys.executable, "-c", CLIENT, host, str(port)]
+
+
+def lookup(c, *requests, port=2224):
+    """Replies (bytes) to "map key" requests sent on one new connection to the container's socket."""
+    r = subprocess.run(_client_argv(c, port), input=b"".join(to_bytes(q) + b"\n" for q in requests),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=scaled(40))
+    eq(r.returncode, 0, "client: %r" % r.stderr[-500:])
+    return r.stdout.split(b"\n")[:-1]
+
+
+class Session:
+    """A connection kept open across steps: ask() sends one request and returns its reply."""
+
+    def __init__(self, c, port=2224):
+        self.p = subprocess.Popen(_client_argv(c, port), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        defer(self.close)
+
+    def ask(self, request):
+        self.p.stdin.write(to_bytes(request) + b"\n")
+        self.p.stdin.flush()
+        return self.p.stdout.readline().rstrip(b"\n")
+
+    def close(self):
+        if self.p.poll() is None:
+            self.p.stdin.close()
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                stop_pid(self.p.pid, popen=self.p)
+
+
+# ---------------------------------------------------------------- the README, as written
+
+def readme_section(title):
+    with open(README) as f:
+        text = f.read()
+    m = re.search(r"^## %s\n(.*?)(?=^## )" % re.escape(title), text, re.M | re.S)
+    ok(m, "README section %r" % title)
+    return m.group(1)
+
+
+def code_blocks(text, lang=None):
+    blocks = re.findall(r"^( *)```(\w*)\n(.*?)^\1```", text, re.M | re.S)
+    return [re.sub(r"^" + indent, "", body, flags=re.M) for indent, l, body in blocks if lang is None or l == lang]
+
+
+def readme_setup_steps():
+    """The SQL, the password-file command and the shell lines of "Configure and enable the socket"."""
+    sec = readme_section("Configure and enable the socket")
+    sql = code_blocks(sec, "sql")
+    sh = code_blocks(sec, "sh")
+    eq(len(sql), 1, "one SQL block")
+    ok(len(sh) >= 2, "shell blocks")
+    m = re.search(r"`(install -m 0640 -g sockmapd /dev/null /etc/sockmapd/db-password)`", sec)
+    ok(m, "the password-file command")
+    ok('`"password_file": "db-password"`' in sec, "the password_file setting")
+    return sql[0], m.group(1), sh
+
+
+def configure(c, password_in="file"):
+    """The README's set-up steps as written; password_in: "file" (README), "config", or "none" (unix_socket)."""
+    sql, pwfile_cmd, sh = readme_setup_steps()
+    # The README's placeholders: this MTA is on the database host; the password is ours.
+    sql = sql.replace("'mta.example.org'", "'localhost'")
+    if password_in == "none":
+        sql = sql.replace("IDENTIFIED BY '...'", "IDENTIFIED VIA unix_socket")
+    else:
+        sql = sql.replace("'...'", "'%s'" % PASSWORD)
+    contains(sql, "localhost")
+    c.run(["mariadb", "-e", sql])
+    cfg = json.loads(c.read("/etc/sockmapd/config.json"))
+    if password_in == "file":
+        c.run(pwfile_cmd)
+        c.run("cat > /etc/sockmapd/db-password", input=PASSWORD + "\n")
+        cfg["database"]["password_file"] = "db-password"
+        cfg["database"].pop("password", None)
+    elif password_in == "config":
+        cfg["database"]["password"] = PASSWORD
+    else:
+        cfg["database"].pop("password", None)
+    # The example's second host is not in this container: the local server alone.
+    cfg["database"]["host"] = ["unix:/run/mysqld/mysqld.sock"]
+    write_conffile(c, cfg)
+    for block in sh:
+        for line in block.splitlines():
+            line = line.split("  #", 1)[0].strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.endswith(" -f"):
+                line = line[:-3] + " --no-pager -n 20"  # follow mode would not end
+            r = c.run(line, check=False, timeout=scaled(30))
+            eq(r.rc, 0, "README step %r: %s %s" % (line, r.out, r.err))
+    return cfg
+
+
+def write_conffile(c, cfg):
+    """Rewrite /etc/sockmapd/config.json in place (keeping its owner and mode, as an editor would)."""
+    c.run("cat > /etc/sockmapd/config.json", input=json.dumps(cfg, indent=2) + "\n")
+
+
+def stop_database(c):
+    """MariaDB down, its sockets too (Debian 12 socket-activates it: a connection would start it again)."""
+    units = [u for u in ("mariadb.socket", "mariadb-extra.socket") if
+             c.run(["systemctl", "is-active", u], check=False).out.strip() == "active"]
+    c.run(["systemctl", "stop"] + units + ["mariadb.service"], timeout=scaled(60))
+    c.stopped_db_units = units
+    ok(c.run(["systemctl", "is-active", "mariadb.service"], check=False).out.strip() != "active")
+
+
+def start_database(c):
+    for unit in getattr(c, "stopped_db_units", []) + ["mariadb.service"]:  # the sockets first
+        c.run(["systemctl", "start", unit], timeout=scaled(60))
+
+
+def units_left(c, pattern="sockmapd@*"):
+    r = c.run(["systemctl", "list-units", "--all", "--plain", "--no-legend", pattern], check=False)
+    return [l.split()[0] for l in r.out.splitlines() if l.strip()]
+
+
+def failed_units(c):
+    r = c.run(["systemctl", "list-units", "--failed", "--plain", "--no-legend"], check=False)
+    return [l.split()[0] for l in r.out.splitlines() if l.strip()]
+
+
+def security_exposure(c, unit="sockmapd@x.service"):
+    r = c.run(["systemd-analyze", "security", "--no-pager", unit], check=False)
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", r.out)
+    ok(m, "systemd-analyze security: %s %s" % (r.out[-400:], r.err[-400:]))
+    return float(m.group(1))
+
+
+# ---------------------------------------------------------------- cases
+
+@test(timeout=600)
+def installed_and_after_reboot():
+    """Case 1: the package as apt leaves it, and again after a reboot; TEMP before any configuration."""
+    c = installed("install")
+    for boot in (1, 2):
+        eq(c.run(["systemctl", "is-enabled", "sockmapd.socket"], check=False).out.strip(), "enabled")
+        eq(c.run(["systemctl", "is-active", "sockmapd.socket"], check=False).out.strip(), "active")
+        eq(c.run(["systemctl", "show", "-P", "Listen", "sockmapd.socket"]).out.strip(), "127.0.0.1:2224 (Stream)")
+        ok(c.run(["getent", "passwd", "sockmapd"]).out.startswith("sockmapd:"))
+        eq(c.run(["stat", "-c", "%a %U:%G", "/etc/sockmapd/config.json"]).out.strip(), "640 root:sockmapd")
+        score = security_exposure(c)
+        print("    boot %d: systemd-analyze security sockmapd@x.service: %.1f" % (boot, score))
+        ok(score <= 2.0, "exposure %.1f > 2.0" % score)
+        # Not configured yet: the database refuses the example's user, so TEMP, on a live connection.
+        replies = lookup(c, "recipient postmaster@example.org", "nosuch key")
+        eq([r[:5] for r in replies], [b"TEMP ", b"PERM "], "replies before configuration")
+        if boot == 1:
+            c.reboot()
+    eq(failed_units(c), [], "failed units")
+
+
+@test(timeout=600)
+def readme_setup_steps_as_written():
+    """Case 2: the README's steps (user, grant, password file, checks, enable): OK and NOTFOUND."""
+    c = installed("readme")
+    configure(c, "file")
+    eq(lookup(c, "recipient postmaster@example.org", "recipient nobody@example.org",
+              "virtual Info+news@Example.ORG", "transport example.net", "sender spammer@bad.example"),
+       [b"OK root@example.net", b"NOTFOUND ", b"OK alice@example.net", b"OK smtp:[mx.example.net]",
+        b"OK REJECT spam source"])
+    eq(failed_units(c), [], "failed units")
+
+
+@test(timeout=600)
+def password_in_config_file_or_nowhere():
+    """Case 2b: the password in the config, and no password at all (unix_socket): each works as documented."""
+    c = installed("pw")
+    configure(c, "config")
+    eq(lookup(c, "recipient postmaster@example.org"), [b"OK root@example.net"], "password in the config")
+    c.run(["mariadb", "-e", "DROP USER 'sockmapd'@'localhost'"])
+    configure(c, "none")
+    not_contains(c.read("/etc/sockmapd/config.json"), "password")
+    eq(lookup(c, "recipient postmaster@example.org"), [b"OK root@example.net"], "no password (unix_socket)")
+    eq(failed_units(c), [], "failed units")
+
+
+
+@test(timeout=600)
+def handler_that_cannot_start_is_a_failed_unit():
+    """A handler systemd cannot start, or one with a broken config, shows in systemctl --failed, logged at error."""
+    c = installed("failing")
+    configure(c, "file")
+    # A setting systemd cannot apply: the user does not exist.
+    c.write("/etc/systemd/system/sockmapd@.service.d/broken.conf", "[Service]\nUser=nosuchuser\n")
+    c.run(["systemctl", "daemon-reload"])
+    since = c.run(["date", "+%Y-%m-%d %H:%M:%S"]).out.strip()
+    replies = lookup(c, "recipient postmaster@example.org")
+    ok(replies[0].startswith(b"<closed>") or replies[0].startswith(b"<error"), "no answer: %r" % replies)
+    wait_for(lambda: failed_units(c), timeout=scaled(10), msg="a failed unit")
+    failed = failed_units(c)
+    eq(len(failed), 1, failed)
+    startswith(failed[0], "sockmapd@")
+    r = c.run(["journalctl", "--no-pager", "-p", "err", "--since", since, "-o", "cat"])
+    contains(r.out, "Failed to determine user credentials")
+    c.run(["systemctl", "reset-failed", "sockmapd@*"])
+    c.run(["rm", "/etc/systemd/system/sockmapd@.service.d/broken.conf"])
+    c.run(["systemctl", "daemon-reload"])
+    eq(lookup(c, "recipient postmaster@example.org"), [b"OK root@example.net"], "fixed")
+    eq(failed_units(c), [])
+    # A broken config: TEMP for the MTA, and a failed unit for the administrator.
+    c.run("echo '{' > /etc/sockmapd/config.json")
+    eq(lookup(c, "recipient postmaster@example.org"), [TEMP_CONFIG_ERROR])
+    wait_for(lambda: len(failed_units(c)) == 1, timeout=scaled(10), msg="a failed unit for the broken config")
+
+
+@test(timeout=600)
+def database_outage_and_failover():
+    """Case 3: MariaDB stopped -> TEMP (new and kept connection), back -> OK; a dead first host is skipped."""
+    c = installed("outage")
+    configure(c, "file")
+    kept = Session(c)
+    eq(kept.ask("recipient postmaster@example.org"), b"OK root@example.net")
+    stop_database(c)
+    eq(lookup(c, "recipient postmaster@example.org")[0][:5], b"TEMP ", "new connection, database stopped")
+    eq(kept.ask("recipient postmaster@example.org")[:5], b"TEMP ", "kept connection, database stopped")
+    eq(kept.ask("recipient nobody@example.org")[:5], b"TEMP ", "never NOTFOUND in an outage")
+    start_database(c)
+    eq(lookup(c, "recipient postmaster@example.org"), [b"OK root@example.net"], "new connection, database back")
+    eq(kept.ask("recipient postmaster@example.org"), b"OK root@example.net", "kept connection, database back")
+    kept.close()
+
+    # Two hosts, the first dead (nothing listens there): the first handler
+    # finds out, the next one skips it through /run/sockmapd.
+    cfg = json.loads(c.read("/etc/sockmapd/config.json"))
+    cfg["database"]["host"] = ["127.0.0.1:3307", "unix:/run/mysqld/mysqld.sock"]
+    cfg["sysconfig"]["loglevel"] = "info"
+    write_conffile(c, cfg)
+    since = c.run(["date", "+%Y-%m-%d %H:%M:%S"]).out.strip()
+    eq(lookup(c, "recipient postmaster@example.org"), [b"OK root@example.net"], "first handler")
+    eq(lookup(c, "recipient postmaster@example.org"), [b"OK root@example.net"], "second handler")
+    state = c.run("ls /run/sockmapd && cat /run/sockmapd/* 2>/dev/null", check=False).out
+    contains(state, "127.0.0.1:3307", "the dead host in the shared state")
+    journal = c.run(["journalctl", "--no-pager", "-o", "cat", "-t", "sockmapd", "--since", since]).out
+    tried = [l for l in journal.splitlines() if "cannot connect to database host 127.0.0.1:3307" in l]
+    eq(len(tried), 1, "only the first handler tried the dead host:\n" + journal)
+    wait_for(lambda: units_left(c) == [], timeout=scaled(10), msg="no per-connection units left")
+    eq(failed_units(c), [], "failed units")
+
+
+@test(timeout=600)
+def journal_summary_fields_and_no_secrets():
+    """Case 4: one summary per connection with its fields; no password anywhere; no keys below debug."""
+    c = installed("journal")
+    configure(c, "file")
+    since = c.run(["date", "+%Y-%m-%d %H:%M:%S"]).out.strip()
+    secret_key = "needle-4711@example.org"
+    for _ in range(3):
+        eq(lookup(c, "recipient postmaster@example.org", "recipient " + secret_key),
+           [b"OK root@example.net", b"NOTFOUND "])
+    wait_for(lambda: units_left(c) == [], timeout=scaled(10), msg="handlers ended")
+    r = c.run(["journalctl", "--no-pager", "-o", "json", "-t", "sockmapd", "--since", since])
+    entries = [json.loads(l) for l in r.out.splitlines() if l.strip()]
+    summaries = [e for e in entries if e.get("MESSAGE", "").startswith("session end")]
+    eq(len(summaries), 3, "one summary per connection: %r" % [e.get("MESSAGE") for e in entries])
+    for e in summaries:
+        startswith(e.get("REMOTE_ADDR", ""), "127.0.0.1:", "REMOTE_ADDR")
+        eq(e.get("PRIORITY"), "6", "summary at info")
+        contains(e["MESSAGE"], "2 requests, 1 found, 1 not found, 0 errors")
+        ok(e.get("_SYSTEMD_UNIT", "").startswith("sockmapd@"), "logged by the handler unit")
+    connected = [e for e in entries if e.get("MESSAGE", "").startswith("connected to database host")]
+    eq(len(connected), 3, "one database connection per handler")
+    for e in connected:
+        eq(e.get("SOCKMAP_DB_HOST"), "unix:/run/mysqld/mysqld.sock", "SOCKMAP_DB_HOST")
+    everything = c.run(["journalctl", "--no-pager", "-o", "export"]).out
+    not_contains(everything, PASSWORD, "the password in the journal")
+    not_contains(everything, secret_key, "a key in the journal below debug")
+    not_contains(c.run(["ps", "-eo", "args"]).out, PASSWORD, "the password on a command line")
+
+
+# An SMTP dialogue with the container's Postfix, from the host's smtplib in its
+# network namespace: MAIL FROM, then each RCPT TO; a line "code text" per reply.
+SMTP_CLIENT = r"""
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", 25, timeout=60)
+s.ehlo("client.example.com")
+code, msg = s.mail(sys.argv[1])
+print(code, msg.decode().replace("\n", " "))
+for rcpt in sys.argv[2:]:
+    code, msg = s.rcpt(rcpt)
+    print(code, msg.decode().replace("\n", " "))
+s.quit()
+"""
+
+
+def smtp(c, sender, *rcpts):
+    r = subprocess.run(["nsenter", "-t", str(c.leader), "-n", sys.executable, "-c", SMTP_CLIENT, sender] + list(rcpts),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=scaled(120))
+    eq(r.returncode, 0, "smtp client: %r" % r.stderr[-800:])
+    return [(int(l.split()[0]), l) for l in r.stdout.decode().splitlines()]
+
+
+def readme_main_cf():
+    """The main.cf lines of the README's Postfix section (comments dropped, continuations joined)."""
+    blocks = [b for b in code_blocks(readme_section("Postfix"), "") if "socketmap:" in b and "=" in b]
+    eq(len(blocks), 1, "one main.cf block in the README's Postfix section")
+    return main_cf_settings(blocks[0])
+
+
+def main_cf_settings(text):
+    settings = []
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line[:1].isspace() and settings:
+            settings[-1] += " " + line.strip()
+        else:
+            settings.append(line.strip())
+    return [re.sub(r"\s+", " ", re.sub(r"\s*=\s*", " = ", s, count=1)) for s in settings]
+
+
+def man_text(name):
+    with open(os.path.join(REPO, "doc", name)) as f:
+        text = f.read()
+    return text.replace("\\-", "-").replace("\\(aq", "'")
+
+
+def man_example_lines(page, after):
+    """The .nf block of a man page that follows the line `after`."""
+    m = re.search(re.escape(after) + r".*?^\.nf\n(.*?)^\.fi", man_text(page), re.M | re.S)
+    ok(m, "%s: a block after %r" % (page, after))
+    return m.group(1)
+
+
+def sendmail_maps(text):
+    return re.findall(r"^K(\w+) socket ", text, re.M)
+
+
+@test
+def documented_examples_are_one_set_of_maps():
+    """config.example.json, the README's and the man pages' Postfix/Sendmail lines name the same maps."""
+    with open(os.path.join(REPO, "config.example.json")) as f:
+        example = json.load(f)
+    services = [m["service"] for m in example["postmaps"]]
+    readme_cf = readme_main_cf()
+    eq(main_cf_settings(man_example_lines("sockmapd.8", ".IR main.cf :")), readme_cf,
+       "sockmapd(8) EXAMPLES main.cf = the README's")
+    used = re.findall(r"socketmap:inet:127\.0\.0\.1:2224:(\w+)", " ".join(readme_cf))
+    eq(sorted(set(used)), sorted(services), "the README's main.cf uses every map of config.example.json, no other")
+    readme_sendmail = sendmail_maps(code_blocks(readme_section("Sendmail"), "")[0])
+    man_sendmail = sendmail_maps(man_example_lines("sockmapd.8", ".IR sendmail.mc :"))
+    ok(readme_sendmail, "Sendmail maps in the README")
+    eq(man_sendmail, readme_sendmail, "sockmapd(8) Sendmail = the README's")
+    for name in readme_sendmail:
+        ok(name in services, "Sendmail map %s is in config.example.json" % name)
+    json5 = man_example_lines("sockmapd.json.5", ".SH EXAMPLE")
+    eq(json.loads(json5)["postmaps"], example["postmaps"], "sockmapd.json(5) EXAMPLE maps = config.example.json's")
+    # Nothing in a check_*_access restriction is a map whose values are not access(5) actions.
+    for setting in readme_cf:
+        for table in re.findall(r"check_\w+_access socketmap:inet:127\.0\.0\.1:2224:(\w+)", setting):
+            eq(table, "sender", "access maps answer actions")
+
+
+@test(timeout=600)
+def postfix_smtpd_chrooted_with_the_readme_lines():
+    """Case 5: a real chrooted smtpd with the README's main.cf: 250, 550, 554 with the reason, 451 in an outage."""
+    c = installed("postfix")
+    configure(c, "file")
+    master = c.read("/etc/postfix/master.cf")
+    ok(re.search(r"^smtp\s+inet\s+n\s+-\s+y\s", master, re.M), "Debian's smtpd is chrooted")
+    settings = readme_main_cf()
+    for s in settings:
+        c.run(["postconf", "-e", s])
+    c.run(["postfix", "check"])
+    c.run(["systemctl", "restart", "postfix.service"], timeout=scaled(60))
+    wait_for(lambda: c.run("postfix status", check=False).rc == 0, timeout=scaled(20), msg="postfix running")
+    warnings = c.run("postconf >/dev/null", check=False).err
+    eq(warnings, "", "postconf warnings")
+
+    replies = smtp(c, "someone@example.com", "postmaster@example.org", "info@example.org", "nobody@example.org")
+    eq([code for code, _ in replies], [250, 250, 250, 550], "\n".join(l for _, l in replies))
+    contains(replies[3][1], "User unknown")
+    replies = smtp(c, "spammer@bad.example", "postmaster@example.org")
+    eq([code for code, _ in replies], [250, 554], "\n".join(l for _, l in replies))
+    contains(replies[1][1], "spam source")
+    stop_database(c)
+    replies = smtp(c, "someone@example.com", "postmaster@example.org")
+    eq([code for code, _ in replies], [250, 451], "\n".join(l for _, l in replies))
+    start_database(c)
+    replies = smtp(c, "someone@example.com", "postmaster@example.org")
+    eq([code for code, _ in replies], [250, 250], "\n".join(l for _, l in replies))
+    log = c.run(["journalctl", "--no-pager", "-o", "cat", "-u", "postfix@-.service", "-t", "postfix/smtpd"]).out
+    not_contains(log, "unknown smtpd restriction")
+
+
+@test(timeout=600)
+def xinetd_with_the_shipped_file():
+    """Case 6: the README's xinetd steps: answers on 127.0.0.1:2224 and logs to syslog (facility mail)."""
+    c = installed("xinetd")
+    configure(c, "file")
+    # xinetd takes the port the socket unit had: the README is for hosts without the socket.
+    c.run(["systemctl", "disable", "--now", "sockmapd.socket"])
+    sec = readme_section("xinetd")
+    sh = code_blocks(sec, "sh")
+    eq(len(sh), 1)
+    for line in sh[0].splitlines():
+        line = line.split("  #", 1)[0].strip()
+        if line:
+            c.run(line, timeout=scaled(30))
+    since = c.run(["date", "+%Y-%m-%d %H:%M:%S"]).out.strip()
+
+    def answers():
+        try:
+            return lookup(c, "recipient postmaster@example.org") == [b"OK root@example.net"]
+        except AssertionError:
+            return False
+    wait_for(answers, timeout=scaled(20), interval=0.5, msg="xinetd answers")
+    eq(lookup(c, "recipient nobody@example.org", "nosuch key"), [b"NOTFOUND ", b"PERM unknown map"])
+    r = c.run(["journalctl", "--no-pager", "-o", "json", "-t", "sockmapd", "--since", since])
+    entries = [json.loads(l) for l in r.out.splitlines() if l.strip()]
+    summaries = [e for e in entries if e.get("MESSAGE", "").startswith("session end")]
+    ok(len(summaries) >= 2, "summaries through syslog: %r" % [e.get("MESSAGE") for e in entries])
+    # xinetd runs under systemd here and passes its environment on: the journal, under xinetd's unit.
+    eq({(e.get("_TRANSPORT"), e.get("_SYSTEMD_UNIT"), e.get("_COMM")) for e in summaries},
+       {("journal", "xinetd.service", "sockmapd")}, "where the handlers log")
+    contains(re.sub(r"\s+", " ", sec), "the journal when xinetd itself runs under systemd", "the README says so")
+    eq(units_left(c), [], "no socket-activated handlers")
+
+
+@test(timeout=600)
+def upgrade_keeps_edited_conffile_and_purge_cleans_up():
+    """Case 7: an upgrade keeps the admin's config; purge removes the package's files and units."""
+    c = installed("lifecycle")
+    configure(c, "file")
+    before = c.read("/etc/sockmapd/config.json")
+    old = debpkg.deb_field(package(), "Version")
+    newer = debpkg.rebuild_with_version(package(), re.sub(r"-(\d+)$", lambda m: "-%d" % (int(m.group(1)) + 1), old),
+                                        tmpdir("upgrade"))
+    shutil.copy(newer, c.path("/root/" + os.path.basename(newer)))
+    r = c.run("cd /root && DEBIAN_FRONTEND=noninteractive apt-get install -y -q ./" + os.path.basename(newer),
+              timeout=scaled(180))
+    eq(re.findall(r"^Get:\d+ \w+://.*$", r.out, re.M), [], "nothing downloaded for the upgrade")
+    eq(c.run(["dpkg-query", "-W", "-f", "${Version}", "sockmapd"]).out, debpkg.deb_field(newer, "Version"))
+    eq(c.read("/etc/sockmapd/config.json"), before, "the edited conffile after the upgrade")
+    eq(c.run(["stat", "-c", "%a %U:%G", "/etc/sockmapd/config.json", "/etc/sockmapd/db-password"]).out.split("\n")[:2],
+       ["640 root:sockmapd"] * 2)
+    eq(c.run(["systemctl", "is-active", "sockmapd.socket"], check=False).out.strip(), "active")
+    eq(lookup(c, "recipient postmaster@example.org"), [b"OK root@example.net"], "after the upgrade")
+
+    kept = Session(c)
+    eq(kept.ask("recipient postmaster@example.org"), b"OK root@example.net")
+    c.run("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q sockmapd", timeout=scaled(180))
+    kept.close()
+    for path in ("/etc/sockmapd", "/usr/sbin/sockmapd", "/lib/systemd/system/sockmapd.socket",
+                 "/lib/systemd/system/sockmapd@.service", "/usr/share/doc/sockmapd"):
+        ok(not os.path.lexists(c.path(path)), path + " left after purge")
+    ok(not c.run("ls /etc/systemd/system/*/sockmapd*", check=False).out.strip(), "no enablement links left")
+    wait_for(lambda: units_left(c, "sockmapd*") == [], timeout=scaled(15), msg="no sockmapd units after purge")
+    eq(c.run(["pgrep", "-x", "sockmapd"], check=False).out, "", "no sockmapd process after purge")
+    eq(lookup(c, "recipient postmaster@example.org"), [b"<error Connection refused>"])
+    eq(failed_units(c), [], "failed units")
+
+if __name__ == "__main__":
+    main()
