@@ -57,6 +57,11 @@ BUILD_DEPS := g++ make pkg-config libmariadb-dev libjsoncpp-dev libcli11-dev \
 DEMO_DEPS  := mariadb-server-core mariadb-client-core systemd python3 postfix
 TEST_DEPS  := $(DEMO_DEPS) libboost-test-dev procps openssl xinetd valgrind \
               time groff-base debootstrap systemd-container
+# bb_cluster's Galera nodes: the provider, and rsync state transfer, whose
+# scripts (wsrep_sst_rsync, wsrep_sst_common) come only with mariadb-server
+# (not -core, so that package is needed here, system service and all); they
+# use rsync, and ss and ip from iproute2.
+CLUSTER_DEPS := mariadb-server galera-4 rsync iproute2
 DEB_DEPS   := build-essential debhelper devscripts lintian fakeroot
 FUZZ_DEPS  := clang libclang-rt-14-dev
 
@@ -93,7 +98,7 @@ define apt_install
 endef
 
 deps:
-	$(call apt_install,$(BUILD_DEPS) $(TEST_DEPS))
+	$(call apt_install,$(BUILD_DEPS) $(TEST_DEPS) $(CLUSTER_DEPS))
 
 # What `make demo` needs: no package in it starts a service.
 deps-demo:

@@ -90,6 +90,10 @@ bool is_connection_error(unsigned code, std::string_view sqlstate)
     case ER_TOO_MANY_USER_CONNECTIONS:
     case ER_UNKNOWN_STMT_HANDLER: // the server forgot our statements
     case ER_CONNECTION_KILLED:
+    // A plain SELECT waits for no row lock: on Galera this is a causal read
+    // (wsrep_sync_wait) the node could not complete - it lags or has just
+    // lost the cluster without noticing yet.  Another node can answer.
+    case ER_LOCK_WAIT_TIMEOUT:
         return true;
     default:
         return false;

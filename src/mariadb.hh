@@ -40,7 +40,8 @@ public:
 };
 
 // True for errors that say the connection or the server is unusable (lost,
-// refused, shutting down, not ready, too many connections, ...): worth
+// refused, shutting down, not ready, too many connections, a causal read
+// that timed out, ...): worth
 // dropping the connection and trying another host.  False for errors about
 // the statement itself (unknown column, missing table, syntax).
 bool is_connection_error(unsigned code, std::string_view sqlstate);
