@@ -18,7 +18,7 @@ SYSCONFDIR ?= /etc
 DOCDIR     ?= $(PREFIX)/share/doc/sockmapd
 UNITDIR    ?= $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null || echo /lib/systemd/system)
 
-PKGS       := libmariadb jsoncpp libcrypto
+PKGS       := libmariadb jsoncpp libcrypto libsystemd
 VERSION    := $(shell sed -n 's/^sockmapd (\([^)-]*\).*/\1/p;q' debian/changelog 2>/dev/null)
 ifeq ($(VERSION),)
 VERSION    := 0.1.0
@@ -52,7 +52,7 @@ TEST_OBJ   := $(TEST_SRC:tests/%.cc=$(BUILD)/obj/tests/%.o)
 # would also start a system MariaDB.  Postfix is installed with debconf's
 # "No configuration": no main.cf, so no mail system starts; the tests and
 # the demo give postmap a main.cf of their own (postmap -c DIR).
-BUILD_DEPS := g++ make pkg-config libmariadb-dev libjsoncpp-dev libcli11-dev \
+BUILD_DEPS := g++ make pkg-config libmariadb-dev libjsoncpp-dev libcli11-dev libsystemd-dev \
               libssl-dev
 DEMO_DEPS  := mariadb-server-core mariadb-client-core systemd python3 postfix
 TEST_DEPS  := $(DEMO_DEPS) libboost-test-dev procps openssl xinetd valgrind \

@@ -1,54 +1,38 @@
 #include "activation.hh"
 
 #include <arpa/inet.h>
+#include <cstdlib>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
-#include <cstdlib>
-#include <fcntl.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 namespace sockmapd {
 
 namespace {
 
-bool fd_is_socket(int fd)
-{
-    struct stat st {};
-    return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
-}
-
-// sd_listen_fds(1) without libsystemd (and the six libraries it loads into
-// every handler): LISTEN_FDS counts the fds from 3 when LISTEN_PID is us;
-// the variables are removed so children do not inherit them.
-int listen_fds()
-{
-    const char* pid = getenv("LISTEN_PID");
-    const char* fds = getenv("LISTEN_FDS");
-    int n = 0;
-    if (pid && fds && std::strtol(pid, nullptr, 10) == getpid()) {
-        char* end = nullptr;
-        const long v = std::strtol(fds, &end, 10);
-        n = (*fds == '\0' || *end != '\0' || v < 0 || v > 1024) ? -1 : static_cast<int>(v);
-        for (int fd = 3; fd < 3 + n; ++fd)
-            fcntl(fd, F_SETFD, FD_CLOEXEC);
+// The names sd_listen_fds_with_names() hands out, freed on every path.
+class FdNames {
+public:
+    ~FdNames()
+    {
+        if (names_) {
+            for (char** p = names_; *p; ++p)
+                std::free(*p);
+            std::free(static_cast<void*>(names_));
+        }
     }
-    unsetenv("LISTEN_PID");
-    unsetenv("LISTEN_FDS");
-    unsetenv("LISTEN_FDNAMES");
-    return n;
-}
+    char*** out() { return &names_; }
+    std::string operator[](int i) const { return names_ && names_[i] ? names_[i] : "unknown"; }
 
-// sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, listening)
-bool is_stream_socket(int fd, bool listening)
+private:
+    char** names_ = nullptr;
+};
+
+std::string fd_label(int fd, const std::string& name)
 {
-    int type = 0, accepting = 0;
-    socklen_t len = sizeof type;
-    if (!fd_is_socket(fd) || getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM)
-        return false;
-    len = sizeof accepting;
-    return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) == 0 && (accepting != 0) == listening;
+    return "fd " + std::to_string(fd) + " (" + name + ")";
 }
 
 } // namespace
@@ -77,39 +61,51 @@ std::string peer_name(int fd)
     return {};
 }
 
-ClientConnection find_connection(bool force_inetd)
+bool is_dev_null(int fd)
 {
-    ClientConnection c;
-    if (!force_inetd) {
-        const int n = listen_fds();
-        if (n < 0)
-            throw ActivationError("cannot read LISTEN_FDS from systemd");
-        if (n > 1)
-            throw ActivationError("systemd passed " + std::to_string(n) + " sockets; sockmapd takes one connection");
-        if (n == 1) {
-            const int fd = 3;
-            if (is_stream_socket(fd, true))
-                throw ActivationError("fd 3 is a listening socket: the .socket unit needs Accept=yes");
-            if (!is_stream_socket(fd, false))
-                throw ActivationError("fd 3 from systemd is not a connected stream socket");
-            c.in_fd = c.out_fd = fd;
-            c.socket = true;
-            c.peer = peer_name(fd);
-            return c;
-        }
-    }
-    c.socket = fd_is_socket(0);
-    if (c.socket)
-        c.peer = peer_name(0);
-    return c;
+    struct stat st {}, null {};
+    return fstat(fd, &st) == 0 && S_ISCHR(st.st_mode) && stat("/dev/null", &null) == 0 && S_ISCHR(null.st_mode) &&
+           st.st_rdev == null.st_rdev;
 }
 
-bool stderr_is_private()
+Activation find_activation(bool force_inetd)
 {
-    struct stat st {};
-    if (fstat(2, &st) != 0)
-        return false;
-    return !S_ISSOCK(st.st_mode);
+    Activation a;
+    const int n = force_inetd ? 0 : [&] {
+        FdNames names;
+        const int r = sd_listen_fds_with_names(1, names.out());
+        if (r < 0)
+            throw ActivationError("cannot read LISTEN_FDS from systemd");
+        int listening = 0;
+        for (int i = 0; i < r; ++i) {
+            const int fd = SD_LISTEN_FDS_START + i;
+            if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, -1) <= 0)
+                throw ActivationError(fd_label(fd, names[i]) + " from systemd is not a stream socket");
+            if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) > 0) {
+                ++listening;
+                a.listeners.push_back({fd, names[i]});
+            }
+        }
+        if (listening > 0 && listening < r)
+            throw ActivationError("systemd passed listening and connected sockets together");
+        if (listening == 0 && r > 1)
+            throw ActivationError("systemd passed " + std::to_string(r) +
+                                  " connections; sockmapd serves one (Accept=yes) or listens (Accept=no)");
+        return r;
+    }();
+    a.from_systemd = n > 0;
+    if (n == 1 && a.listeners.empty()) {
+        a.conn.in_fd = a.conn.out_fd = SD_LISTEN_FDS_START;
+        a.conn.socket = true;
+        a.conn.peer = peer_name(SD_LISTEN_FDS_START);
+        return a;
+    }
+    if (n == 0) {
+        a.conn.socket = sd_is_socket(0, AF_UNSPEC, 0, -1) > 0;
+        if (a.conn.socket)
+            a.conn.peer = peer_name(0);
+    }
+    return a;
 }
 
 } // namespace sockmapd

@@ -1,13 +1,19 @@
-// activation — where the client connection comes from.
+// activation — where the client connections come from.
 //
-// Under systemd with Accept=yes the connection is fd 3 (LISTEN_FDS=1);
-// under xinetd, inetd, systemd's StandardInput=socket or a shell pipe it is
-// stdin/stdout.  find_connection() decides, and throws ActivationError for
-// set-ups that cannot work (several fds, a listening socket: Accept=no).
+// find_activation() asks systemd with sd_listen_fds_with_names() (the
+// LISTEN_* variables are removed, so children do not inherit them):
+//  - one connected stream socket (Accept=yes): that is the connection;
+//  - listening stream sockets, any number, with their FileDescriptorName=
+//    (Accept=no): they go to the accept loop;
+//  - nothing: the connection is stdin/stdout (xinetd, inetd, systemd's
+//    StandardInput=socket, a shell pipe).
+// It throws ActivationError for set-ups that cannot work (several
+// connections, a datagram socket, connected and listening sockets mixed).
 #pragma once
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace sockmapd {
 
@@ -23,15 +29,25 @@ struct ClientConnection {
     std::string peer;        // "127.0.0.1:40000", "unix", or "" for pipes
 };
 
-// `force_inetd`: use stdin/stdout even if LISTEN_FDS is set.
-ClientConnection find_connection(bool force_inetd);
+struct PassedListener {
+    int fd = -1;
+    std::string name;        // FileDescriptorName=, "unknown" when unnamed
+};
+
+struct Activation {
+    bool from_systemd = false;                 // systemd passed the sockets below
+    std::vector<PassedListener> listeners;     // Accept=no: non-empty
+    ClientConnection conn;                     // otherwise the connection
+};
+
+// `force_inetd`: use stdin/stdout and leave LISTEN_FDS alone.
+Activation find_activation(bool force_inetd);
 
 // The peer of a connected socket for logs: "127.0.0.1:40000", "[::1]:40000",
 // "unix", or "" when it is not a socket.
 std::string peer_name(int fd);
 
-// stderr may carry messages: it is not a socket (under xinetd and
-// systemd it is the client's socket or the journal's stream).
-bool stderr_is_private();
+// `fd` is the character device /dev/null (a service's default stdin).
+bool is_dev_null(int fd);
 
 } // namespace sockmapd

@@ -138,7 +138,7 @@ SysConfig parse_sys(const Json::Value& v, Problems& p)
     p.guard([&] { check_port_text(s.port, "sysconfig.port"); });
     s.listen = o.str("listen", s.listen);
     if (s.listen.empty())
-        s.listen = "127.0.0.1";
+        s.listen = "0.0.0.0";
     s.logfile = o.str("logfile");
     const std::string level = o.str("loglevel", "info");
     p.guard([&] { s.loglevel = parse_level(level, "sysconfig.loglevel"); });

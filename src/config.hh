@@ -24,7 +24,7 @@ enum class LogLevel { Error = 0, Warning = 1, Info = 2, Debug = 3 };
 
 struct SysConfig {
     std::string port = "2224";      // --listen mode port
-    std::string listen = "127.0.0.1";
+    std::string listen = "0.0.0.0";   // every IPv4 address, as the Go sockmapd
     std::string logfile;            // empty: journal under systemd, else syslog
     LogLevel loglevel = LogLevel::Info;
     std::string run_as_user;

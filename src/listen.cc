@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <sysexits.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 #include <vector>
 
@@ -56,11 +57,13 @@ void check_address(const std::string& addr, const std::string& what)
 // ---------------------------------------------------------------- signals
 
 volatile sig_atomic_t stop_signal = 0;
+volatile sig_atomic_t reload_signal = 0;
 
 extern "C" void on_stop(int sig) { stop_signal = sig; }
+extern "C" void on_reload(int sig) { reload_signal = sig; }
 extern "C" void on_child(int) {}
 
-const int handled_signals[] = {SIGTERM, SIGINT, SIGCHLD};
+const int handled_signals[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD};
 
 // Blocks the signals we handle and installs the handlers; they are only
 // let through inside ppoll() (with `wait_mask`), so no wake-up is lost
@@ -80,6 +83,9 @@ sigset_t install_signals(sigset_t& wait_mask)
     sa.sa_handler = on_stop;
     sigaction(SIGTERM, &sa, nullptr);
     sigaction(SIGINT, &sa, nullptr);
+    sa.sa_handler = on_reload;
+    sigaction(SIGHUP, &sa, nullptr);
+    sigaction(SIGUSR1, &sa, nullptr);
     sa.sa_handler = on_child;
     sa.sa_flags = SA_NOCLDSTOP;
     sigaction(SIGCHLD, &sa, nullptr);
@@ -114,6 +120,8 @@ void close_all(std::vector<Listener>& ls)
 
 std::string addr_name(const sockaddr* sa, socklen_t len)
 {
+    if (sa->sa_family == AF_UNIX)
+        return "unix";
     char host[NI_MAXHOST] = "", serv[NI_MAXSERV] = "";
     if (getnameinfo(sa, len, host, sizeof host, serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV) != 0)
         return "?";
@@ -184,9 +192,25 @@ int bind_all(const ListenOptions& opt, std::vector<Listener>& out)
 struct Child {
     std::string peer;
     std::chrono::steady_clock::time_point started;
+    int conn = -1;   // kept to end the session gently at stop (shutdown SHUT_RD)
 };
 
 using Children = std::map<pid_t, Child>;
+
+struct Counters {
+    unsigned long long served = 0;
+    std::size_t reported_running = static_cast<std::size_t>(-1);
+    unsigned long long reported_served = 0;
+};
+
+void notify_status(const Children& kids, Counters& n)
+{
+    if (kids.size() == n.reported_running && n.served == n.reported_served)
+        return;
+    n.reported_running = kids.size();
+    n.reported_served = n.served;
+    sd_notifyf(0, "STATUS=%zu handlers running, %llu connections served", kids.size(), n.served);
+}
 
 std::string status_text(int status)
 {
@@ -210,14 +234,18 @@ void reap(Children& kids)
                             .count();
         log_info("handler " + std::to_string(pid) + " for " + it->second.peer + " stopped (" + status_text(status) +
                  ", " + std::to_string(ms) + " ms)");
+        close(it->second.conn);
         kids.erase(it);
     }
 }
 
-[[noreturn]] void run_child(int conn, std::vector<Listener>& ls, const sigset_t& old,
+[[noreturn]] void run_child(int conn, std::vector<Listener>& ls, const Children& kids, const sigset_t& old,
                             const std::function<int(int)>& handler)
 {
     close_all(ls);
+    for (const auto& [pid, kid] : kids)
+        close(kid.conn);
+    unsetenv("NOTIFY_SOCKET");   // only the main process talks to systemd
     reset_signals(old);
     int code = EX_SOFTWARE;
     try {
@@ -234,8 +262,9 @@ void pause_briefly()
     nanosleep(&ts, nullptr);
 }
 
-// Accepts one pending connection on `l` and forks its handler.
-void accept_one(Listener& l, std::vector<Listener>& ls, Children& kids, const sigset_t& old,
+// Accepts one pending connection on `l` and forks its handler; false when
+// none was pending.
+bool accept_one(Listener& l, std::vector<Listener>& ls, Children& kids, Counters& n, const sigset_t& old,
                 const std::function<int(int)>& handler)
 {
     sockaddr_storage ss{};
@@ -246,43 +275,84 @@ void accept_one(Listener& l, std::vector<Listener>& ls, Children& kids, const si
             log_error("accept on " + l.name + ": " + std::strerror(errno));
             pause_briefly();   // EMFILE and friends: do not spin
         }
-        return;
+        return false;
     }
     const std::string peer = addr_name(reinterpret_cast<sockaddr*>(&ss), len);
     const pid_t pid = fork();
     if (pid == 0)
-        run_child(conn, ls, old, handler);
-    close(conn);
+        run_child(conn, ls, kids, old, handler);
     if (pid < 0) {
         log_error(std::string("fork: ") + std::strerror(errno));
+        close(conn);
         pause_briefly();
-        return;
+        return false;
     }
-    kids[pid] = {peer, std::chrono::steady_clock::now()};
+    ++n.served;
+    kids[pid] = {peer, std::chrono::steady_clock::now(), conn};
     log_info("handler " + std::to_string(pid) + " for " + peer + " started (" + std::to_string(kids.size()) +
              " running)");
+    return true;
 }
 
-// SIGTERM to the handlers still running, a few seconds to end, then SIGKILL.
+// Waits up to `limit` for the handlers to end.
+void wait_children(Children& kids, std::chrono::steady_clock::duration limit)
+{
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!kids.empty() && std::chrono::steady_clock::now() < deadline) {
+        pause_briefly();
+        reap(kids);
+    }
+}
+
+// Each handler answers what it has read, then reads EOF and ends as if
+// the client had closed: no client loses a reply.  Those still running
+// after the grace period get SIGTERM, then SIGKILL.
 void stop_children(Children& kids)
 {
     reap(kids);
     if (kids.empty())
         return;
-    log_info("stopping " + std::to_string(kids.size()) + " running handler(s)");
+    log_info("stopping: " + std::to_string(kids.size()) + " running handler(s) end after their current request");
     for (const auto& [pid, kid] : kids)
+        shutdown(kid.conn, SHUT_RD);
+    wait_children(kids, std::chrono::seconds(5));
+    for (const auto& [pid, kid] : kids) {
+        log_warning("handler " + std::to_string(pid) + " still running, sending SIGTERM");
         kill(pid, SIGTERM);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (!kids.empty() && std::chrono::steady_clock::now() < deadline) {
-        pause_briefly();
-        reap(kids);
     }
+    wait_children(kids, std::chrono::seconds(2));
     for (const auto& [pid, kid] : kids) {
         log_warning("handler " + std::to_string(pid) + " ignored SIGTERM, killing it");
         kill(pid, SIGKILL);
         waitpid(pid, nullptr, 0);
+        close(kid.conn);
     }
     kids.clear();
+}
+
+// The sockets systemd passed, non-blocking for the accept loop.
+std::vector<Listener> adopt(const std::vector<PassedListener>& passed)
+{
+    std::vector<Listener> ls;
+    for (const auto& p : passed) {
+        fcntl(p.fd, F_SETFL, fcntl(p.fd, F_GETFL) | O_NONBLOCK);
+        sockaddr_storage ss{};
+        socklen_t len = sizeof ss;
+        std::string where = "?";
+        if (getsockname(p.fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
+            where = addr_name(reinterpret_cast<sockaddr*>(&ss), len);
+        ls.push_back({p.fd, p.name + " " + where});
+    }
+    return ls;
+}
+
+void reload_config(const std::function<bool()>& reload)
+{
+    log_info(std::string("reloading on ") + strsignal(reload_signal));
+    reload_signal = 0;
+    sd_notify(0, "RELOADING=1");
+    reload();
+    sd_notify(0, "READY=1");
 }
 
 } // namespace
@@ -328,7 +398,8 @@ ListenOptions listen_options(const SysConfig& sys, const std::string& arg)
     return o;
 }
 
-int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function<int(int fd)>& handler)
+int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function<bool()>& reload,
+                const std::function<int(int fd)>& handler)
 {
     Identity id;
     try {
@@ -337,9 +408,10 @@ int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function
         log_error(e.what());
         return EX_CONFIG;
     }
-    std::vector<Listener> ls;
-    if (const int rc = bind_all(opt, ls); rc != EX_OK)
-        return rc;
+    std::vector<Listener> ls = adopt(opt.passed);
+    if (ls.empty())
+        if (const int rc = bind_all(opt, ls); rc != EX_OK)
+            return rc;
     if (!drop_privileges(id)) {
         close_all(ls);
         return EX_OSERR;
@@ -349,13 +421,21 @@ int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function
     std::string names;
     for (const auto& l : ls)
         names += (names.empty() ? "" : ", ") + l.name;
-    log_info("listening on " + names + ", at most " + std::to_string(opt.max_children) + " handlers");
+    log_info(std::string(opt.passed.empty() ? "listening on " : "listening on sockets from systemd: ") + names +
+             ", at most " + std::to_string(opt.max_children) + " handlers");
+    log_tee_stderr(false);
+    sd_notify(0, "READY=1\nSTATUS=0 handlers running, 0 connections served");
 
     Children kids;
+    Counters counters;
+    counters.reported_running = 0;
     bool full_logged = false;
     std::vector<pollfd> fds(ls.size());
     while (stop_signal == 0) {
+        if (reload_signal != 0)
+            reload_config(reload);
         reap(kids);
+        notify_status(kids, counters);
         const bool full = kids.size() >= opt.max_children;
         if (full && !full_logged)
             log_warning("all " + std::to_string(opt.max_children) + " handlers busy: new connections wait");
@@ -372,10 +452,18 @@ int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function
         }
         for (std::size_t i = 0; i < ls.size() && stop_signal == 0; ++i)
             if (fds[i].revents & POLLIN)
-                accept_one(ls[i], ls, kids, old, handler);
+                accept_one(ls[i], ls, kids, counters, old, handler);
     }
-    close_all(ls);
+    sd_notify(0, "STOPPING=1");
     log_info(std::string("stopping on ") + strsignal(stop_signal));
+    // Closing a listening socket resets the connections in its backlog.
+    // systemd holds its own copy of passed sockets; ours are drained into
+    // handlers that answer what was sent, then end with the others.
+    if (opt.passed.empty())
+        for (auto& l : ls)
+            while (accept_one(l, ls, kids, counters, old, handler)) {
+            }
+    close_all(ls);
     stop_children(kids);
     sigprocmask(SIG_SETMASK, &old, nullptr);
     return EX_OK;

@@ -6,24 +6,26 @@
 #include <cstring>
 #include <ctime>
 #include <fcntl.h>
-#include <cstdint>
 #include <string>
 #include <sys/socket.h>
-#include <sys/un.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <syslog.h>
+#include <systemd/sd-journal.h>
 #include <unistd.h>
+#include <vector>
 
 namespace sockmapd {
 
 namespace {
 
-enum class Sink { Stderr, File, Journal, Syslog };
-
 struct LogState {
     LogLevel level = LogLevel::Info;
-    Sink sink = Sink::Syslog;
+    LogSink sink = LogSink::Syslog;
+    LogFacts facts;
     int file_fd = -1;
     bool syslog_open = false;
+    bool tee = false;
 };
 
 LogState& state()
@@ -52,20 +54,6 @@ int syslog_priority(LogLevel l)
     case LogLevel::Debug: return LOG_DEBUG;
     }
     return LOG_INFO;
-}
-
-bool under_systemd()
-{
-    return getenv("INVOCATION_ID") != nullptr || getenv("JOURNAL_STREAM") != nullptr;
-}
-
-// Without a log file: the journal under systemd, a private stderr (a shell,
-// a supervisor's log pipe), else syslog.
-Sink default_sink(bool stderr_allowed)
-{
-    if (under_systemd())
-        return Sink::Journal;
-    return stderr_allowed ? Sink::Stderr : Sink::Syslog;
 }
 
 // The message with its fields as NAME=value words, for the sinks that
@@ -107,51 +95,85 @@ void write_fd(int fd, const std::string& line)
     (void)n;
 }
 
-// The journal's native protocol, as sd_journal_sendv() speaks it, without
-// linking libsystemd (and the six libraries it pulls in) into every
-// handler: one datagram to journald's socket, a "NAME=value\n" line per
-// field, or "NAME\n", the value's length as 64-bit little endian, the
-// value and "\n" when the value holds a newline.
-constexpr char journal_socket[] = "/run/systemd/journal/socket";
-
-void journal_field(std::string& out, std::string_view name, std::string_view value)
+void send_syslog(LogLevel level, std::string_view msg, std::initializer_list<LogField> fields)
 {
-    out.append(name);
-    if (value.find('\n') == std::string_view::npos) {
-        out += '=';
-    } else {
-        out += '\n';
-        const std::uint64_t n = value.size();
-        for (int i = 0; i < 8; ++i)
-            out += static_cast<char>((n >> (8 * i)) & 0xff);
+    LogState& s = state();
+    if (!s.syslog_open) {
+        openlog("sockmapd", LOG_PID | LOG_NDELAY, LOG_MAIL);
+        s.syslog_open = true;
     }
-    out.append(value);
-    out += '\n';
+    syslog(syslog_priority(level), "%s", text_of(msg, fields).c_str());
 }
 
-void send_journal(LogLevel level, std::string_view msg, std::initializer_list<LogField> fields)
+// libsystemd's journal socket.  sd_journal_sendv() reports success when it
+// is missing ("fail silently if the journal is not available"), so it is
+// looked for first.
+constexpr char journal_socket[] = "/run/systemd/journal/socket";
+
+// false when the journal did not take the line.
+bool send_journal(LogLevel level, std::string_view msg, std::initializer_list<LogField> fields)
 {
-    static const int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return;
-    std::string d;
-    journal_field(d, "MESSAGE", msg);
-    const char priority = static_cast<char>('0' + syslog_priority(level));
-    journal_field(d, "PRIORITY", std::string_view(&priority, 1));
-    journal_field(d, "SYSLOG_IDENTIFIER", "sockmapd");
+    struct stat st {};
+    if (stat(journal_socket, &st) != 0 || !S_ISSOCK(st.st_mode))
+        return false;
+    std::vector<std::string> items;
+    items.reserve(3 + fields.size());
+    items.push_back("MESSAGE=" + std::string(msg));
+    items.push_back("PRIORITY=" + std::to_string(syslog_priority(level)));
+    items.emplace_back("SYSLOG_IDENTIFIER=sockmapd");
     for (const auto& f : fields)
         if (!f.value.empty())
-            journal_field(d, f.name, f.value);
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    std::memcpy(sa.sun_path, journal_socket, sizeof journal_socket);
-    // Like sd_journal_sendv(): a lost log line is not worth failing a lookup.
-    (void)sendto(fd, d.data(), d.size(), MSG_NOSIGNAL, reinterpret_cast<const sockaddr*>(&sa), sizeof sa);
+            items.push_back(std::string(f.name) + "=" + std::string(f.value));
+    std::vector<iovec> iov;
+    iov.reserve(items.size());
+    for (auto& i : items)
+        iov.push_back({i.data(), i.size()});
+    return sd_journal_sendv(iov.data(), static_cast<int>(iov.size())) >= 0;
 }
 
 } // namespace
 
-void log_setup(LogLevel level, const std::string& logfile, bool stderr_allowed)
+bool is_journal_stream(const char* journal_stream, int fd)
+{
+    if (journal_stream == nullptr)
+        return false;
+    unsigned long long dev = 0, ino = 0;
+    char tail = 0;
+    if (std::sscanf(journal_stream, "%llu:%llu%c", &dev, &ino, &tail) != 2)
+        return false;
+    struct stat st {};
+    return fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+}
+
+LogFacts log_facts()
+{
+    LogFacts f;
+    f.stderr_is_journal = is_journal_stream(std::getenv("JOURNAL_STREAM"), 2);
+    // INVOCATION_ID alone is inherited by whatever a service starts
+    // (xinetd's handlers): it counts only when systemd is our parent or
+    // passed us sockets itself (LISTEN_PID is our pid).
+    if (std::getenv("INVOCATION_ID") != nullptr) {
+        const char* listen_pid = std::getenv("LISTEN_PID");
+        f.systemd_service = getppid() == 1 || (listen_pid && std::atol(listen_pid) == getpid());
+    }
+    struct stat st {};
+    f.stderr_private = fstat(2, &st) == 0 && !S_ISSOCK(st.st_mode);
+    return f;
+}
+
+LogSink default_sink(const LogFacts& f)
+{
+    if (f.stderr_is_journal || f.systemd_service)
+        return LogSink::Journal;
+    return f.stderr_private ? LogSink::Stderr : LogSink::Syslog;
+}
+
+void log_init(const LogFacts& f)
+{
+    state().facts = f;
+}
+
+void log_setup(LogLevel level, const std::string& logfile)
 {
     LogState& s = state();
     s.level = level;
@@ -159,18 +181,31 @@ void log_setup(LogLevel level, const std::string& logfile, bool stderr_allowed)
         close(s.file_fd);
         s.file_fd = -1;
     }
-    if (!logfile.empty()) {
-        s.file_fd = open(logfile.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-        if (s.file_fd >= 0) {
-            s.sink = Sink::File;
-            return;
-        }
-        const int err = errno;
-        s.sink = default_sink(stderr_allowed);
-        log_warning("cannot open log file " + logfile + ": " + std::strerror(err));
+    s.sink = default_sink(s.facts);
+    if (logfile.empty())
+        return;
+    s.file_fd = open(logfile.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (s.file_fd >= 0) {
+        s.sink = LogSink::File;
         return;
     }
-    s.sink = default_sink(stderr_allowed);
+    log_warning("cannot open log file " + logfile + ": " + std::strerror(errno));
+}
+
+void log_setup_terminal(LogLevel level)
+{
+    log_setup(level, "");
+    state().sink = LogSink::Stderr;
+}
+
+void log_tee_stderr(bool on)
+{
+    state().tee = on;
+}
+
+LogSink log_sink()
+{
+    return state().sink;
 }
 
 bool log_enabled(LogLevel level)
@@ -183,22 +218,23 @@ void log_msg(LogLevel level, std::string_view msg, std::initializer_list<LogFiel
     LogState& s = state();
     if (!log_enabled(level))
         return;
+    if (s.tee && s.sink != LogSink::Stderr && level <= LogLevel::Warning && s.facts.stderr_private)
+        write_fd(2, line_for(level, msg, fields, false));
     switch (s.sink) {
-    case Sink::Stderr:
+    case LogSink::Stderr:
         write_fd(2, line_for(level, msg, fields, false));
         return;
-    case Sink::File:
+    case LogSink::File:
         write_fd(s.file_fd, line_for(level, msg, fields, true));
         return;
-    case Sink::Journal:
-        send_journal(level, msg, fields);
+    case LogSink::Journal:
+        // A lost line is not worth failing a lookup, but it is not lost
+        // silently either: syslog takes what the journal refused.
+        if (!send_journal(level, msg, fields))
+            send_syslog(level, msg, fields);
         return;
-    case Sink::Syslog:
-        if (!s.syslog_open) {
-            openlog("sockmapd", LOG_PID | LOG_NDELAY, LOG_MAIL);
-            s.syslog_open = true;
-        }
-        syslog(syslog_priority(level), "%s", text_of(msg, fields).c_str());
+    case LogSink::Syslog:
+        send_syslog(level, msg, fields);
         return;
     }
 }

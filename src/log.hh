@@ -1,14 +1,15 @@
-// log — where sockmapd's messages go: the configured log file, else the
-// journal when started by systemd (its native datagram protocol, fields
-// such as SOCKMAP_MAP), else syslog (facility mail).
+// log — where sockmapd's messages go: the configured log file; else the
+// journal (sd_journal_sendv(), with fields such as SOCKMAP_MAP) when
+// stderr is the journal's stream or systemd started the process as a
+// service; else a private stderr (a shell, a supervisor's log pipe); else
+// syslog (facility mail).
 //
-// Without a log file and outside systemd, a stderr that is not a socket is
-// used (a shell, a supervisor's log pipe).  Never stdout, and never stderr
-// when stderr is a socket or the connection
-// (under xinetd stderr is the client's socket).  Messages below the level
-// set with log_setup() are dropped; callers on the request path check
-// log_enabled() before building a message.  Keys from requests belong only
-// in Debug messages; passwords never.
+// Never stdout, and never stderr when stderr is a socket other than the
+// journal's stream: under xinetd stderr is the client's connection.  A
+// line the journal refuses (its socket missing, say) goes to syslog.
+// Messages below the level set with log_setup() are dropped; callers on
+// the request path check log_enabled() before building a message.  Keys
+// from requests belong only in Debug messages; passwords never.
 #pragma once
 
 #include "config.hh"
@@ -25,9 +26,35 @@ struct LogField {
     std::string_view value;
 };
 
-// Called once at start-up and again when the config is loaded.
-// `stderr_allowed`: stderr is a terminal or file, not the connection.
-void log_setup(LogLevel level, const std::string& logfile, bool stderr_allowed);
+enum class LogSink { Stderr, File, Journal, Syslog };
+
+// What the sink choice depends on, gathered by log_facts().
+struct LogFacts {
+    bool stderr_is_journal = false;   // JOURNAL_STREAM names fd 2's device:inode
+    bool systemd_service = false;     // INVOCATION_ID set, and systemd is the parent or passed sockets
+    bool stderr_private = false;      // fd 2 is open and not a socket
+};
+
+LogFacts log_facts();
+// Without a log file: the journal, a private stderr, or syslog.
+LogSink default_sink(const LogFacts& f);
+// `journal_stream` ("DEV:INODE", as systemd sets JOURNAL_STREAM) names `fd`.
+bool is_journal_stream(const char* journal_stream, int fd);
+
+// log_init() once at start-up, before the LISTEN_* variables are taken:
+// the facts are kept, and a forked handler logs where its parent did.
+// Without it the default sink is syslog.
+void log_init(const LogFacts& f);
+// At start-up and whenever the config is (re)loaded.  An unusable log
+// file is reported and the default sink used.
+void log_setup(LogLevel level, const std::string& logfile);
+// Command-line modes (--check-config, --query) talk to a person: stderr.
+void log_setup_terminal(LogLevel level);
+// While on, errors and warnings also go to a private stderr when the sink
+// is another one: start-up problems of --listen reach the terminal even
+// when a log file is set.
+void log_tee_stderr(bool on);
+LogSink log_sink();
 
 bool log_enabled(LogLevel level);
 void log_msg(LogLevel level, std::string_view msg, std::initializer_list<LogField> fields = {});

@@ -32,6 +32,7 @@ struct Options {
     std::vector<std::string> query;
     bool listen = false;
     std::string listen_arg;
+    std::string go_port;   // the Go sockmapd's -p PORT
     unsigned max_children = 64;
 };
 
@@ -84,15 +85,8 @@ int serve_connection(const Config& cfg, const ClientConnection& conn)
     return EX_OK;
 }
 
-int serve(const Options& opt, bool stderr_private)
+int serve(const Options& opt, const ClientConnection& conn)
 {
-    ClientConnection conn;
-    try {
-        conn = find_connection(opt.inetd);
-    } catch (const ActivationError& e) {
-        log_error(e.what());
-        return EX_CONFIG;
-    }
     Config cfg;
     try {
         cfg = load_config(opt.config);
@@ -104,30 +98,58 @@ int serve(const Options& opt, bool stderr_private)
         log_summary(st, conn, Clock::now() - started);
         return EX_CONFIG;
     }
-    log_setup(cfg.sys.loglevel, cfg.sys.logfile, stderr_private);
+    log_setup(cfg.sys.loglevel, cfg.sys.logfile);
     for (const auto& w : cfg.warnings)
         log_warning(w);
     return serve_connection(cfg, conn);
 }
 
-int listen_mode(const Options& opt, bool stderr_private)
+// The config for the accept loop; false (logged) when it cannot be used.
+bool load_for_loop(const std::string& path, Config& cfg)
 {
-    Config cfg;
-    ListenOptions lo;
     try {
-        cfg = load_config(opt.config);
-        lo = listen_options(cfg.sys, opt.listen_arg);
+        cfg = load_config(path);
     } catch (const ConfigError& e) {
-        if (stderr_private)
-            std::cerr << "sockmapd: " << e.what() << '\n';
         log_error(e.what());
-        return EX_CONFIG;
+        return false;
     }
-    lo.max_children = opt.max_children;
-    log_setup(cfg.sys.loglevel, cfg.sys.logfile, stderr_private);
+    log_setup(cfg.sys.loglevel, cfg.sys.logfile);
     for (const auto& w : cfg.warnings)
         log_warning(w);
-    return listen_loop(cfg, lo, [&cfg](int fd) {
+    return true;
+}
+
+// --listen, or the listening sockets of an Accept=no socket unit.
+int listen_mode(const Options& opt, const std::vector<PassedListener>& passed)
+{
+    log_tee_stderr(true);   // start-up errors reach the terminal, log file or not
+    Config cfg;
+    if (!load_for_loop(opt.config, cfg))
+        return EX_CONFIG;
+    ListenOptions lo;
+    lo.passed = passed;
+    if (passed.empty()) {
+        try {
+            lo = listen_options(cfg.sys, opt.listen_arg);
+        } catch (const ConfigError& e) {
+            log_error(e.what());
+            return EX_CONFIG;
+        }
+    }
+    lo.max_children = opt.max_children;
+    // A new config serves new connections; running handlers keep theirs.
+    const auto reload = [&opt, &cfg] {
+        Config fresh;
+        if (!load_for_loop(opt.config, fresh)) {
+            log_error("reload: keeping the previous configuration");
+            return false;
+        }
+        cfg = std::move(fresh);
+        log_info("reload: configuration read from " + opt.config + ", " + std::to_string(cfg.maps.size()) +
+                 " maps; new connections use it");
+        return true;
+    };
+    return listen_loop(cfg, lo, reload, [&cfg](int fd) {
         ClientConnection conn;
         conn.in_fd = conn.out_fd = fd;
         conn.socket = true;
@@ -154,12 +176,30 @@ int query(const Config& cfg, const std::string& map, const std::string& key)
     return EX_SOFTWARE;
 }
 
-int run(const Options& opt, bool stderr_private)
+const char no_connection[] =
+    "no connection to serve: stdin is /dev/null and systemd passed no socket. "
+    "To accept connections itself, run sockmapd --listen [[ADDR:]PORT] (or the Go sockmapd's -p PORT); "
+    "under systemd, enable sockmapd.socket (a handler per connection) or sockmapd-listener.socket "
+    "(one service that forks a handler per connection)";
+
+int run(const Options& opt)
 {
-    if (opt.listen)
-        return listen_mode(opt, stderr_private);
-    if (!opt.check_config && opt.query.empty())
-        return serve(opt, stderr_private);
+    if (!opt.check_config && opt.query.empty()) {
+        Activation act;
+        try {
+            act = find_activation(opt.inetd);
+        } catch (const ActivationError& e) {
+            log_error(e.what());
+            return EX_CONFIG;
+        }
+        if (opt.listen || !act.listeners.empty())
+            return listen_mode(opt, act.listeners);
+        if (!act.from_systemd && is_dev_null(act.conn.in_fd)) {
+            log_error(no_connection);
+            return EX_USAGE;
+        }
+        return serve(opt, act.conn);
+    }
 
     Config cfg;
     try {
@@ -179,7 +219,7 @@ int run(const Options& opt, bool stderr_private)
         }
     }
     // Command-line modes talk to a person: messages go to stderr.
-    log_setup(std::min(cfg.sys.loglevel, LogLevel::Warning), "", true);
+    log_setup_terminal(std::min(cfg.sys.loglevel, LogLevel::Warning));
     for (const auto& w : cfg.warnings)
         std::cerr << "sockmapd: warning: " << w << '\n';
     if (!opt.query.empty())
@@ -192,25 +232,39 @@ int run(const Options& opt, bool stderr_private)
     return check_maps_online(cfg, std::cout);
 }
 
+// --help shows each option's argument and what it does; the rules
+// (excludes, needs, ranges) are enforced, not listed.
+class PlainFormatter : public CLI::Formatter {
+public:
+    std::string make_option_opts(const CLI::Option* opt) const override
+    {
+        return opt->get_type_name().empty() ? std::string() : " " + opt->get_type_name();
+    }
+};
+
 } // namespace
 
 int main(int argc, char** argv)
 {
     std::signal(SIGPIPE, SIG_IGN);
-    const bool stderr_private = stderr_is_private();
-    log_setup(LogLevel::Info, "", stderr_private);
+    const LogFacts facts = log_facts();
+    const bool stderr_private = facts.stderr_private;
+    log_init(facts);
+    log_setup(LogLevel::Info, "");
 
     Options opt;
     CLI::App app{"sockmapd answers socketmap lookups from Postfix and Sendmail out of MariaDB tables.\n"
                  "Without options it serves one connection: fd 3 from systemd (Accept=yes), else stdin/stdout.",
                  "sockmapd"};
+    app.formatter(std::make_shared<PlainFormatter>());
     app.set_version_flag("-V,--version", "sockmapd " SOCKMAPD_VERSION);
-    app.add_option("-c,--config", opt.config, "configuration file")->capture_default_str();
+    app.add_option("-c,--config", opt.config, "configuration file (default: " + opt.config + ")")
+        ->type_name("FILE");
     auto* check = app.add_flag("--check-config", opt.check_config,
                                "check the file, then connect and prepare every map; exit 0, 75 or 78");
     app.add_flag("--offline", opt.offline, "with --check-config: check the file only, no database")->needs(check);
     app.add_flag("--inetd", opt.inetd, "serve stdin/stdout even when systemd passed a socket");
-    app.add_option("--query", opt.query, "look KEY up in MAP, print the reply; exit 0 found, 1 not found, 75 temporary")
+    app.add_option("--query", opt.query, "look KEY up in MAP, print the reply (exit statuses below)")
         ->expected(2)
         ->type_name("MAP KEY")
         ->excludes(check);
@@ -220,11 +274,17 @@ int main(int argc, char** argv)
                        ->expected(0, 1)
                        ->type_name("[[ADDR:]PORT]")
                        ->excludes(check);
-    app.add_option("--max-children", opt.max_children, "with --listen: most handlers at once")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 10000))
-        ->needs(listen);
-    app.footer("Exit status: 0 ok, 64 usage, 75 temporary failure, 78 configuration error.\n"
+    auto* go_port = app.add_option("-p", opt.go_port, "the Go sockmapd's -p PORT: the same as --listen PORT")
+                        ->type_name("PORT")
+                        ->excludes(listen)
+                        ->excludes(check);
+    app.add_option("--max-children", opt.max_children,
+                   "with --listen or the sockets of an Accept=no unit: most handlers at once (default: 64)")
+        ->type_name("N")
+        ->check(CLI::Range(1, 10000).description(""));
+    app.footer("Exit status: 0 ok, 64 usage, 70 internal error, 75 temporary failure, 78 configuration error.\n"
+               "--query: 0 found (OK), 1 not found (NOTFOUND), 64 no such map, 65 PERM (such as a result too long),\n"
+               "75 TEMP or TIMEOUT (the database), 78 configuration error.\n"
                "See sockmapd(8) and sockmapd.json(5).");
     try {
         app.parse(argc, argv);
@@ -238,7 +298,15 @@ int main(int argc, char** argv)
             log_error(std::string("command line: ") + e.what());
         return EX_USAGE;
     }
-    opt.listen = listen->count() > 0;
+    opt.listen = listen->count() > 0 || go_port->count() > 0;
+    if (go_port->count() > 0) {
+        if (opt.go_port.empty() ||
+            opt.go_port.find_first_not_of("0123456789") != std::string::npos) {
+            std::cerr << "sockmapd: -p " << opt.go_port << ": give a port number\n";
+            return EX_USAGE;
+        }
+        opt.listen_arg = opt.go_port;
+    }
     if (opt.listen && !opt.query.empty()) {
         std::cerr << "sockmapd: --listen and --query exclude each other\n";
         return EX_USAGE;
@@ -248,7 +316,7 @@ int main(int argc, char** argv)
         return EX_USAGE;
     }
     try {
-        return run(opt, stderr_private);
+        return run(opt);
     } catch (const std::exception& e) {
         log_error(std::string("internal error: ") + e.what());
         return EX_SOFTWARE;

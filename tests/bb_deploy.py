@@ -212,9 +212,9 @@ def listen_lookups_concurrent_and_sigterm():
 
 @test(timeout=60)
 def listen_sigterm_ends_running_handlers():
-    cfg = config()
+    cfg = config(sysconfig={"listen": "127.0.0.1"})
     port = free_port()
-    p = listen(cfg, str(port), "--max-children", "8")  # address from sysconfig.listen (127.0.0.1)
+    p = listen(cfg, str(port), "--max-children", "8")  # address from sysconfig.listen
     wait_listening(port, p)
     clients = [Client(port) for _ in range(4)]
     for c in clients:
