@@ -156,6 +156,9 @@ install: $(BUILD)/sockmapd
 	install -D -m 0644 units/sockmapd.socket $(DESTDIR)$(UNITDIR)/sockmapd.socket
 	sed 's,@SBINDIR@,$(SBINDIR),g' units/sockmapd@.service > $(BUILD)/sockmapd@.service
 	install -D -m 0644 $(BUILD)/sockmapd@.service $(DESTDIR)$(UNITDIR)/sockmapd@.service
+	install -D -m 0644 units/sockmapd-listener.socket $(DESTDIR)$(UNITDIR)/sockmapd-listener.socket
+	sed 's,@SBINDIR@,$(SBINDIR),g' units/sockmapd-listener.service > $(BUILD)/sockmapd-listener.service
+	install -D -m 0644 $(BUILD)/sockmapd-listener.service $(DESTDIR)$(UNITDIR)/sockmapd-listener.service
 	install -D -m 0644 config.example.json $(DESTDIR)$(DOCDIR)/config.example.json
 	sed 's,/usr/sbin/sockmapd,$(SBINDIR)/sockmapd,g' units/sockmapd.xinetd > $(BUILD)/sockmapd.xinetd
 	install -D -m 0644 $(BUILD)/sockmapd.xinetd $(DESTDIR)$(DOCDIR)/examples/sockmapd.xinetd
@@ -175,7 +178,8 @@ uninstall:
 	elif [ -e "$$conf" ]; then echo "keeping $$conf (edited)"; fi
 	rm -f $(DESTDIR)$(SBINDIR)/sockmapd $(DESTDIR)$(MANDIR)/man8/sockmapd.8 \
 	      $(DESTDIR)$(MANDIR)/man5/sockmapd.json.5 $(DESTDIR)$(UNITDIR)/sockmapd.socket \
-	      $(DESTDIR)$(UNITDIR)/sockmapd@.service
+	      $(DESTDIR)$(UNITDIR)/sockmapd@.service $(DESTDIR)$(UNITDIR)/sockmapd-listener.socket \
+	      $(DESTDIR)$(UNITDIR)/sockmapd-listener.service
 	rm -rf $(DESTDIR)$(DOCDIR)
 
 clean:

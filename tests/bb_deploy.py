@@ -80,17 +80,6 @@ def session_ends(cfg_path):
     return [l for l in read_log(cfg_path).splitlines() if "session end" in l]
 
 
-def listening_on(port):
-    """Local addresses (hex, as in /proc/net/tcp*) with a socket listening on `port`."""
-    found = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as f:
-            for row in (l.split() for l in f.readlines()[1:]):
-                if row[1].endswith(":%04X" % port) and row[3] == "0A":
-                    found.append(row[1])
-    return found
-
-
 def wait_listening(port, proc, timeout=10):
     """Until something listens on `port` (without connecting: no handler is started)."""
     def up():
@@ -139,22 +128,6 @@ def installed_service(sbindir="/usr/sbin"):
         f.write(text.replace("@SBINDIR@", sbindir))
     shutil.copy(os.path.join(UNITS, "sockmapd.socket"), d)
     return d
-
-
-def unit_settings(path):
-    """{(section, key): [values]} of a unit file."""
-    out, section = {}, None
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            if line.startswith("["):
-                section = line.strip("[]")
-                continue
-            k, _, v = line.partition("=")
-            out.setdefault((section, k.strip()), []).append(v.strip())
-    return out
 
 
 # ---------------------------------------------------------------- socket activation
@@ -656,6 +629,8 @@ def make_install_and_uninstall_destdir_prefix():
         "/usr/share/man/man5/sockmapd.json.5": 0o644,
         unitdir + "/sockmapd.socket": 0o644,
         unitdir + "/sockmapd@.service": 0o644,
+        unitdir + "/sockmapd-listener.socket": 0o644,
+        unitdir + "/sockmapd-listener.service": 0o644,
         "/usr/share/doc/sockmapd/config.example.json": 0o644,
         "/usr/share/doc/sockmapd/examples/sockmapd.xinetd": 0o644,
         "/etc/sockmapd/config.json": 0o640,

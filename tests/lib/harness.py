@@ -53,7 +53,7 @@ __all__ = [
     # processes
     "MariaDB", "SqlError", "shared_mariadb", "SocketActivated", "spawn", "xinetd_style", "run_pipe",
     "sockmapd_path", "sockmapd_env", "pid_alive", "stop_pid", "free_port", "closed_port",
-    "proc_children", "vm_hwm_kb", "postfix_dir", "postmap", "postmap_outcome",
+    "proc_children", "vm_hwm_kb", "postfix_dir", "postmap", "postmap_outcome", "listening_on", "unit_settings",
     # protocol
     "encode", "decode_stream", "parse_netstring", "NetstringError", "Client", "to_bytes",
     # config
@@ -1579,3 +1579,32 @@ def wait_stopped(pid, timeout=5.0):
 
 
 __all__ += ["status_word", "PipeSession", "PeakRss", "FakeDbHost", "sql_rows", "percentile", "wait_stopped"]
+
+
+# ---------------------------------------------------------------- listeners and unit files
+
+def listening_on(port):
+    """Local addresses (hex, as in /proc/net/tcp*) with a socket listening on `port`."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for row in (l.split() for l in f.readlines()[1:]):
+                if row[1].endswith(":%04X" % port) and row[3] == "0A":
+                    found.append(row[1])
+    return found
+
+
+def unit_settings(path):
+    """{(section, key): [values]} of a unit file."""
+    out, section = {}, None
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("["):
+                section = line.strip("[]")
+                continue
+            k, _, v = line.partition("=")
+            out.setdefault((section, k.strip()), []).append(v.strip())
+    return out

@@ -1,0 +1,561 @@
+#!/usr/bin/python3
+"""bb_service — sockmapd's own accept loop: the Accept=no service and --listen.
+
+The service mode under the real systemd-socket-activate without --accept
+(the listening sockets passed as systemd's Accept=no passes them: several,
+named with --fdname): lookups on each socket, a forked handler per
+connection, sd_notify messages on a NOTIFY_SOCKET of the test's own,
+reload on SIGHUP/SIGUSR1 with a good and a broken config, the handler cap
+(connections wait, not refused), stop with sessions open (a request in
+flight still gets its reply), a database outage answered TEMP and back.
+And the Go sockmapd's command line: stdin /dev/null without a socket,
+`-p PORT`, binding 0.0.0.0 without a `listen` key, reload and stop in
+--listen mode, start-up errors on the terminal with a log file set,
+--help.  Clients connect over loopback only.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import harness  # noqa: E402
+from harness import *  # noqa: E402,F403
+
+_db = None
+
+
+def db():
+    """The suite's mariadbd with the fixture tables (never stopped by a test)."""
+    global _db
+    if _db is None:
+        _db = MariaDB(fixtures=True, name="service").keep_for_suite()
+        _db.start()
+    return _db
+
+
+def config(mdb=None, **kw):
+    return temp_config(base_config(mdb or db(), **kw))
+
+
+def rewrite(cfg_path, cfg):
+    """Replace a config file's content in place (mode 0600), as an admin editing it would."""
+    tmp = cfg_path + ".new"
+    write_config(tmp, cfg)
+    os.rename(tmp, cfg_path)
+
+
+_log_paths = {}
+
+
+def log_of(cfg_path):
+    """The text of a config's log file (its path remembered: a test may break the config)."""
+    if cfg_path not in _log_paths:
+        with open(cfg_path) as f:
+            _log_paths[cfg_path] = json.load(f)["sysconfig"]["logfile"]
+    try:
+        with open(_log_paths[cfg_path], "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def wait_log(cfg_path, text, timeout=10):
+    return wait_for(lambda: text in log_of(cfg_path), timeout=timeout,
+                    msg="%r in the log: %s" % (text, log_of(cfg_path)[-1500:]))
+
+
+def clean_eof(c, timeout=10):
+    """What the server still sends before it closes; a reset fails the test (unlike Client.read_until_eof)."""
+    c.sock.settimeout(scaled(timeout))
+    data, c.buf = c.buf, b""
+    while True:
+        try:
+            chunk = c.sock.recv(65536)
+        except ConnectionResetError:
+            raise AssertionError("connection reset (after %r)" % data[:80])
+        if not chunk:
+            return data
+        data += chunk
+
+
+def lookup(address, mapname, key):
+    with Client(address) as c:
+        return c.ask(mapname, key)
+
+
+class Service:
+    """systemd-socket-activate -l ... (no --accept) sockmapd -c CFG ARGS: the Accept=no service.
+
+    `listens`: addresses for -l ("127.0.0.1:PORT", a unix path); `names`: the
+    --fdname list.  sockmapd is exec'd on the first connection, so self.pid
+    is its pid from then on.  Stopped after the test.
+    """
+
+    def __init__(self, cfg, listens, names=None, args=(), env=None):
+        tool = require_tool("systemd-socket-activate")
+        cmd = [tool]
+        for l in listens:
+            cmd += ["-l", l]
+        if names:
+            cmd.append("--fdname=" + ":".join(names))
+        env = dict(env or {})
+        env.setdefault("RUNTIME_DIRECTORY", runtime_dir())
+        for k, v in env.items():
+            cmd += ["-E", "%s=%s" % (k, v)]
+        cmd += [sockmapd_path(), "-c", cfg] + [str(a) for a in args]
+        self.out = tmpfile("service", content=b"")
+        with open(self.out, "ab") as f:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=f,
+                                         env=sockmapd_env(), start_new_session=True)
+        self.pid = self.proc.pid
+        defer(self.stop)
+        for l in listens:
+            if l.startswith("/"):
+                wait_for(lambda: harness._unix_listening(l, self.pid), timeout=scaled(10), msg="listening on " + l)
+            else:
+                port = int(l.rsplit(":", 1)[1])
+                wait_for(lambda: harness._tcp_listening(port, self.pid), timeout=scaled(10),
+                         msg="listening on " + l)
+
+    def handlers(self):
+        return proc_children(self.pid)
+
+    def output(self):
+        with open(self.out, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def signal(self, sig):
+        os.kill(self.pid, sig)
+
+    def wait(self, timeout):
+        try:
+            return self.proc.wait(scaled(timeout))
+        except subprocess.TimeoutExpired:
+            raise AssertionError("sockmapd did not exit within %gs" % scaled(timeout))
+
+    def stop(self):
+        kids = proc_children(self.pid) if self.proc.poll() is None else []
+        stop_pid(self.pid, grace=10.0, popen=self.proc)
+        for k in kids:
+            stop_pid(k, grace=1.0)
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self):
+        self.path = os.path.join(tmpdir("notify"), "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # the sender's pid with each message
+        self.sock.settimeout(0.2)
+        self.messages = []
+        self.senders = set()
+        defer(self.sock.close)
+
+    def collect(self):
+        while True:
+            try:
+                data, anc, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
+            except socket.timeout:
+                return self.messages
+            self.messages.append(data.decode())
+            for level, kind, cred in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    self.senders.add(int.from_bytes(cred[:4], sys.byteorder))
+
+    def wait(self, text, timeout=10):
+        return wait_for(lambda: any(text in m for m in self.collect()), timeout=timeout,
+                        msg="%r among %r" % (text, self.messages))
+
+
+# ---------------------------------------------------------------- the Accept=no service
+
+@test(timeout=60)
+def service_takes_several_named_sockets():
+    cfg = config()
+    port = free_port()
+    sock = os.path.join(tmpdir("sock"), "s.sock")
+    svc = Service(cfg, ["127.0.0.1:%d" % port, sock], names=["inet", "local"])
+    eq(lookup(("127.0.0.1", port), "recipient", "postmaster@example.org"), b"OK root@example.org")
+    eq(lookup(sock, "othermap", "ping"), b"OK pong")
+    eq(lookup(("127.0.0.1", port), "recipient", "nobody@example.org"), b"NOTFOUND ")
+    log = wait_log(cfg, "listening on sockets from systemd: inet 127.0.0.1:%d, local unix" % port) and log_of(cfg)
+    # One process took both sockets; each connection had a handler forked from it.
+    started = [l for l in log.splitlines() if "handler" in l and "started" in l]
+    eq(len(started), 3, log)
+    contains(log, "for unix started")
+    ok("Execing" in svc.output() and svc.output().count("Execing") == 1, svc.output())
+    # Nothing was bound by sockmapd itself: its listening sockets are the passed ones.
+    eq(listening_on(port), ["0100007F:%04X" % port])
+
+
+@test(timeout=60)
+def service_forks_a_handler_per_connection_with_its_own_db_connection():
+    cfg = config()
+    port = free_port()
+    svc = Service(cfg, ["127.0.0.1:%d" % port])
+    clients = [Client(("127.0.0.1", port)) for _ in range(3)]
+    for c in clients:
+        defer(c.close)
+        eq(c.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
+    kids = wait_for(lambda: len(svc.handlers()) == 3 and svc.handlers(), msg="3 handlers")
+    # The lazy per-connection DB connection: 3 sessions, 3 server connections of the app user.
+    rows = db().sql("SELECT COUNT(*) FROM information_schema.processlist WHERE user = '%s'" % MariaDB.APP_USER)
+    ok(int(rows.strip().splitlines()[-1]) >= 3, rows)
+    for c in clients:
+        c.shutdown_write()
+        eq(clean_eof(c, 5), b"")
+    for k in kids:
+        wait_for(lambda: not pid_alive(k), timeout=5, msg="handler %d ends at EOF" % k)
+    eq(svc.proc.poll(), None, "the service keeps running")
+
+
+@test(timeout=60)
+def service_notifies_systemd():
+    cfg = config()
+    port = free_port()
+    n = NotifySocket()
+    svc = Service(cfg, ["127.0.0.1:%d" % port], env={"NOTIFY_SOCKET": n.path})
+    eq(lookup(("127.0.0.1", port), "othermap", "ping"), b"OK pong")
+    n.wait("READY=1")
+    n.wait("1 connections served")
+    ready = [m for m in n.messages if "READY=1" in m][0]
+    contains(ready, "STATUS=0 handlers running")
+    svc.signal(signal.SIGHUP)
+    n.wait("RELOADING=1")
+    wait_for(lambda: [m for m in n.collect() if "READY=1" in m][1:], msg="READY=1 after the reload")
+    svc.signal(signal.SIGTERM)
+    eq(svc.wait(10), 0)
+    n.wait("STOPPING=1")
+    eq(n.senders, {svc.pid}, "only the service's main process talks to systemd")
+
+
+@test(timeout=90)
+def service_reload_good_and_broken_config():
+    cfg_dict = base_config(db())
+    cfg = temp_config(cfg_dict)
+    log_of(cfg)
+    port = free_port()
+    n = NotifySocket()
+    svc = Service(cfg, ["127.0.0.1:%d" % port], env={"NOTIFY_SOCKET": n.path})
+    old = Client(("127.0.0.1", port))
+    defer(old.close)
+    eq(old.ask("othermap", "ping"), b"OK pong")
+    n.wait("READY=1")
+    # A good new config without "othermap": new connections use it, the old one keeps its own.
+    cfg_dict["postmaps"] = [m for m in cfg_dict["postmaps"] if m["service"] != "othermap"]
+    rewrite(cfg, cfg_dict)
+    svc.signal(signal.SIGHUP)
+    wait_log(cfg, "reload: configuration read")
+    eq(lookup(("127.0.0.1", port), "othermap", "ping"), b"PERM unknown map")
+    eq(old.ask("othermap", "ping"), b"OK pong", "a running session keeps the config it started with")
+    # A broken config: logged, the previous one kept, the service still answers.
+    rewrite(cfg, '{"sysconfig": {"loglevel": "debug"}, "postmaps": [}')
+    svc.signal(signal.SIGUSR1)
+    wait_log(cfg, "reload: keeping the previous configuration")
+    eq(lookup(("127.0.0.1", port), "recipient", "postmaster@example.org"), b"OK root@example.org")
+    eq(lookup(("127.0.0.1", port), "othermap", "ping"), b"PERM unknown map")
+    eq(svc.proc.poll(), None)
+
+
+@test(timeout=60)
+def service_cap_makes_connections_wait_not_refused():
+    cfg = config()
+    port = free_port()
+    svc = Service(cfg, ["127.0.0.1:%d" % port], args=["--max-children", "2"])
+    a, b = Client(("127.0.0.1", port)), Client(("127.0.0.1", port))
+    for c in (a, b):
+        defer(c.close)
+        eq(c.ask("othermap", "ping"), b"OK pong")
+    third = Client(("127.0.0.1", port))  # connects: the kernel's backlog holds it
+    defer(third.close)
+    third.send_raw(encode(b"othermap ping"))
+    time.sleep(0.5)
+    eq(len(svc.handlers()), 2, "no third handler while two run")
+    wait_log(cfg, "all 2 handlers busy: new connections wait")
+    a.close()
+    eq(third.read_reply(10), b"OK pong", "answered once a handler ended")
+    eq(b.ask("othermap", "ping"), b"OK pong")
+
+
+@test(timeout=90)
+def service_stop_with_sessions_open():
+    mdb = MariaDB(fixtures=True, name="stopping")
+    mdb.start()
+    cfg = config(mdb, database={"retry_interval": 1, "connect_timeout": 2})
+    port = free_port()
+    svc = Service(cfg, ["127.0.0.1:%d" % port])
+    idle = [Client(("127.0.0.1", port)) for _ in range(3)]
+    for c in idle:
+        defer(c.close)
+        eq(c.ask("othermap", "ping"), b"OK pong")
+    busy = Client(("127.0.0.1", port), timeout=15)
+    defer(busy.close)
+    # The database hangs: the next lookup on a new connection waits for it.
+    mdb.pause()
+    defer(mdb.resume)
+    busy.send_raw(encode(b"recipient postmaster@example.org"))
+    wait_for(lambda: len(svc.handlers()) == 4, msg="4 handlers")
+    kids = svc.handlers()
+    time.sleep(0.3)
+    started = time.monotonic()
+    svc.signal(signal.SIGTERM)
+    # Idle sessions end cleanly (EOF, no reset); the one in flight gets its reply first.
+    for c in idle:
+        eq(clean_eof(c, 10), b"")
+    reply = busy.read_reply(15)
+    startswith(reply, b"TEMP ", "the request in flight is answered")
+    eq(clean_eof(busy, 10), b"")
+    eq(svc.wait(15), 0)
+    ok(time.monotonic() - started < scaled(8), "stopped within the grace period")
+    for k in kids:
+        ok(not pid_alive(k), "handler %d left behind" % k)
+    log = log_of(cfg)
+    contains(log, "stopping on Terminated")
+    not_contains(log, "sending SIGTERM", "every handler ended by itself")
+
+
+@test(timeout=120)
+def service_outage_is_temp_and_back():
+    mdb = MariaDB(fixtures=True, name="outage")
+    mdb.start()
+    cfg = config(mdb, database={"retry_interval": 1, "connect_timeout": 1})
+    port = free_port()
+    Service(cfg, ["127.0.0.1:%d" % port])
+    eq(lookup(("127.0.0.1", port), "othermap", "ping"), b"OK pong")
+    mdb.stop()
+    startswith(lookup(("127.0.0.1", port), "othermap", "ping"), b"TEMP ")
+    startswith(lookup(("127.0.0.1", port), "recipient", "postmaster@example.org"), b"TEMP ")
+    mdb.start()
+    time.sleep(1.2)  # retry_interval
+    wait_for(lambda: lookup(("127.0.0.1", port), "othermap", "ping") == b"OK pong", timeout=15,
+             msg="answers again after the outage")
+
+
+# ---------------------------------------------------------------- the unit pair
+
+UNITS = os.path.join(REPO, "units")
+HARDENING = ("NoNewPrivileges", "CapabilityBoundingSet", "AmbientCapabilities", "ProtectSystem", "ProtectHome",
+             "PrivateTmp", "PrivateDevices", "PrivateUsers", "PrivateIPC", "PrivateMounts", "ProtectHostname",
+             "ProtectClock", "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs",
+             "ProtectControlGroups", "ProtectProc", "ProcSubset", "RestrictAddressFamilies", "RestrictNamespaces",
+             "RestrictRealtime", "RestrictSUIDSGID", "LockPersonality", "MemoryDenyWriteExecute", "RemoveIPC",
+             "KeyringMode", "UMask", "DevicePolicy", "SystemCallArchitectures", "SystemCallFilter",
+             "SystemCallErrorNumber", "User", "Group")
+
+
+def installed_units():
+    """The listener pair in a temp dir, @SBINDIR@ pointing at the binary under test."""
+    d = tmpdir("units")
+    sbindir = os.path.dirname(os.path.abspath(sockmapd_path()))
+    for name in ("sockmapd-listener.socket", "sockmapd-listener.service"):
+        with open(os.path.join(UNITS, name)) as f:
+            text = f.read()
+        with open(os.path.join(d, name), "w") as f:
+            f.write(text.replace("@SBINDIR@", sbindir))
+    return d
+
+
+@test
+def listener_units_settings():
+    sock = unit_settings(os.path.join(UNITS, "sockmapd-listener.socket"))
+    eq(sock[("Socket", "Accept")], ["no"])
+    eq(sock[("Socket", "ListenStream")], ["127.0.0.1:2224"])
+    eq(sock[("Socket", "FileDescriptorName")], ["sockmapd"])
+    eq(sock[("Unit", "Conflicts")], ["sockmapd.socket"])
+    eq(sock[("Install", "WantedBy")], ["sockets.target"])
+    svc = unit_settings(os.path.join(UNITS, "sockmapd-listener.service"))
+    eq(svc[("Service", "Type")], ["notify"])
+    eq(svc[("Service", "ExecReload")], ["/bin/kill -HUP $MAINPID"])
+    eq(svc[("Service", "KillMode")], ["mixed"], "SIGTERM to sockmapd alone, it ends its handlers")
+    ok(("Install", "WantedBy") not in svc, "started by its socket")
+    # The same hardening as the Accept=yes handler.
+    yes = unit_settings(os.path.join(UNITS, "sockmapd@.service"))
+    for key in HARDENING:
+        eq(svc.get(("Service", key)), yes.get(("Service", key)), key)
+
+
+@test(timeout=60)
+def listener_units_verify_and_exposure():
+    tool = require_tool("systemd-analyze")
+    d = installed_units()
+    r = subprocess.run([tool, "verify", "--man=no", "sockmapd-listener.socket", "sockmapd-listener.service"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=scaled(30), cwd=d)
+    eq((r.returncode, r.stdout.decode(errors="replace")), (0, ""), "systemd-analyze verify")
+    r = subprocess.run([tool, "security", "--offline=true", "--threshold=15", "--no-pager",
+                        "sockmapd-listener.service"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=scaled(30), cwd=d)
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", r.stdout.decode(errors="replace"))
+    ok(m, "no exposure level: %s" % r.stderr.decode(errors="replace"))
+    print("    systemd-analyze security sockmapd-listener.service: %s" % m.group(1))
+    ok(float(m.group(1)) <= 1.5, "exposure %s > 1.5" % m.group(1))
+    eq(r.returncode, 0, "--threshold=15")
+
+
+@test(timeout=60)
+def listener_unit_command_line_serves():
+    """The service's ExecStart with the test config, its socket passed as the socket unit does."""
+    svc = unit_settings(os.path.join(UNITS, "sockmapd-listener.service"))
+    argv = svc[("Service", "ExecStart")][0].split()
+    eq(argv[1:3], ["-c", "/etc/sockmapd/config.json"])
+    cfg = config()
+    port = free_port()
+    n = NotifySocket()
+    Service(cfg, ["127.0.0.1:%d" % port], names=["sockmapd"], args=argv[3:], env={"NOTIFY_SOCKET": n.path})
+    eq(lookup(("127.0.0.1", port), "othermap", "ping"), b"OK pong")
+    n.wait("READY=1")
+    wait_log(cfg, "listening on sockets from systemd: sockmapd 127.0.0.1:%d, at most 64 handlers" % port)
+
+
+# ---------------------------------------------------------------- the Go sockmapd's command line
+
+@test
+def dev_null_stdin_without_socket_is_a_usage_error():
+    cfg = config()
+    p = spawn(cfg, [], stdin=subprocess.DEVNULL)
+    out, err = p.communicate(timeout=scaled(10))
+    eq(p.returncode, 64)
+    eq(out, b"", "nothing on stdout")
+    text = err.decode()
+    for word in ("stdin is /dev/null", "--listen", "-p PORT", "sockmapd.socket", "sockmapd-listener.socket"):
+        contains(text, word)
+    # A pipe on stdin is still served.
+    rc, out, err = run_pipe(cfg, encode(b"othermap ping"))
+    eq((rc, decode_stream(out)), (0, [b"OK pong"]))
+
+
+@test(timeout=60)
+def go_p_port_binds_every_ipv4_address():
+    # A Go config: no "listen" key, every value a string.
+    cfg_dict = base_config(db())
+    cfg_dict["sysconfig"]["idle_timeout"] = "30"
+    cfg = temp_config(cfg_dict)
+    port = free_port()
+    p = spawn(cfg, ["-p", str(port)], stdin=subprocess.DEVNULL)
+    wait_for(lambda: listening_on(port), timeout=10, msg="listening")
+    eq(listening_on(port), ["00000000:%04X" % port], "0.0.0.0 only, as the Go sockmapd")
+    wait_log(cfg, "listening on 0.0.0.0:%d" % port)
+    eq(lookup(("127.0.0.1", port), "othermap", "ping"), b"OK pong")
+    os.kill(p.pid, signal.SIGTERM)
+    eq(p.wait(scaled(10)), 0)
+
+
+@test
+def go_p_port_conflicts_and_bad_ports():
+    cfg = config()
+    for args in (["-p", "2224", "--listen", "2225"], ["-p", "x25"], ["-p", "2224", "--check-config"]):
+        p = spawn(cfg, args, stdin=subprocess.DEVNULL)
+        out, err = p.communicate(timeout=scaled(10))
+        eq(p.returncode, 64, "%s: %s" % (args, err))
+    rc = spawn(cfg, ["-p", "0"], stdin=subprocess.DEVNULL).wait(scaled(10))
+    eq(rc, 78, "-p 0 is not a port")
+
+
+@test(timeout=90)
+def listen_reloads_on_sighup_and_sigusr1():
+    cfg_dict = base_config(db(), sysconfig={"listen": "127.0.0.1"})
+    cfg = temp_config(cfg_dict)
+    log_of(cfg)
+    port = free_port()
+    p = spawn(cfg, ["--listen", str(port)], stdin=subprocess.DEVNULL)
+    wait_for(lambda: listening_on(port), timeout=10, msg="listening")
+    old = Client(("127.0.0.1", port))
+    defer(old.close)
+    eq(old.ask("othermap", "ping"), b"OK pong")
+    cfg_dict["postmaps"] = [m for m in cfg_dict["postmaps"] if m["service"] != "othermap"]
+    rewrite(cfg, cfg_dict)
+    os.kill(p.pid, signal.SIGHUP)
+    wait_log(cfg, "reload: configuration read")
+    eq(lookup(("127.0.0.1", port), "othermap", "ping"), b"PERM unknown map")
+    eq(old.ask("othermap", "ping"), b"OK pong")
+    rewrite(cfg, "{ not json")
+    os.kill(p.pid, signal.SIGUSR1)
+    wait_log(cfg, "reload: keeping the previous configuration")
+    eq(lookup(("127.0.0.1", port), "recipient", "postmaster@example.org"), b"OK root@example.org")
+    eq(p.poll(), None, "still running after SIGHUP and SIGUSR1")
+    contains(log_of(cfg), "reloading on Hangup")
+    contains(log_of(cfg), "reloading on User defined signal 1")
+
+
+@test(timeout=60)
+def listen_sigterm_and_sigint_leave_no_handlers():
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        cfg = config(sysconfig={"listen": "127.0.0.1"})
+        port = free_port()
+        p = spawn(cfg, ["--listen", str(port)], stdin=subprocess.DEVNULL)
+        wait_for(lambda: listening_on(port), timeout=10, msg="listening")
+        clients = [Client(("127.0.0.1", port)) for _ in range(3)]
+        for c in clients:
+            defer(c.close)
+            eq(c.ask("othermap", "ping"), b"OK pong")
+        kids = wait_for(lambda: len(proc_children(p.pid)) == 3 and proc_children(p.pid), msg="3 handlers")
+        os.kill(p.pid, sig)
+        eq(p.wait(scaled(10)), 0, sig.name)
+        for c in clients:
+            eq(clean_eof(c, 5), b"", "clean end, no reset")
+        for k in kids:
+            wait_for(lambda: not pid_alive(k), timeout=2, msg="handler %d gone (%s)" % (k, sig.name))
+
+
+@test(timeout=60)
+def listen_start_up_errors_reach_the_terminal_with_a_log_file():
+    cfg = config(sysconfig={"listen": "127.0.0.1"})
+    blocker = socket.socket()
+    defer(blocker.close)
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    port = blocker.getsockname()[1]
+    p = spawn(cfg, ["--listen", str(port)], stdin=subprocess.DEVNULL)
+    out, err = p.communicate(timeout=scaled(10))
+    eq(p.returncode, 75)
+    contains(err.decode(), "cannot listen on 127.0.0.1:%d" % port)
+    contains(log_of(cfg), "cannot listen on 127.0.0.1:%d" % port)
+    # A config error before the log file is open reaches it too.
+    bad = tmpfile("bad", content='{"sysconfig": {"logfile": "%s"}}' % os.path.join(tmpdir("log"), "x.log"))
+    p = spawn(bad, ["--listen", str(port)], stdin=subprocess.DEVNULL)
+    out, err = p.communicate(timeout=scaled(10))
+    eq(p.returncode, 78)
+    contains(err.decode(), "database")
+    # Once running, lines go to the log file only.
+    port2 = free_port()
+    p = spawn(cfg, ["--listen", str(port2)], stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for(lambda: listening_on(port2), timeout=10, msg="listening")
+    eq(lookup(("127.0.0.1", port2), "othermap", "ping"), b"OK pong")
+    os.kill(p.pid, signal.SIGTERM)
+    out, err = p.communicate(timeout=scaled(10))
+    eq((p.returncode, err), (0, b""))
+
+
+@test
+def help_lists_query_exit_statuses_without_parser_noise():
+    rc, out, err = run_pipe(None, b"", args=["--help"])
+    eq(rc, 0)
+    text = out.decode()
+    for word in ("--query: 0 found (OK), 1 not found (NOTFOUND), 64 no such map, 65 PERM",
+                 "75 TEMP or TIMEOUT", "78 configuration error", "-p PORT", "--max-children N"):
+        contains(text, word)
+    for noise in ("Excludes", "Needs", "TEXT", "UINT", "x 2", "INT in"):
+        not_contains(text, noise)
+    # The --query exit statuses the help names, for real.
+    cfg = config()
+    for args, want in ((["othermap", "ping"], 0), (["othermap", "nothing"], 1), (["nosuch", "k"], 64)):
+        rc, out, err = run_pipe(cfg, b"", args=["--query"] + args)
+        eq(rc, want, "%s: %s %s" % (args, out, err))
+    down = temp_config(base_config(None))  # a closed port: every lookup TEMP
+    rc, out, err = run_pipe(down, b"", args=["--query", "othermap", "ping"])
+    eq(rc, 75, out.decode())
+    rc, out, err = run_pipe(tmpfile("broken", content="{"), b"", args=["--query", "othermap", "ping"])
+    eq(rc, 78, err.decode())
+
+
+if __name__ == "__main__":
+    main()
