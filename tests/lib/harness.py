@@ -836,15 +836,19 @@ def xinetd_style(config_path, args=(), env=None):
 class SocketActivated:
     """systemd-socket-activate -l 127.0.0.1:PORT -a [--inetd] sockmapd ARGS (a handler per connection).
 
+    `accept=False` leaves out -a: the listening socket is passed as an Accept=no
+    unit passes it, the binary is exec'd once, on the first connection, and its
+    children are the handlers.
     `args` follow the binary, e.g. ["-c", cfg].  `unix=PATH` listens on a unix
     socket instead.  `env` (dict) is passed to handlers with -E, as is
     RUNTIME_DIRECTORY.  The activator's and fd-3 handlers' stdout/stderr go to
     self.log (a file).  stop() ends the activator and every handler by pid.
     """
 
-    def __init__(self, args, inetd=False, port=None, unix=None, env=None, binary=None, start=True):
+    def __init__(self, args, inetd=False, port=None, unix=None, env=None, binary=None, start=True, accept=True):
         self.args = [str(a) for a in args]
         self.inetd = inetd
+        self.accept = accept
         self.unix = unix
         self._fixed_port = port is not None
         self.port = None if unix else (port or free_port())
@@ -870,7 +874,7 @@ class SocketActivated:
     def _start_once(self):
         tool = require_tool("systemd-socket-activate")
         listen = self.unix if self.unix else "127.0.0.1:%d" % self.port
-        cmd = [tool, "-l", listen, "-a"]
+        cmd = [tool, "-l", listen] + (["-a"] if self.accept else [])
         if self.inetd:
             cmd.append("--inetd")
         env = {"RUNTIME_DIRECTORY": runtime_dir()}
@@ -1046,7 +1050,10 @@ class MariaDB:
         t0 = time.monotonic()
         cmd = [tool, "--no-defaults", "--datadir=" + self.datadir,
                "--auth-root-authentication-method=normal", "--skip-test-db",
-               "--skip-name-resolve"] + self._innodb_args()
+               "--skip-name-resolve",
+               # Its own temp files beside the datadir: bootstraps running at
+               # the same time (other suites, other checkouts) share no /tmp.
+               "--tmpdir=" + self.dir] + self._innodb_args()
         if os.geteuid() == 0:
             cmd.append("--user=root")
         r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
