@@ -349,7 +349,8 @@ HARDENING = ("NoNewPrivileges", "CapabilityBoundingSet", "AmbientCapabilities", 
              "ProtectControlGroups", "ProtectProc", "ProcSubset", "RestrictAddressFamilies", "RestrictNamespaces",
              "RestrictRealtime", "RestrictSUIDSGID", "LockPersonality", "MemoryDenyWriteExecute", "RemoveIPC",
              "KeyringMode", "UMask", "DevicePolicy", "SystemCallArchitectures", "SystemCallFilter",
-             "SystemCallErrorNumber", "User", "Group")
+             "SystemCallErrorNumber", "User", "Group", "LoadCredential", "SetCredential", "RuntimeDirectory",
+             "RuntimeDirectoryMode", "RuntimeDirectoryPreserve")
 
 
 def installed_units():
