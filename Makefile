@@ -129,7 +129,7 @@ FUZZ_FLAGS    = -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Isrc $(PK
 FUZZERS      := netstring request config
 FUZZ_SRC_netstring := src/netstring.cc
 FUZZ_SRC_request   := src/socketmap.cc src/netstring.cc
-FUZZ_SRC_config    := src/config.cc src/jsonread.cc src/failover.cc src/log.cc src/mapkey.cc
+FUZZ_SRC_config    := src/config.cc src/jsonread.cc src/endpoint.cc src/statement.cc src/mapkey.cc src/util.cc src/log.cc
 
 build/fuzz/%_fuzz: tests/fuzz/%_fuzz.cc $$(FUZZ_SRC_$$*)
 	@mkdir -p $(@D)

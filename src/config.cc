@@ -1,15 +1,14 @@
 #include "config.hh"
 
-#include "failover.hh"
 #include "jsonread.hh"
-#include "mapkey.hh"
+#include "statement.hh"
+#include "util.hh"
 
 #include <json/json.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
-#include <charconv>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -55,39 +54,8 @@ bool has_control_or_space(std::string_view s)
 
 void check_port_text(const std::string& s, const std::string& path)
 {
-    if (s.empty() || s.size() > 5 || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
-        std::stoul(s) == 0 || std::stoul(s) > 65535)
+    if (!parse_port(s))
         fail(path, "must be a port number 1-65535, not \"" + s + "\"");
-}
-
-// Percent escapes allowed in a template; anything else names the map.
-void check_template(const std::string& t, const std::string& allowed, const std::string& path)
-{
-    for (std::size_t i = 0; i < t.size(); ++i) {
-        if (t[i] != '%')
-            continue;
-        if (i + 1 == t.size())
-            fail(path, "ends with a lone '%' (write %% for a percent sign)");
-        const char c = t[++i];
-        if (c == '%' || allowed.find(c) != std::string::npos)
-            continue;
-        std::string known;
-        for (const char a : allowed)
-            known += std::string("%") + a + ", ";
-        fail(path, std::string("unknown escape %") + c + " (use " + known + "or %%)");
-    }
-}
-
-bool uses_escape(const std::string& t, char esc)
-{
-    for (std::size_t i = 0; i + 1 < t.size(); ++i) {
-        if (t[i] != '%')
-            continue;
-        if (t[i + 1] == esc)
-            return true;
-        ++i;    // skip the escaped character, "%%s" is a literal "%s"
-    }
-    return false;
 }
 
 void check_identifier(const std::string& s, const std::string& path, bool required)
@@ -123,10 +91,8 @@ void check_account_text(const std::string& s, const std::string& path, const cha
 {
     if (s.empty() || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
         return;
-    unsigned long long id = 0;
-    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), id);
     constexpr unsigned long long max_id = 4294967294ULL; // (uid_t)-1 means "no id"
-    if (ec != std::errc() || end != s.data() + s.size() || id > max_id)
+    if (!parse_decimal(s, max_id))
         fail(path, "\"" + s + "\" is too large for a " + what + " id (at most " + std::to_string(max_id) + ")");
 }
 
@@ -168,9 +134,17 @@ DatabaseConfig parse_database(const Json::Value& v, Problems& p)
 {
     DatabaseConfig d;
     Object o(v, "database", p);
-    d.hosts = o.list("host");
+    const std::vector<std::string> hosts = o.list("host");
     d.port = o.num("port", d.port, 1, 65535);
-    p.guard([&] { parse_hosts(d); }); // the same parser the lookups use: what loads, connects
+    if (hosts.empty())
+        p.add("database.host: missing (required): at least one database host");
+    for (std::size_t i = 0; i < hosts.size(); ++i) {
+        std::string why;
+        if (const auto ep = parse_endpoint(hosts[i], d.port, &why))
+            d.hosts.push_back(*ep);
+        else
+            p.add((hosts.size() == 1 ? "database.host" : "database.host[" + std::to_string(i) + "]") + ": " + why);
+    }
     d.username = o.str("username");
     d.password = o.str("password");
     d.password_file = o.str("password_file");
@@ -218,17 +192,11 @@ void check_query(const MapConfig& m, const std::string& path)
 {
     if (!m.table.empty() || !m.key.empty() || !m.value.empty() || !m.reason.empty())
         fail(path + ".query", "give either query or table/key/value/reason, not both");
-    check_template(m.query, "sud", path + ".query");
-    if (!uses_escape(m.query, 's') && !uses_escape(m.query, 'u') && !uses_escape(m.query, 'd'))
-        fail(path + ".query", "uses none of %s, %u, %d: it would not depend on the key");
     // The compiler the lookups use, so --offline sees what they would refuse.
     try {
-        compile_query(m.query, m.service);
+        compile_query(m.query);
     } catch (const ConfigError& e) {
-        std::string why = e.what();
-        if (const auto at = why.find(": query "); at != std::string::npos)
-            why.erase(0, at + 8);
-        fail(path + ".query", why);
+        fail(path + ".query", e.what());
     }
 }
 
@@ -261,7 +229,13 @@ void parse_map_fields(MapConfig& m, Object& o, const std::string& path, Problems
         p.guard([&] { check_identifier(m.value, path + ".value", false); });
         p.guard([&] { check_identifier(m.reason, path + ".reason", false); });
     }
-    p.guard([&] { check_template(m.result_format, "s", path + ".result_format"); });
+    p.guard([&] {
+        try {
+            ResultFormat{m.result_format};
+        } catch (const ConfigError& e) {
+            fail(path + ".result_format", e.what());
+        }
+    });
     if (m.strip_extension.size() > 8 || has_control_or_space(m.strip_extension) ||
         m.strip_extension.find('@') != std::string::npos)
         p.add(path + ".strip_extension: must be a few delimiter characters such as \"+\"");

@@ -7,6 +7,8 @@
 // ("postmaps[1].tabel: unknown key").  Nothing here touches the database.
 #pragma once
 
+#include "endpoint.hh"
+
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -42,7 +44,7 @@ struct TlsConfig {
 };
 
 struct DatabaseConfig {
-    std::vector<std::string> hosts; // "host", "host:port", "[v6]:port", "unix:/path"
+    std::vector<Endpoint> hosts;    // parsed from "host", "host:port", "[v6]:port", "unix:/path"
     unsigned port = 3306;
     std::string username;
     std::string password;           // resolved: password, or password_file's content

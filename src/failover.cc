@@ -1,6 +1,7 @@
 #include "failover.hh"
 
 #include "log.hh"
+#include "util.hh"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -29,45 +30,6 @@ std::time_t wall_now()
     return std::time(nullptr);
 }
 
-bool parse_port(std::string_view s, unsigned& port)
-{
-    if (s.empty() || s.size() > 5)
-        return false;
-    unsigned v = 0;
-    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (ec != std::errc() || end != s.data() + s.size() || v == 0 || v > 65535)
-        return false;
-    port = v;
-    return true;
-}
-
-// Names go into log lines and the state file, one per line.
-bool printable(std::string_view s)
-{
-    for (unsigned char c : s)
-        if (c <= ' ' || c == 0x7f)
-            return false;
-    return true;
-}
-
-class Fd
-{
-public:
-    explicit Fd(int fd = -1) : fd_(fd) {}
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-    ~Fd()
-    {
-        if (fd_ >= 0)
-            ::close(fd_);
-    }
-    int get() const { return fd_; }
-    explicit operator bool() const { return fd_ >= 0; }
-
-private:
-    int fd_;
-};
-
 // A directory we may keep state in: a real directory, ours, not writable by others.
 bool safe_dir(const std::string& dir)
 {
@@ -76,34 +38,6 @@ bool safe_dir(const std::string& dir)
     if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
         return false;
     return st.st_uid == ::geteuid() && (st.st_mode & (S_IWGRP | S_IWOTH)) == 0;
-}
-
-bool read_small_file(const std::string& path, std::string& out, int& err)
-{
-    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-    if (!fd) {
-        err = errno;
-        return false;
-    }
-    out.clear();
-    char buf[4096];
-    for (;;) {
-        ssize_t n = ::read(fd.get(), buf, sizeof buf);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            err = errno;
-            return false;
-        }
-        if (n == 0)
-            return true;
-        if (out.size() + static_cast<std::size_t>(n) > kMaxStateFile) {
-            // Far larger than any real state: treat as garbage.
-            out.clear();
-            return true;
-        }
-        out.append(buf, static_cast<std::size_t>(n));
-    }
 }
 
 bool write_all(int fd, std::string_view data)
@@ -136,87 +70,6 @@ int take_lock(const std::string& path)
 }
 
 } // namespace
-
-std::string Endpoint::name() const
-{
-    if (kind == Kind::Unix)
-        return "unix:" + path;
-    if (host.find(':') != std::string::npos)
-        return "[" + host + "]:" + std::to_string(port);
-    return host + ":" + std::to_string(port);
-}
-
-Endpoint parse_endpoint(std::string_view spec, unsigned default_port)
-{
-    const std::string quoted = "\"" + std::string(spec) + "\": ";
-    if (spec.empty())
-        throw ConfigError("empty entry");
-    if (!printable(spec))
-        throw ConfigError(quoted + "contains spaces or control characters");
-    Endpoint ep;
-    if (spec.substr(0, 5) == "unix:") {
-        ep.kind = Endpoint::Kind::Unix;
-        ep.path = std::string(spec.substr(5));
-        if (ep.path.empty() || ep.path[0] != '/')
-            throw ConfigError(quoted + "a unix socket needs an absolute path (unix:/path)");
-        return ep;
-    }
-    ep.port = default_port;
-    std::string_view host = spec;
-    std::string_view port;
-    if (spec[0] == '[') {
-        auto close = spec.find(']');
-        if (close == std::string_view::npos)
-            throw ConfigError(quoted + "missing ']'");
-        host = spec.substr(1, close - 1);
-        auto rest = spec.substr(close + 1);
-        if (!rest.empty()) {
-            if (rest[0] != ':')
-                throw ConfigError(quoted + "expected ':port' after ']'");
-            port = rest.substr(1);
-            if (port.empty())
-                throw ConfigError(quoted + "empty port");
-        }
-        if (host.find(':') == std::string_view::npos)
-            throw ConfigError(quoted + "brackets are for IPv6 addresses");
-    } else {
-        auto colon = spec.find(':');
-        if (colon != std::string_view::npos) {
-            if (spec.find(':', colon + 1) != std::string_view::npos)
-                throw ConfigError(quoted + "an IPv6 address needs brackets: [" + std::string(spec) + "]:3306");
-            host = spec.substr(0, colon);
-            port = spec.substr(colon + 1);
-            if (port.empty())
-                throw ConfigError(quoted + "empty port");
-        }
-    }
-    if (host.empty())
-        throw ConfigError(quoted + "empty host name");
-    if (!port.empty() && !parse_port(port, ep.port))
-        throw ConfigError(quoted + "port must be a number from 1 to 65535");
-    if (ep.port == 0 || ep.port > 65535)
-        throw ConfigError(quoted + "port must be a number from 1 to 65535");
-    ep.host = std::string(host);
-    return ep;
-}
-
-std::vector<Endpoint> parse_hosts(const DatabaseConfig& db)
-{
-    if (db.hosts.empty())
-        throw ConfigError("database.host: missing (required): at least one database host");
-    std::vector<Endpoint> out;
-    out.reserve(db.hosts.size());
-    for (std::size_t i = 0; i < db.hosts.size(); ++i) {
-        try {
-            out.push_back(parse_endpoint(db.hosts[i], db.port));
-        } catch (const ConfigError& e) {
-            const std::string path =
-                db.hosts.size() == 1 ? "database.host" : "database.host[" + std::to_string(i) + "]";
-            throw ConfigError(path + ": " + e.what());
-        }
-    }
-    return out;
-}
 
 std::string runtime_dir()
 {
@@ -252,7 +105,7 @@ DownMap parse_state(std::string_view text, std::time_t now, unsigned retry_inter
         if (ec != std::errc() || end != line.data() + sp)
             continue;
         auto name = line.substr(sp + 1);
-        if (name.empty() || !printable(name) || until <= now)
+        if (name.empty() || !printable_name(name) || until <= now)
             continue;
         const long long limit = static_cast<long long>(now) + retry_interval;
         out[std::string(name)] = static_cast<std::time_t>(until > limit ? limit : until);
@@ -294,8 +147,9 @@ void HostState::load(std::time_t now)
         return;
     }
     std::string text;
-    int err = 0;
-    if (read_small_file(file_, text, err) || err == ENOENT) {
+    // Far larger than any real state (EFBIG) is garbage: read as empty.
+    const int err = read_file(file_, text, kMaxStateFile, false);
+    if (err == 0 || err == ENOENT || err == EFBIG) {
         down_ = parse_state(text, now, retry_interval_);
         return;
     }

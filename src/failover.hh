@@ -1,20 +1,18 @@
-// failover — which database host to try next, and the memory of failed hosts.
+// failover — the memory of failed database hosts, shared between handlers.
 //
-// parse_endpoint() turns one `database.host` entry ("db1", "db1:3307",
-// "[2001:db8::1]:3307", "unix:/run/mysqld/mysqld.sock") into an Endpoint; a
-// malformed entry throws ConfigError naming it.  HostState remembers when a
-// host failed and answers the order in which to try the hosts: hosts not
-// marked down first, in configured order, then the marked ones (also in
-// order) as a last resort, so that when every host is marked down they are
-// still tried rather than answered TEMP untried.  A mark lasts
-// retry_interval seconds and is shared between handler processes through a
-// small state file in the runtime directory, replaced atomically (write a
-// temporary file, rename) under an advisory lock.  The file is only a hint:
-// unreadable, corrupt or unwritable files are ignored (the memory then lives
-// in this process only); nothing here throws after construction.
+// HostState remembers when a host failed and answers the order in which to
+// try the hosts: hosts not marked down first, in configured order, then the
+// marked ones (also in order) as a last resort, so that when every host is
+// marked down they are still tried rather than answered TEMP untried.  A
+// mark lasts retry_interval seconds and is shared between handler processes
+// through a small state file in the runtime directory, replaced atomically
+// (write a temporary file, rename) under an advisory lock.  The file is only
+// a hint: unreadable, corrupt or unwritable files are ignored (the memory
+// then lives in this process only); nothing here throws after construction.
+// Which host to try when is decided by the Pool (pool.hh), not here.
 #pragma once
 
-#include "config.hh"
+#include "endpoint.hh"
 
 #include <ctime>
 #include <map>
@@ -24,28 +22,6 @@
 
 namespace sockmapd
 {
-
-struct Endpoint {
-    enum class Kind { Tcp, Unix };
-    Kind kind = Kind::Tcp;
-    std::string host;  // Tcp: name or address (IPv6 without brackets)
-    unsigned port = 0; // Tcp
-    std::string path;  // Unix: socket path
-
-    // A stable, printable name: "db1:3306", "[::1]:3306", "unix:/path".
-    // Used in logs and as the key in the state file.
-    std::string name() const;
-    bool operator==(const Endpoint&) const = default;
-};
-
-// Throws ConfigError for an empty entry, a bad port or a bad bracket form;
-// the message names the entry, parse_hosts() adds its key path.
-Endpoint parse_endpoint(std::string_view spec, unsigned default_port);
-
-// All of db.hosts, in order; throws ConfigError naming the key path
-// ("database.host[1]: ..."), for an empty list too.  Config loading calls
-// it, so a loaded config's hosts always parse.
-std::vector<Endpoint> parse_hosts(const DatabaseConfig& db);
 
 // The directory for the state file: $RUNTIME_DIRECTORY (its first entry),
 // else /run/sockmapd if writable, else /tmp/sockmapd-<uid> (created 0700,

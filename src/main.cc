@@ -162,7 +162,7 @@ int query(const Config& cfg, const std::string& map, const std::string& key)
 {
     DbLookup lookup(cfg);
     const LookupResult r = lookup.lookup(map, key);
-    std::cout << reply_for(r) << '\n';
+    std::cout << reply_for(r).payload << '\n';
     switch (r.outcome) {
     case Outcome::Found: return EX_OK;
     case Outcome::NotFound: return 1;

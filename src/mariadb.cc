@@ -100,6 +100,11 @@ bool is_connection_error(unsigned code, std::string_view sqlstate)
     }
 }
 
+bool is_login_error(unsigned code)
+{
+    return code == ER_ACCESS_DENIED_ERROR || code == ER_DBACCESS_DENIED_ERROR || code == ER_BAD_DB_ERROR;
+}
+
 ConnectOptions connect_options(const DatabaseConfig& db, const std::string& database)
 {
     ConnectOptions o;

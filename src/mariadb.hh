@@ -15,7 +15,7 @@
 #pragma once
 
 #include "config.hh"
-#include "failover.hh"
+#include "endpoint.hh"
 
 #include <mysql.h>
 
@@ -45,6 +45,10 @@ public:
 // dropping the connection and trying another host.  False for errors about
 // the statement itself (unknown column, missing table, syntax).
 bool is_connection_error(unsigned code, std::string_view sqlstate);
+
+// True for a login the server refused (user, password, or the schema it
+// names): a configuration problem rather than an outage.
+bool is_login_error(unsigned code);
 
 struct ConnectOptions {
     std::string user;

@@ -15,7 +15,6 @@
 namespace sockmapd {
 
 inline constexpr std::size_t max_request_length = 10000;  // Postfix's limit on a request
-inline constexpr std::size_t max_reply_length = 100000;   // Postfix's limit on a reply
 
 enum class NetstringError {
     None,

@@ -175,6 +175,8 @@ public:
 private:
     bool handle_input(std::string_view data);   // false: end the session
     void answer(std::string_view payload);
+    // A PERM reply saying why, then the end of the session.
+    void end_on_framing_error(NetstringError e);
     bool flush();
     Clock::time_point next_deadline() const;
 
@@ -212,23 +214,29 @@ void Session::answer(std::string_view payload)
 {
     ++stats_.requests;
     const auto req = split_request(payload);
-    if (!req) {
-        ++stats_.errors;
-        netstring_append(out_, reply_malformed_request());
+    if (!req)
         log_info("request without map name and key");
-        return;
-    }
-    const LookupResult result = lookup_.lookup(req->map, req->key);
-    const std::string reply = reply_for(result);
-    switch (result.outcome) {
-    case Outcome::Found: ++stats_.hits; break;
-    case Outcome::NotFound: ++stats_.misses; break;
-    default: ++stats_.errors; break;
-    }
-    if (log_enabled(LogLevel::Debug))
-        log_debug("map " + std::string(req->map) + " key \"" + log_escape(req->key) + "\": " + log_escape(reply),
-                  {{"SOCKMAP_MAP", req->map}, {"SOCKMAP_STATUS", std::string_view(reply).substr(0, reply.find(' '))}});
-    netstring_append(out_, reply);
+    const Reply reply = reply_for(req ? lookup_.lookup(req->map, req->key) : malformed_request());
+    if (reply.status == "OK")
+        ++stats_.hits;
+    else if (reply.status == "NOTFOUND")
+        ++stats_.misses;
+    else
+        ++stats_.errors;
+    if (req && log_enabled(LogLevel::Debug))
+        log_debug("map " + std::string(req->map) + " key \"" + log_escape(req->key) + "\": " +
+                      log_escape(reply.payload),
+                  {{"SOCKMAP_MAP", req->map}, {"SOCKMAP_STATUS", reply.status}});
+    netstring_append(out_, reply.payload);
+}
+
+void Session::end_on_framing_error(NetstringError e)
+{
+    ++stats_.errors;
+    log_warning(std::string("closing connection: ") + describe(e));
+    netstring_append(out_, reply_for({Outcome::PermFail, describe(e)}).payload);
+    flush();
+    stats_.end = EndReason::ProtocolError;
 }
 
 bool Session::handle_input(std::string_view data)
@@ -244,11 +252,7 @@ bool Session::handle_input(std::string_view data)
                 return false;
             break;
         case NetstringDecoder::Status::Error:
-            ++stats_.errors;
-            log_warning(std::string("closing connection: ") + describe(decoder_.error()));
-            netstring_append(out_, std::string("PERM ") + describe(decoder_.error()));
-            flush();
-            stats_.end = EndReason::ProtocolError;
+            end_on_framing_error(decoder_.error());
             return false;
         }
     }
@@ -280,10 +284,7 @@ SessionStats Session::run()
         }
         if (n == 0) {
             if (const auto e = decoder_.at_eof(); e != NetstringError::None) {
-                ++stats_.errors;
-                netstring_append(out_, std::string("PERM ") + describe(e));
-                flush();
-                stats_.end = EndReason::ProtocolError;
+                end_on_framing_error(e);
                 return stats_;
             }
             stats_.end = EndReason::Eof;

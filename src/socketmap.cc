@@ -22,14 +22,14 @@ std::string clean_reason(std::string_view reason, std::string_view fallback)
     return out;
 }
 
-std::string with_word(std::string_view word, std::string_view text)
+Reply with_word(std::string_view word, std::string_view text)
 {
-    std::string out;
-    out.reserve(word.size() + 1 + text.size());
-    out.append(word);
-    out.push_back(' ');
-    out.append(text);
-    return out;
+    Reply r{word, {}};
+    r.payload.reserve(word.size() + 1 + text.size());
+    r.payload.append(word);
+    r.payload.push_back(' ');
+    r.payload.append(text);
+    return r;
 }
 
 } // namespace
@@ -42,17 +42,17 @@ std::optional<Request> split_request(std::string_view payload)
     return Request{payload.substr(0, space), payload.substr(space + 1)};
 }
 
-std::string reply_for(const LookupResult& r)
+Reply reply_for(const LookupResult& r)
 {
     switch (r.outcome) {
     case Outcome::Found:
         if (r.text.empty())
-            return "NOTFOUND ";
-        if (r.text.size() + 3 > max_reply_length)
-            return "PERM result too long";
+            return with_word("NOTFOUND", "");
+        if (r.text.size() > max_value_length)
+            return with_word("PERM", "result too long");
         return with_word("OK", r.text);
     case Outcome::NotFound:
-        return "NOTFOUND ";
+        return with_word("NOTFOUND", "");
     case Outcome::TempFail:
         return with_word("TEMP", clean_reason(r.text, "temporary failure"));
     case Outcome::Timeout:
@@ -60,15 +60,15 @@ std::string reply_for(const LookupResult& r)
     case Outcome::PermFail:
         return with_word("PERM", clean_reason(r.text, "permanent failure"));
     case Outcome::NoSuchMap:
-        return "PERM unknown map";
+        return with_word("PERM", "unknown map");
     }
     // An outcome we do not know is not an answer: let the MTA retry.
-    return "TEMP internal error";
+    return with_word("TEMP", "internal error");
 }
 
-std::string reply_malformed_request()
+LookupResult malformed_request()
 {
-    return "PERM request without map name and key";
+    return {Outcome::PermFail, "request without map name and key"};
 }
 
 } // namespace sockmapd

@@ -82,7 +82,11 @@ BOOST_AUTO_TEST_CASE(go_format_loads)
     BOOST_TEST(c.sys.port == "2224");
     BOOST_TEST(c.sys.idle_timeout == 60u);
     BOOST_TEST(c.sys.max_session == 600u);
-    BOOST_TEST(c.db.hosts.size() == 3u);
+    BOOST_REQUIRE(c.db.hosts.size() == 3u);
+    // Parsed once, here, in order, with the default port filled in.
+    BOOST_TEST(c.db.hosts[0].name() == "db1.example.org:3306");
+    BOOST_TEST(c.db.hosts[1].name() == "db2.example.org:3307");
+    BOOST_TEST(c.db.hosts[2].name() == "unix:/run/mysqld/mysqld.sock");
     BOOST_TEST(c.db.port == 3306u);
     BOOST_TEST(c.db.connect_timeout == 3u);
     BOOST_TEST(c.db.password == "secret");
@@ -98,6 +102,7 @@ BOOST_AUTO_TEST_CASE(numbers_work_too)
     const Config c = parse_config(with(with(go_config, R"("port": "3306")", R"("port": 3307)"), R"("idle_timeout": "60")",
                                        R"("idle_timeout": 30)"));
     BOOST_TEST(c.db.port == 3307u);
+    BOOST_TEST(c.db.hosts[0].name() == "db1.example.org:3307"); // the port applies to the hosts
     BOOST_TEST(c.sys.idle_timeout == 30u);
     BOOST_TEST(parse_config(with(go_config, R"("port": "2224")", R"("port": 2225)")).sys.port == "2225");
 }
@@ -111,7 +116,8 @@ BOOST_AUTO_TEST_CASE(defaults)
     BOOST_TEST(c.db.read_timeout == 5u);
     BOOST_TEST(c.db.db_idle_timeout == 10u);
     BOOST_TEST(c.db.retry_interval == 30u);
-    BOOST_TEST(c.db.hosts == std::vector<std::string>{"localhost"});
+    BOOST_REQUIRE(c.db.hosts.size() == 1u);
+    BOOST_TEST(c.db.hosts[0].name() == "localhost:3306");
     BOOST_TEST(c.db.tls.verify_server);
     BOOST_TEST(!c.db.tls.enabled());
     BOOST_TEST(static_cast<int>(c.sys.loglevel) == static_cast<int>(LogLevel::Info));
@@ -159,8 +165,8 @@ BOOST_AUTO_TEST_CASE(errors_name_the_key)
         {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t WHERE k = %x")"), "postmaps[0].query: unknown escape %x"},
         {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t WHERE k = 1")"), "postmaps[0].query: uses none of"},
         {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t WHERE k = '%%s'")"), "postmaps[0].query: uses none of"},
-        {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t /* %s */ WHERE k = %s")"), "postmaps[0].query: "},
-        {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t WHERE k = %s AND x = ?")"), "postmaps[0].query: "},
+        {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t /* %s */ WHERE k = %s")"), "postmaps[0].query: has %s inside a comment"},
+        {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t WHERE k = %s AND x = ?")"), "postmaps[0].query: has a '?' of its own"},
         {with(minimal, R"("key": "k")", R"("key": "k", "result_format": "smtp:[%d]")"), "postmaps[0].result_format: unknown escape %d"},
         {with(minimal, R"("key": "k")", R"("key": "k", "result_format": "50%")"), "postmaps[0].result_format: ends with a lone"},
         {with(minimal, R"("key": "k")", R"("key": "k", "domain": ["ok.org", "a@b"])"), "postmaps[0].domain:"},
@@ -247,7 +253,9 @@ BOOST_AUTO_TEST_CASE(keys_match_without_case)
         "PostMaps": [{"Service": "m", "DataBase": "d", "Table": "t", "Key": "k", "Value": "v"}]})");
     BOOST_TEST(c.sys.port == "2225");
     BOOST_TEST(static_cast<int>(c.sys.loglevel) == static_cast<int>(LogLevel::Debug));
-    BOOST_TEST(c.db.hosts == (std::vector<std::string>{"h1", "h2:3307"}));
+    BOOST_REQUIRE(c.db.hosts.size() == 2u);
+    BOOST_TEST(c.db.hosts[0].name() == "h1:3308");
+    BOOST_TEST(c.db.hosts[1].name() == "h2:3307");
     BOOST_TEST(c.db.port == 3308u);
     BOOST_TEST(c.db.username == "u");
     BOOST_TEST(c.db.tls.ca == "/ca");

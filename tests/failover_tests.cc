@@ -52,86 +52,6 @@ Endpoint tcp(const std::string& host, unsigned port)
 
 BOOST_AUTO_TEST_SUITE(failover)
 
-BOOST_AUTO_TEST_CASE(parse_good_entries)
-{
-    struct Case {
-        std::string spec;
-        Endpoint::Kind kind;
-        std::string host;
-        unsigned port;
-        std::string path;
-        std::string name;
-    };
-    const std::vector<Case> cases = {
-        {"db1.example.org", Endpoint::Kind::Tcp, "db1.example.org", 3306, "", "db1.example.org:3306"},
-        {"db2.example.org:3307", Endpoint::Kind::Tcp, "db2.example.org", 3307, "", "db2.example.org:3307"},
-        {"127.0.0.1:1", Endpoint::Kind::Tcp, "127.0.0.1", 1, "", "127.0.0.1:1"},
-        {"localhost:65535", Endpoint::Kind::Tcp, "localhost", 65535, "", "localhost:65535"},
-        {"[::1]:3310", Endpoint::Kind::Tcp, "::1", 3310, "", "[::1]:3310"},
-        {"[2001:db8::5]", Endpoint::Kind::Tcp, "2001:db8::5", 3306, "", "[2001:db8::5]:3306"},
-        {"unix:/run/mysqld/mysqld.sock", Endpoint::Kind::Unix, "", 0, "/run/mysqld/mysqld.sock",
-         "unix:/run/mysqld/mysqld.sock"},
-    };
-    for (const auto& c : cases) {
-        BOOST_TEST_CONTEXT("entry \"" << c.spec << "\"")
-        {
-            const Endpoint e = parse_endpoint(c.spec, 3306);
-            BOOST_TEST((e.kind == c.kind));
-            BOOST_TEST(e.host == c.host);
-            BOOST_TEST(e.port == c.port);
-            BOOST_TEST(e.path == c.path);
-            BOOST_TEST(e.name() == c.name);
-        }
-    }
-}
-
-BOOST_AUTO_TEST_CASE(parse_bad_entries)
-{
-    const std::vector<std::string> bad = {
-        "",
-        "db1:",
-        ":3306",
-        "db1:0",
-        "db1:65536",
-        "db1:33o6",
-        "db1:-1",
-        "db1:+3306",
-        "db1:123456",
-        "::1",
-        "2001:db8::1:3306",
-        "[::1",
-        "[::1]3306",
-        "[::1]:",
-        "[]:3306",
-        "[db1]:3306",
-        "unix:",
-        "unix:relative.sock",
-        "db 1",
-        "db1\n",
-        std::string("db\0x", 4),
-    };
-    for (const auto& spec : bad) {
-        BOOST_TEST_CONTEXT("entry \"" << spec << "\"")
-        {
-            BOOST_CHECK_THROW(parse_endpoint(spec, 3306), ConfigError);
-        }
-    }
-}
-
-BOOST_AUTO_TEST_CASE(parse_host_list_keeps_order)
-{
-    DatabaseConfig db;
-    db.port = 3307;
-    db.hosts = {"b", "a:1", "unix:/s"};
-    const auto hosts = parse_hosts(db);
-    BOOST_REQUIRE(hosts.size() == 3u);
-    BOOST_TEST(hosts[0].name() == "b:3307");
-    BOOST_TEST(hosts[1].name() == "a:1");
-    BOOST_TEST(hosts[2].name() == "unix:/s");
-    db.hosts.clear();
-    BOOST_CHECK_THROW(parse_hosts(db), ConfigError);
-}
-
 BOOST_AUTO_TEST_CASE(state_round_trip)
 {
     const DownMap down = {{"db1:3306", 1000}, {"unix:/s", 1010}, {"[::1]:3306", 1020}};
@@ -244,19 +164,18 @@ BOOST_AUTO_TEST_CASE(unwritable_dir_is_not_fatal)
     BOOST_TEST(none.is_down(a));
 }
 
-BOOST_AUTO_TEST_CASE(read_only_dir_is_not_fatal)
+BOOST_AUTO_TEST_CASE(unusable_state_file_is_not_fatal)
 {
-    if (::geteuid() == 0) {
-        BOOST_TEST_MESSAGE("root ignores directory permissions; covered by unwritable_dir_is_not_fatal");
-        return;
-    }
+    // A directory where the state file belongs cannot be read or replaced,
+    // whoever runs the test (root included).
     TempDir dir;
-    ::chmod(dir.path.c_str(), 0500);
+    BOOST_REQUIRE(::mkdir((dir.path + "/failover.state").c_str(), 0700) == 0);
     const Endpoint a = tcp("a", 1);
     HostState st(dir.path, 30);
     BOOST_CHECK_NO_THROW(st.mark_down(a));
-    BOOST_TEST(st.is_down(a));
-    ::chmod(dir.path.c_str(), 0700);
+    BOOST_TEST(st.is_down(a)); // remembered in this process
+    BOOST_CHECK_NO_THROW(st.mark_up(a));
+    BOOST_TEST(!st.is_down(a));
 }
 
 BOOST_AUTO_TEST_CASE(runtime_dir_choice)

@@ -57,13 +57,18 @@ BOOST_AUTO_TEST_CASE(reply_policy)
         {Outcome::NoSuchMap, "", "PERM unknown map"},
     };
     for (const auto& c : cases)
-        BOOST_TEST(reply_for({c.outcome, c.text}) == c.reply);
+    {
+        const Reply r = reply_for({c.outcome, c.text});
+        BOOST_TEST(r.payload == c.reply);
+        BOOST_TEST(c.reply.rfind(std::string(r.status) + " ", 0) == 0u, c.reply); // the word it starts with
+    }
+    BOOST_TEST(reply_for(malformed_request()).payload == "PERM request without map name and key");
 }
 
 BOOST_AUTO_TEST_CASE(failures_never_look_like_answers)
 {
     for (const auto o : {Outcome::TempFail, Outcome::Timeout, Outcome::PermFail, Outcome::NoSuchMap}) {
-        const std::string r = reply_for({o, "OK fake"});
+        const std::string r = reply_for({o, "OK fake"}).payload;
         BOOST_TEST(r.rfind("OK", 0) != 0u);
         BOOST_TEST(r.rfind("NOTFOUND", 0) != 0u);
     }
@@ -71,10 +76,11 @@ BOOST_AUTO_TEST_CASE(failures_never_look_like_answers)
 
 BOOST_AUTO_TEST_CASE(reply_limit)
 {
-    const std::string fits(max_reply_length - 3, 'v');
-    BOOST_TEST(reply_for({Outcome::Found, fits}).size() == max_reply_length);
-    BOOST_TEST(reply_for({Outcome::Found, fits + "v"}) == "PERM result too long");
-    BOOST_TEST(reply_for({Outcome::TempFail, std::string(5000, 'r')}).size() < 300u);
+    const std::string fits(max_value_length, 'v');
+    BOOST_TEST(reply_for({Outcome::Found, fits}).payload.size() == max_reply_length);
+    BOOST_TEST(reply_for({Outcome::Found, fits + "v"}).payload == "PERM result too long");
+    BOOST_TEST(reply_for({Outcome::Found, fits + "v"}).status == "PERM");
+    BOOST_TEST(reply_for({Outcome::TempFail, std::string(5000, 'r')}).payload.size() < 300u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

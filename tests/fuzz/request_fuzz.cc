@@ -19,7 +19,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     for (const auto o : {Outcome::Found, Outcome::NotFound, Outcome::TempFail, Outcome::Timeout, Outcome::PermFail,
                          Outcome::NoSuchMap}) {
-        const std::string reply = reply_for({o, payload});
+        const Reply r = reply_for({o, payload});
+        const std::string& reply = r.payload;
+        if (reply.rfind(std::string(r.status) + " ", 0) != 0)
+            std::abort();
         if (reply.size() > max_reply_length)
             std::abort();
         const bool ok_like = reply.rfind("OK ", 0) == 0 || reply.rfind("NOTFOUND ", 0) == 0;

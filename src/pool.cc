@@ -1,0 +1,163 @@
+#include "pool.hh"
+
+#include "log.hh"
+
+namespace sockmapd
+{
+
+// One schema's connection and the host it goes to.
+struct Pool::Slot {
+    std::string database;
+    std::unique_ptr<Connection> conn;
+    std::size_t host = 0;
+    Clock::time_point last_used{};
+    bool confirmed = false; // work succeeded since connecting
+
+    void drop()
+    {
+        conn.reset();
+        confirmed = false;
+    }
+    std::string where(const std::vector<Endpoint>& hosts) const
+    {
+        return hosts[host].name() + (database.empty() ? std::string() : " (database " + database + ")");
+    }
+};
+
+Pool::Pool(std::vector<Endpoint> hosts, HostState state, unsigned idle_timeout, Connector connect)
+    : hosts_(std::move(hosts)), state_(std::move(state)), idle_timeout_(idle_timeout), connect_(std::move(connect))
+{
+}
+
+Pool::~Pool() = default;
+
+Pool::Slot& Pool::slot_for(const std::string& database)
+{
+    auto& slot = slots_[database];
+    if (!slot) {
+        slot = std::make_unique<Slot>();
+        slot->database = database;
+    }
+    return *slot;
+}
+
+bool Pool::connect_next(Slot& slot, std::vector<bool>& tried, std::optional<DbError>& last,
+                        std::optional<std::size_t> prefer)
+{
+    std::vector<std::size_t> order = state_.order(hosts_);
+    if (prefer)
+        order.insert(order.begin(), *prefer);
+    for (const std::size_t idx : order) {
+        if (tried[idx])
+            continue;
+        tried[idx] = true;
+        slot.host = idx;
+        const Endpoint& host = hosts_[idx];
+        try {
+            slot.conn = connect_(host, slot.database);
+            slot.confirmed = false;
+            slot.last_used = Clock::now();
+            log_info("connected to database host " + slot.where(hosts_) + ", server " + slot.conn->server_version(),
+                     {{"SOCKMAP_DB_HOST", host.name()}});
+            return true;
+        } catch (const DbError& e) {
+            log_warning("cannot connect to database host " + slot.where(hosts_) + ": " + e.what(),
+                        {{"SOCKMAP_DB_HOST", host.name()}});
+            state_.mark_down(host);
+            last = e;
+        }
+    }
+    return false;
+}
+
+std::optional<DbError> Pool::run(const std::string& database, std::string_view map, Work work)
+{
+    Slot& slot = slot_for(database);
+    std::vector<bool> tried(hosts_.size(), false);
+    if (slot.conn)
+        tried[slot.host] = true; // a kept connection is this run's first try
+    std::optional<DbError> last;
+    std::optional<std::size_t> prefer;
+    bool stale_retry_done = false;
+    for (;;) {
+        bool opened_now = false;
+        if (!slot.conn) {
+            if (!connect_next(slot, tried, last, prefer))
+                return last;
+            opened_now = true;
+            prefer.reset();
+        }
+        const std::size_t idx = slot.host;
+        try {
+            work(*slot.conn, hosts_[idx]);
+        } catch (const DbError& e) {
+            slot.last_used = Clock::now();
+            if (!is_connection_error(e.code, e.sqlstate))
+                throw; // the work, not the server, is wrong
+            log_warning("database host " + slot.where(hosts_) + " failed during map " + std::string(map) + ": " +
+                            e.what(),
+                        {{"SOCKMAP_DB_HOST", hosts_[idx].name()}});
+            slot.drop();
+            last = e;
+            if (!opened_now && !e.timed_out && !stale_retry_done) {
+                // One fresh connection to the same host before calling it down.
+                stale_retry_done = true;
+                tried[idx] = false;
+                prefer = idx;
+            } else {
+                state_.mark_down(hosts_[idx]);
+                if (e.timed_out)
+                    drop_connections_to(idx);
+            }
+            continue;
+        } catch (...) {
+            slot.last_used = Clock::now();
+            throw;
+        }
+        slot.last_used = Clock::now();
+        if (!slot.confirmed) {
+            state_.mark_up(hosts_[idx]);
+            slot.confirmed = true;
+        }
+        return std::nullopt;
+    }
+}
+
+// A host that let a query time out is hung for every schema on it: the
+// other schemas' connections to it go too, so their next runs fail over
+// at once instead of each waiting read_timeout on the same host.
+void Pool::drop_connections_to(std::size_t host)
+{
+    for (auto& [db, slot] : slots_)
+        if (slot->conn && slot->host == host)
+            slot->drop();
+}
+
+std::optional<Clock::time_point> Pool::next_wakeup() const
+{
+    if (idle_timeout_ == 0)
+        return std::nullopt;
+    std::optional<Clock::time_point> next;
+    for (const auto& [db, slot] : slots_) {
+        if (!slot->conn)
+            continue;
+        const auto t = slot->last_used + std::chrono::seconds(idle_timeout_);
+        if (!next || t < *next)
+            next = t;
+    }
+    return next;
+}
+
+void Pool::close_idle(Clock::time_point now)
+{
+    if (idle_timeout_ == 0)
+        return;
+    for (auto& [db, slot] : slots_) {
+        if (!slot->conn || slot->last_used + std::chrono::seconds(idle_timeout_) > now)
+            continue;
+        log_info("closing idle database connection to " + slot->where(hosts_));
+        slot->drop();
+    }
+}
+
+} // namespace sockmapd

@@ -1,0 +1,116 @@
+// statement — what a map sends to the database and how rows become an
+// answer; pure code, no I/O.
+//
+// build_statement() turns a map into a StatementPlan: the SQL (a SELECT
+// built from validated, back-quoted identifiers, or the map's `query`
+// template compiled by compile_query()), the key parts to bind for its
+// '?'s, and the compiled result_format.  bind_values() picks those parts out
+// of one key.  ResultJoiner turns rows into the answer.  read_escape() is
+// the only reader of '%' escapes: query templates, result_format and the
+// config check all go through it.  Template problems throw ConfigError;
+// the messages of compile_query() and ResultFormat are the bare reason,
+// callers add the map or key path.
+#pragma once
+
+#include "config.hh"
+#include "lookup.hh"
+#include "socketmap.hh"
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sockmapd
+{
+
+struct Column; // mariadb.hh: one column of a result row
+
+// A part of the key bound as one statement parameter.
+enum class KeyPart {
+    Whole,  // %s, and the key column of table maps
+    Local,  // %u: before the last '@'
+    Domain, // %d: after the last '@'
+};
+
+// At t[i] == '%': moves `i` past the escape and returns its letter ('%'
+// for "%%").  Throws ConfigError for a lone '%' at the end or a letter not
+// in `allowed`.
+char read_escape(std::string_view t, std::size_t& i, std::string_view allowed);
+
+struct CompiledQuery {
+    std::string sql;             // the template with each escape replaced by '?'
+    std::vector<KeyPart> params; // in the order of the '?'s
+};
+
+// %s %u %d become '?'; %% becomes '%'.  Inside a quoted string the escapes
+// are kept as parameters too ('%s' becomes ?, 'x%uy' becomes
+// CONCAT('x', ?, 'y')) so Postfix-style templates work unchanged.  Refused
+// (ConfigError): unknown or lone '%', an escape inside a comment, a
+// back-quoted identifier, a prefixed string (_utf8mb4'%s', X'%s') or right
+// after a backslash, an unterminated string or comment, a '?' of its own,
+// no escape at all.
+CompiledQuery compile_query(std::string_view tmpl);
+
+// result_format compiled: %s is the value, %% a percent sign.
+class ResultFormat
+{
+public:
+    ResultFormat() = default; // the value as is
+    // Throws ConfigError for a lone '%' or an escape other than %s and %%.
+    ResultFormat(std::string_view format);
+    void append(std::string& out, std::string_view value) const;
+
+private:
+    std::vector<std::string> pieces_; // the text around each %s; empty: the value alone
+};
+
+// What a map's lookup sends to the database.
+struct StatementPlan {
+    std::string sql;
+    std::vector<KeyPart> params; // one per '?', in order
+    bool has_reason = false;     // the second column, if any, is the reason
+    bool existence = false;      // no value column: answer the stored key
+    bool query = false;          // from a `query` template: one or two columns
+    ResultFormat format;
+};
+
+// `name` back-quoted for SQL (backticks doubled).
+std::string quote_identifier(std::string_view name);
+
+// SELECT `value`[, `reason`] FROM `db`.`table` WHERE `key` = ?
+// (the key column instead of value for existence maps), or the map's
+// `query` compiled.  Throws ConfigError naming the map for a map it cannot
+// build (invalid identifiers, bad templates).
+StatementPlan build_statement(const MapConfig& map);
+
+// The parameter values for one lookup (views into `key`); nullopt: the key
+// cannot match without asking, because the statement needs %u or %d and the
+// key has no '@', or the part it needs is empty ("@domain" for %u, "user@"
+// for %d), as Postfix suppresses such queries.
+std::optional<std::vector<std::string_view>> bind_values(const StatementPlan& plan, std::string_view key);
+
+// Collects rows into an answer: non-NULL, non-empty values, each through
+// `format`, joined with ',' (only the first for existence maps), then
+// " <reason>" from the first row with a non-empty reason.  add() returns
+// false once the answer cannot fit in `limit` (finish() is then PermFail).
+class ResultJoiner
+{
+public:
+    // `format` (nullptr: values as they are) must outlive the joiner.
+    explicit ResultJoiner(bool first_only = false, std::size_t limit = max_value_length,
+                          const ResultFormat* format = nullptr);
+    bool add(const Column& value, const Column* reason);
+    LookupResult finish() const;
+
+private:
+    bool first_only_;
+    std::size_t limit_;
+    const ResultFormat* format_;
+    std::string joined_;
+    std::string reason_;
+    bool have_reason_ = false;
+    bool too_long_ = false;
+};
+
+} // namespace sockmapd

@@ -1,0 +1,81 @@
+#include "util.hh"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+
+namespace sockmapd
+{
+
+std::optional<std::uint64_t> parse_decimal(std::string_view s, std::uint64_t max)
+{
+    if (s.empty() || s.front() < '0' || s.front() > '9')
+        return std::nullopt;
+    std::uint64_t v = 0;
+    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || end != s.data() + s.size() || v > max)
+        return std::nullopt;
+    return v;
+}
+
+std::optional<unsigned> parse_port(std::string_view s)
+{
+    const auto v = parse_decimal(s, 65535);
+    if (!v || *v == 0)
+        return std::nullopt;
+    return static_cast<unsigned>(*v);
+}
+
+bool printable_name(std::string_view s)
+{
+    if (s.empty())
+        return false;
+    for (const unsigned char c : s)
+        if (c <= ' ' || c == 0x7f)
+            return false;
+    return true;
+}
+
+std::string host_port(std::string_view host, unsigned port)
+{
+    const std::string p = ":" + std::to_string(port);
+    if (host.find(':') != std::string_view::npos)
+        return "[" + std::string(host) + "]" + p;
+    return std::string(host) + p;
+}
+
+int read_file(const std::string& path, std::string& out, std::size_t limit, bool follow_links)
+{
+    out.clear();
+    const Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | (follow_links ? 0 : O_NOFOLLOW)));
+    if (!fd)
+        return errno;
+    // Read in pieces: sizing the string to the limit up front would
+    // zero-fill (and fault in) the whole limit in every handler.
+    char buf[16384];
+    for (;;) {
+        const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno;
+        if (n == 0)
+            return 0;
+        if (out.size() + static_cast<std::size_t>(n) > limit) {
+            out.clear();
+            return EFBIG;
+        }
+        out.append(buf, static_cast<std::size_t>(n));
+    }
+}
+
+void Fd::reset(int fd)
+{
+    if (fd_ >= 0 && fd_ != fd)
+        ::close(fd_);
+    fd_ = fd;
+}
+
+} // namespace sockmapd

@@ -1,0 +1,91 @@
+// util — small helpers used across modules; none throws for bad input.
+//
+// parse_decimal() and parse_port() read plain ASCII digits (no sign, no
+// spaces, no leading '+') and answer nullopt for anything else, including a
+// value past `max`.  printable_name() is the rule for names that go into log
+// lines and state files.  host_port() writes "host:port", bracketing IPv6
+// addresses.  read_file() reads a whole (small) file without throwing.  Fd
+// owns one file descriptor and closes it.  FunctionRef refers to a callable
+// without owning or copying it (no allocation, unlike std::function).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+namespace sockmapd
+{
+
+// Digits only, at most `max`; nullopt otherwise (empty, a sign, overflow).
+std::optional<std::uint64_t> parse_decimal(std::string_view s, std::uint64_t max = UINT64_MAX);
+
+// A TCP port, 1 to 65535, as digits.
+std::optional<unsigned> parse_port(std::string_view s);
+
+// Non-empty, and no space, control byte or DEL: safe as one word of a log
+// line or one field of a line-based file.
+bool printable_name(std::string_view s);
+
+// "host:port", or "[host]:port" when host is an IPv6 address (has a ':').
+std::string host_port(std::string_view host, unsigned port);
+
+// Reads the file at `path` into `out`.  Returns 0, or the errno of the
+// failure; EFBIG when the file is longer than `limit` (out is then empty).
+// `follow_links` false: a symlink is refused (ELOOP).
+int read_file(const std::string& path, std::string& out, std::size_t limit, bool follow_links = true);
+
+// One file descriptor, closed when the Fd goes; move-only.
+class Fd
+{
+public:
+    Fd() = default;
+    explicit Fd(int fd) : fd_(fd) {}
+    Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+    Fd& operator=(Fd&& o) noexcept
+    {
+        if (this != &o)
+            reset(std::exchange(o.fd_, -1));
+        return *this;
+    }
+    Fd(const Fd&) = delete;
+    Fd& operator=(const Fd&) = delete;
+    ~Fd() { reset(); }
+
+    int get() const { return fd_; }
+    explicit operator bool() const { return fd_ >= 0; }
+    // Gives up ownership without closing.
+    int release() { return std::exchange(fd_, -1); }
+    // Closes the descriptor held (if any) and takes `fd`.
+    void reset(int fd = -1);
+
+private:
+    int fd_ = -1;
+};
+
+template <class Signature>
+class FunctionRef;
+
+template <class R, class... Args>
+class FunctionRef<R(Args...)>
+{
+public:
+    template <class F>
+        requires(!std::is_same_v<std::remove_cvref_t<F>, FunctionRef> && std::is_invocable_r_v<R, F&, Args...>)
+    FunctionRef(F&& f) // NOLINT: converts like std::function
+        : obj_(const_cast<void*>(static_cast<const void*>(&f))),
+          call_([](void* obj, Args... args) -> R {
+              return (*static_cast<std::remove_reference_t<F>*>(obj))(std::forward<Args>(args)...);
+          })
+    {
+    }
+    R operator()(Args... args) const { return call_(obj_, std::forward<Args>(args)...); }
+
+private:
+    void* obj_;
+    R (*call_)(void*, Args...);
+};
+
+} // namespace sockmapd

@@ -1,0 +1,86 @@
+#include "util.hh"
+
+#include <boost/test/unit_test.hpp>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <fstream>
+
+using namespace sockmapd;
+
+BOOST_AUTO_TEST_SUITE(util)
+
+BOOST_AUTO_TEST_CASE(decimals_never_throw)
+{
+    BOOST_TEST(parse_decimal("0").value() == 0u);
+    BOOST_TEST(parse_decimal("4294967296").value() == 4294967296ULL);
+    BOOST_TEST(parse_decimal("18446744073709551615").value() == UINT64_MAX);
+    for (const char* bad : {"", "-1", "+1", " 1", "1 ", "1x", "0x10", "18446744073709551616",
+                            "99999999999999999999"})
+        BOOST_TEST(!parse_decimal(bad).has_value(), bad);
+    BOOST_TEST(parse_decimal("65535", 65535).value() == 65535u);
+    BOOST_TEST(!parse_decimal("65536", 65535).has_value());
+}
+
+BOOST_AUTO_TEST_CASE(ports)
+{
+    BOOST_TEST(parse_port("1").value() == 1u);
+    BOOST_TEST(parse_port("65535").value() == 65535u);
+    for (const char* bad : {"0", "65536", "", "33o6", "-1", "123456"})
+        BOOST_TEST(!parse_port(bad).has_value(), bad);
+}
+
+BOOST_AUTO_TEST_CASE(printable_names_and_host_port)
+{
+    BOOST_TEST(printable_name("db1:3306"));
+    for (const std::string& bad : {std::string(""), std::string("a b"), std::string("a\n"), std::string("a\x7f"),
+                                  std::string("a\0b", 3)})
+        BOOST_TEST(!printable_name(bad));
+    BOOST_TEST(host_port("db1", 3306) == "db1:3306");
+    BOOST_TEST(host_port("::1", 3306) == "[::1]:3306");
+}
+
+BOOST_AUTO_TEST_CASE(reading_files)
+{
+    char tmpl[] = "/tmp/sockmapd-util-test.XXXXXX";
+    BOOST_REQUIRE(::mkdtemp(tmpl));
+    const std::string dir = tmpl;
+    std::ofstream(dir + "/f") << "hello";
+    std::string out = "old";
+    BOOST_TEST(read_file(dir + "/f", out, 100) == 0);
+    BOOST_TEST(out == "hello");
+    BOOST_TEST(read_file(dir + "/f", out, 4) == EFBIG);
+    BOOST_TEST(out.empty());
+    BOOST_TEST(read_file(dir + "/missing", out, 100) == ENOENT);
+    BOOST_TEST(::symlink("f", (dir + "/link").c_str()) == 0);
+    BOOST_TEST(read_file(dir + "/link", out, 100, true) == 0);
+    BOOST_TEST(read_file(dir + "/link", out, 100, false) == ELOOP);
+    BOOST_TEST(read_file(dir, out, 100) == EISDIR);
+    std::system(("rm -rf '" + dir + "'").c_str());
+}
+
+BOOST_AUTO_TEST_CASE(fd_closes_once_and_moves)
+{
+    int fds[2];
+    BOOST_REQUIRE(::pipe(fds) == 0);
+    {
+        Fd a(fds[0]);
+        Fd b(std::move(a));
+        BOOST_TEST(!a);
+        BOOST_TEST(b.get() == fds[0]);
+        Fd c;
+        c = std::move(b);
+        BOOST_TEST(c.get() == fds[0]);
+        BOOST_TEST(::fcntl(fds[0], F_GETFD) != -1);
+    }
+    BOOST_TEST(::fcntl(fds[0], F_GETFD) == -1); // closed when c went
+    Fd w(fds[1]);
+    const int raw = w.release();
+    BOOST_TEST(!w);
+    BOOST_TEST(::close(raw) == 0); // still open after release()
+}
+
+BOOST_AUTO_TEST_SUITE_END()
