@@ -13,7 +13,9 @@ namespace
 // One schema's connection and the statements prepared on it (declared
 // after `conn` so they are destroyed first).
 struct DbLink : Pool::Connection {
-    DbLink(const Endpoint& host, const ConnectOptions& opts) : conn(host, opts) {}
+    DbLink(const Endpoint& host, const DatabaseConfig& db, const std::string& database) : conn(host, db, database)
+    {
+    }
     std::string server_version() const override { return conn.server_version(); }
 
     DbConnection conn;
@@ -50,7 +52,7 @@ DbStatement& prepared(DbLink& link, const MapConfig& map, const StatementPlan& p
 Pool::Connector connector(const DatabaseConfig& db)
 {
     return [&db](const Endpoint& host, const std::string& database) {
-        return std::make_unique<DbLink>(host, connect_options(db, database));
+        return std::make_unique<DbLink>(host, db, database);
     };
 }
 

@@ -64,6 +64,8 @@ KeyCandidates::KeyCandidates(const MapConfig& map, std::string_view key)
         key = folded_;
     }
     keys_[0] = key;
+    if (map.strip_extension.empty())
+        return;
     if (auto reduced = strip_extension(key, map.strip_extension)) {
         reduced_ = std::move(*reduced);
         keys_[n_++] = reduced_;

@@ -52,8 +52,7 @@ void set_option(MYSQL* m, mysql_option opt, const void* value, const char* what)
 } // namespace
 
 DbError::DbError(unsigned c, std::string state, std::string msg, bool to)
-    : std::runtime_error(describe(c, state, msg)), code(c), sqlstate(std::move(state)), message(std::move(msg)),
-      timed_out(to)
+    : std::runtime_error(describe(c, state, msg)), code(c), sqlstate(std::move(state)), timed_out(to)
 {
 }
 
@@ -105,20 +104,6 @@ bool is_login_error(unsigned code)
     return code == ER_ACCESS_DENIED_ERROR || code == ER_DBACCESS_DENIED_ERROR || code == ER_BAD_DB_ERROR;
 }
 
-ConnectOptions connect_options(const DatabaseConfig& db, const std::string& database)
-{
-    ConnectOptions o;
-    o.user = db.username;
-    o.password = db.password;
-    o.database = database;
-    o.connect_timeout = db.connect_timeout;
-    o.read_timeout = db.read_timeout;
-    o.write_timeout = db.write_timeout;
-    o.init_command = db.init_command;
-    o.tls = db.tls;
-    return o;
-}
-
 // Connector/C initialises OpenSSL on the first mysql_init(), config file
 // included (openssl.cnf: ~2.7M instructions and ~1 MiB of peak RSS per
 // handler).  Without TLS nothing uses it; OpenSSL runs its config step
@@ -131,8 +116,8 @@ MYSQL* init_handle(bool tls)
     return mysql_init(nullptr);
 }
 
-DbConnection::DbConnection(const Endpoint& where, const ConnectOptions& opts)
-    : db_(init_handle(opts.tls.enabled())), read_timeout_(opts.read_timeout), write_timeout_(opts.write_timeout)
+DbConnection::DbConnection(const Endpoint& where, const DatabaseConfig& opts, const std::string& database)
+    : db_(init_handle(opts.tls.enabled())), read_timeout_(opts.read_timeout)
 {
     MYSQL* m = db_.get();
     if (!m)
@@ -141,7 +126,8 @@ DbConnection::DbConnection(const Endpoint& where, const ConnectOptions& opts)
     const unsigned connect_timeout = opts.connect_timeout;
     set_option(m, MYSQL_OPT_CONNECT_TIMEOUT, &connect_timeout, "connect_timeout");
     set_option(m, MYSQL_OPT_READ_TIMEOUT, &read_timeout_, "read_timeout");
-    set_option(m, MYSQL_OPT_WRITE_TIMEOUT, &write_timeout_, "write_timeout");
+    const unsigned write_timeout = opts.write_timeout;
+    set_option(m, MYSQL_OPT_WRITE_TIMEOUT, &write_timeout, "write_timeout");
     // A silent reconnect would lose prepared statements and hide failures
     // from the failover logic.
     const my_bool off = 0, on = 1;
@@ -172,8 +158,8 @@ DbConnection::DbConnection(const Endpoint& where, const ConnectOptions& opts)
     }
 
     const bool unix_socket = where.kind == Endpoint::Kind::Unix;
-    if (!mysql_real_connect(m, unix_socket ? "localhost" : where.host.c_str(), opts.user.c_str(), opts.password.c_str(),
-                            opts.database.empty() ? nullptr : opts.database.c_str(), unix_socket ? 0 : where.port,
+    if (!mysql_real_connect(m, unix_socket ? "localhost" : where.host.c_str(), opts.username.c_str(), opts.password.c_str(),
+                            database.empty() ? nullptr : database.c_str(), unix_socket ? 0 : where.port,
                             unix_socket ? where.path.c_str() : nullptr, 0))
         throw DbError(mysql_errno(m), mysql_sqlstate(m), one_line(mysql_error(m)));
 }

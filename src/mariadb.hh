@@ -35,7 +35,6 @@ public:
     DbError(unsigned code, std::string sqlstate, std::string message, bool timed_out = false);
     unsigned code;        // mysql_errno: server ER_* or client CR_*
     std::string sqlstate; // e.g. "42S22"
-    std::string message;  // the database's words, one line
     bool timed_out;       // a read/write timeout on an open connection
 };
 
@@ -50,19 +49,6 @@ bool is_connection_error(unsigned code, std::string_view sqlstate);
 // names): a configuration problem rather than an outage.
 bool is_login_error(unsigned code);
 
-struct ConnectOptions {
-    std::string user;
-    std::string password;
-    std::string database; // schema selected at connect
-    unsigned connect_timeout = 2;
-    unsigned read_timeout = 5;
-    unsigned write_timeout = 5;
-    std::vector<std::string> init_command; // run in order after connecting
-    TlsConfig tls;
-};
-
-ConnectOptions connect_options(const DatabaseConfig& db, const std::string& database);
-
 struct MysqlCloser {
     void operator()(MYSQL* m) const noexcept { mysql_close(m); }
 };
@@ -73,16 +59,16 @@ struct StmtCloser {
 class DbConnection
 {
 public:
-    DbConnection(const Endpoint& where, const ConnectOptions& opts); // throws DbError
+    // Connects to `where` with the options of `db`, selecting `database`
+    // (empty: none); throws DbError.
+    DbConnection(const Endpoint& where, const DatabaseConfig& db, const std::string& database);
     MYSQL* handle() const { return db_.get(); }
     unsigned read_timeout() const { return read_timeout_; }
-    unsigned write_timeout() const { return write_timeout_; }
     std::string server_version() const;
 
 private:
     std::unique_ptr<MYSQL, MysqlCloser> db_;
     unsigned read_timeout_;
-    unsigned write_timeout_;
 };
 
 struct Column {

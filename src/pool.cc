@@ -2,8 +2,32 @@
 
 #include "log.hh"
 
+#include <cstdint>
+
 namespace sockmapd
 {
+
+// The hosts one run() has tried: a bit each, no allocation for the usual
+// handful of hosts.
+class Pool::Tried
+{
+public:
+    explicit Tried(std::size_t hosts) : big_(hosts > 64 ? hosts : 0, false) {}
+    bool has(std::size_t i) const { return big_.empty() ? (small_ >> i) & 1U : big_[i]; }
+    void set(std::size_t i, bool on)
+    {
+        if (!big_.empty())
+            big_[i] = on;
+        else if (on)
+            small_ |= std::uint64_t{1} << i;
+        else
+            small_ &= ~(std::uint64_t{1} << i);
+    }
+
+private:
+    std::uint64_t small_ = 0;
+    std::vector<bool> big_;
+};
 
 // One schema's connection and the host it goes to.
 struct Pool::Slot {
@@ -41,16 +65,16 @@ Pool::Slot& Pool::slot_for(const std::string& database)
     return *slot;
 }
 
-bool Pool::connect_next(Slot& slot, std::vector<bool>& tried, std::optional<DbError>& last,
+bool Pool::connect_next(Slot& slot, Tried& tried, std::optional<DbError>& last,
                         std::optional<std::size_t> prefer)
 {
     std::vector<std::size_t> order = state_.order(hosts_);
     if (prefer)
         order.insert(order.begin(), *prefer);
     for (const std::size_t idx : order) {
-        if (tried[idx])
+        if (tried.has(idx))
             continue;
-        tried[idx] = true;
+        tried.set(idx, true);
         slot.host = idx;
         const Endpoint& host = hosts_[idx];
         try {
@@ -73,9 +97,9 @@ bool Pool::connect_next(Slot& slot, std::vector<bool>& tried, std::optional<DbEr
 std::optional<DbError> Pool::run(const std::string& database, std::string_view map, Work work)
 {
     Slot& slot = slot_for(database);
-    std::vector<bool> tried(hosts_.size(), false);
+    Tried tried(hosts_.size());
     if (slot.conn)
-        tried[slot.host] = true; // a kept connection is this run's first try
+        tried.set(slot.host, true); // a kept connection is this run's first try
     std::optional<DbError> last;
     std::optional<std::size_t> prefer;
     bool stale_retry_done = false;
@@ -102,7 +126,7 @@ std::optional<DbError> Pool::run(const std::string& database, std::string_view m
             if (!opened_now && !e.timed_out && !stale_retry_done) {
                 // One fresh connection to the same host before calling it down.
                 stale_retry_done = true;
-                tried[idx] = false;
+                tried.set(idx, false);
                 prefer = idx;
             } else {
                 state_.mark_down(hosts_[idx]);

@@ -66,11 +66,12 @@ public:
 
 private:
     struct Slot;
+    class Tried;
     Slot& slot_for(const std::string& database);
     // Connects `slot` to the first host in order not yet in `tried`
     // (`prefer` first); false when none is left, `last` then holds the
     // last error.
-    bool connect_next(Slot& slot, std::vector<bool>& tried, std::optional<DbError>& last,
+    bool connect_next(Slot& slot, Tried& tried, std::optional<DbError>& last,
                       std::optional<std::size_t> prefer);
     void drop_connections_to(std::size_t host);
 

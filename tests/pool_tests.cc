@@ -183,6 +183,26 @@ BOOST_AUTO_TEST_CASE(every_host_failing_returns_the_last_error)
     BOOST_TEST(last->timed_out);
 }
 
+BOOST_AUTO_TEST_CASE(long_host_lists_are_each_tried_once)
+{
+    for (const std::size_t n : {3, 64, 65, 130}) {
+        std::vector<Endpoint> hosts;
+        for (std::size_t i = 0; i < n; ++i)
+            hosts.push_back(*parse_endpoint("h" + std::to_string(i), 1));
+        std::vector<std::string> attempts;
+        Pool p(hosts, HostState("", 30), 10, [&](const Endpoint& h, const std::string&) -> std::unique_ptr<Pool::Connection> {
+            attempts.push_back(h.name());
+            if (attempts.size() < n)
+                throw DbError(CR_CONN_HOST_ERROR, "HY000", "refused");
+            return std::make_unique<FakeConnection>();
+        });
+        BOOST_TEST(!p.run("db", "m", [](Pool::Connection&, const Endpoint&) {}).has_value());
+        BOOST_TEST(attempts.size() == n);
+        BOOST_TEST(std::set<std::string>(attempts.begin(), attempts.end()).size() == n);
+        BOOST_TEST(attempts.back() == "h" + std::to_string(n - 1) + ":1");
+    }
+}
+
 BOOST_AUTO_TEST_CASE(errors_of_the_work_itself_keep_the_connection)
 {
     World w;
