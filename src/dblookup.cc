@@ -4,6 +4,8 @@
 #include "mapkey.hh"
 #include "mariadb.hh"
 
+#include <unistd.h>
+
 namespace sockmapd
 {
 
@@ -160,6 +162,8 @@ LookupResult DbLookup::lookup_key(const MapConfig& mc, const StatementPlan& plan
     if (failed) {
         if (failed->timed_out)
             return {Outcome::Timeout, "database query timed out"};
+        if (is_login_error(failed->code))
+            return {Outcome::TempFail, "database login refused"};
         return {Outcome::TempFail, "no database host available"};
     }
     if (answer.outcome == Outcome::PermFail)
@@ -206,7 +210,10 @@ int DbLookup::check_map(const MapConfig& map, std::string& message)
 
 int check_maps_online(const Config& cfg, std::ostream& out)
 {
-    DbLookup db(cfg);
+    // Run as root (an administrator's check), down marks stay in this
+    // process: a state file root created would be unreadable to the
+    // service user's handlers afterwards.
+    DbLookup db(cfg, HostState(::geteuid() == 0 ? std::string() : runtime_dir(), cfg.db.retry_interval));
     int rc = 0;
     for (const auto& map : cfg.maps) {
         std::string message;

@@ -85,8 +85,14 @@ bool Pool::connect_next(Slot& slot, Tried& tried, std::optional<DbError>& last,
                      {{"SOCKMAP_DB_HOST", host.name()}});
             return true;
         } catch (const DbError& e) {
-            log_warning("cannot connect to database host " + slot.where(hosts_) + ": " + e.what(),
-                        {{"SOCKMAP_DB_HOST", host.name()}});
+            // A refused login is a configuration fault an administrator must
+            // see even with loglevel error; an unreachable host may be one of
+            // several.
+            log_msg(is_login_error(e.code) ? LogLevel::Error : LogLevel::Warning,
+                    (is_login_error(e.code) ? "database host " + slot.where(hosts_) + " refused the login: "
+                                            : "cannot connect to database host " + slot.where(hosts_) + ": ") +
+                        e.what(),
+                    {{"SOCKMAP_DB_HOST", host.name()}});
             state_.mark_down(host);
             last = e;
         }
@@ -106,8 +112,13 @@ std::optional<DbError> Pool::run(const std::string& database, std::string_view m
     for (;;) {
         bool opened_now = false;
         if (!slot.conn) {
-            if (!connect_next(slot, tried, last, prefer))
+            if (!connect_next(slot, tried, last, prefer)) {
+                log_error("no database host answered for map " + std::string(map) +
+                              (database.empty() ? std::string() : " (database " + database + ")") +
+                              (last ? std::string("; last error: ") + last->what() : std::string()),
+                          {{"SOCKMAP_MAP", map}});
                 return last;
+            }
             opened_now = true;
             prefer.reset();
         }

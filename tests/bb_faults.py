@@ -9,6 +9,7 @@ or OK; every wait is bounded by the configured timeouts.
 Run: SOCKMAPD=build/sockmapd tests/bb_faults.py [test-name-or-glob ...]
 """
 
+import json
 import os
 import socket
 import subprocess
@@ -312,6 +313,46 @@ def wrong_credentials_are_temp():
         failure(out.strip(), label + " --query")
         rc, out, err = run_pipe(cfg, b"", args=["--check-config"])
         ok(rc in (75, 78), "%s: --check-config exit status %d" % (label, rc))
+
+
+@test
+def outages_and_refused_logins_are_errors_an_administrator_sees():
+    """With loglevel error: every host unreachable, and a refused login, are
+    logged; the TEMP reason says which of the two it was."""
+    fresh_state()
+    a, _ = servers()
+    cases = [
+        ("wrong password", [a], {"password": "not-the-password"}, b"TEMP database login refused",
+         "refused the login"),
+        ("unreachable", ["127.0.0.1:%d" % closed_port()], {}, b"TEMP no database host available",
+         "no database host answered for map recipient"),
+    ]
+    for label, hosts, override, reply, logged in cases:
+        reset_runtime_dir()
+        cfg = json.loads(open(config(hosts, **override)).read())
+        cfg["sysconfig"]["loglevel"] = "error"
+        path = temp_config(cfg)
+        rc, out, _ = run_pipe(path, encode("recipient team@example.org"))
+        eq(decode_stream(out)[0], reply, label)
+        log = read_log(cfg)
+        contains(log, logged, label)
+        contains(log, "no database host answered", label)
+
+
+@test
+def check_config_as_root_leaves_no_failover_state():
+    """--check-config during an outage: run as root it keeps its marks to
+    itself, so the service user's handlers never meet a state file they
+    cannot read; run as anyone else it shares them as handlers do."""
+    fresh_state()
+    state = os.path.join(runtime_dir(), "failover.state")
+    rc, out, err = run_pipe(config(["127.0.0.1:%d" % closed_port()]), b"", args=["--check-config"])
+    eq(rc, 75, err)
+    contains(out, b"recipient: no database host answered")
+    if os.geteuid() == 0:
+        ok(not os.path.exists(state), "root left %s behind" % state)
+    else:
+        ok(os.path.exists(state), "a non-root check shares its marks")
 
 
 def _hold_connections(db, limit=16):
