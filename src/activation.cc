@@ -1,5 +1,7 @@
 #include "activation.hh"
 
+#include "util.hh"
+
 #include <arpa/inet.h>
 #include <cstdlib>
 #include <netinet/in.h>
@@ -43,22 +45,7 @@ std::string peer_name(int fd)
     socklen_t len = sizeof ss;
     if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0)
         return {};
-    char host[INET6_ADDRSTRLEN] = "";
-    switch (ss.ss_family) {
-    case AF_INET: {
-        const auto* sin = reinterpret_cast<const sockaddr_in*>(&ss);
-        inet_ntop(AF_INET, &sin->sin_addr, host, sizeof host);
-        return std::string(host) + ":" + std::to_string(ntohs(sin->sin_port));
-    }
-    case AF_INET6: {
-        const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(&ss);
-        inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof host);
-        return "[" + std::string(host) + "]:" + std::to_string(ntohs(sin6->sin6_port));
-    }
-    case AF_UNIX:
-        return "unix";
-    }
-    return {};
+    return socket_address_name(reinterpret_cast<const sockaddr*>(&ss));
 }
 
 bool is_dev_null(int fd)

@@ -2,6 +2,7 @@
 
 #include "log.hh"
 #include "privileges.hh"
+#include "util.hh"
 
 #include <algorithm>
 #include <cerrno>
@@ -25,14 +26,9 @@ namespace sockmapd {
 
 namespace {
 
-bool all_digits(const std::string& s)
-{
-    return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
-}
-
 void check_port(const std::string& port, const std::string& what)
 {
-    if (!all_digits(port) || port.size() > 5 || std::stoul(port) == 0 || std::stoul(port) > 65535)
+    if (!parse_port(port))
         throw ConfigError(what + ": \"" + port + "\" is not a port number 1-65535");
 }
 
@@ -118,14 +114,10 @@ void close_all(std::vector<Listener>& ls)
     ls.clear();
 }
 
-std::string addr_name(const sockaddr* sa, socklen_t len)
+std::string addr_name(const sockaddr* sa)
 {
-    if (sa->sa_family == AF_UNIX)
-        return "unix";
-    char host[NI_MAXHOST] = "", serv[NI_MAXSERV] = "";
-    if (getnameinfo(sa, len, host, sizeof host, serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV) != 0)
-        return "?";
-    return sa->sa_family == AF_INET6 ? "[" + std::string(host) + "]:" + serv : std::string(host) + ":" + serv;
+    const std::string name = socket_address_name(sa);
+    return name.empty() ? "?" : name;
 }
 
 // A non-blocking listening socket, or -1 with `err` set to the errno.
@@ -166,7 +158,7 @@ int bind_all(const ListenOptions& opt, std::vector<Listener>& out)
         (ai->ai_family == AF_INET6 ? v6 : v4) = true;
     int code = EX_OK;
     for (const addrinfo* ai = res; ai; ai = ai->ai_next) {
-        const std::string name = addr_name(ai->ai_addr, ai->ai_addrlen);
+        const std::string name = addr_name(ai->ai_addr);
         if (std::any_of(out.begin(), out.end(), [&](const Listener& l) { return l.name == name; }))
             continue;
         int err = 0;
@@ -277,7 +269,7 @@ bool accept_one(Listener& l, std::vector<Listener>& ls, Children& kids, Counters
         }
         return false;
     }
-    const std::string peer = addr_name(reinterpret_cast<sockaddr*>(&ss), len);
+    const std::string peer = addr_name(reinterpret_cast<sockaddr*>(&ss));
     const pid_t pid = fork();
     if (pid == 0)
         run_child(conn, ls, kids, old, handler);
@@ -340,7 +332,7 @@ std::vector<Listener> adopt(const std::vector<PassedListener>& passed)
         socklen_t len = sizeof ss;
         std::string where = "?";
         if (getsockname(p.fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
-            where = addr_name(reinterpret_cast<sockaddr*>(&ss), len);
+            where = addr_name(reinterpret_cast<sockaddr*>(&ss));
         ls.push_back({p.fd, p.name + " " + where});
     }
     return ls;
@@ -377,7 +369,7 @@ ListenOptions listen_options(const SysConfig& sys, const std::string& arg)
                 port = arg.substr(close + 2);
             }
         } else if (const auto colon = arg.rfind(':'); colon == std::string::npos) {
-            if (!all_digits(arg))
+            if (!parse_decimal(arg))
                 throw ConfigError("--listen " + arg + ": give PORT, ADDR:PORT or [IPv6]:PORT");
             port = arg;
         } else {

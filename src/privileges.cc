@@ -1,6 +1,7 @@
 #include "privileges.hh"
 
 #include "log.hh"
+#include "util.hh"
 
 #include <algorithm>
 #include <cerrno>
@@ -12,11 +13,6 @@
 namespace sockmapd {
 
 namespace {
-
-bool all_digits(const std::string& s)
-{
-    return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
-}
 
 bool fail_priv(const std::string& what)
 {
@@ -32,16 +28,16 @@ namespace {
 const passwd* find_user(const std::string& name)
 {
     const passwd* pw = getpwnam(name.c_str());
-    if (!pw && all_digits(name))
-        pw = getpwuid(static_cast<uid_t>(std::stoul(name)));
+    if (const auto id = parse_decimal(name, UINT32_MAX - 1); !pw && id)
+        pw = getpwuid(static_cast<uid_t>(*id));
     return pw;
 }
 
 const group* find_group(const std::string& name)
 {
     const group* gr = getgrnam(name.c_str());
-    if (!gr && all_digits(name))
-        gr = getgrgid(static_cast<gid_t>(std::stoul(name)));
+    if (const auto id = parse_decimal(name, UINT32_MAX - 1); !gr && id)
+        gr = getgrgid(static_cast<gid_t>(*id));
     return gr;
 }
 

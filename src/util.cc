@@ -1,6 +1,8 @@
 #include "util.hh"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -44,6 +46,26 @@ std::string host_port(std::string_view host, unsigned port)
     if (host.find(':') != std::string_view::npos)
         return "[" + std::string(host) + "]" + p;
     return std::string(host) + p;
+}
+
+std::string socket_address_name(const sockaddr* sa)
+{
+    char host[INET6_ADDRSTRLEN] = "";
+    switch (sa->sa_family) {
+    case AF_INET: {
+        const auto* sin = reinterpret_cast<const sockaddr_in*>(sa);
+        inet_ntop(AF_INET, &sin->sin_addr, host, sizeof host);
+        return host_port(host, ntohs(sin->sin_port));
+    }
+    case AF_INET6: {
+        const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(sa);
+        inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof host);
+        return host_port(host, ntohs(sin6->sin6_port));
+    }
+    case AF_UNIX:
+        return "unix";
+    }
+    return {};
 }
 
 int read_file(const std::string& path, std::string& out, std::size_t limit, bool follow_links)

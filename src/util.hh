@@ -9,6 +9,8 @@
 // without owning or copying it (no allocation, unlike std::function).
 #pragma once
 
+#include <sys/socket.h>
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -31,6 +33,10 @@ bool printable_name(std::string_view s);
 
 // "host:port", or "[host]:port" when host is an IPv6 address (has a ':').
 std::string host_port(std::string_view host, unsigned port);
+
+// A socket address for logs: "192.0.2.1:25", "[2001:db8::1]:25", "unix";
+// empty for other families.
+std::string socket_address_name(const sockaddr* sa);
 
 // Reads the file at `path` into `out`.  Returns 0, or the errno of the
 // failure; EFBIG when the file is longer than `limit` (out is then empty).

@@ -2,7 +2,10 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -41,6 +44,26 @@ BOOST_AUTO_TEST_CASE(printable_names_and_host_port)
         BOOST_TEST(!printable_name(bad));
     BOOST_TEST(host_port("db1", 3306) == "db1:3306");
     BOOST_TEST(host_port("::1", 3306) == "[::1]:3306");
+}
+
+BOOST_AUTO_TEST_CASE(socket_addresses_for_logs)
+{
+    sockaddr_in v4{};
+    v4.sin_family = AF_INET;
+    v4.sin_port = htons(2224);
+    BOOST_REQUIRE(inet_pton(AF_INET, "192.0.2.1", &v4.sin_addr) == 1);
+    BOOST_TEST(socket_address_name(reinterpret_cast<const sockaddr*>(&v4)) == "192.0.2.1:2224");
+    sockaddr_in6 v6{};
+    v6.sin6_family = AF_INET6;
+    v6.sin6_port = htons(25);
+    BOOST_REQUIRE(inet_pton(AF_INET6, "2001:db8::1", &v6.sin6_addr) == 1);
+    BOOST_TEST(socket_address_name(reinterpret_cast<const sockaddr*>(&v6)) == "[2001:db8::1]:25");
+    sockaddr_un un{};
+    un.sun_family = AF_UNIX;
+    BOOST_TEST(socket_address_name(reinterpret_cast<const sockaddr*>(&un)) == "unix");
+    sockaddr other{};
+    other.sa_family = AF_APPLETALK;
+    BOOST_TEST(socket_address_name(&other).empty());
 }
 
 BOOST_AUTO_TEST_CASE(reading_files)
