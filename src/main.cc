@@ -12,6 +12,7 @@
 #include <CLI/CLI.hpp>
 
 #include <csignal>
+#include <optional>
 #include <iostream>
 #include <sstream>
 #include <sysexits.h>
@@ -73,6 +74,38 @@ void print_problems(const std::string& problems)
     each_problem(problems, [](const std::string& line) { std::cerr << "sockmapd: " << line << '\n'; });
 }
 
+// Who reads the messages: a daemon logs them (the config's log), a person
+// running a command reads stderr.
+enum class Audience { Daemon, Person };
+
+// Loads the config and sets up logging for `who`; nullopt when the file
+// cannot be used, its problems reported one a line.
+std::optional<Config> load_for(const std::string& path, Audience who)
+{
+    const bool person = who == Audience::Person;
+    Config cfg;
+    try {
+        cfg = load_config(path);
+    } catch (const ConfigError& e) {
+        if (person)
+            print_problems(e.what());
+        else
+            each_problem(e.what(), [](const std::string& line) { log_error(line); });
+        return std::nullopt;
+    }
+    if (person)
+        log_setup_terminal(std::min(cfg.sys.loglevel, LogLevel::Warning));
+    else
+        log_setup(cfg.sys.loglevel, cfg.sys.logfile);
+    for (const auto& w : cfg.warnings) {
+        if (person)
+            std::cerr << "sockmapd: warning: " << w << '\n';
+        else
+            log_warning(w);
+    }
+    return cfg;
+}
+
 // One client connection with a loaded config: the same path for fd 3,
 // stdin/stdout and a --listen child.
 int serve_connection(const Config& cfg, const ClientConnection& conn)
@@ -87,45 +120,25 @@ int serve_connection(const Config& cfg, const ClientConnection& conn)
 
 int serve(const Options& opt, const ClientConnection& conn)
 {
-    Config cfg;
-    try {
-        cfg = load_config(opt.config);
-    } catch (const ConfigError& e) {
+    const std::optional<Config> cfg = load_for(opt.config, Audience::Daemon);
+    if (!cfg) {
         const auto started = Clock::now();
-        each_problem(e.what(), [](const std::string& line) { log_error(line); });
         BrokenConfigLookup broken;
         const SessionStats st = run_session(conn.in_fd, conn.out_fd, broken, limits_of(SysConfig{}));
         log_summary(st, conn, Clock::now() - started);
         return EX_CONFIG;
     }
-    log_setup(cfg.sys.loglevel, cfg.sys.logfile);
-    for (const auto& w : cfg.warnings)
-        log_warning(w);
-    return serve_connection(cfg, conn);
-}
-
-// The config for the accept loop; false (logged) when it cannot be used.
-bool load_for_loop(const std::string& path, Config& cfg)
-{
-    try {
-        cfg = load_config(path);
-    } catch (const ConfigError& e) {
-        log_error(e.what());
-        return false;
-    }
-    log_setup(cfg.sys.loglevel, cfg.sys.logfile);
-    for (const auto& w : cfg.warnings)
-        log_warning(w);
-    return true;
+    return serve_connection(*cfg, conn);
 }
 
 // --listen, or the listening sockets of an Accept=no socket unit.
 int listen_mode(const Options& opt, const std::vector<PassedListener>& passed)
 {
     log_tee_stderr(true);   // start-up errors reach the terminal, log file or not
-    Config cfg;
-    if (!load_for_loop(opt.config, cfg))
+    std::optional<Config> loaded = load_for(opt.config, Audience::Daemon);
+    if (!loaded)
         return EX_CONFIG;
+    Config cfg = std::move(*loaded);
     ListenOptions lo;
     lo.passed = passed;
     if (passed.empty()) {
@@ -139,12 +152,12 @@ int listen_mode(const Options& opt, const std::vector<PassedListener>& passed)
     lo.max_children = opt.max_children;
     // A new config serves new connections; running handlers keep theirs.
     const auto reload = [&opt, &cfg] {
-        Config fresh;
-        if (!load_for_loop(opt.config, fresh)) {
+        std::optional<Config> fresh = load_for(opt.config, Audience::Daemon);
+        if (!fresh) {
             log_error("reload: keeping the previous configuration");
             return false;
         }
-        cfg = std::move(fresh);
+        cfg = std::move(*fresh);
         log_info("reload: configuration read from " + opt.config + ", " + std::to_string(cfg.maps.size()) +
                  " maps; new connections use it");
         return true;
@@ -201,13 +214,10 @@ int run(const Options& opt)
         return serve(opt, act.conn);
     }
 
-    Config cfg;
-    try {
-        cfg = load_config(opt.config);
-    } catch (const ConfigError& e) {
-        print_problems(e.what());
+    const std::optional<Config> loaded = load_for(opt.config, Audience::Person);
+    if (!loaded)
         return EX_CONFIG;
-    }
+    const Config& cfg = *loaded;
     if (opt.check_config) {
         // The accounts --listen would switch to must exist here.
         std::string missing;
@@ -218,10 +228,6 @@ int run(const Options& opt)
             return EX_CONFIG;
         }
     }
-    // Command-line modes talk to a person: messages go to stderr.
-    log_setup_terminal(std::min(cfg.sys.loglevel, LogLevel::Warning));
-    for (const auto& w : cfg.warnings)
-        std::cerr << "sockmapd: warning: " << w << '\n';
     if (!opt.query.empty())
         return query(cfg, opt.query[0], opt.query[1]);
     if (opt.offline) {
@@ -264,7 +270,7 @@ int main(int argc, char** argv)
                                "check the file, then connect and prepare every map; exit 0, 75 or 78");
     app.add_flag("--offline", opt.offline, "with --check-config: check the file only, no database")->needs(check);
     app.add_flag("--inetd", opt.inetd, "serve stdin/stdout even when systemd passed a socket");
-    app.add_option("--query", opt.query, "look KEY up in MAP, print the reply (exit statuses below)")
+    auto* query_opt = app.add_option("--query", opt.query, "look KEY up in MAP, print the reply (exit statuses below)")
         ->expected(2)
         ->type_name("MAP KEY")
         ->excludes(check);
@@ -273,11 +279,13 @@ int main(int argc, char** argv)
                                   "a forked handler for each")
                        ->expected(0, 1)
                        ->type_name("[[ADDR:]PORT]")
-                       ->excludes(check);
+                       ->excludes(check)
+                       ->excludes(query_opt);
     auto* go_port = app.add_option("-p", opt.go_port, "the Go sockmapd's -p PORT: the same as --listen PORT")
                         ->type_name("PORT")
                         ->excludes(listen)
-                        ->excludes(check);
+                        ->excludes(check)
+                        ->excludes(query_opt);
     app.add_option("--max-children", opt.max_children,
                    "with --listen or the sockets of an Accept=no unit: most handlers at once (default: 64)")
         ->type_name("N")
@@ -306,14 +314,6 @@ int main(int argc, char** argv)
             return EX_USAGE;
         }
         opt.listen_arg = opt.go_port;
-    }
-    if (opt.listen && !opt.query.empty()) {
-        std::cerr << "sockmapd: --listen and --query exclude each other\n";
-        return EX_USAGE;
-    }
-    if (opt.offline && !opt.check_config) {
-        std::cerr << "sockmapd: --offline needs --check-config\n";
-        return EX_USAGE;
     }
     try {
         return run(opt);

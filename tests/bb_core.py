@@ -637,6 +637,14 @@ def cli_usage_errors_exit_64():
         rc, out, err = run_pipe(None, b"", args=args)
         eq(rc, EX_USAGE, "exit status for %s (stderr %r)" % (args, err[:200]))
         eq(out, b"", "nothing on stdout for %s" % args)
+    # Modes that exclude each other, said by the command-line parser itself.
+    for args, said in ((["--offline"], b"--offline requires --check-config"),
+                       (["--listen", "--query", "m", "k"], b"--query excludes --listen"),
+                       (["-p", "2225", "--query", "m", "k"], b"--query excludes -p"),
+                       (["--listen", "--check-config"], b"excludes")):
+        rc, out, err = run_pipe(shared_config(), b"", args=args)
+        eq(rc, EX_USAGE, "exit status for %s (stderr %r)" % (args, err[:200]))
+        contains(err, said, "%s" % args)
 
 
 if __name__ == "__main__":
