@@ -8,6 +8,7 @@
 #pragma once
 
 #include "endpoint.hh"
+#include "log.hh" // LogLevel
 
 #include <optional>
 #include <stdexcept>
@@ -21,8 +22,6 @@ class ConfigError : public std::runtime_error {
 public:
     using std::runtime_error::runtime_error;
 };
-
-enum class LogLevel { Error = 0, Warning = 1, Info = 2, Debug = 3 };
 
 struct SysConfig {
     std::string port = "2224";      // --listen mode port

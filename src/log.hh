@@ -12,14 +12,14 @@
 // from requests belong only in Debug messages; passwords never.
 #pragma once
 
-#include "config.hh"
-
 #include <initializer_list>
 #include <string>
 #include <string_view>
 #include <utility>
 
 namespace sockmapd {
+
+enum class LogLevel { Error = 0, Warning = 1, Info = 2, Debug = 3 };
 
 struct LogField {
     const char* name;   // journal field name, e.g. "SOCKMAP_MAP"
