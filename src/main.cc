@@ -5,6 +5,7 @@
 #include "dblookup.hh"
 #include "listen.hh"
 #include "log.hh"
+#include "mariadb.hh"
 #include "privileges.hh"
 #include "session.hh"
 #include "socketmap.hh"
@@ -150,6 +151,7 @@ int listen_mode(const Options& opt, const std::vector<PassedListener>& passed)
         }
     }
     lo.max_children = opt.max_children;
+    prepare_connector(cfg.db.tls.enabled());
     // A new config serves new connections; running handlers keep theirs.
     const auto reload = [&opt, &cfg] {
         std::optional<Config> fresh = load_for(opt.config, Audience::Daemon);

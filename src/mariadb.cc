@@ -116,6 +116,12 @@ MYSQL* init_handle(bool tls)
     return mysql_init(nullptr);
 }
 
+void prepare_connector(bool tls)
+{
+    if (MYSQL* m = init_handle(tls))
+        mysql_close(m);
+}
+
 DbConnection::DbConnection(const Endpoint& where, const DatabaseConfig& opts, const std::string& database)
     : db_(init_handle(opts.tls.enabled())), read_timeout_(opts.read_timeout)
 {

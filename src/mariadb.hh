@@ -49,6 +49,11 @@ bool is_connection_error(unsigned code, std::string_view sqlstate);
 // names): a configuration problem rather than an outage.
 bool is_login_error(unsigned code);
 
+// The connector's one-time set-up (OpenSSL, character sets, the "mysql"
+// service lookup through NSS), done once in a process that forks handlers
+// so that none of them pays it per connection.
+void prepare_connector(bool tls);
+
 struct MysqlCloser {
     void operator()(MYSQL* m) const noexcept { mysql_close(m); }
 };
