@@ -579,5 +579,99 @@ def upgrade_keeps_edited_conffile_and_purge_cleans_up():
     eq(lookup(c, "recipient postmaster@example.org"), [b"<error Connection refused>"])
     eq(failed_units(c), [], "failed units")
 
+# ---------------------------------------------------------------- the Accept=no pair (sockmapd-listener)
+
+def journal_since(c, since, unit):
+    r = c.run(["journalctl", "--no-pager", "-o", "json", "-u", unit, "--since", since])
+    return [json.loads(l) for l in r.out.splitlines() if l.strip()]
+
+
+def listener_steps(c, which):
+    """Runs the README's "Service mode" shell block `which` (0: the switch, 1: reload and status) as written."""
+    blocks = code_blocks(readme_section("Service mode: one process for all connections (Accept=no)"), "sh")
+    eq(len(blocks), 2, "two shell blocks")
+    out = ""
+    for line in blocks[which].splitlines():
+        r = c.run(line, check=False, timeout=scaled(30))
+        eq(r.rc, 0, "README step %r: %s %s" % (line, r.out, r.err))
+        out += r.out
+    return out
+
+
+@test(timeout=900)
+def listener_pair_lookups_reload_outage_stop_and_journal():
+    """The Accept=no pair: installed not enabled; the README's switch; lookups, reload good and
+    broken, an outage TEMP and back, stop with a session open, its journal lines and exposure."""
+    c = installed("listener")
+    cfg = configure(c, "file")
+    eq(c.run(["systemctl", "is-enabled", "sockmapd-listener.socket"], check=False).out.strip(), "disabled",
+       "installed, not enabled")
+    eq(lookup(c, "recipient postmaster@example.org"), [b"OK root@example.net"], "Accept=yes first")
+    since = c.run(["date", "+%Y-%m-%d %H:%M:%S"]).out.strip()
+    listener_steps(c, 0)
+    eq(c.run(["systemctl", "is-active", "sockmapd.socket"], check=False).out.strip(), "inactive")
+    wait_active(c, "sockmapd-listener.service")
+    eq(lookup(c, "recipient postmaster@example.org", "recipient nobody@example.org"),
+       [b"OK root@example.net", b"NOTFOUND "])
+    eq(units_left(c), [], "no unit per connection")
+    wait_for(lambda: "1 connections served" in c.run(["systemctl", "show", "-p", "StatusText", "--value",
+                                                       "sockmapd-listener.service"]).out, msg="STATUS=")
+    exposure = security_exposure(c, "sockmapd-listener.service")
+    print("    sockmapd-listener.service exposure under systemd: %.1f" % exposure, flush=True)
+    ok(exposure <= 1.5, "exposure %.1f" % exposure)
+
+    # Reload: a good config (a map renamed) for new connections; a kept one keeps its own.
+    kept = Session(c)
+    eq(kept.ask("recipient postmaster@example.org"), b"OK root@example.net")
+    renamed = json.loads(json.dumps(cfg))
+    renamed["postmaps"][0]["service"] = "recipient2"
+    write_conffile(c, renamed)
+    status = listener_steps(c, 1)  # the README's reload and status lines
+    contains(status, "handlers running")
+    wait_for(lambda: any("reload: configuration read" in e.get("MESSAGE", "")
+                         for e in journal_since(c, since, "sockmapd-listener.service")), msg="reload logged")
+    eq(lookup(c, "recipient2 postmaster@example.org"), [b"OK root@example.net"], "new config, new connection")
+    eq(kept.ask("recipient postmaster@example.org"), b"OK root@example.net", "old config, kept connection")
+    # A broken config: logged, the previous one kept.
+    c.run("cat > /etc/sockmapd/config.json", input="{ broken\n")
+    c.run(["systemctl", "reload", "sockmapd-listener.service"])
+    wait_for(lambda: any("keeping the previous configuration" in e.get("MESSAGE", "")
+                         for e in journal_since(c, since, "sockmapd-listener.service")), msg="broken reload logged")
+    eq(lookup(c, "recipient2 postmaster@example.org"), [b"OK root@example.net"], "still the good config")
+    wait_active(c, "sockmapd-listener.service")
+    write_conffile(c, cfg)
+    c.run(["systemctl", "reload", "sockmapd-listener.service"])
+
+    # An outage: TEMP on new and kept connections, never NOTFOUND; then back.
+    stop_database(c)
+    eq(lookup(c, "recipient postmaster@example.org")[0][:5], b"TEMP ", "new connection, database stopped")
+    eq(kept.ask("recipient nobody@example.org")[:5], b"TEMP ", "kept connection, database stopped")
+    start_database(c)
+    eq(lookup(c, "recipient postmaster@example.org"), [b"OK root@example.net"], "database back")
+    eq(kept.ask("recipient postmaster@example.org"), b"OK root@example.net", "kept connection, database back")
+
+    # Stop with a session open: it ends cleanly (no reset), the service stops in time.
+    t0 = time.monotonic()
+    c.run(["systemctl", "stop", "sockmapd-listener.service"], timeout=scaled(60))
+    ok(time.monotonic() - t0 < 10, "stopped in %.1fs" % (time.monotonic() - t0))
+    eq(kept.ask("recipient postmaster@example.org"), b"<closed>", "the open session closed, not reset")
+    kept.close()
+    # The socket stays: the next connection starts the service again.
+    eq(lookup(c, "recipient postmaster@example.org"), [b"OK root@example.net"], "started again by its socket")
+
+    entries = journal_since(c, since, "sockmapd-listener.service")
+    text = "\n".join(e.get("MESSAGE", "") for e in entries)
+    contains(text, "listening on sockets from systemd: sockmapd 127.0.0.1:2224")
+    contains(text, "stopping on Terminated")
+    not_contains(text, "sending SIGTERM", "every handler ended by itself")
+    summaries = [e for e in entries if e.get("MESSAGE", "").startswith("session end")]
+    ok(len(summaries) >= 4, "session summaries: %r" % text[-2000:])
+    for e in summaries:
+        startswith(e.get("REMOTE_ADDR", ""), "127.0.0.1:", "REMOTE_ADDR")
+        eq(e.get("_SYSTEMD_UNIT"), "sockmapd-listener.service")
+    not_contains(c.run(["journalctl", "--no-pager", "-o", "export"]).out, PASSWORD, "the password in the journal")
+    eq([u for u in failed_units(c) if u.startswith("sockmapd")], [], "failed units")
+
+
 if __name__ == "__main__":
     main()
