@@ -36,14 +36,6 @@ def shared_config():
     return _shared["cfg"]
 
 
-def replies(out):
-    """Netstring payloads of a whole output; fails if it is anything else."""
-    try:
-        return decode_stream(out)
-    except NetstringError as e:
-        raise AssertionError("output is not netstrings only (%s): %r" % (e, out[:300]))
-
-
 def status(payload):
     return payload.split(b" ", 1)[0]
 

@@ -311,8 +311,14 @@ def wrong_credentials_are_temp():
         rc, out, err = run_pipe(cfg, b"", args=["--query", "recipient", "team@example.org"])
         eq(rc, 75, "%s: --query exit status (%r)" % (label, out))
         failure(out.strip(), label + " --query")
+        contains(read_log(cfg), "Access denied", label)
         rc, out, err = run_pipe(cfg, b"", args=["--check-config"])
         ok(rc in (75, 78), "%s: --check-config exit status %d" % (label, rc))
+    # The wrong password itself is never echoed.
+    cfg = config([a], password="Wrong-Pass-123")
+    rc, out, err = run_pipe(cfg, encode("recipient team@example.org"))
+    failure(decode_stream(out)[0], "wrong password")
+    not_contains(read_log(cfg) + out.decode() + err.decode(), "Wrong-Pass-123")
 
 
 @test

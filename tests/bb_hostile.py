@@ -28,15 +28,6 @@ IDLE = 2
 MiB = 1024
 
 
-def sanitized():
-    """True if the binary under test is built with AddressSanitizer (much larger RSS by design)."""
-    try:
-        with open(sockmapd_path(), "rb") as f:
-            return b"__asan_init" in f.read()
-    except OSError:
-        return False
-
-
 RSS_LIMIT_KB = 16 * MiB * (8 if sanitized() else 1)
 FIGURES = []
 
@@ -59,13 +50,6 @@ def record(case, peak_kb, secs, extra=""):
     print("    " + line, flush=True)
     ok(peak_kb > 0, "%s: no RSS sample" % case)
     ok(peak_kb < RSS_LIMIT_KB, "%s: peak RSS %d kB over %d kB" % (case, peak_kb, RSS_LIMIT_KB))
-
-
-def replies(data):
-    try:
-        return decode_stream(data)
-    except NetstringError as e:
-        raise AssertionError("not netstrings only (%s): %r" % (e, bytes(data[:200])))
 
 
 def time_prefix():
@@ -450,10 +434,12 @@ def thousand_requests_in_one_write_pipe():
 
 @test
 def figures():
-    """Prints every peak RSS measured above (this suite's record)."""
+    """Prints every peak RSS measured above (this suite's record); the cases
+    before it must each have left a figure."""
     print("    peak RSS limit %d kB%s" % (RSS_LIMIT_KB, " (sanitizer build)" if sanitized() else ""))
     for line in FIGURES:
         print("    " + line)
+    ok(len(FIGURES) >= 3, "only %d peak RSS figures were recorded" % len(FIGURES))
 
 
 if __name__ == "__main__":

@@ -150,6 +150,10 @@ def tls_wrong_ca_is_temp():
     cfg = config(X509_USER, X509_PASSWORD, {"ca": p["otherca.pem"], "cert": p["client.pem"],
                                              "key": p["client.key"], "verify_server": True})
     expect_temp(cfg, "server certificate from another CA", "TLS/SSL error")
+    # Connector/C checks the chain whenever a CA is given, verify_server or not.
+    expect_temp(config(X509_USER, X509_PASSWORD, {"ca": p["otherca.pem"], "cert": p["client.pem"],
+                                                   "key": p["client.key"], "verify_server": False}),
+                "server certificate from another CA, verify_server false", "TLS/SSL error")
     rc, out, err = run_pipe(cfg, b"", args=["--query", FOUND[0], FOUND[1]], timeout=20)
     eq(rc, 75, "--query exit status (%r %r)" % (out, err))
 

@@ -24,11 +24,6 @@ from harness import *  # noqa: E402,F401,F403
 BROKEN_MAP = {"service": "broken", "database": "dbmail", "table": "no_such_table", "key": "k", "value": "v"}
 
 
-def sanitized():
-    with open(sockmapd_path(), "rb") as f:
-        return b"__asan_init" in f.read()
-
-
 SANITIZED = sanitized()
 
 

@@ -52,10 +52,10 @@ __all__ = [
     "wait_for", "defer", "TestTimeout", "scaled", "require_tool", "run_clients", "finish_conversation",
     # processes
     "MariaDB", "SqlError", "shared_mariadb", "SocketActivated", "spawn", "xinetd_style", "run_pipe",
-    "sockmapd_path", "sockmapd_env", "pid_alive", "stop_pid", "free_port", "closed_port",
+    "sockmapd_path", "sockmapd_env", "sanitized", "pid_alive", "stop_pid", "free_port", "closed_port",
     "proc_children", "vm_hwm_kb", "postfix_dir", "postmap", "postmap_outcome", "listening_on", "unit_settings",
     # protocol
-    "encode", "decode_stream", "parse_netstring", "NetstringError", "Client", "to_bytes",
+    "encode", "decode_stream", "replies", "parse_netstring", "NetstringError", "Client", "to_bytes",
     # config
     "base_config", "write_config", "temp_config", "read_log", "FIXTURE_MAPS",
     "FIXTURES_SQL", "REPO",
@@ -653,6 +653,14 @@ def decode_stream(data):
     return out
 
 
+def replies(data):
+    """Netstring payloads of a whole output; fails the test if it holds anything else."""
+    try:
+        return decode_stream(data)
+    except NetstringError as e:
+        raise AssertionError("output is not netstrings only (%s): %r" % (e, bytes(data[:300])))
+
+
 class Client:
     """A socketmap client over TCP ((host, port) or a port number), a unix path, or a socket."""
 
@@ -730,6 +738,15 @@ class Client:
 
 
 # ---------------------------------------------------------------- sockmapd processes
+
+def sanitized():
+    """True if the binary under test is built with AddressSanitizer."""
+    try:
+        with open(sockmapd_path(), "rb") as f:
+            return b"__asan_init" in f.read()
+    except OSError:
+        return False
+
 
 def sockmapd_path():
     """The binary under test: $SOCKMAPD, default build/sockmapd (absolute)."""
