@@ -56,7 +56,7 @@ BUILD_DEPS := g++ make pkg-config libmariadb-dev libjsoncpp-dev libcli11-dev lib
               libssl-dev
 DEMO_DEPS  := mariadb-server-core mariadb-client-core systemd python3 postfix
 TEST_DEPS  := $(DEMO_DEPS) libboost-test-dev procps openssl xinetd valgrind \
-              time groff-base debootstrap systemd-container
+              time groff-base debootstrap systemd-container clang-format
 # bb_cluster's Galera nodes: the provider, and rsync state transfer, whose
 # scripts (wsrep_sst_rsync, wsrep_sst_common) come only with mariadb-server
 # (not -core, so that package is needed here, system service and all); they
@@ -65,7 +65,7 @@ CLUSTER_DEPS := mariadb-server galera-4 rsync iproute2
 DEB_DEPS   := build-essential debhelper devscripts lintian fakeroot
 FUZZ_DEPS  := clang libclang-rt-14-dev
 
-.PHONY: all check unit blackbox deps deps-demo deps-deb deps-fuzz demo install uninstall clean fuzz fuzz-run bench deb
+.PHONY: format format-check all check unit blackbox deps deps-demo deps-deb deps-fuzz demo install uninstall clean fuzz fuzz-run bench deb
 
 all: $(BUILD)/sockmapd
 
@@ -113,6 +113,15 @@ deps-fuzz:
 check: deps
 	$(MAKE) -j2 $(BUILD)/sockmapd $(BUILD)/unit_tests
 	/usr/bin/python3 tests/run_all.py --build $(BUILD) $(RUN_ALL_FLAGS)
+
+# One layout for every C++ file (.clang-format); CI fails on a difference.
+FORMAT_SRC := $(wildcard src/*.cc src/*.hh tests/*.cc tests/fuzz/*.cc)
+
+format:
+	clang-format -i $(FORMAT_SRC)
+
+format-check:
+	clang-format --dry-run -Werror $(FORMAT_SRC)
 
 unit: $(BUILD)/unit_tests
 	$(BUILD)/unit_tests

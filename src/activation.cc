@@ -10,12 +10,15 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
-namespace sockmapd {
+namespace sockmapd
+{
 
-namespace {
+namespace
+{
 
 // The names sd_listen_fds_with_names() hands out, freed on every path.
-class FdNames {
+class FdNames
+{
 public:
     ~FdNames()
     {
@@ -50,7 +53,8 @@ std::string peer_name(int fd)
 
 bool is_dev_null(int fd)
 {
-    struct stat st {}, null {};
+    struct stat st {
+    }, null{};
     return fstat(fd, &st) == 0 && S_ISCHR(st.st_mode) && stat("/dev/null", &null) == 0 && S_ISCHR(null.st_mode) &&
            st.st_rdev == null.st_rdev;
 }

@@ -15,9 +15,11 @@
 #include <string>
 #include <vector>
 
-namespace sockmapd {
+namespace sockmapd
+{
 
-class ActivationError : public std::runtime_error {
+class ActivationError : public std::runtime_error
+{
 public:
     using std::runtime_error::runtime_error;
 };
@@ -25,19 +27,19 @@ public:
 struct ClientConnection {
     int in_fd = 0;
     int out_fd = 1;
-    bool socket = false;     // the connection is a socket (not a pipe or tty)
-    std::string peer;        // "127.0.0.1:40000", "unix", or "" for pipes
+    bool socket = false; // the connection is a socket (not a pipe or tty)
+    std::string peer;    // "127.0.0.1:40000", "unix", or "" for pipes
 };
 
 struct PassedListener {
     int fd = -1;
-    std::string name;        // FileDescriptorName=, "unknown" when unnamed
+    std::string name; // FileDescriptorName=, "unknown" when unnamed
 };
 
 struct Activation {
-    bool from_systemd = false;                 // systemd passed the sockets below
-    std::vector<PassedListener> listeners;     // Accept=no: non-empty
-    ClientConnection conn;                     // otherwise the connection
+    bool from_systemd = false;             // systemd passed the sockets below
+    std::vector<PassedListener> listeners; // Accept=no: non-empty
+    ClientConnection conn;                 // otherwise the connection
 };
 
 // `force_inetd`: use stdin/stdout and leave LISTEN_FDS alone.

@@ -17,9 +17,11 @@
 #include <sstream>
 #include <sys/stat.h>
 
-namespace sockmapd {
+namespace sockmapd
+{
 
-namespace {
+namespace
+{
 
 constexpr std::size_t max_config_size = 1 << 20;
 constexpr std::size_t max_init_command = 4096;
@@ -213,7 +215,8 @@ void parse_map_fields(MapConfig& m, Object& o, const std::string& path, Problems
     m.lowercase = o.boolean("lowercase", false);
     m.strip_extension = o.str("strip_extension");
     for (auto d : o.list("domain")) {
-        std::transform(d.begin(), d.end(), d.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+        std::transform(d.begin(), d.end(), d.begin(),
+                       [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
         if (d.empty() || has_control_or_space(d) || d.find('@') != std::string::npos)
             p.add(path + ".domain: \"" + d + "\" is not a domain name");
         else
@@ -259,7 +262,8 @@ void parse_maps(const Json::Value* maps, Config& c, Problems& p)
 
 std::string read_file(const std::string& path, const std::string& what)
 {
-    struct stat st {};
+    struct stat st {
+    };
     if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
         fail(what, path + " is a directory, not a file");
     std::ifstream in(path, std::ios::binary);
@@ -334,7 +338,8 @@ Config load_config(const std::string& path)
             pw.pop_back();
         c.db.password = std::move(pw);
     } else if (!c.db.password.empty()) {
-        struct stat st {};
+        struct stat st {
+        };
         if (stat(path.c_str(), &st) == 0 && (st.st_mode & S_IROTH))
             c.warnings.push_back(path + " holds database.password and is readable by others: chmod o-r " + path +
                                  ", or use password_file");

@@ -16,22 +16,24 @@
 #include <string_view>
 #include <vector>
 
-namespace sockmapd {
+namespace sockmapd
+{
 
-class ConfigError : public std::runtime_error {
+class ConfigError : public std::runtime_error
+{
 public:
     using std::runtime_error::runtime_error;
 };
 
 struct SysConfig {
     std::string port = "2224";      // --listen mode port
-    std::string listen = "0.0.0.0";   // every IPv4 address, as the Go sockmapd
+    std::string listen = "0.0.0.0"; // every IPv4 address, as the Go sockmapd
     std::string logfile;            // empty: journal under systemd, else syslog
     LogLevel loglevel = LogLevel::Info;
     std::string run_as_user;
     std::string run_as_group;
-    unsigned idle_timeout = 120;    // seconds without a complete request
-    unsigned max_session = 3600;    // seconds a handler may live
+    unsigned idle_timeout = 120; // seconds without a complete request
+    unsigned max_session = 3600; // seconds a handler may live
 };
 
 struct TlsConfig {
@@ -43,11 +45,11 @@ struct TlsConfig {
 };
 
 struct DatabaseConfig {
-    std::vector<Endpoint> hosts;    // parsed from "host", "host:port", "[v6]:port", "unix:/path"
+    std::vector<Endpoint> hosts; // parsed from "host", "host:port", "[v6]:port", "unix:/path"
     unsigned port = 3306;
     std::string username;
-    std::string password;           // resolved: password, or password_file's content
-    std::string password_file;      // as written in the file (for messages)
+    std::string password;      // resolved: password, or password_file's content
+    std::string password_file; // as written in the file (for messages)
     unsigned connect_timeout = 2;
     unsigned read_timeout = 5;
     unsigned write_timeout = 5;
@@ -61,16 +63,16 @@ struct DatabaseConfig {
 };
 
 struct MapConfig {
-    std::string service;            // the socketmap name
-    std::string database;           // schema name
+    std::string service;  // the socketmap name
+    std::string database; // schema name
     std::string table;
     std::string key;
-    std::string value;              // empty: existence map, answers the key as stored
-    std::string reason;             // optional column appended as " <reason>"
-    std::string query;              // optional SELECT with %s %u %d instead of table/key/value
-    std::string result_format;      // optional template, %s is the value
+    std::string value;         // empty: existence map, answers the key as stored
+    std::string reason;        // optional column appended as " <reason>"
+    std::string query;         // optional SELECT with %s %u %d instead of table/key/value
+    std::string result_format; // optional template, %s is the value
     bool lowercase = false;
-    std::string strip_extension;    // delimiter(s) such as "+"; empty: off
+    std::string strip_extension;      // delimiter(s) such as "+"; empty: off
     std::vector<std::string> domains; // empty: every domain
 };
 

@@ -15,9 +15,7 @@ namespace
 // One schema's connection and the statements prepared on it (declared
 // after `conn` so they are destroyed first).
 struct DbLink : Pool::Connection {
-    DbLink(const Endpoint& host, const DatabaseConfig& db, const std::string& database) : conn(host, db, database)
-    {
-    }
+    DbLink(const Endpoint& host, const DatabaseConfig& db, const std::string& database) : conn(host, db, database) {}
     std::string server_version() const override { return conn.server_version(); }
 
     DbConnection conn;
@@ -167,8 +165,7 @@ LookupResult DbLookup::lookup_key(const MapConfig& mc, const StatementPlan& plan
         return {Outcome::TempFail, "no database host available"};
     }
     if (answer.outcome == Outcome::PermFail)
-        log_error("map " + name + ": result longer than " + std::to_string(max_value_length) +
-                      " bytes, answered PERM",
+        log_error("map " + name + ": result longer than " + std::to_string(max_value_length) + " bytes, answered PERM",
                   {{"SOCKMAP_MAP", map}});
     return answer;
 }

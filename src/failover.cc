@@ -21,9 +21,9 @@ namespace sockmapd
 namespace
 {
 
-constexpr std::size_t kMaxStateFile = 64 * 1024;
-constexpr const char* kStateName = "failover.state";
-constexpr const char* kLockName = "failover.lock";
+constexpr std::size_t max_state_file = 64 * 1024;
+constexpr const char* state_file_name = "failover.state";
+constexpr const char* lock_file_name = "failover.lock";
 
 std::time_t wall_now()
 {
@@ -135,8 +135,8 @@ std::vector<std::size_t> try_order(const std::vector<Endpoint>& hosts, const Dow
 HostState::HostState(std::string dir, unsigned retry_interval) : retry_interval_(retry_interval)
 {
     if (!dir.empty()) {
-        file_ = dir + "/" + kStateName;
-        lock_ = dir + "/" + kLockName;
+        file_ = dir + "/" + state_file_name;
+        lock_ = dir + "/" + lock_file_name;
     }
 }
 
@@ -148,7 +148,7 @@ void HostState::load(std::time_t now)
     }
     std::string text;
     // Far larger than any real state (EFBIG) is garbage: read as empty.
-    const int err = read_file(file_, text, kMaxStateFile, false);
+    const int err = read_file(file_, text, max_state_file, false);
     if (err == 0 || err == ENOENT || err == EFBIG) {
         down_ = parse_state(text, now, retry_interval_);
         return;

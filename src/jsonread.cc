@@ -9,9 +9,11 @@
 #include <memory>
 #include <sstream>
 
-namespace sockmapd {
+namespace sockmapd
+{
 
-namespace {
+namespace
+{
 
 bool iequals(std::string_view a, std::string_view b)
 {
@@ -164,7 +166,8 @@ void Object::finish() const
     for (const auto& name : v_.getMemberNames()) {
         if (matched_.count(name))
             continue;
-        const auto same = std::find_if(matched_.begin(), matched_.end(), [&](const std::string& m) { return iequals(m, name); });
+        const auto same =
+            std::find_if(matched_.begin(), matched_.end(), [&](const std::string& m) { return iequals(m, name); });
         if (same != matched_.end()) {
             problems_.add(member_path(name) + ": the same key as \"" + *same +
                           "\" (keys match without regard to case): give it once");
@@ -275,7 +278,8 @@ Json::Value parse_json_object(std::string_view text, const std::string& origin)
     if (!parsed)
         throw ConfigError(origin + ": not valid JSON: " + first_json_error(errors));
     if (!root.isObject())
-        throw ConfigError(origin + ": the top level must be a JSON object, {\"database\": {...}, \"postmaps\": [...]}, not " +
+        throw ConfigError(origin +
+                          ": the top level must be a JSON object, {\"database\": {...}, \"postmaps\": [...]}, not " +
                           (root.isArray() ? "an array" : "a single value"));
     return root;
 }

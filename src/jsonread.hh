@@ -20,12 +20,14 @@
 #include <string_view>
 #include <vector>
 
-namespace sockmapd {
+namespace sockmapd
+{
 
 // Throws ConfigError("path: what").
 [[noreturn]] void fail_at(const std::string& path, const std::string& what);
 
-class Problems {
+class Problems
+{
 public:
     void add(std::string line) { lines_.push_back(std::move(line)); }
 
@@ -52,7 +54,8 @@ private:
     std::vector<std::string> lines_;
 };
 
-class Object {
+class Object
+{
 public:
     // `v` not an object: recorded as "path: must be an object"; every member then reads as absent.
     Object(const Json::Value& v, std::string path, Problems& problems);

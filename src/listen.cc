@@ -22,9 +22,11 @@
 #include <unistd.h>
 #include <vector>
 
-namespace sockmapd {
+namespace sockmapd
+{
 
-namespace {
+namespace
+{
 
 void check_port(const std::string& port, const std::string& what)
 {
@@ -55,8 +57,14 @@ void check_address(const std::string& addr, const std::string& what)
 volatile sig_atomic_t stop_signal = 0;
 volatile sig_atomic_t reload_signal = 0;
 
-extern "C" void on_stop(int sig) { stop_signal = sig; }
-extern "C" void on_reload(int sig) { reload_signal = sig; }
+extern "C" void on_stop(int sig)
+{
+    stop_signal = sig;
+}
+extern "C" void on_reload(int sig)
+{
+    reload_signal = sig;
+}
 extern "C" void on_child(int) {}
 
 const int handled_signals[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD};
@@ -74,7 +82,8 @@ sigset_t install_signals(sigset_t& wait_mask)
     wait_mask = old;
     for (const int s : handled_signals)
         sigdelset(&wait_mask, s);
-    struct sigaction sa {};
+    struct sigaction sa {
+    };
     sigemptyset(&sa.sa_mask);
     sa.sa_handler = on_stop;
     sigaction(SIGTERM, &sa, nullptr);
@@ -91,7 +100,8 @@ sigset_t install_signals(sigset_t& wait_mask)
 // In a forked handler: the signals behave as in a socket-activated one.
 void reset_signals(const sigset_t& old)
 {
-    struct sigaction sa {};
+    struct sigaction sa {
+    };
     sigemptyset(&sa.sa_mask);
     sa.sa_handler = SIG_DFL;
     for (const int s : handled_signals)
@@ -103,7 +113,7 @@ void reset_signals(const sigset_t& old)
 
 struct Listener {
     int fd = -1;
-    std::string name;   // "127.0.0.1:2224", "[::1]:2224"
+    std::string name; // "127.0.0.1:2224", "[::1]:2224"
 };
 
 void close_all(std::vector<Listener>& ls)
@@ -184,7 +194,7 @@ int bind_all(const ListenOptions& opt, std::vector<Listener>& out)
 struct Child {
     std::string peer;
     std::chrono::steady_clock::time_point started;
-    int conn = -1;   // kept to end the session gently at stop (shutdown SHUT_RD)
+    int conn = -1; // kept to end the session gently at stop (shutdown SHUT_RD)
 };
 
 using Children = std::map<pid_t, Child>;
@@ -221,9 +231,9 @@ void reap(Children& kids)
         const auto it = kids.find(pid);
         if (it == kids.end())
             continue;
-        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
-                                                                              it->second.started)
-                            .count();
+        const auto ms =
+            std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - it->second.started)
+                .count();
         log_info("handler " + std::to_string(pid) + " for " + it->second.peer + " stopped (" + status_text(status) +
                  ", " + std::to_string(ms) + " ms)");
         close(it->second.conn);
@@ -237,7 +247,7 @@ void reap(Children& kids)
     close_all(ls);
     for (const auto& [pid, kid] : kids)
         close(kid.conn);
-    unsetenv("NOTIFY_SOCKET");   // only the main process talks to systemd
+    unsetenv("NOTIFY_SOCKET"); // only the main process talks to systemd
     reset_signals(old);
     int code = EX_SOFTWARE;
     try {
@@ -265,7 +275,7 @@ bool accept_one(Listener& l, std::vector<Listener>& ls, Children& kids, Counters
     if (conn < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
             log_error("accept on " + l.name + ": " + std::strerror(errno));
-            pause_briefly();   // EMFILE and friends: do not spin
+            pause_briefly(); // EMFILE and friends: do not spin
         }
         return false;
     }
@@ -433,7 +443,7 @@ int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function
             log_warning("all " + std::to_string(opt.max_children) + " handlers busy: new connections wait");
         full_logged = full;
         for (std::size_t i = 0; i < ls.size(); ++i)
-            fds[i] = {full ? -1 : ls[i].fd, POLLIN, 0};   // a negative fd is ignored by poll
+            fds[i] = {full ? -1 : ls[i].fd, POLLIN, 0}; // a negative fd is ignored by poll
         // Signals are blocked everywhere else and delivered only here.
         if (ppoll(fds.data(), fds.size(), nullptr, &wait_mask) < 0) {
             if (errno != EINTR) {

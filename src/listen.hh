@@ -27,12 +27,13 @@
 #include <string>
 #include <vector>
 
-namespace sockmapd {
+namespace sockmapd
+{
 
 struct ListenOptions {
-    std::string address;        // numeric IPv4/IPv6 or host name
+    std::string address; // numeric IPv4/IPv6 or host name
     std::string port;
-    std::vector<PassedListener> passed;   // from systemd: nothing is bound
+    std::vector<PassedListener> passed; // from systemd: nothing is bound
     unsigned max_children = 64;
 };
 

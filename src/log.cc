@@ -15,9 +15,11 @@
 #include <unistd.h>
 #include <vector>
 
-namespace sockmapd {
+namespace sockmapd
+{
 
-namespace {
+namespace
+{
 
 struct LogState {
     LogLevel level = LogLevel::Info;
@@ -37,10 +39,14 @@ LogState& state()
 const char* level_name(LogLevel l)
 {
     switch (l) {
-    case LogLevel::Error: return "error";
-    case LogLevel::Warning: return "warning";
-    case LogLevel::Info: return "info";
-    case LogLevel::Debug: return "debug";
+    case LogLevel::Error:
+        return "error";
+    case LogLevel::Warning:
+        return "warning";
+    case LogLevel::Info:
+        return "info";
+    case LogLevel::Debug:
+        return "debug";
     }
     return "info";
 }
@@ -48,10 +54,14 @@ const char* level_name(LogLevel l)
 int syslog_priority(LogLevel l)
 {
     switch (l) {
-    case LogLevel::Error: return LOG_ERR;
-    case LogLevel::Warning: return LOG_WARNING;
-    case LogLevel::Info: return LOG_INFO;
-    case LogLevel::Debug: return LOG_DEBUG;
+    case LogLevel::Error:
+        return LOG_ERR;
+    case LogLevel::Warning:
+        return LOG_WARNING;
+    case LogLevel::Info:
+        return LOG_INFO;
+    case LogLevel::Debug:
+        return LOG_DEBUG;
     }
     return LOG_INFO;
 }
@@ -113,7 +123,8 @@ constexpr char journal_socket[] = "/run/systemd/journal/socket";
 // false when the journal did not take the line.
 bool send_journal(LogLevel level, std::string_view msg, std::initializer_list<LogField> fields)
 {
-    struct stat st {};
+    struct stat st {
+    };
     if (stat(journal_socket, &st) != 0 || !S_ISSOCK(st.st_mode))
         return false;
     std::vector<std::string> items;
@@ -141,7 +152,8 @@ bool is_journal_stream(const char* journal_stream, int fd)
     char tail = 0;
     if (std::sscanf(journal_stream, "%llu:%llu%c", &dev, &ino, &tail) != 2)
         return false;
-    struct stat st {};
+    struct stat st {
+    };
     return fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
 }
 
@@ -156,7 +168,8 @@ LogFacts log_facts()
         const char* listen_pid = std::getenv("LISTEN_PID");
         f.systemd_service = getppid() == 1 || (listen_pid && std::atol(listen_pid) == getpid());
     }
-    struct stat st {};
+    struct stat st {
+    };
     f.stderr_private = fstat(2, &st) == 0 && !S_ISSOCK(st.st_mode);
     return f;
 }

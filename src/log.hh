@@ -17,12 +17,13 @@
 #include <string_view>
 #include <utility>
 
-namespace sockmapd {
+namespace sockmapd
+{
 
 enum class LogLevel { Error = 0, Warning = 1, Info = 2, Debug = 3 };
 
 struct LogField {
-    const char* name;   // journal field name, e.g. "SOCKMAP_MAP"
+    const char* name; // journal field name, e.g. "SOCKMAP_MAP"
     std::string_view value;
 };
 
@@ -30,9 +31,9 @@ enum class LogSink { Stderr, File, Journal, Syslog };
 
 // What the sink choice depends on, gathered by log_facts().
 struct LogFacts {
-    bool stderr_is_journal = false;   // JOURNAL_STREAM names fd 2's device:inode
-    bool systemd_service = false;     // INVOCATION_ID set, and systemd is the parent or passed sockets
-    bool stderr_private = false;      // fd 2 is open and not a socket
+    bool stderr_is_journal = false; // JOURNAL_STREAM names fd 2's device:inode
+    bool systemd_service = false;   // INVOCATION_ID set, and systemd is the parent or passed sockets
+    bool stderr_private = false;    // fd 2 is open and not a socket
 };
 
 LogFacts log_facts();
@@ -59,9 +60,18 @@ LogSink log_sink();
 bool log_enabled(LogLevel level);
 void log_msg(LogLevel level, std::string_view msg, std::initializer_list<LogField> fields = {});
 
-inline void log_error(std::string_view m, std::initializer_list<LogField> f = {}) { log_msg(LogLevel::Error, m, f); }
-inline void log_warning(std::string_view m, std::initializer_list<LogField> f = {}) { log_msg(LogLevel::Warning, m, f); }
-inline void log_info(std::string_view m, std::initializer_list<LogField> f = {}) { log_msg(LogLevel::Info, m, f); }
+inline void log_error(std::string_view m, std::initializer_list<LogField> f = {})
+{
+    log_msg(LogLevel::Error, m, f);
+}
+inline void log_warning(std::string_view m, std::initializer_list<LogField> f = {})
+{
+    log_msg(LogLevel::Warning, m, f);
+}
+inline void log_info(std::string_view m, std::initializer_list<LogField> f = {})
+{
+    log_msg(LogLevel::Info, m, f);
+}
 inline void log_debug(std::string_view m, std::initializer_list<LogField> f = {})
 {
     if (log_enabled(LogLevel::Debug))

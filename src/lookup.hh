@@ -12,7 +12,8 @@
 #include <string>
 #include <string_view>
 
-namespace sockmapd {
+namespace sockmapd
+{
 
 using Clock = std::chrono::steady_clock;
 
@@ -30,7 +31,8 @@ struct LookupResult {
     std::string text;
 };
 
-class Lookup {
+class Lookup
+{
 public:
     virtual ~Lookup() = default;
     virtual LookupResult lookup(std::string_view map, std::string_view key) = 0;

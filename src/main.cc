@@ -13,8 +13,8 @@
 #include <CLI/CLI.hpp>
 
 #include <csignal>
-#include <optional>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <sysexits.h>
 
@@ -24,7 +24,8 @@
 
 using namespace sockmapd;
 
-namespace {
+namespace
+{
 
 struct Options {
     std::string config = "/etc/sockmapd/config.json";
@@ -34,13 +35,14 @@ struct Options {
     std::vector<std::string> query;
     bool listen = false;
     std::string listen_arg;
-    std::string go_port;   // the Go sockmapd's -p PORT
+    std::string go_port; // the Go sockmapd's -p PORT
     unsigned max_children = 64;
 };
 
 // Answers every request TEMP: a handler whose config is broken must make
 // the MTA defer, not bounce, and not see a dead connection.
-class BrokenConfigLookup : public Lookup {
+class BrokenConfigLookup : public Lookup
+{
 public:
     LookupResult lookup(std::string_view, std::string_view) override
     {
@@ -135,7 +137,7 @@ int serve(const Options& opt, const ClientConnection& conn)
 // --listen, or the listening sockets of an Accept=no socket unit.
 int listen_mode(const Options& opt, const std::vector<PassedListener>& passed)
 {
-    log_tee_stderr(true);   // start-up errors reach the terminal, log file or not
+    log_tee_stderr(true); // start-up errors reach the terminal, log file or not
     std::optional<Config> loaded = load_for(opt.config, Audience::Daemon);
     if (!loaded)
         return EX_CONFIG;
@@ -179,14 +181,18 @@ int query(const Config& cfg, const std::string& map, const std::string& key)
     const LookupResult r = lookup.lookup(map, key);
     std::cout << reply_for(r).payload << '\n';
     switch (r.outcome) {
-    case Outcome::Found: return EX_OK;
-    case Outcome::NotFound: return 1;
+    case Outcome::Found:
+        return EX_OK;
+    case Outcome::NotFound:
+        return 1;
     case Outcome::TempFail:
-    case Outcome::Timeout: return EX_TEMPFAIL;
+    case Outcome::Timeout:
+        return EX_TEMPFAIL;
     case Outcome::NoSuchMap:
         std::cerr << "sockmapd: no map \"" << map << "\" in the config\n";
         return EX_USAGE;
-    case Outcome::PermFail: return EX_DATAERR;
+    case Outcome::PermFail:
+        return EX_DATAERR;
     }
     return EX_SOFTWARE;
 }
@@ -242,7 +248,8 @@ int run(const Options& opt)
 
 // --help shows each option's argument and what it does; the rules
 // (excludes, needs, ranges) are enforced, not listed.
-class PlainFormatter : public CLI::Formatter {
+class PlainFormatter : public CLI::Formatter
+{
 public:
     std::string make_option_opts(const CLI::Option* opt) const override
     {
@@ -266,16 +273,15 @@ int main(int argc, char** argv)
                  "sockmapd"};
     app.formatter(std::make_shared<PlainFormatter>());
     app.set_version_flag("-V,--version", "sockmapd " SOCKMAPD_VERSION);
-    app.add_option("-c,--config", opt.config, "configuration file (default: " + opt.config + ")")
-        ->type_name("FILE");
+    app.add_option("-c,--config", opt.config, "configuration file (default: " + opt.config + ")")->type_name("FILE");
     auto* check = app.add_flag("--check-config", opt.check_config,
                                "check the file, then connect and prepare every map; exit 0, 75 or 78");
     app.add_flag("--offline", opt.offline, "with --check-config: check the file only, no database")->needs(check);
     app.add_flag("--inetd", opt.inetd, "serve stdin/stdout even when systemd passed a socket");
     auto* query_opt = app.add_option("--query", opt.query, "look KEY up in MAP, print the reply (exit statuses below)")
-        ->expected(2)
-        ->type_name("MAP KEY")
-        ->excludes(check);
+                          ->expected(2)
+                          ->type_name("MAP KEY")
+                          ->excludes(check);
     auto* listen = app.add_option("--listen", opt.listen_arg,
                                   "accept connections on [[ADDR:]PORT] (default: sysconfig.listen and .port), "
                                   "a forked handler for each")
@@ -310,8 +316,7 @@ int main(int argc, char** argv)
     }
     opt.listen = listen->count() > 0 || go_port->count() > 0;
     if (go_port->count() > 0) {
-        if (opt.go_port.empty() ||
-            opt.go_port.find_first_not_of("0123456789") != std::string::npos) {
+        if (opt.go_port.empty() || opt.go_port.find_first_not_of("0123456789") != std::string::npos) {
             std::cerr << "sockmapd: -p " << opt.go_port << ": give a port number\n";
             return EX_USAGE;
         }

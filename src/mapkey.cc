@@ -23,7 +23,6 @@ std::optional<Address> split_address(std::string_view key)
     return Address{key.substr(0, at), key.substr(at + 1)};
 }
 
-
 std::string ascii_lower(std::string_view s)
 {
     std::string out(s);
@@ -81,6 +80,5 @@ bool domain_allowed(const MapConfig& map, std::string_view key)
         return false;
     return std::find(map.domains.begin(), map.domains.end(), ascii_lower(addr->domain)) != map.domains.end();
 }
-
 
 } // namespace sockmapd

@@ -1,8 +1,8 @@
 #include "mariadb.hh"
 
 #include <errmsg.h>
-#include <openssl/crypto.h>
 #include <mysqld_error.h>
+#include <openssl/crypto.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -17,7 +17,7 @@ namespace
 
 using SteadyClock = std::chrono::steady_clock;
 
-constexpr std::size_t kInitialColumnBuffer = 1024;
+constexpr std::size_t initial_column_buffer = 1024;
 
 std::string one_line(const char* s)
 {
@@ -164,9 +164,9 @@ DbConnection::DbConnection(const Endpoint& where, const DatabaseConfig& opts, co
     }
 
     const bool unix_socket = where.kind == Endpoint::Kind::Unix;
-    if (!mysql_real_connect(m, unix_socket ? "localhost" : where.host.c_str(), opts.username.c_str(), opts.password.c_str(),
-                            database.empty() ? nullptr : database.c_str(), unix_socket ? 0 : where.port,
-                            unix_socket ? where.path.c_str() : nullptr, 0))
+    if (!mysql_real_connect(m, unix_socket ? "localhost" : where.host.c_str(), opts.username.c_str(),
+                            opts.password.c_str(), database.empty() ? nullptr : database.c_str(),
+                            unix_socket ? 0 : where.port, unix_socket ? where.path.c_str() : nullptr, 0))
         throw DbError(mysql_errno(m), mysql_sqlstate(m), one_line(mysql_error(m)));
 }
 
@@ -190,7 +190,7 @@ DbStatement::DbStatement(DbConnection& conn, std::string_view sql)
                       looks_timed_out(code, saved, SteadyClock::now() - start, read_timeout_));
     }
     const unsigned n = mysql_stmt_field_count(stmt_.get());
-    bufs_.assign(n, std::string(kInitialColumnBuffer, '\0'));
+    bufs_.assign(n, std::string(initial_column_buffer, '\0'));
     lengths_.assign(n, 0);
     nulls_.assign(n, 0);
     errors_.assign(n, 0);

@@ -3,18 +3,26 @@
 #include <algorithm>
 #include <charconv>
 
-namespace sockmapd {
+namespace sockmapd
+{
 
 const char* describe(NetstringError e)
 {
     switch (e) {
-    case NetstringError::None: return "no error";
-    case NetstringError::EmptyLength: return "netstring without length";
-    case NetstringError::BadLength: return "netstring length is not a number";
-    case NetstringError::LeadingZero: return "netstring length with leading zero";
-    case NetstringError::TooLong: return "netstring length over limit";
-    case NetstringError::MissingComma: return "netstring without terminating comma";
-    case NetstringError::Truncated: return "end of input inside netstring";
+    case NetstringError::None:
+        return "no error";
+    case NetstringError::EmptyLength:
+        return "netstring without length";
+    case NetstringError::BadLength:
+        return "netstring length is not a number";
+    case NetstringError::LeadingZero:
+        return "netstring length with leading zero";
+    case NetstringError::TooLong:
+        return "netstring length over limit";
+    case NetstringError::MissingComma:
+        return "netstring without terminating comma";
+    case NetstringError::Truncated:
+        return "end of input inside netstring";
     }
     return "netstring error";
 }

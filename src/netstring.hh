@@ -12,18 +12,19 @@
 #include <string>
 #include <string_view>
 
-namespace sockmapd {
+namespace sockmapd
+{
 
-inline constexpr std::size_t max_request_length = 10000;  // Postfix's limit on a request
+inline constexpr std::size_t max_request_length = 10000; // Postfix's limit on a request
 
 enum class NetstringError {
     None,
-    EmptyLength,    // ":" with no digits before it
-    BadLength,      // a byte other than a digit or ':' in the length
-    LeadingZero,    // "01:" and the like
-    TooLong,        // length over the limit
-    MissingComma,   // the byte after the payload is not ','
-    Truncated,      // end of input inside a frame
+    EmptyLength,  // ":" with no digits before it
+    BadLength,    // a byte other than a digit or ':' in the length
+    LeadingZero,  // "01:" and the like
+    TooLong,      // length over the limit
+    MissingComma, // the byte after the payload is not ','
+    Truncated,    // end of input inside a frame
 };
 
 // A short text for PERM replies and logs ("netstring length over limit").
@@ -32,7 +33,8 @@ const char* describe(NetstringError e);
 void netstring_append(std::string& out, std::string_view payload);
 std::string netstring_encode(std::string_view payload);
 
-class NetstringDecoder {
+class NetstringDecoder
+{
 public:
     enum class Status { NeedMore, Frame, Error };
 
@@ -60,7 +62,7 @@ private:
     State state_ = State::Length;
     std::size_t length_ = 0;
     std::size_t digits_ = 0;
-    std::string buffer_;           // payload gathered over several reads
+    std::string buffer_; // payload gathered over several reads
     std::string_view payload_;
     NetstringError error_ = NetstringError::None;
 };

@@ -65,8 +65,7 @@ Pool::Slot& Pool::slot_for(const std::string& database)
     return *slot;
 }
 
-bool Pool::connect_next(Slot& slot, Tried& tried, std::optional<DbError>& last,
-                        std::optional<std::size_t> prefer)
+bool Pool::connect_next(Slot& slot, Tried& tried, std::optional<DbError>& last, std::optional<std::size_t> prefer)
 {
     std::vector<std::size_t> order = state_.order(hosts_);
     if (prefer)

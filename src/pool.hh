@@ -71,8 +71,7 @@ private:
     // Connects `slot` to the first host in order not yet in `tried`
     // (`prefer` first); false when none is left, `last` then holds the
     // last error.
-    bool connect_next(Slot& slot, Tried& tried, std::optional<DbError>& last,
-                      std::optional<std::size_t> prefer);
+    bool connect_next(Slot& slot, Tried& tried, std::optional<DbError>& last, std::optional<std::size_t> prefer);
     void drop_connections_to(std::size_t host);
 
     std::vector<Endpoint> hosts_;

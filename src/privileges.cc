@@ -10,9 +10,11 @@
 #include <pwd.h>
 #include <unistd.h>
 
-namespace sockmapd {
+namespace sockmapd
+{
 
-namespace {
+namespace
+{
 
 bool fail_priv(const std::string& what)
 {
@@ -22,7 +24,8 @@ bool fail_priv(const std::string& what)
 
 } // namespace
 
-namespace {
+namespace
+{
 
 // By name, else digits as the id itself (config.cc keeps them in range).
 const passwd* find_user(const std::string& name)
@@ -41,8 +44,14 @@ const group* find_group(const std::string& name)
     return gr;
 }
 
-std::string no_user(const std::string& name) { return "sysconfig.run_as_user: no user \"" + name + "\" on this system"; }
-std::string no_group(const std::string& name) { return "sysconfig.run_as_group: no group \"" + name + "\" on this system"; }
+std::string no_user(const std::string& name)
+{
+    return "sysconfig.run_as_user: no user \"" + name + "\" on this system";
+}
+std::string no_group(const std::string& name)
+{
+    return "sysconfig.run_as_group: no group \"" + name + "\" on this system";
+}
 
 } // namespace
 
@@ -78,7 +87,6 @@ std::vector<std::string> account_problems(const SysConfig& sys)
         out.push_back(no_group(sys.run_as_group));
     return out;
 }
-
 
 // Groups first, then the gid, then the uid: after setuid() the others
 // could no longer be changed.  Then make sure the way back is closed.

@@ -15,11 +15,12 @@
 #include <sys/types.h>
 #include <vector>
 
-namespace sockmapd {
+namespace sockmapd
+{
 
 struct Identity {
     bool wanted = false;
-    std::string user;   // empty: keep the uid
+    std::string user; // empty: keep the uid
     uid_t uid = 0;
     gid_t gid = 0;
 };

@@ -15,28 +15,36 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-namespace sockmapd {
+namespace sockmapd
+{
 
 const char* describe(EndReason r)
 {
     switch (r) {
-    case EndReason::Eof: return "client closed";
-    case EndReason::Idle: return "idle timeout";
-    case EndReason::MaxSession: return "session time limit";
-    case EndReason::ProtocolError: return "protocol error";
-    case EndReason::ClientGone: return "connection lost";
+    case EndReason::Eof:
+        return "client closed";
+    case EndReason::Idle:
+        return "idle timeout";
+    case EndReason::MaxSession:
+        return "session time limit";
+    case EndReason::ProtocolError:
+        return "protocol error";
+    case EndReason::ClientGone:
+        return "connection lost";
     }
     return "unknown";
 }
 
-namespace {
+namespace
+{
 
 constexpr std::size_t read_chunk = 16384;
 constexpr std::size_t flush_threshold = 65536;
 
 bool is_socket(int fd)
 {
-    struct stat st {};
+    struct stat st {
+    };
     return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
 }
 
@@ -51,7 +59,8 @@ int ms_until(Clock::time_point now, Clock::time_point t)
 
 // Output with a deadline: a client that stops reading its replies is
 // dropped instead of blocking the handler forever.
-class Writer {
+class Writer
+{
 public:
     Writer(int fd) : fd_(fd), socket_(is_socket(fd))
     {
@@ -59,7 +68,8 @@ public:
         // the flags back at the end, the descriptor may be shared.
         if (!socket_) {
             saved_flags_ = fcntl(fd_, F_GETFL);
-            struct stat st {};
+            struct stat st {
+            };
             if (saved_flags_ >= 0 && fstat(fd_, &st) == 0 && S_ISFIFO(st.st_mode))
                 fcntl(fd_, F_SETFL, saved_flags_ | O_NONBLOCK);
             else
@@ -110,7 +120,8 @@ private:
 // instead of poll() + read(): the receive timeout is set once and changed
 // only when the next deadline comes closer than it (or moves much further
 // away).  Pipes, ttys and non-blocking descriptors keep poll() + read().
-class Reader {
+class Reader
+{
 public:
     explicit Reader(int fd) : fd_(fd)
     {
@@ -160,7 +171,8 @@ private:
     std::chrono::microseconds armed_{0};
 };
 
-class Session {
+class Session
+{
 public:
     Session(int in_fd, int out_fd, Lookup& lookup, const SessionLimits& limits)
         : reader_(in_fd), writer_(out_fd), lookup_(lookup), limits_(limits)
@@ -173,7 +185,7 @@ public:
     SessionStats run();
 
 private:
-    bool handle_input(std::string_view data);   // false: end the session
+    bool handle_input(std::string_view data); // false: end the session
     void answer(std::string_view payload);
     // A PERM reply saying why, then the end of the session.
     void end_on_framing_error(NetstringError e);
@@ -224,8 +236,8 @@ void Session::answer(std::string_view payload)
     else
         ++stats_.errors;
     if (req && log_enabled(LogLevel::Debug))
-        log_debug("map " + std::string(req->map) + " key \"" + log_escape(req->key) + "\": " +
-                      log_escape(reply.payload),
+        log_debug("map " + std::string(req->map) + " key \"" + log_escape(req->key) +
+                      "\": " + log_escape(reply.payload),
                   {{"SOCKMAP_MAP", req->map}, {"SOCKMAP_STATUS", reply.status}});
     netstring_append(out_, reply.payload);
 }

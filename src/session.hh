@@ -13,7 +13,8 @@
 #include <chrono>
 #include <cstdint>
 
-namespace sockmapd {
+namespace sockmapd
+{
 
 struct SessionLimits {
     std::chrono::seconds idle_timeout{120};
@@ -28,7 +29,7 @@ struct SessionStats {
     std::uint64_t requests = 0;
     std::uint64_t hits = 0;
     std::uint64_t misses = 0;
-    std::uint64_t errors = 0;   // TEMP, TIMEOUT and PERM replies
+    std::uint64_t errors = 0; // TEMP, TIMEOUT and PERM replies
     EndReason end = EndReason::Eof;
 };
 

@@ -2,9 +2,11 @@
 
 #include "netstring.hh"
 
-namespace sockmapd {
+namespace sockmapd
+{
 
-namespace {
+namespace
+{
 
 constexpr std::size_t max_reason_length = 200;
 

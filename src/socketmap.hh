@@ -13,7 +13,8 @@
 #include <string>
 #include <string_view>
 
-namespace sockmapd {
+namespace sockmapd
+{
 
 // Postfix's limit on a reply, and so the longest value "OK <value>" can carry.
 inline constexpr std::size_t max_reply_length = 100000;

@@ -71,18 +71,15 @@ private:
     int fd_ = -1;
 };
 
-template <class Signature>
-class FunctionRef;
+template <class Signature> class FunctionRef;
 
-template <class R, class... Args>
-class FunctionRef<R(Args...)>
+template <class R, class... Args> class FunctionRef<R(Args...)>
 {
 public:
     template <class F>
-        requires(!std::is_same_v<std::remove_cvref_t<F>, FunctionRef> && std::is_invocable_r_v<R, F&, Args...>)
-    FunctionRef(F&& f) // NOLINT: converts like std::function
-        : obj_(const_cast<void*>(static_cast<const void*>(&f))),
-          call_([](void* obj, Args... args) -> R {
+    requires(!std::is_same_v<std::remove_cvref_t<F>, FunctionRef> && std::is_invocable_r_v<R, F&, Args...>)
+        FunctionRef(F&& f) // NOLINT: converts like std::function
+        : obj_(const_cast<void*>(static_cast<const void*>(&f))), call_([](void* obj, Args... args) -> R {
               return (*static_cast<std::remove_reference_t<F>*>(obj))(std::forward<Args>(args)...);
           })
     {

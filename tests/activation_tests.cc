@@ -21,7 +21,8 @@
 
 using namespace sockmapd;
 
-namespace {
+namespace
+{
 
 int listening_tcp()
 {
@@ -38,7 +39,7 @@ int listening_unix()
 {
     const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;   // autobind: an abstract name of the kernel's choice
+    sa.sun_family = AF_UNIX; // autobind: an abstract name of the kernel's choice
     BOOST_REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa_family_t)) == 0);
     BOOST_REQUIRE(listen(fd, 4) == 0);
     return fd;
@@ -48,7 +49,7 @@ int connected_stream()
 {
     int sv[2];
     BOOST_REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
-    return sv[0];   // the other end stays open in this process
+    return sv[0]; // the other end stays open in this process
 }
 
 int datagram()
@@ -90,7 +91,7 @@ std::string with_fds(const std::vector<int>& fds, const char* names, bool other_
         }
     });
     for (const int fd : fds)
-        close(fd);   // the child had them; the test is done with them
+        close(fd); // the child had them; the test is done with them
     return out;
 }
 
@@ -151,7 +152,8 @@ BOOST_AUTO_TEST_CASE(set_ups_that_cannot_work)
         {{datagram()}, "ActivationError: fd 3 (unknown) from systemd is not a stream socket"},
         {{connected_stream(), connected_stream()},
          "ActivationError: systemd passed 2 connections; sockmapd serves one (Accept=yes) or listens (Accept=no)"},
-        {{listening_tcp(), connected_stream()}, "ActivationError: systemd passed listening and connected sockets together"},
+        {{listening_tcp(), connected_stream()},
+         "ActivationError: systemd passed listening and connected sockets together"},
     };
     for (const auto& c : cases) {
         const std::string r = with_fds(c.fds, nullptr, false, [] {
@@ -206,7 +208,7 @@ BOOST_AUTO_TEST_CASE(dev_null_is_told_apart)
     int p[2];
     BOOST_REQUIRE(null >= 0 && zero >= 0 && pipe(p) == 0);
     BOOST_TEST(is_dev_null(null));
-    BOOST_TEST(!is_dev_null(zero));   // a character device, not /dev/null
+    BOOST_TEST(!is_dev_null(zero)); // a character device, not /dev/null
     BOOST_TEST(!is_dev_null(p[0]));
     BOOST_TEST(!is_dev_null(-1));
     for (const int fd : {null, zero, p[0], p[1]})

@@ -12,7 +12,8 @@
 
 using namespace sockmapd;
 
-namespace {
+namespace
+{
 
 // A config in the Go sockmapd's format: every scalar a JSON string.
 const std::string go_config = R"({
@@ -99,8 +100,8 @@ BOOST_AUTO_TEST_CASE(go_format_loads)
 
 BOOST_AUTO_TEST_CASE(numbers_work_too)
 {
-    const Config c = parse_config(with(with(go_config, R"("port": "3306")", R"("port": 3307)"), R"("idle_timeout": "60")",
-                                       R"("idle_timeout": 30)"));
+    const Config c = parse_config(with(with(go_config, R"("port": "3306")", R"("port": 3307)"),
+                                       R"("idle_timeout": "60")", R"("idle_timeout": 30)"));
     BOOST_TEST(c.db.port == 3307u);
     BOOST_TEST(c.db.hosts[0].name() == "db1.example.org:3307"); // the port applies to the hosts
     BOOST_TEST(c.sys.idle_timeout == 30u);
@@ -127,11 +128,13 @@ BOOST_AUTO_TEST_CASE(errors_name_the_key)
 {
     struct Case {
         std::string text;
-        std::string message;   // must appear in the error
+        std::string message; // must appear in the error
     };
     const std::vector<Case> cases = {
-        {with(go_config, R"("table": "dbmail_aliases")", R"("tabel": "dbmail_aliases")"), "postmaps[0].tabel: unknown key"},
-        {with(go_config, R"("table": "sender_access")", R"("tabel": "sender_access")"), "postmaps[1].tabel: unknown key"},
+        {with(go_config, R"("table": "dbmail_aliases")", R"("tabel": "dbmail_aliases")"),
+         "postmaps[0].tabel: unknown key"},
+        {with(go_config, R"("table": "sender_access")", R"("tabel": "sender_access")"),
+         "postmaps[1].tabel: unknown key"},
         {with(go_config, R"("value": "action")", R"("vaule": "action")"), "postmaps[1].vaule: unknown key"},
         {with(go_config, R"("sysconfig": {)", R"("sysconfig": {"colour": "red", )"), "sysconfig.colour: unknown key"},
         {with(go_config, R"("database": {)", R"("database": {"hots": "x", )"), "database.hots: unknown key"},
@@ -141,51 +144,83 @@ BOOST_AUTO_TEST_CASE(errors_name_the_key)
         {with(go_config, R"("port": "3306")", R"("port": -1)"), "database.port: must be a whole number"},
         {with(go_config, R"("port": "3306")", R"("port": [1])"), "database.port: must be a whole number"},
         {with(go_config, R"("read_timeout": "4")", R"("read_timeout": "0")"), "database.read_timeout: must be between"},
-        {with(go_config, R"("idle_timeout": "60")", R"("idle_timeout": true)"), "sysconfig.idle_timeout: must be a whole number"},
+        {with(go_config, R"("idle_timeout": "60")", R"("idle_timeout": true)"),
+         "sysconfig.idle_timeout: must be a whole number"},
         {with(go_config, R"("username": "sockmapd")", R"("username": ["a"])"), "database.username: must be a string"},
         {with(go_config, R"("loglevel": "info")", R"("loglevel": "verbose")"), "sysconfig.loglevel: must be one of"},
-        {with(go_config, R"("table": "dbmail_aliases")", R"("table": "x; DROP TABLE y")"), "postmaps[0].table: \"x; DROP TABLE y\" is not a valid identifier"},
+        {with(go_config, R"("table": "dbmail_aliases")", R"("table": "x; DROP TABLE y")"),
+         "postmaps[0].table: \"x; DROP TABLE y\" is not a valid identifier"},
         {with(go_config, R"("key": "alias")", R"("key": "a`b")"), "postmaps[0].key:"},
         {with(go_config, R"("database": "dbmail")", R"("database": "")"), "postmaps[0].database: missing"},
         {with(go_config, R"("table": "dbmail_aliases", )", ""), "postmaps[0].table: missing"},
-        {with(go_config, R"("service": "sender")", R"("service": "recipient")"), "postmaps[1].service: \"recipient\" is already used by postmaps[0]"},
+        {with(go_config, R"("service": "sender")", R"("service": "recipient")"),
+         "postmaps[1].service: \"recipient\" is already used by postmaps[0]"},
         {with(go_config, R"("service": "sender")", R"("service": "two words")"), "postmaps[1].service:"},
-        {with(go_config, R"("db1.example.org", )", R"("db1.example.org:99999", )"), "database.host[0]: \"db1.example.org:99999\": port must be a number"},
-        {with(go_config, R"("db1.example.org", )", R"("::1", )"), "database.host[0]: \"::1\": an IPv6 address needs brackets"},
-        {with(go_config, R"("unix:/run/mysqld/mysqld.sock")", R"("unix:relative.sock")"), "database.host[2]: \"unix:relative.sock\": a unix socket needs an absolute path"},
-        {with(go_config, R"("password": "secret")", R"("password": "secret", "password_file": "/x")"), "database.password_file: set either"},
+        {with(go_config, R"("db1.example.org", )", R"("db1.example.org:99999", )"),
+         "database.host[0]: \"db1.example.org:99999\": port must be a number"},
+        {with(go_config, R"("db1.example.org", )", R"("::1", )"),
+         "database.host[0]: \"::1\": an IPv6 address needs brackets"},
+        {with(go_config, R"("unix:/run/mysqld/mysqld.sock")", R"("unix:relative.sock")"),
+         "database.host[2]: \"unix:relative.sock\": a unix socket needs an absolute path"},
+        {with(go_config, R"("password": "secret")", R"("password": "secret", "password_file": "/x")"),
+         "database.password_file: set either"},
         {R"({"postmaps": [{"service": "m", "database": "d", "table": "t", "key": "k"}]})", "database: missing"},
         {R"({"database": {"host": "h"}, "postmaps": []})", "postmaps: must be a list with at least one map"},
-        {R"({"database": {}, "postmaps": [{"service": "m", "database": "d", "table": "t", "key": "k"}]})", "database.host: missing"},
+        {R"({"database": {}, "postmaps": [{"service": "m", "database": "d", "table": "t", "key": "k"}]})",
+         "database.host: missing"},
         {R"([1, 2])", "the top level must be a JSON object"},
         {R"({"database": )", "not valid JSON"},
         {std::string(5000, '['), "not valid JSON"},
-        {R"({"database": )" + std::string(5000, '[') , "not valid JSON"},
+        {R"({"database": )" + std::string(5000, '['), "not valid JSON"},
         {with(minimal, R"("key": "k")", R"("key": "k", "query": "SELECT 1")"), "postmaps[0].query: give either"},
-        {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t WHERE k = %x")"), "postmaps[0].query: unknown escape %x"},
-        {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t WHERE k = 1")"), "postmaps[0].query: uses none of"},
-        {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t WHERE k = '%%s'")"), "postmaps[0].query: uses none of"},
-        {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t /* %s */ WHERE k = %s")"), "postmaps[0].query: has %s inside a comment"},
-        {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t WHERE k = %s AND x = ?")"), "postmaps[0].query: has a '?' of its own"},
-        {with(minimal, R"("key": "k")", R"("key": "k", "result_format": "smtp:[%d]")"), "postmaps[0].result_format: unknown escape %d"},
-        {with(minimal, R"("key": "k")", R"("key": "k", "result_format": "50%")"), "postmaps[0].result_format: ends with a lone"},
+        {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t WHERE k = %x")"),
+         "postmaps[0].query: unknown escape %x"},
+        {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t WHERE k = 1")"),
+         "postmaps[0].query: uses none of"},
+        {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t WHERE k = '%%s'")"),
+         "postmaps[0].query: uses none of"},
+        {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t /* %s */ WHERE k = %s")"),
+         "postmaps[0].query: has %s inside a comment"},
+        {with(minimal, R"("table": "t", "key": "k")", R"("query": "SELECT v FROM t WHERE k = %s AND x = ?")"),
+         "postmaps[0].query: has a '?' of its own"},
+        {with(minimal, R"("key": "k")", R"("key": "k", "result_format": "smtp:[%d]")"),
+         "postmaps[0].result_format: unknown escape %d"},
+        {with(minimal, R"("key": "k")", R"("key": "k", "result_format": "50%")"),
+         "postmaps[0].result_format: ends with a lone"},
         {with(minimal, R"("key": "k")", R"("key": "k", "domain": ["ok.org", "a@b"])"), "postmaps[0].domain:"},
-        {with(minimal, R"("key": "k")", R"("key": "k", "lowercase": "maybe")"), "postmaps[0].lowercase: must be true or false"},
-        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "tls": {"cert": "/c"})"), "database.tls: cert and key go together"},
-        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "tls": {"cafile": "/c"})"), "database.tls.cafile: unknown key"},
-        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_commmand": "SET x = 1")"), "database.init_commmand: unknown key"},
-        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": "")"), "database.init_command: is empty"},
-        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": " \n")"), "database.init_command: is empty"},
-        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": ["SET a = 1", ""])"), "database.init_command[1]: is empty"},
-        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": "SET a = 1\u0000; DROP TABLE t")"), "database.init_command: contains a NUL byte"},
-        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": ")" + std::string(4097, 'x') + "\""), "database.init_command: is longer than 4096 bytes"},
-        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": 1)"), "database.init_command: must be a string"},
-        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": {"sql": "SET a = 1"})"), "database.init_command: must be a string"},
-        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": ["SET a = 1", 2])"), "database.init_command[1]: must be a string"},
+        {with(minimal, R"("key": "k")", R"("key": "k", "lowercase": "maybe")"),
+         "postmaps[0].lowercase: must be true or false"},
+        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "tls": {"cert": "/c"})"),
+         "database.tls: cert and key go together"},
+        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "tls": {"cafile": "/c"})"),
+         "database.tls.cafile: unknown key"},
+        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_commmand": "SET x = 1")"),
+         "database.init_commmand: unknown key"},
+        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": "")"),
+         "database.init_command: is empty"},
+        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": " \n")"),
+         "database.init_command: is empty"},
+        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": ["SET a = 1", ""])"),
+         "database.init_command[1]: is empty"},
+        {with(minimal, R"("host": "localhost")",
+              R"("host": "localhost", "init_command": "SET a = 1\u0000; DROP TABLE t")"),
+         "database.init_command: contains a NUL byte"},
+        {with(minimal, R"("host": "localhost")",
+              R"("host": "localhost", "init_command": ")" + std::string(4097, 'x') + "\""),
+         "database.init_command: is longer than 4096 bytes"},
+        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": 1)"),
+         "database.init_command: must be a string"},
+        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": {"sql": "SET a = 1"})"),
+         "database.init_command: must be a string"},
+        {with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": ["SET a = 1", 2])"),
+         "database.init_command[1]: must be a string"},
     };
     for (const auto& c : cases) {
         const std::string err = error_of(c.text);
-        BOOST_TEST_CONTEXT("want \"" << c.message << "\"") { BOOST_TEST(err.find(c.message) != std::string::npos, err); }
+        BOOST_TEST_CONTEXT("want \"" << c.message << "\"")
+        {
+            BOOST_TEST(err.find(c.message) != std::string::npos, err);
+        }
     }
 }
 
@@ -198,8 +233,7 @@ BOOST_AUTO_TEST_CASE(every_problem_reported_at_once)
     };
     const std::vector<Case> cases = {
         {R"({"postmaps":[{"service":"x","tabel":"t"}]})",
-         {"test.json: database: missing (required)",
-          "test.json: postmaps[0].database: missing (required); map \"x\"",
+         {"test.json: database: missing (required)", "test.json: postmaps[0].database: missing (required); map \"x\"",
           "test.json: postmaps[0].tabel: unknown key (did you mean \"table\"?); map \"x\"",
           "test.json: postmaps[0].table: missing (required); map \"x\"",
           "test.json: postmaps[0].key: missing (required); map \"x\""}},
@@ -208,8 +242,7 @@ BOOST_AUTO_TEST_CASE(every_problem_reported_at_once)
                           7,
                           {"service": "a", "database": "d", "query": "SELECT %q"}]})",
          {"test.json: sysconfig.idle_timeout: must be a whole number, not \"soon\"",
-          "test.json: sysconfig.colour: unknown key",
-          "test.json: database.port: must be a whole number, not \"x\"",
+          "test.json: sysconfig.colour: unknown key", "test.json: database.port: must be a whole number, not \"x\"",
           "test.json: postmaps[0].vaule: unknown key (did you mean \"value\"?); map \"a\"",
           "test.json: postmaps[1]: must be an object",
           "test.json: postmaps[2].query: unknown escape %q (use %s, %u, %d, or %%); map \"a\"",
@@ -230,12 +263,14 @@ BOOST_AUTO_TEST_CASE(json_syntax_errors_give_line_and_column_once)
     const std::vector<Case> cases = {
         {"{\n  \"database\": {\"host\": \"x\",}\n}\n",
          "test.json: not valid JSON: line 2, column 28: Missing '}' or object member name"},
-        {"{\n  \"a\": 1\n  \"b\": 2\n}", "test.json: not valid JSON: line 3, column 3: Missing ',' or '}' in object declaration"},
+        {"{\n  \"a\": 1\n  \"b\": 2\n}",
+         "test.json: not valid JSON: line 3, column 3: Missing ',' or '}' in object declaration"},
         {R"({"a": "\q"})", "test.json: not valid JSON: line 1, column 7: Bad escape sequence in string"},
         {R"({"a": 1, "a": 2})", "test.json: not valid JSON: line 1, column 10: Duplicate key: 'a'"},
         {"", "test.json: the file is empty (a JSON object with \"database\" and \"postmaps\" is needed)"},
         {" \n", "test.json: the file is empty (a JSON object with \"database\" and \"postmaps\" is needed)"},
-        {"[]", "test.json: the top level must be a JSON object, {\"database\": {...}, \"postmaps\": [...]}, not an array"},
+        {"[]",
+         "test.json: the top level must be a JSON object, {\"database\": {...}, \"postmaps\": [...]}, not an array"},
     };
     for (const auto& c : cases)
         BOOST_TEST(error_of(c.text) == c.message);
@@ -275,21 +310,28 @@ BOOST_AUTO_TEST_CASE(unknown_keys_suggest_the_nearest)
         std::string message; // the problem's whole line after "test.json: "
     };
     const std::vector<Case> cases = {
-        {R"("key": "k")", R"("key": "k", "vaule": "v")", "postmaps[0].vaule: unknown key (did you mean \"value\"?); map \"m\""},
+        {R"("key": "k")", R"("key": "k", "vaule": "v")",
+         "postmaps[0].vaule: unknown key (did you mean \"value\"?); map \"m\""},
         {R"("table": "t")", R"("tabel": "t")", "postmaps[0].tabel: unknown key (did you mean \"table\"?); map \"m\""},
         {R"("key": "k")", R"("kye": "k")", "postmaps[0].kye: unknown key (did you mean \"key\"?); map \"m\""},
-        {R"("key": "k")", R"("key": "k", "Resultformat": "%s")", "postmaps[0].Resultformat: unknown key (did you mean \"result_format\"?); map \"m\""},
+        {R"("key": "k")", R"("key": "k", "Resultformat": "%s")",
+         "postmaps[0].Resultformat: unknown key (did you mean \"result_format\"?); map \"m\""},
         {R"("host": "localhost")", R"("hosts": "localhost")", "database.hosts: unknown key (did you mean \"host\"?)"},
-        {R"("host": "localhost")", R"("host": "localhost", "pasword_file": "x")", "database.pasword_file: unknown key (did you mean \"password_file\"?)"},
+        {R"("host": "localhost")", R"("host": "localhost", "pasword_file": "x")",
+         "database.pasword_file: unknown key (did you mean \"password_file\"?)"},
         {R"("host": "localhost")", R"("host": "localhost", "colour": "red")", "database.colour: unknown key"},
-        {R"("host": "localhost")", R"("host": "localhost", "tls": {"cafile": "/c"})", "database.tls.cafile: unknown key"},
+        {R"("host": "localhost")", R"("host": "localhost", "tls": {"cafile": "/c"})",
+         "database.tls.cafile: unknown key"},
         {R"("postmaps")", R"("postmap": [], "postmaps")", "postmap: unknown key (did you mean \"postmaps\"?)"},
     };
     for (const auto& c : cases) {
         const std::string err = error_of(with(minimal, c.from, c.to));
         const auto lines = lines_of(err);
         const bool listed = std::find(lines.begin(), lines.end(), "test.json: " + c.message) != lines.end();
-        BOOST_TEST_CONTEXT(c.to) { BOOST_TEST(listed, err); }
+        BOOST_TEST_CONTEXT(c.to)
+        {
+            BOOST_TEST(listed, err);
+        }
     }
 }
 
@@ -308,18 +350,24 @@ BOOST_AUTO_TEST_CASE(numbers_too_large_are_config_errors)
         {R"("port": "2224")", R"("port": ")" + huge + "\"", "sysconfig.port: must be a port number 1-65535"},
         {R"("port": "3306")", R"("port": ")" + huge + "\"", "database.port: must be between 1 and 65535, not " + huge},
         {R"("port": "3306")", R"("port": )" + huge, "database.port: must be between 1 and 65535"},
-        {R"("connect_timeout": "3")", R"("connect_timeout": "4294967296")", "database.connect_timeout: must be between 1 and 3600"},
+        {R"("connect_timeout": "3")", R"("connect_timeout": "4294967296")",
+         "database.connect_timeout: must be between 1 and 3600"},
         {R"("idle_timeout": "60")", R"("idle_timeout": 1e30)", "sysconfig.idle_timeout: must be between 1 and 86400"},
-        {R"("max_session": "600")", R"("max_session": ")" + huge + huge + "\"", "sysconfig.max_session: must be between 1 and 604800"},
+        {R"("max_session": "600")", R"("max_session": ")" + huge + huge + "\"",
+         "sysconfig.max_session: must be between 1 and 604800"},
         {R"("idle_timeout": "60")", R"("idle_timeout": 2.5)", "sysconfig.idle_timeout: must be a whole number"},
     };
     for (const auto& c : cases) {
         const std::string err = error_of(with(go_config, c.from, c.to));
-        BOOST_TEST_CONTEXT(c.to) { BOOST_TEST(err.find(c.message) != std::string::npos, err); }
+        BOOST_TEST_CONTEXT(c.to)
+        {
+            BOOST_TEST(err.find(c.message) != std::string::npos, err);
+        }
     }
     // Ids that fit are left to the system to resolve (--check-config looks them up).
-    BOOST_TEST(parse_config(with(go_config, R"("run_as_user": "nobody")", R"("run_as_user": "4294967294")")).sys.run_as_user ==
-               "4294967294");
+    BOOST_TEST(
+        parse_config(with(go_config, R"("run_as_user": "nobody")", R"("run_as_user": "4294967294")")).sys.run_as_user ==
+        "4294967294");
 }
 
 BOOST_AUTO_TEST_CASE(a_directory_is_not_a_config)
@@ -350,8 +398,8 @@ BOOST_AUTO_TEST_CASE(init_command)
 {
     BOOST_TEST(parse_config(minimal).db.init_command.empty());
     // The Go format's plain string, and a list run in order.
-    const Config one = parse_config(
-        with(minimal, R"("host": "localhost")", R"("host": "localhost", "init_command": "SET SESSION wsrep_sync_wait = 1")"));
+    const Config one = parse_config(with(minimal, R"("host": "localhost")",
+                                         R"("host": "localhost", "init_command": "SET SESSION wsrep_sync_wait = 1")"));
     BOOST_TEST(one.db.init_command == std::vector<std::string>{"SET SESSION wsrep_sync_wait = 1"});
     const Config two = parse_config(with(minimal, R"("host": "localhost")",
                                          R"("host": "localhost", "init_command": ["SET SESSION wsrep_sync_wait = 1",
@@ -374,7 +422,8 @@ BOOST_AUTO_TEST_CASE(identifiers)
 BOOST_AUTO_TEST_CASE(load_reads_password_file_and_warns)
 {
     const TempFile pw("s3cret\n");
-    const TempFile cfg(with(minimal, R"("host": "localhost")", R"("host": "localhost", "password_file": ")" + pw.path + "\""));
+    const TempFile cfg(
+        with(minimal, R"("host": "localhost")", R"("host": "localhost", "password_file": ")" + pw.path + "\""));
     const Config c = load_config(cfg.path);
     BOOST_TEST(c.db.password == "s3cret");
     BOOST_TEST(c.warnings.empty());
@@ -385,7 +434,8 @@ BOOST_AUTO_TEST_CASE(load_reads_password_file_and_warns)
     BOOST_TEST(o.warnings[0].find("readable by others") != std::string::npos);
     BOOST_TEST(o.warnings[0].find("\"pw\"") == std::string::npos);
 
-    const TempFile missing(with(minimal, R"("host": "localhost")", R"("host": "localhost", "password_file": "/nonexistent/pw")"));
+    const TempFile missing(
+        with(minimal, R"("host": "localhost")", R"("host": "localhost", "password_file": "/nonexistent/pw")"));
     BOOST_CHECK_THROW(load_config(missing.path), ConfigError);
     BOOST_CHECK_THROW(load_config("/nonexistent/config.json"), ConfigError);
 }
@@ -397,7 +447,8 @@ BOOST_AUTO_TEST_CASE(credentials_directory)
     const std::string file = std::string(dir) + "/db-password";
     std::ofstream(file) << "fromcreds";
     setenv("CREDENTIALS_DIRECTORY", dir, 1);
-    const TempFile cfg(with(minimal, R"("host": "localhost")", R"("host": "localhost", "password_file": "db-password")"));
+    const TempFile cfg(
+        with(minimal, R"("host": "localhost")", R"("host": "localhost", "password_file": "db-password")"));
     const Config c = load_config(cfg.path);
     unsetenv("CREDENTIALS_DIRECTORY");
     unlink(file.c_str());

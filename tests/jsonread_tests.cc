@@ -7,7 +7,8 @@
 
 using namespace sockmapd;
 
-namespace {
+namespace
+{
 
 std::string problems_of(const Problems& p)
 {
@@ -25,17 +26,28 @@ BOOST_AUTO_TEST_SUITE(jsonread)
 
 BOOST_AUTO_TEST_CASE(nearest_key_only_for_likely_typos)
 {
-    const std::vector<std::string> known = {"service", "database", "table", "key", "value", "reason", "query",
-                                            "result_format", "lowercase", "strip_extension", "domain"};
+    const std::vector<std::string> known = {"service",   "database",        "table", "key",
+                                            "value",     "reason",          "query", "result_format",
+                                            "lowercase", "strip_extension", "domain"};
     struct Case {
         const char* unknown;
         const char* nearest; // "" for no suggestion
     };
     const std::vector<Case> cases = {
-        {"vaule", "value"},  {"tabel", "table"},   {"kye", "key"},         {"Key", "key"},
-        {"domains", "domain"}, {"sevice", "service"}, {"resultformat", "result_format"},
-        {"strip_extention", "strip_extension"}, {"colour", ""}, {"k", ""}, {"x", ""}, {"", ""},
-        {"databases_list", ""}, {"lower", ""},
+        {"vaule", "value"},
+        {"tabel", "table"},
+        {"kye", "key"},
+        {"Key", "key"},
+        {"domains", "domain"},
+        {"sevice", "service"},
+        {"resultformat", "result_format"},
+        {"strip_extention", "strip_extension"},
+        {"colour", ""},
+        {"k", ""},
+        {"x", ""},
+        {"", ""},
+        {"databases_list", ""},
+        {"lower", ""},
     };
     for (const auto& c : cases)
         BOOST_TEST(nearest_key(c.unknown, known) == c.nearest, "\"" << c.unknown << "\"");
@@ -60,7 +72,8 @@ BOOST_AUTO_TEST_CASE(a_problem_reads_as_the_default_and_checking_goes_on)
 {
     Json::Value v;
     BOOST_REQUIRE(Json::Reader().parse(R"({"n": "many", "m": 99999999999999999999, "s": [1], "b": "perhaps",
-                                           "l": [1], "host": "a", "HOST": "b"})", v));
+                                           "l": [1], "host": "a", "HOST": "b"})",
+                                       v));
     Problems p;
     Object o(v, "", p);
     BOOST_TEST(o.num("n", 7, 0, 10) == 7u);

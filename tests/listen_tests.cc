@@ -6,7 +6,8 @@
 
 using namespace sockmapd;
 
-namespace {
+namespace
+{
 
 SysConfig sys_with(const std::string& listen, const std::string& port)
 {

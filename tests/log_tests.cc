@@ -25,11 +25,13 @@
 
 using namespace sockmapd;
 
-namespace {
+namespace
+{
 
 std::string dev_ino(int fd)
 {
-    struct stat st {};
+    struct stat st {
+    };
     fstat(fd, &st);
     return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
 }
@@ -125,7 +127,7 @@ BOOST_AUTO_TEST_CASE(journal_stream_names_device_and_inode)
     BOOST_REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
     const std::string mine = dev_ino(sv[0]);
     BOOST_TEST(is_journal_stream(mine.c_str(), sv[0]));
-    BOOST_TEST(!is_journal_stream(mine.c_str(), sv[1]));   // another socket
+    BOOST_TEST(!is_journal_stream(mine.c_str(), sv[1])); // another socket
     BOOST_TEST(!is_journal_stream(dev_ino(sv[1]).c_str(), sv[0]));
     BOOST_TEST(!is_journal_stream(nullptr, sv[0]));
     BOOST_TEST(!is_journal_stream("", sv[0]));
@@ -143,11 +145,10 @@ BOOST_AUTO_TEST_CASE(default_sink_table)
         LogSink sink;
     };
     const Case cases[] = {
-        {true, false, false, LogSink::Journal},    // Accept=yes unit: stderr is the journal stream
-        {false, true, false, LogSink::Journal},    // systemd's service with StandardError=socket
-        {true, true, false, LogSink::Journal},
-        {false, false, true, LogSink::Stderr},     // a shell, a supervisor's pipe
-        {false, false, false, LogSink::Syslog},    // xinetd: stderr is the client's socket
+        {true, false, false, LogSink::Journal}, // Accept=yes unit: stderr is the journal stream
+        {false, true, false, LogSink::Journal}, // systemd's service with StandardError=socket
+        {true, true, false, LogSink::Journal},  {false, false, true, LogSink::Stderr}, // a shell, a supervisor's pipe
+        {false, false, false, LogSink::Syslog}, // xinetd: stderr is the client's socket
         {false, true, true, LogSink::Journal},
     };
     for (const auto& c : cases) {
@@ -166,7 +167,7 @@ BOOST_AUTO_TEST_CASE(facts_from_the_environment)
     BOOST_TEST(in_child([] {
                    const int peer = stderr_stream_socket();
                    setenv("INVOCATION_ID", "0123456789abcdef0123456789abcdef", 1);
-                   setenv("JOURNAL_STREAM", dev_ino(peer).c_str(), 1);   // names another socket
+                   setenv("JOURNAL_STREAM", dev_ino(peer).c_str(), 1); // names another socket
                    unsetenv("LISTEN_PID");
                    const LogFacts f = log_facts();
                    if (getppid() == 1)
@@ -215,8 +216,8 @@ BOOST_AUTO_TEST_CASE(journal_gets_fields_and_level)
         const std::string got = receive(journal);
         if (got.find("below the level") != std::string::npos || got.find("SOCKMAP_EMPTY") != std::string::npos)
             return "debug line or empty field sent: " + got;
-        return missing(got, {"MESSAGE=db1 down\n", "PRIORITY=4\n", "SYSLOG_IDENTIFIER=sockmapd\n",
-                             "SOCKMAP_MAP=recipient\n"});
+        return missing(
+            got, {"MESSAGE=db1 down\n", "PRIORITY=4\n", "SYSLOG_IDENTIFIER=sockmapd\n", "SOCKMAP_MAP=recipient\n"});
     });
     BOOST_TEST(r == "");
 }

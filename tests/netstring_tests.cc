@@ -7,7 +7,8 @@
 
 using namespace sockmapd;
 
-namespace {
+namespace
+{
 
 struct Decoded {
     std::vector<std::string> frames;
@@ -57,7 +58,8 @@ BOOST_AUTO_TEST_CASE(well_formed_at_every_split)
 {
     const std::string stream = "14:nosuch somekey,0:,3:a,b," + netstring_encode(std::string("k\0ey", 4)) +
                                netstring_encode(std::string(10000, 'x'));
-    const std::vector<std::string> want = {"nosuch somekey", "", "a,b", std::string("k\0ey", 4), std::string(10000, 'x')};
+    const std::vector<std::string> want = {"nosuch somekey", "", "a,b", std::string("k\0ey", 4),
+                                           std::string(10000, 'x')};
     for (const std::size_t step : {1, 2, 3, 5, 7, 13, 4096, 100000}) {
         const Decoded d = decode(stream, step);
         BOOST_TEST_CONTEXT("step " << step)

@@ -190,12 +190,13 @@ BOOST_AUTO_TEST_CASE(long_host_lists_are_each_tried_once)
         for (std::size_t i = 0; i < n; ++i)
             hosts.push_back(*parse_endpoint("h" + std::to_string(i), 1));
         std::vector<std::string> attempts;
-        Pool p(hosts, HostState("", 30), 10, [&](const Endpoint& h, const std::string&) -> std::unique_ptr<Pool::Connection> {
-            attempts.push_back(h.name());
-            if (attempts.size() < n)
-                throw DbError(CR_CONN_HOST_ERROR, "HY000", "refused");
-            return std::make_unique<FakeConnection>();
-        });
+        Pool p(hosts, HostState("", 30), 10,
+               [&](const Endpoint& h, const std::string&) -> std::unique_ptr<Pool::Connection> {
+                   attempts.push_back(h.name());
+                   if (attempts.size() < n)
+                       throw DbError(CR_CONN_HOST_ERROR, "HY000", "refused");
+                   return std::make_unique<FakeConnection>();
+               });
         BOOST_TEST(!p.run("db", "m", [](Pool::Connection&, const Endpoint&) {}).has_value());
         BOOST_TEST(attempts.size() == n);
         BOOST_TEST(std::set<std::string>(attempts.begin(), attempts.end()).size() == n);

@@ -11,10 +11,12 @@
 
 using namespace sockmapd;
 
-namespace {
+namespace
+{
 
 // A lookup double: a fixed table per map, and scripted failures.
-class TableLookup : public Lookup {
+class TableLookup : public Lookup
+{
 public:
     LookupResult lookup(std::string_view map, std::string_view key) override
     {
@@ -36,8 +38,7 @@ public:
 
 // Runs a whole session over a socketpair: writes `input`, shuts down the
 // write side, collects everything the session answered.
-std::string converse(const std::string& input, Lookup& lookup, SessionStats* stats = nullptr,
-                     SessionLimits limits = {})
+std::string converse(const std::string& input, Lookup& lookup, SessionStats* stats = nullptr, SessionLimits limits = {})
 {
     int sv[2];
     BOOST_REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
@@ -70,7 +71,10 @@ std::string converse(const std::string& input, Lookup& lookup, SessionStats* sta
     return out;
 }
 
-std::string ns(const std::string& s) { return netstring_encode(s); }
+std::string ns(const std::string& s)
+{
+    return netstring_encode(s);
+}
 
 } // namespace
 
@@ -105,12 +109,9 @@ BOOST_AUTO_TEST_CASE(empty_session_ends_cleanly)
 BOOST_AUTO_TEST_CASE(framing_error_answers_perm_and_closes)
 {
     const std::vector<std::pair<std::string, std::string>> cases = {
-        {"x:", "PERM netstring length is not a number"},
-        {"01:a,", "PERM netstring length with leading zero"},
-        {"10001:", "PERM netstring length over limit"},
-        {"3:m ab", "PERM netstring without terminating comma"},
-        {"50:m a", "PERM end of input inside netstring"},
-        {":", "PERM netstring without length"},
+        {"x:", "PERM netstring length is not a number"},  {"01:a,", "PERM netstring length with leading zero"},
+        {"10001:", "PERM netstring length over limit"},   {"3:m ab", "PERM netstring without terminating comma"},
+        {"50:m a", "PERM end of input inside netstring"}, {":", "PERM netstring without length"},
     };
     for (const auto& [input, reply] : cases) {
         TableLookup t;

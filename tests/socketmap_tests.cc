@@ -56,8 +56,7 @@ BOOST_AUTO_TEST_CASE(reply_policy)
         {Outcome::PermFail, "result too long", "PERM result too long"},
         {Outcome::NoSuchMap, "", "PERM unknown map"},
     };
-    for (const auto& c : cases)
-    {
+    for (const auto& c : cases) {
         const Reply r = reply_for({c.outcome, c.text});
         BOOST_TEST(r.payload == c.reply);
         BOOST_TEST(c.reply.rfind(std::string(r.status) + " ", 0) == 0u, c.reply); // the word it starts with

@@ -1,5 +1,5 @@
-#include "statement.hh"
 #include "mariadb.hh" // Column
+#include "statement.hh"
 
 #include <boost/test/unit_test.hpp>
 

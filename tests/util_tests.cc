@@ -21,8 +21,7 @@ BOOST_AUTO_TEST_CASE(decimals_never_throw)
     BOOST_TEST(parse_decimal("0").value() == 0u);
     BOOST_TEST(parse_decimal("4294967296").value() == 4294967296ULL);
     BOOST_TEST(parse_decimal("18446744073709551615").value() == UINT64_MAX);
-    for (const char* bad : {"", "-1", "+1", " 1", "1 ", "1x", "0x10", "18446744073709551616",
-                            "99999999999999999999"})
+    for (const char* bad : {"", "-1", "+1", " 1", "1 ", "1x", "0x10", "18446744073709551616", "99999999999999999999"})
         BOOST_TEST(!parse_decimal(bad).has_value(), bad);
     BOOST_TEST(parse_decimal("65535", 65535).value() == 65535u);
     BOOST_TEST(!parse_decimal("65536", 65535).has_value());
@@ -39,8 +38,8 @@ BOOST_AUTO_TEST_CASE(ports)
 BOOST_AUTO_TEST_CASE(printable_names_and_host_port)
 {
     BOOST_TEST(printable_name("db1:3306"));
-    for (const std::string& bad : {std::string(""), std::string("a b"), std::string("a\n"), std::string("a\x7f"),
-                                  std::string("a\0b", 3)})
+    for (const std::string& bad :
+         {std::string(""), std::string("a b"), std::string("a\n"), std::string("a\x7f"), std::string("a\0b", 3)})
         BOOST_TEST(!printable_name(bad));
     BOOST_TEST(host_port("db1", 3306) == "db1:3306");
     BOOST_TEST(host_port("::1", 3306) == "[::1]:3306");
