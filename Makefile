@@ -65,7 +65,7 @@ CLUSTER_DEPS := mariadb-server galera-4 rsync iproute2
 DEB_DEPS   := build-essential debhelper devscripts lintian fakeroot
 FUZZ_DEPS  := clang libclang-rt-14-dev
 
-.PHONY: format format-check all check unit blackbox deps deps-demo deps-deb deps-fuzz demo install uninstall clean fuzz fuzz-run bench deb
+.PHONY: format format-check all check unit blackbox deps deps-demo deps-deb deps-fuzz demo install uninstall clean fuzz fuzz-run bench bench-systemd deb
 
 all: $(BUILD)/sockmapd
 
@@ -217,4 +217,13 @@ bench: deps
 	/usr/bin/python3 bench/run_bench.py --build $(BUILD) --rounds $(BENCH_ROUNDS) \
 	  --json $(BUILD)/bench/results.json --markdown $(BUILD)/bench/results.md
 
+# The shipped sockmapd@.service against a plain unit of the same binary, and
+# each sandbox setting's share, under a real systemd: the system suite's
+# container (bench/systemd_bench.py; needs the tools of `make deps deps-deb`).
+# About 8 minutes a round on 2 shared vCPUs (70 unit variants).
+SYSTEMD_BENCH_ROUNDS ?= 3
+bench-systemd: deps deps-deb
+	@mkdir -p $(BUILD)/bench
+	/usr/bin/python3 bench/systemd_bench.py --rounds $(SYSTEMD_BENCH_ROUNDS) --connections 30 \
+	  --json $(BUILD)/bench/systemd.json --markdown $(BUILD)/bench/systemd.md
 # ---- end bench ----------------------------------------------------------------

@@ -513,6 +513,34 @@ def postfix_smtpd_chrooted_with_the_readme_lines():
 
 
 @test(timeout=600)
+def postfix_proxymap_over_the_unix_socket():
+    """Case 5b: the README's unix socket (systemctl edit block) through the unchrooted proxymap."""
+    c = installed("proxymap")
+    configure(c, "file")
+    sec = readme_section("Configure and enable the socket")
+    dropin = [b for b in code_blocks(sec, "ini") if "/run/sockmapd.sock" in b]
+    eq(len(dropin), 1, "the README's socket drop-in")
+    c.write("/etc/systemd/system/sockmapd.socket.d/override.conf", dropin[0])
+    c.run(["systemctl", "daemon-reload"])
+    c.run(["systemctl", "restart", "sockmapd.socket"])
+    eq(c.run(["stat", "-c", "%a %U:%G", "/run/sockmapd.sock"]).out.strip(), "660 root:postfix")
+    postfix = re.sub(r"\s+", " ", readme_section("Postfix"))
+    m = re.search(r"`(proxy:socketmap:unix:/run/sockmapd\.sock:\w+)`, listed in `proxy_read_maps`", postfix)
+    ok(m, "the README's proxymap form")
+    table = m.group(1)
+    for setting in ("virtual_alias_domains = example.org", "virtual_alias_maps = " + table):
+        c.run(["postconf", "-e", setting])
+    # The README: maps named in Postfix's own parameters are in proxy_read_maps already.
+    contains(postfix, "are in it by default")
+    contains(c.run(["postconf", "-h", "proxy_read_maps"]).out, "$virtual_alias_maps")
+    c.run(["systemctl", "restart", "postfix.service"], timeout=scaled(60))
+    wait_for(lambda: c.run("postfix status", check=False).rc == 0, timeout=scaled(20), msg="postfix running")
+    replies = smtp(c, "someone@example.com", "postmaster@example.org", "nobody@example.org")
+    eq([code for code, _ in replies], [250, 250, 550], "\n".join(l for _, l in replies))
+    eq(lookup(c, "recipient postmaster@example.org")[0][:7], b"<error ", "nothing on 127.0.0.1:2224 any more")
+
+
+@test(timeout=600)
 def xinetd_with_the_shipped_file():
     """Case 6: the README's xinetd steps: answers on 127.0.0.1:2224 and logs to syslog (facility mail)."""
     c = installed("xinetd")
