@@ -378,10 +378,15 @@ def listener_units_settings():
     eq(svc[("Service", "ExecReload")], ["/bin/kill -HUP $MAINPID"])
     eq(svc[("Service", "KillMode")], ["mixed"], "SIGTERM to sockmapd alone, it ends its handlers")
     ok(("Install", "WantedBy") not in svc, "started by its socket")
-    # The same hardening as the Accept=yes handler.
+    # The same hardening as the Accept=yes handler, and more: the handler
+    # leaves out settings that cost start-up time per connection
+    # (bench/RESULTS.md, "Under systemd"); the listener pays them once.
     yes = unit_settings(os.path.join(UNITS, "sockmapd@.service"))
     for key in HARDENING:
-        eq(svc.get(("Service", key)), yes.get(("Service", key)), key)
+        if ("Service", key) in yes:
+            eq(svc.get(("Service", key)), yes.get(("Service", key)), key)
+        else:
+            ok(("Service", key) in svc, "the listener keeps " + key)
 
 
 @test(timeout=60)
