@@ -258,7 +258,7 @@ def security_exposure(c, unit="sockmapd@x.service"):
 
 # ---------------------------------------------------------------- cases
 
-@test(timeout=600)
+@test(timeout=1000)  # on a cold cache it builds the root first (about 4 minutes, longer on a busy machine)
 def installed_and_after_reboot():
     """Case 1: the package as apt leaves it, and again after a reboot; TEMP before any configuration."""
     c = installed("install")
