@@ -15,6 +15,9 @@ config), then adds socket/service pairs on their own loopback ports:
             e.g. all SystemCallFilter= lines together)
   -OPTION   shipped minus that group
   NAME      a service file given with --candidate NAME=FILE
+  listener  the installed Accept=no pair (sockmapd-listener.socket/.service),
+            copied under another name on its own port: one service that
+            forks a handler per connection
 
 and measures, from a client in the container's network namespace, the cold
 first answer (connect, one lookup, reply: a new handler each time) and
@@ -139,6 +142,7 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated variant names (default: all)")
     ap.add_argument("--candidate", action="append", default=[], metavar="NAME=FILE",
                     help="also measure this service file (@SBINDIR@ -> /usr/sbin) as variant NAME")
+    ap.add_argument("--no-listener", action="store_true", help="leave out the Accept=no pair")
     ap.add_argument("--markdown")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -164,12 +168,25 @@ def main():
             unit = "smb%d" % i
             c.write("/etc/systemd/system/%s.socket" % unit, socket_text(ports[name]))
             c.write("/etc/systemd/system/%s@.service" % unit, service_text(lines))
+        if not args.no_listener:
+            # A copy, so that its Conflicts=sockmapd.socket leaves "shipped" running.
+            sock = c.read("/lib/systemd/system/sockmapd-listener.socket")
+            svc = c.read("/lib/systemd/system/sockmapd-listener.service")
+            sock = sock.replace("Conflicts=sockmapd.socket", "").replace("ListenStream=127.0.0.1:2224",
+                                                                          "ListenStream=127.0.0.1:2299")
+            c.write("/etc/systemd/system/smblistener.socket", sock)
+            c.write("/etc/systemd/system/smblistener.service", svc.replace("sockmapd-listener.socket",
+                                                                           "smblistener.socket"))
+            ports["listener"] = 2299
         c.run(["systemctl", "daemon-reload"])
         for i, (name, lines) in enumerate(todo):
             if lines is not None:
                 c.run(["systemctl", "start", "smb%d.socket" % i])
+        if "listener" in ports:
+            c.run(["systemctl", "start", "smblistener.socket"])
         units = {name: ("sockmapd@x.service" if lines is None else "smb%d@x.service" % i)
                  for i, (name, lines) in enumerate(todo)}
+        units["listener"] = "smblistener.service"
         for name in ports:  # warm-up: page cache, the database's buffer pool
             measure(c, ports[name], 3)
         rounds = {name: [] for name in ports}
