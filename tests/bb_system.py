@@ -78,10 +78,14 @@ def installed(name=None, tables=True):
     return c
 
 
-def wait_active(c, unit, timeout=30):
+def wait_active(c, unit, timeout=90):
     def up():
         return c.run(["systemctl", "is-active", unit], check=False).out.strip() == "active"
-    wait_for(up, timeout=timeout, interval=0.2, msg=unit + " active")
+    try:
+        wait_for(up, timeout=timeout, interval=0.2, msg=unit + " active")
+    except AssertionError as e:
+        log = c.run(["journalctl", "--no-pager", "-n", "30", "-u", unit], check=False).out
+        raise AssertionError("%s\n%s" % (e, log))
 
 
 # ---------------------------------------------------------------- talking to the socket
