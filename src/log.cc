@@ -72,7 +72,7 @@ std::string text_of(std::string_view msg, std::initializer_list<LogField> fields
 {
     std::string text(msg);
     for (const auto& f : fields) {
-        if (f.value.empty())
+        if (f.value.empty() || !f.in_text)
             continue;
         text += ' ';
         text += f.name;

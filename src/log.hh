@@ -25,6 +25,9 @@ enum class LogLevel { Error = 0, Warning = 1, Info = 2, Debug = 3 };
 struct LogField {
     const char* name; // journal field name, e.g. "SOCKMAP_MAP"
     std::string_view value;
+    // false: a journal field only, for a value the message text already
+    // says (the file, stderr and syslog lines would repeat it).
+    bool in_text = true;
 };
 
 enum class LogSink { Stderr, File, Journal, Syslog };

@@ -61,7 +61,16 @@ void log_summary(const SessionStats& st, const ClientConnection& conn, Clock::du
     const std::string msg = "session end (" + std::string(describe(st.end)) + "): " + std::to_string(st.requests) +
                             " requests, " + std::to_string(st.hits) + " found, " + std::to_string(st.misses) +
                             " not found, " + std::to_string(st.errors) + " errors, " + std::to_string(ms) + " ms";
-    log_info(msg, {{"REMOTE_ADDR", conn.peer}});
+    const std::string requests = std::to_string(st.requests), hits = std::to_string(st.hits),
+                      misses = std::to_string(st.misses), errors = std::to_string(st.errors),
+                      duration = std::to_string(ms);
+    log_info(msg, {{"REMOTE_ADDR", conn.peer},
+                   {"SOCKMAP_END", describe(st.end), false},
+                   {"SOCKMAP_REQUESTS", requests, false},
+                   {"SOCKMAP_FOUND", hits, false},
+                   {"SOCKMAP_NOTFOUND", misses, false},
+                   {"SOCKMAP_ERRORS", errors, false},
+                   {"SOCKMAP_DURATION_MS", duration, false}});
 }
 
 // A ConfigError holds a problem per line; each is reported on its own.

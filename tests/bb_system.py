@@ -390,6 +390,11 @@ def journal_summary_fields_and_no_secrets():
         startswith(e.get("REMOTE_ADDR", ""), "127.0.0.1:", "REMOTE_ADDR")
         eq(e.get("PRIORITY"), "6", "summary at info")
         contains(e["MESSAGE"], "2 requests, 1 found, 1 not found, 0 errors")
+        eq({k: e.get(k) for k in ("SOCKMAP_END", "SOCKMAP_REQUESTS", "SOCKMAP_FOUND", "SOCKMAP_NOTFOUND",
+                                  "SOCKMAP_ERRORS")},
+           {"SOCKMAP_END": "client closed", "SOCKMAP_REQUESTS": "2", "SOCKMAP_FOUND": "1",
+            "SOCKMAP_NOTFOUND": "1", "SOCKMAP_ERRORS": "0"}, "the summary's fields")
+        ok(e.get("SOCKMAP_DURATION_MS", "").isdigit(), "SOCKMAP_DURATION_MS")
         ok(e.get("_SYSTEMD_UNIT", "").startswith("sockmapd@"), "logged by the handler unit")
     connected = [e for e in entries if e.get("MESSAGE", "").startswith("connected to database host")]
     eq(len(connected), 3, "one database connection per handler")
