@@ -29,20 +29,8 @@ UNITS = os.path.join(REPO, "units")
 
 # ---------------------------------------------------------------- helpers
 
-_db = None
-
-
-def db():
-    """The suite's mariadbd with the fixture tables."""
-    global _db
-    if _db is None:
-        _db = MariaDB(fixtures=True, name="deploy").keep_for_suite()
-        _db.start()
-    return _db
-
-
 def config(**kw):
-    return temp_config(base_config(db(), **kw))
+    return temp_config(base_config(shared_mariadb(), **kw))
 
 
 # (map, key, expected reply) from tests/fixtures.sql

@@ -28,20 +28,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 import harness  # noqa: E402
 from harness import *  # noqa: E402,F403
 
-_db = None
-
-
-def db():
-    """The suite's mariadbd with the fixture tables (never stopped by a test)."""
-    global _db
-    if _db is None:
-        _db = MariaDB(fixtures=True, name="service").keep_for_suite()
-        _db.start()
-    return _db
-
-
 def config(mdb=None, **kw):
-    return temp_config(base_config(mdb or db(), **kw))
+    return temp_config(base_config(mdb or shared_mariadb(), **kw))
 
 
 def rewrite(cfg_path, cfg):
@@ -208,7 +196,7 @@ def service_forks_a_handler_per_connection_with_its_own_db_connection():
         eq(c.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
     kids = wait_for(lambda: len(svc.handlers()) == 3 and svc.handlers(), msg="3 handlers")
     # The lazy per-connection DB connection: 3 sessions, 3 server connections of the app user.
-    rows = db().sql("SELECT COUNT(*) FROM information_schema.processlist WHERE user = '%s'" % MariaDB.APP_USER)
+    rows = shared_mariadb().sql("SELECT COUNT(*) FROM information_schema.processlist WHERE user = '%s'" % MariaDB.APP_USER)
     ok(int(rows.strip().splitlines()[-1]) >= 3, rows)
     for c in clients:
         c.shutdown_write()
@@ -240,7 +228,7 @@ def service_notifies_systemd():
 
 @test(timeout=90)
 def service_reload_good_and_broken_config():
-    cfg_dict = base_config(db())
+    cfg_dict = base_config(shared_mariadb())
     cfg = temp_config(cfg_dict)
     log_of(cfg)
     port = free_port()
@@ -441,7 +429,7 @@ def dev_null_stdin_without_socket_is_a_usage_error():
 @test(timeout=60)
 def go_p_port_binds_every_ipv4_address():
     # A Go config: no "listen" key, every value a string.
-    cfg_dict = base_config(db())
+    cfg_dict = base_config(shared_mariadb())
     cfg_dict["sysconfig"]["idle_timeout"] = "30"
     cfg = temp_config(cfg_dict)
     port = free_port()
@@ -467,7 +455,7 @@ def go_p_port_conflicts_and_bad_ports():
 
 @test(timeout=90)
 def listen_reloads_on_sighup_and_sigusr1():
-    cfg_dict = base_config(db(), sysconfig={"listen": "127.0.0.1"})
+    cfg_dict = base_config(shared_mariadb(), sysconfig={"listen": "127.0.0.1"})
     cfg = temp_config(cfg_dict)
     log_of(cfg)
     port = free_port()
