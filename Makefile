@@ -86,14 +86,24 @@ $(BUILD)/obj/tests/%.o: tests/%.cc
 -include $(OBJ:.o=.d) $(BUILD)/obj/main.d $(TEST_OBJ:.o=.d)
 
 # Install only what is missing, so a prepared machine is not touched.
+# Packages such as mariadb-server and xinetd start a system service when
+# installed; the tests run servers of their own and need none of them, so a
+# policy-rc.d (exit 101, "action forbidden") keeps every package's service
+# from starting during the install, unless the machine already has one.
 define apt_install
 	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:" $$missing; \
 	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
 	  echo "postfix postfix/main_mailer_type select No configuration" | $$SUDO debconf-set-selections; \
+	  policy=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    policy=/usr/sbin/policy-rc.d; \
+	    printf '#!/bin/sh\n# make deps: no service starts while packages are installed\nexit 101\n' | $$SUDO tee $$policy >/dev/null; \
+	    $$SUDO chmod 755 $$policy; \
+	  fi; \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	  rc=$$?; if [ -n "$$policy" ]; then $$SUDO rm -f $$policy; fi; exit $$rc; \
 	fi
 endef
 

@@ -11,6 +11,7 @@ Run: SOCKMAPD=build/sockmapd tests/bb_faults.py [test-name-or-glob ...]
 
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -375,20 +376,34 @@ def _hold_connections(db, limit=16):
             stop_pid(p.pid, grace=2, popen=p)
 
     defer(release)
-    argv = db.client_argv(MariaDB.APP_USER, MariaDB.APP_PASSWORD, tcp=True)
+    argv = db.client_argv(MariaDB.APP_USER, MariaDB.APP_PASSWORD, tcp=True) + ["--unbuffered"]
 
     # Connections of earlier handlers may still be closing on the server side.
     wait_for(lambda: db.sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER='%s';"
                             % MariaDB.APP_USER).strip() == "0", timeout=10, msg="no app connections left")
 
+    def connected(p):
+        """Each client is asked to say "up": a connected one answers, a refused one exits (EOF)."""
+        try:
+            p.stdin.write(b"SELECT 'up';\n")
+            p.stdin.flush()
+        except BrokenPipeError:
+            pass  # refused and gone already: its stdout is at EOF
+        ready, _, _ = select.select([p.stdout], [], [], scaled(30))
+        ok(ready, "a mariadb client neither connected nor was refused within %gs" % scaled(30))
+        line = p.stdout.readline()
+        if line:
+            eq(line.strip(), b"up", "a held connection's answer")
+        return bool(line)
+
     def open_some(n):
-        procs = [subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        procs = [subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                  for _ in range(n)]
         held.extend(procs)
-        time.sleep(scaled(1.0))
-        refused = [p for p in procs if p.poll() is not None]
+        refused = [p for p in procs if not connected(p)]
         for p in refused:
             held.remove(p)
+            p.wait(timeout=scaled(10))
             contains(p.stderr.read(), b"Too many connections")
         for p in procs:
             p.stderr.close()
@@ -457,25 +472,36 @@ def max_connections_reached_is_temp_not_a_crash():
     not_contains(log, "internal error")
 
 
-def _busy_sessions_across(fault, label, n=40, before=1.5, after=3.0):
-    """n busy socket sessions on [primary, secondary]; fault(primary) after `before` seconds.
+def _busy_sessions_across(fault, label, n=40, after=3.0):
+    """n busy socket sessions on [primary, secondary]; fault(primary) once every one is connected.
 
-    Every reply must be right (whoami: either host), never TEMP/TIMEOUT; returns the
-    slowest single reply after the fault, in seconds.
+    Each session first asks every EXPECTED key and whoami once, so it holds a
+    database connection for every schema before the fault; the fault comes
+    only when all n have done so (a bounded wait, not a fixed sleep), and the
+    sessions keep asking for `after` seconds more.  Every reply must be right
+    (whoami: either host), never TEMP/TIMEOUT; returns the slowest single
+    reply after the fault, in seconds, and the handlers' log.
     """
     fresh_state()
     a, b = servers()
     cfg = config([a, b])
     sa = SocketActivated(["-c", cfg])
     stop = threading.Event()
-    errors, counts, answered_by = [], {"replies": 0}, {}
+    errors, counts, answered_by = [], {"replies": 0, "ready": 0}, {}
     slowest = [0.0]
     fault_at = [None]
     lock = threading.Lock()
 
     def one(i):
         try:
-            with sa.client(timeout=15) as c:
+            with sa.client(timeout=scaled(15)) as c:
+                for m, k, want in EXPECTED + [("transport", "whoami", None)]:
+                    r = c.ask(m, k)
+                    if want is not None and r != want:
+                        errors.append("connection %d, before the fault: %s %s -> %r" % (i, m, k, r))
+                        return
+                with lock:
+                    counts["ready"] += 1
                 j = 0
                 while not stop.is_set():
                     m, k, want = EXPECTED[(i + j) % len(EXPECTED)]
@@ -499,20 +525,24 @@ def _busy_sessions_across(fault, label, n=40, before=1.5, after=3.0):
     threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
     for t in threads:
         t.start()
-    time.sleep(before)
-    replies_before = counts["replies"]
-    fault_at[0] = time.monotonic()
-    fault(a)
-    time.sleep(after)
-    stop.set()
-    for t in threads:
-        t.join(scaled(20))
+    try:
+        wait_for(lambda: counts["ready"] + len(errors) >= n, timeout=scaled(60),
+                 msg="all %d sessions connected to every schema" % n)
+        eq(errors[:10], [], "failed before the fault")
+        replies_before = counts["replies"]
+        fault_at[0] = time.monotonic()
+        fault(a)
+        time.sleep(after)  # the sessions keep asking through the fault for this long
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(scaled(20))
     print("    %s: %d replies (%d before the fault); answered by %r; slowest reply after the fault %.2fs"
           % (label, counts["replies"], replies_before, answered_by, slowest[0]))
     eq(errors[:10], [], "wrong or failed replies (%d)" % len(errors))
-    ok(replies_before > 0 and counts["replies"] > replies_before, "lookups ran before and after the fault")
+    ok(counts["replies"] > replies_before, "lookups ran after the fault")
     ok(answered_by.get(b"OK secondary", 0) > 0, "the secondary took over")
-    wait_for(lambda: not sa.children(), timeout=10, msg="every handler exited")
+    wait_for(lambda: not sa.children(), timeout=scaled(10), msg="every handler exited")
     log = read_log(cfg)
     not_contains(log, "internal error")
     return slowest[0], log
@@ -520,7 +550,10 @@ def _busy_sessions_across(fault, label, n=40, before=1.5, after=3.0):
 
 @test(timeout=120)
 def primary_killed_under_load_no_temp():
-    """40 busy socket sessions while the primary dies: every reply right, not one TEMP."""
+    """40 busy socket sessions while the primary dies: every reply right, not one TEMP.
+
+    The bound on the slowest reply depends on the machine: it scales with TIMEOUT_SCALE.
+    """
     slowest, log = _busy_sessions_across(lambda a: a.kill(), "primary killed")
     ok(slowest < scaled(CONNECT_TIMEOUT + 2 * SLACK), "a reply took %.2fs after the kill" % slowest)
 
@@ -530,7 +563,8 @@ def primary_hung_under_load_no_temp():
     """40 busy socket sessions while the primary hangs (SIGSTOP): no reply waits longer than read_timeout.
 
     Each schema's connection (dbmail, other) to the hung primary times out on
-    its own, so one session may wait read_timeout once per schema.
+    its own, so one session may wait read_timeout once per schema.  The bound
+    on the slowest reply depends on the machine: it scales with TIMEOUT_SCALE.
     """
     a, _ = servers()
     defer(a.resume)
@@ -538,6 +572,9 @@ def primary_hung_under_load_no_temp():
     a.resume()
     # Timing under load is loose (2 cores, 40 handlers); the log says exactly
     # whether a timed-out host was connected to again instead of the next one.
+    # Every session held its connections before the fault, so none has a
+    # reason to open one to the hung primary: the first timeout marks it
+    # down for all of them (the shared failover state).
     ok(slowest < scaled(READ_TIMEOUT + 2 * SLACK), "a reply took %.2fs after the primary hung" % slowest)
     contains(log, "failed during map")
     not_contains(log, "cannot connect to database host %s" % a.host_entry,
@@ -578,7 +615,12 @@ def connection_closed_by_the_server_no_temp():
     defer(a.sql, "SET GLOBAL wait_timeout = 28800;")
     s2 = PipeSession(cfg)
     eq(whoami(s2), b"OK primary")
-    time.sleep(2.5)  # the server closes the idle connection
+    mine = set(a.sql("SELECT ID FROM information_schema.PROCESSLIST WHERE USER='%s';" % MariaDB.APP_USER).split())
+    ok(len(mine) == 2, "a connection each from the two sessions: %r" % mine)
+    # The server closes s2's idle connection (wait_timeout 1); s keeps its own.
+    wait_for(lambda: len(set(a.sql("SELECT ID FROM information_schema.PROCESSLIST WHERE USER='%s';"
+                                   % MariaDB.APP_USER).split()) & mine) == 1,
+             timeout=scaled(10), msg="the server closed the idle connection")
     eq(whoami(s2), b"OK primary", "after the server's wait_timeout closed the connection")
     all_expected(s2, "after wait_timeout")
     eq(s.close(), 0)

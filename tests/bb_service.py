@@ -285,15 +285,18 @@ def service_stop_with_sessions_open():
     for c in idle:
         defer(c.close)
         eq(c.ask("othermap", "ping"), b"OK pong")
+    before = set(svc.handlers())
     busy = Client(("127.0.0.1", port), timeout=15)
     defer(busy.close)
     # The database hangs: the next lookup on a new connection waits for it.
     mdb.pause()
     defer(mdb.resume)
     busy.send_raw(encode(b"recipient postmaster@example.org"))
-    wait_for(lambda: len(svc.handlers()) == 4, msg="4 handlers")
+    wait_for(lambda: len(svc.handlers()) == 4, timeout=scaled(10), msg="4 handlers")
     kids = svc.handlers()
-    time.sleep(0.3)
+    # The busy handler has read its request once it connects to the hung server for it.
+    wait_for(lambda: any(tcp_connections_to(mdb.port, k) for k in set(kids) - before), timeout=scaled(10),
+             msg="the fourth handler connecting to the database for its request")
     started = time.monotonic()
     svc.signal(signal.SIGTERM)
     # Idle sessions end cleanly (EOF, no reset); the one in flight gets its reply first.
@@ -323,7 +326,6 @@ def service_outage_is_temp_and_back():
     startswith(lookup(("127.0.0.1", port), "othermap", "ping"), b"TEMP ")
     startswith(lookup(("127.0.0.1", port), "recipient", "postmaster@example.org"), b"TEMP ")
     mdb.start()
-    time.sleep(1.2)  # retry_interval
     wait_for(lambda: lookup(("127.0.0.1", port), "othermap", "ping") == b"OK pong", timeout=15,
              msg="answers again after the outage")
 

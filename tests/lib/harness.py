@@ -54,6 +54,7 @@ __all__ = [
     "MariaDB", "SqlError", "shared_mariadb", "SocketActivated", "spawn", "xinetd_style", "run_pipe",
     "sockmapd_path", "sockmapd_env", "sanitized", "pid_alive", "stop_pid", "free_port", "closed_port",
     "proc_children", "vm_hwm_kb", "postfix_dir", "postmap", "postmap_outcome", "listening_on", "unit_settings",
+    "tcp_connections_to",
     # protocol
     "encode", "decode_stream", "replies", "parse_netstring", "NetstringError", "Client", "to_bytes",
     # config
@@ -581,6 +582,23 @@ def _tcp_listening(port, pid=None):
     if pid is None or not inodes:
         return bool(inodes)
     return bool(inodes & _socket_inodes(pid))
+
+
+def tcp_connections_to(port, pid):
+    """How many TCP connections process `pid` holds to a remote `port` (any state but LISTEN)."""
+    want = ":%04X" % port
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[2].endswith(want) and fields[3] != "0A":
+                        inodes.add(fields[9])
+        except OSError:
+            pass
+    return len(inodes & _socket_inodes(pid))
 
 
 def _unix_listening(path, pid=None):
