@@ -1,8 +1,9 @@
 // config — the JSON configuration file, read with jsoncpp into checked structs.
 //
-// load_config() reads and validates a file in the schema of DESIGN.md; it
-// accepts the older Go sockmapd's files, whose scalar values are all JSON
-// strings ("port": "3306"), as well as real numbers and booleans.  Any
+// load_config() reads and validates a file in the schema of doc/DESIGN.md
+// ("Configuration"; sockmapd.json(5) lists every key); it accepts the older
+// Go sockmapd's files, whose scalar values are all JSON strings ("port":
+// "3306"), as well as real numbers and booleans.  Any
 // problem throws ConfigError whose message names the key path
 // ("postmaps[1].tabel: unknown key").  Nothing here touches the database.
 #pragma once

@@ -2,9 +2,10 @@
 //
 // split_request() cuts a request payload into map name and key at the
 // first space.  reply_for() is the one place where an outcome becomes a
-// reply (OK/NOTFOUND/TEMP/TIMEOUT/PERM, the table in DESIGN.md) — lookups,
-// malformed requests and broken framing alike; a reply is never longer
-// than max_reply_length bytes, and carries its status word for the logs.
+// reply (OK/NOTFOUND/TEMP/TIMEOUT/PERM, the table in doc/DESIGN.md, "The
+// protocol and the reply policy") — lookups, malformed requests and broken
+// framing alike; a reply is never longer than max_reply_length bytes, and
+// carries its status word for the logs.
 #pragma once
 
 #include "lookup.hh"

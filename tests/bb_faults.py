@@ -204,7 +204,9 @@ def hung_database_sigstop_temp_within_timeouts_then_ok_after_sigcont():
 
 @test
 def hung_query_answers_timeout_without_retrying_the_hung_host():
-    """DESIGN.md: a query that runs past read_timeout is TIMEOUT (the only host hung mid-query)."""
+    """A query that runs past read_timeout is TIMEOUT (the only host hung mid-query).
+
+    doc/DESIGN.md, "Database connections and failover"."""
     fresh_state()
     a, _ = servers()
     cfg = config([a])

@@ -4,8 +4,8 @@
 Malformed framing, a 10001-byte key, 50 MB streams without a comma, half a
 frame then silence, a client that never reads its replies, 1000 requests in
 one write.  Each case must end in bounded time with PERM or a clean close as
-DESIGN.md says, and the handler's peak RSS must stay under RSS_LIMIT_KB; the
-measured figures are printed.  The peak is the larger of GNU time's maximum
+doc/DESIGN.md says ("The protocol and the reply policy"), and the handler's
+peak RSS must stay under RSS_LIMIT_KB; the measured figures are printed.  The peak is the larger of GNU time's maximum
 resident set size (%M: the handler runs under /usr/bin/time, whose small
 footprint is all the fork leaves behind; Python's own would be counted if we
 forked the handler directly) and VmHWM sampled from /proc/PID/status.

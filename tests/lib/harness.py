@@ -1314,7 +1314,7 @@ def _merge(section, changes):
 
 
 def base_config(db=None, **overrides):
-    """A config dict (DESIGN.md schema) for the fixture maps.
+    """A config dict (doc/DESIGN.md, "Configuration") for the fixture maps.
 
     `db`: a MariaDB, a host entry string ("127.0.0.1:3306", "unix:/path"), a
     list of them, or None (a closed local port: every lookup must be TEMP).
