@@ -22,63 +22,12 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F401,F403
 
-README = os.path.join(REPO, "README.md")
+from readme import blocks, run_shell, section  # noqa: E402
+
 UNITS = os.path.join(REPO, "units")
-
-
-def section(title):
-    with open(README) as f:
-        text = f.read()
-    start = text.index("\n## %s\n" % title)
-    end = text.find("\n## ", start + 1)
-    return text[start:end if end >= 0 else len(text)]
-
-
-def blocks(title):
-    """[(language, body)] of the fenced blocks in a README section, indentation removed."""
-    out = []
-    for m in re.finditer(r"^( *)```(\w*)\n(.*?)^\1```$", section(title), re.M | re.S):
-        indent = len(m.group(1))
-        out.append((m.group(2), "\n".join(line[indent:] for line in m.group(3).splitlines())))
-    return out
-
 
 MOVING = blocks("Moving from the Go sockmapd")
 TROUBLE = blocks("Troubleshooting")
-
-
-def replace_all(text, pairs):
-    for a, b in pairs:
-        text = text.replace(a, b)
-    return text
-
-
-def run_shell(block, cfg=None, port=None, pdir=None):
-    """Runs a README shell block; fails unless it prints what the README shows."""
-    lang, body = block
-    eq(lang, "sh")
-    out_subs = []
-    if cfg:
-        out_subs.append(("/etc/sockmapd/config.json", cfg))
-    if port:
-        out_subs.append(("127.0.0.1:2224", "127.0.0.1:%d" % port))
-    cmd_subs = [("sockmapd -c", sockmapd_path() + " -c")] + out_subs
-    if pdir:
-        cmd_subs += [("postmap -q", "%s -c %s -q" % (require_tool("postmap"), pdir)),
-                     ("postconf ", "%s -c %s " % (require_tool("postconf"), pdir))]
-    lines = body.splitlines()
-    ok(lines and lines[0].startswith("$ "), "a shell block starts with a command: %r" % body)
-    script = "\n".join(replace_all(line[2:], cmd_subs) for line in lines if line.startswith("$ "))
-    want = [replace_all(line, out_subs) for line in lines if not line.startswith("$ ")]
-    r = subprocess.run(["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       stdin=subprocess.DEVNULL, env=sockmapd_env(), timeout=scaled(60))
-    got = r.stdout.decode("utf-8", "replace").splitlines()
-    eq(len(got), len(want), "lines printed by %r: %r" % (script, got))
-    for w, g in zip(want, got):
-        if w.endswith("..."):
-            startswith(g, w[:-3])
-        else:
-            eq(g, w)
 
 
 def go_config(db=None, typo=False):

@@ -1,0 +1,224 @@
+#!/usr/bin/python3
+"""bb_docs — the man pages and the README say what the program does.
+
+Facts stated in more than one place are compared with their one source:
+- every option `sockmapd --help` lists, with its default, is in sockmapd(8)'s
+  OPTIONS; every exit status --help names is in EXIT STATUS;
+- every signal the accept loop handles (src/listen.cc) is in SIGNALS;
+- every unit and file under units/ is named in FILES;
+- every default of the config structs (src/config.hh) is the one
+  sockmapd.json(5) gives, and sockmapd(8)'s "sysconfig.KEY (default V)" too;
+- every shell block of the README's "Try it from a shell" runs as written
+  against config.example.json and config.example.sql loaded into a
+  throwaway MariaDB, printing what the README shows (pids and times
+  normalised);
+- every command sockmapd(8)'s EXAMPLES show stands in the README.
+Run: SOCKMAPD=build/sockmapd tests/bb_docs.py [test-name-or-glob ...]
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from harness import *  # noqa: E402,F401,F403
+
+import readme  # noqa: E402
+
+README = os.path.join(REPO, "README.md")
+MAN8 = os.path.join(REPO, "doc", "sockmapd.8")
+MAN5 = os.path.join(REPO, "doc", "sockmapd.json.5")
+CONFIG_HH = os.path.join(REPO, "src", "config.hh")
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def man_section(path, title):
+    """The text of a man page's .SH section `title` (quotes optional)."""
+    text = read(path)
+    m = re.search(r'^\.SH "?%s"?\s*$' % re.escape(title), text, re.M)
+    ok(m, "%s has a section %s" % (os.path.basename(path), title))
+    end = re.search(r"^\.SH ", text[m.end():], re.M)
+    return text[m.end():m.end() + end.start() if end else len(text)]
+
+
+def roff(s):
+    """How a literal appears in roff source: '-' escaped."""
+    return s.replace("-", "\\-")
+
+
+def unroff(s):
+    return (s.replace("\\-", "-").replace("\\(dq", '"').replace("\\fB", "").replace("\\fR", "")
+            .replace("\\fI", "").replace("\\fP", "").replace("\\&", ""))
+
+
+def help_text():
+    r = subprocess.run([sockmapd_path(), "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10)
+    eq(r.returncode, 0, "--help exits 0")
+    return r.stdout.decode()
+
+
+def help_options():
+    """{option: default or None} from --help's Options list."""
+    opts = {}
+    text = help_text()
+    body = text.split("Options:", 1)[1].split("\n\n", 1)[0]
+    for line in body.splitlines():
+        m = re.match(r"^\s+((?:-{1,2}[\w-]+,?)+)(?:\s+\S.*)?$", line)
+        if not m:
+            continue
+        default = re.search(r"\(default: ([^)]*)\)", line)
+        for name in m.group(1).split(","):
+            if name:
+                opts[name] = default.group(1) if default else None
+    return opts
+
+
+# ---------------------------------------------------------------- sockmapd(8) and --help
+
+@test
+def every_option_and_default_of_help_is_in_the_man_page():
+    opts = help_options()
+    ok(len(opts) >= 10, "options found in --help: %r" % opts)
+    section = man_section(MAN8, "OPTIONS")
+    # Each .TP entry: its tag line and its text, unescaped.
+    entries = [unroff(e) for e in re.split(r"^\.TP\s*$", section, flags=re.M)[1:]]
+    missing, wrong_default = [], []
+    for name, default in sorted(opts.items()):
+        entry = [e for e in entries if re.search(r"(^|[\s,\"])%s([\s,\"]|$)" % re.escape(name), e.split("\n", 2)[1])]
+        if not entry:
+            missing.append(name)
+            continue
+        if default is not None and default.split(" ")[0].rstrip(",.") not in entry[0]:
+            wrong_default.append("%s: --help says default %s" % (name, default))
+    eq(missing, [], "options of --help without an entry in sockmapd(8) OPTIONS")
+    eq(wrong_default, [], "defaults of --help that sockmapd(8) does not give")
+
+
+@test
+def every_exit_status_of_help_is_in_the_man_page():
+    footer = help_text().split("Exit status:", 1)[1]
+    codes = sorted(set(int(c) for c in re.findall(r"\b(\d+) [a-zA-Z(]", footer)))
+    ok(set(codes) >= {0, 64, 75, 78}, "exit statuses found in --help: %r" % codes)
+    section = unroff(man_section(MAN8, "EXIT STATUS"))
+    eq([c for c in codes if not re.search(r"(^|\s|\.B )%d\b" % c, section, re.M)], [],
+       "exit statuses of --help missing in sockmapd(8) EXIT STATUS")
+
+
+@test
+def every_handled_signal_is_in_the_man_page():
+    src = read(os.path.join(REPO, "src", "listen.cc"))
+    m = re.search(r"handled_signals\[\]\s*=\s*\{([^}]*)\}", src)
+    ok(m, "listen.cc names the signals it handles")
+    signals = [s.strip() for s in m.group(1).split(",") if s.strip() and s.strip() != "SIGCHLD"]
+    ok(len(signals) >= 3, "signals: %r" % signals)
+    section = unroff(man_section(MAN8, "SIGNALS"))
+    eq([s for s in signals if s not in section], [], "signals handled but missing in sockmapd(8) SIGNALS")
+
+
+@test
+def every_shipped_unit_is_in_the_man_page():
+    files = unroff(man_section(MAN8, "FILES"))
+    units = sorted(os.listdir(os.path.join(REPO, "units")))
+    ok(len(units) >= 4, "units: %r" % units)
+    eq([u for u in units if u not in files and u.replace(".xinetd", "") not in files], [],
+       "files of units/ not named in sockmapd(8) FILES")
+
+
+# ---------------------------------------------------------------- defaults: config.hh is the source
+
+def struct_defaults():
+    """{(struct, field): default as text} from src/config.hh's member initialisers."""
+    text = read(CONFIG_HH)
+    out = {}
+    for m in re.finditer(r"^struct (\w+) \{(.*?)^\};", text, re.M | re.S):
+        for f in re.finditer(r"^\s+[\w:<>, ]+?\s(\w+)\s*=\s*([^;]+);", m.group(2), re.M):
+            value = f.group(2).strip()
+            if value.startswith("std::chrono"):
+                value = re.sub(r"\D", "", value)
+            value = value.replace("LogLevel::", "").lower().strip('"')
+            out[(m.group(1), f.group(1))] = value
+        for f in re.finditer(r"^\s+std::(?:string|vector<[^>]*>)\s+(\w+);", m.group(2), re.M):
+            out[(m.group(1), f.group(1))] = ""
+    return out
+
+
+SECTION_STRUCT = {"SYSCONFIG": "SysConfig", "DATABASE": "DatabaseConfig", "POSTMAPS": "MapConfig"}
+
+
+def man5_defaults():
+    """{(struct, key): default as text} from sockmapd.json(5)'s '.BR key " (default X)"' tags."""
+    out = {}
+    for title, struct in SECTION_STRUCT.items():
+        for m in re.finditer(r"^\.BR? (.*)\(\w*,? ?defaults? ([^)]*)\)\"?\s*$", man_section(MAN5, title), re.M):
+            keys = [k for k in re.findall(r"(\w+)", m.group(1))]
+            values = [v.strip() for v in unroff(m.group(2)).split(",")]
+            if len(values) == 1:
+                values = values * len(keys)
+            for k, v in zip(keys, values):
+                v = v.strip('"')
+                out[("TlsConfig" if k == "verify_server" else struct, k)] = "" if v == "empty" else v.lower()
+    return out
+
+
+@test
+def config_defaults_in_the_man_pages_are_the_programs():
+    code, man = struct_defaults(), man5_defaults()
+    ok(len(man) >= 12, "defaults found in sockmapd.json(5): %r" % man)
+    wrong = ["%s.%s: sockmapd.json(5) says %r, src/config.hh %r" % (s, k, v, code.get((s, k)))
+             for (s, k), v in sorted(man.items()) if (s, k) in code and code[(s, k)] != v]
+    eq(wrong, [], "defaults that differ")
+    eq([k for k in man if k not in code], [], "documented defaults of keys config.hh does not have")
+    # sockmapd(8) names some sysconfig defaults in passing.
+    text = read(MAN8)
+    said = re.findall(r"^\.BR? sysconfig\.(\w+)\s*\n\(default ([^)]*)\)", text, re.M)
+    ok(said, "sockmapd(8) names sysconfig defaults")
+    eq(["sysconfig.%s: sockmapd(8) says %s" % (k, v) for k, v in said if code.get(("SysConfig", k)) != v.split(",")[0].strip()], [],
+       "sockmapd(8)'s sysconfig defaults")
+
+
+# ---------------------------------------------------------------- the README's commands
+
+def sample_database():
+    """A throwaway MariaDB with config.example.sql, and config.example.json pointed at it."""
+    db = MariaDB(name="sample")
+    db.start()
+    db.load_fixtures(os.path.join(REPO, "config.example.sql"))
+    with open(os.path.join(REPO, "config.example.json")) as f:
+        cfg = json.load(f)
+    cfg["database"].update({"host": [db.unix_entry], "username": MariaDB.APP_USER,
+                            "password": MariaDB.APP_PASSWORD})
+    return db, temp_config(cfg)
+
+
+@test
+def try_it_from_a_shell():
+    """The section's blocks as written: the first against config.example.json alone, the rest with the sample data."""
+    blocks = readme.blocks("Try it from a shell")
+    ok(len(blocks) >= 2, "blocks: %r" % blocks)
+    readme.run_shell(blocks[0])
+    _, cfg = sample_database()
+    for b in blocks[1:]:
+        readme.run_shell(b, cfg=cfg)
+
+
+@test
+def man_page_commands_are_the_readmes():
+    """Each command sockmapd(8)'s EXAMPLES show stands in the README too, where a test runs it."""
+    text = unroff(man_section(MAN8, "EXAMPLES"))
+    commands = [line.strip() for block in re.findall(r"^\.nf\n(.*?)^\.fi", text, re.M | re.S)
+                for line in block.splitlines()
+                if re.match(r"\s*(sockmapd|systemctl|postmap|printf)\b", line)]
+    ok(len(commands) >= 3, "commands in EXAMPLES: %r" % commands)
+    with open(readme.README) as f:
+        text = f.read()
+    eq([c for c in commands if c not in text], [], "sockmapd(8) EXAMPLES commands the README does not show")
+
+
+if __name__ == "__main__":
+    main()
