@@ -143,6 +143,26 @@ int serve(const Options& opt, const ClientConnection& conn)
     return serve_connection(*cfg, conn);
 }
 
+// What a reload cannot change: the sockets are bound and the privileges
+// dropped once, at start.  Sockets passed by systemd never follow the
+// config's port and address.
+void warn_unapplied(const SysConfig& was, const SysConfig& now, bool bound_here)
+{
+    std::string keys;
+    if (bound_here && was.port != now.port)
+        keys += " sysconfig.port";
+    if (bound_here && was.listen != now.listen)
+        keys += " sysconfig.listen";
+    if (was.run_as_user != now.run_as_user)
+        keys += " sysconfig.run_as_user";
+    if (was.run_as_group != now.run_as_group)
+        keys += " sysconfig.run_as_group";
+    if (!keys.empty())
+        log_warning("reload: changed" + keys +
+                    " take effect only when sockmapd is restarted; until then the "
+                    "sockets and the user stay as they were");
+}
+
 // --listen, or the listening sockets of an Accept=no socket unit.
 int listen_mode(const Options& opt, const std::vector<PassedListener>& passed)
 {
@@ -164,12 +184,14 @@ int listen_mode(const Options& opt, const std::vector<PassedListener>& passed)
     lo.max_children = opt.max_children;
     prepare_connector(cfg.db.tls.enabled());
     // A new config serves new connections; running handlers keep theirs.
-    const auto reload = [&opt, &cfg] {
+    const bool bound_here = passed.empty();
+    const auto reload = [&opt, &cfg, bound_here] {
         std::optional<Config> fresh = load_for(opt.config, Audience::Daemon);
         if (!fresh) {
             log_error("reload: keeping the previous configuration");
             return false;
         }
+        warn_unapplied(cfg.sys, fresh->sys, bound_here);
         cfg = std::move(*fresh);
         log_info("reload: configuration read from " + opt.config + ", " + std::to_string(cfg.maps.size()) +
                  " maps; new connections use it");

@@ -481,6 +481,23 @@ def listen_reloads_on_sighup_and_sigusr1():
     contains(log_of(cfg), "reloading on User defined signal 1")
 
 
+@test(timeout=90)
+def listen_reload_says_a_new_port_needs_a_restart():
+    cfg_dict = base_config(shared_mariadb(), sysconfig={"listen": "127.0.0.1"})
+    cfg = temp_config(cfg_dict)
+    log_of(cfg)
+    port, other = free_port(), free_port()
+    p = spawn(cfg, ["-p", str(port)], stdin=subprocess.DEVNULL)
+    wait_for(lambda: listening_on(port), timeout=scaled(10), msg="listening")
+    cfg_dict["sysconfig"]["port"] = str(other)
+    rewrite(cfg, cfg_dict)
+    os.kill(p.pid, signal.SIGHUP)
+    wait_log(cfg, "reload: configuration read")
+    contains(log_of(cfg), "reload: changed sysconfig.port take effect only when sockmapd is restarted")
+    eq(lookup(("127.0.0.1", port), "othermap", "ping"), b"OK pong", "the old socket still answers")
+    ok(not listening_on(other), "nothing listens on the new port before a restart")
+
+
 @test(timeout=60)
 def listen_sigterm_and_sigint_leave_no_handlers():
     for sig in (signal.SIGTERM, signal.SIGINT):
