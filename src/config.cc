@@ -98,6 +98,27 @@ void check_account_text(const std::string& s, const std::string& path, const cha
         fail(path, "\"" + s + "\" is too large for a " + what + " id (at most " + std::to_string(max_id) + ")");
 }
 
+// sysconfig.allow: every entry checked, each problem named with its index.
+AllowList parse_allow(Object& o, Problems& p)
+{
+    const Json::Value* v = o.get("allow");
+    if (!v)
+        return {};
+    const std::vector<std::string> entries = o.list("allow");
+    if (v->isArray() && v->empty())
+        p.add("sysconfig.allow: an empty list would refuse every client: list the addresses that may connect "
+              "(\"unix\" for a unix socket), or leave the key out");
+    std::vector<AllowRule> rules;
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+        std::string why;
+        if (const auto r = parse_allow_rule(entries[i], why))
+            rules.push_back(*r);
+        else
+            p.add((v->isArray() ? "sysconfig.allow[" + std::to_string(i) + "]" : "sysconfig.allow") + ": " + why);
+    }
+    return AllowList(std::move(rules));
+}
+
 SysConfig parse_sys(const Json::Value& v, Problems& p)
 {
     SysConfig s;
@@ -116,6 +137,7 @@ SysConfig parse_sys(const Json::Value& v, Problems& p)
     p.guard([&] { check_account_text(s.run_as_group, "sysconfig.run_as_group", "group"); });
     s.idle_timeout = o.num("idle_timeout", s.idle_timeout, 1, 86400);
     s.max_session = o.num("max_session", s.max_session, 1, 7 * 86400);
+    s.allow = parse_allow(o, p);
     o.finish();
     return s;
 }

@@ -8,6 +8,7 @@
 // ("postmaps[1].tabel: unknown key").  Nothing here touches the database.
 #pragma once
 
+#include "allow.hh"
 #include "endpoint.hh"
 #include "log.hh" // LogLevel
 
@@ -35,6 +36,7 @@ struct SysConfig {
     std::string run_as_group;
     unsigned idle_timeout = 120; // seconds without a complete request
     unsigned max_session = 3600; // seconds a handler may live
+    AllowList allow;             // who may connect; empty: everyone (no list)
 };
 
 struct TlsConfig {

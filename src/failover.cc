@@ -4,7 +4,6 @@
 #include "util.hh"
 
 #include <fcntl.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,7 +12,6 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <thread>
 
 namespace sockmapd
 {
@@ -53,19 +51,12 @@ bool write_all(int fd, std::string_view data)
     return true;
 }
 
-// Bounded wait: a stopped process holding the lock must not stall lookups;
-// without the lock we only risk losing a concurrent mark.
+// Without the lock we only risk losing a concurrent mark.
 int take_lock(const std::string& path)
 {
     int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
-        return -1;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(1000);
-    while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        if ((errno != EWOULDBLOCK && errno != EINTR) || std::chrono::steady_clock::now() > deadline)
-            break; // proceed unlocked
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    if (fd >= 0)
+        lock_within(fd, std::chrono::milliseconds(1000)); // else proceed unlocked
     return fd;
 }
 

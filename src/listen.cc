@@ -1,5 +1,6 @@
 #include "listen.hh"
 
+#include "gate.hh"
 #include "log.hh"
 #include "privileges.hh"
 #include "util.hh"
@@ -264,10 +265,10 @@ void pause_briefly()
     nanosleep(&ts, nullptr);
 }
 
-// Accepts one pending connection on `l` and forks its handler; false when
-// none was pending.
+// Accepts one pending connection on `l` and forks its handler, unless
+// `admit` refuses the peer (it is closed then); false when none was pending.
 bool accept_one(Listener& l, std::vector<Listener>& ls, Children& kids, Counters& n, const sigset_t& old,
-                const std::function<int(int)>& handler)
+                const std::function<int(int)>& handler, const std::function<bool(const sockaddr*)>& admit)
 {
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
@@ -278,6 +279,10 @@ bool accept_one(Listener& l, std::vector<Listener>& ls, Children& kids, Counters
             pause_briefly(); // EMFILE and friends: do not spin
         }
         return false;
+    }
+    if (!admit(reinterpret_cast<sockaddr*>(&ss))) {
+        close(conn);
+        return true;
     }
     const std::string peer = addr_name(reinterpret_cast<sockaddr*>(&ss));
     const pid_t pid = fork();
@@ -418,6 +423,10 @@ int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function
         close_all(ls);
         return EX_OSERR;
     }
+    for (const auto& l : ls)
+        warn_if_open(cfg.sys.allow, l.fd);
+    Gate gate; // cfg is the reloaded config: its allow-list applies to the next connection
+    const auto admit = [&](const sockaddr* peer) { return gate.admit(cfg.sys.allow, peer); };
     sigset_t wait_mask;
     const sigset_t old = install_signals(wait_mask);
     std::string names;
@@ -454,7 +463,7 @@ int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function
         }
         for (std::size_t i = 0; i < ls.size() && stop_signal == 0; ++i)
             if (fds[i].revents & POLLIN)
-                accept_one(ls[i], ls, kids, counters, old, handler);
+                accept_one(ls[i], ls, kids, counters, old, handler, admit);
     }
     sd_notify(0, "STOPPING=1");
     log_info(std::string("stopping on ") + strsignal(stop_signal));
@@ -463,7 +472,7 @@ int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function
     // handlers that answer what was sent, then end with the others.
     if (opt.passed.empty())
         for (auto& l : ls)
-            while (accept_one(l, ls, kids, counters, old, handler)) {
+            while (accept_one(l, ls, kids, counters, old, handler, admit)) {
             }
     close_all(ls);
     stop_children(kids);

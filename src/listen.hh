@@ -8,7 +8,9 @@
 // (groups, gid, uid, each checked; root cannot be regained), tells systemd
 // READY=1, and forks one handler per connection: the child closes the
 // listening sockets, restores default signal handling, runs `handler(fd)`
-// and _exit()s with its result.  At most max_children run at once; past
+// and _exit()s with its result.  A peer outside sysconfig.allow is closed
+// at once, before any fork (gate.hh); a listening socket open to other
+// hosts without an allow-list is warned about at start.  At most max_children run at once; past
 // that nothing is accepted and new connections wait in the listen backlog.
 // STATUS= tells systemd how many run and how many were served.
 // SIGHUP/SIGUSR1: `reload()` (new connections get the new config; it

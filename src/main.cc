@@ -3,6 +3,7 @@
 #include "activation.hh"
 #include "config.hh"
 #include "dblookup.hh"
+#include "gate.hh"
 #include "listen.hh"
 #include "log.hh"
 #include "mariadb.hh"
@@ -140,6 +141,8 @@ int serve(const Options& opt, const ClientConnection& conn)
         log_summary(st, conn, Clock::now() - started);
         return EX_CONFIG;
     }
+    if (!admit_connection(cfg->sys.allow, conn.in_fd))
+        return EX_OK; // refused and logged: no reply, no database
     return serve_connection(*cfg, conn);
 }
 

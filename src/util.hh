@@ -4,13 +4,15 @@
 // spaces, no leading '+') and answer nullopt for anything else, including a
 // value past `max`.  printable_name() is the rule for names that go into log
 // lines and state files.  host_port() writes "host:port", bracketing IPv6
-// addresses.  read_file() reads a whole (small) file without throwing.  Fd
+// addresses.  read_file() reads a whole (small) file without throwing; lock_within()
+// takes a file lock with a bounded wait.  Fd
 // owns one file descriptor and closes it.  FunctionRef refers to a callable
 // without owning or copying it (no allocation, unlike std::function).
 #pragma once
 
 #include <sys/socket.h>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -42,6 +44,10 @@ std::string socket_address_name(const sockaddr* sa);
 // failure; EFBIG when the file is longer than `limit` (out is then empty).
 // `follow_links` false: a symlink is refused (ELOOP).
 int read_file(const std::string& path, std::string& out, std::size_t limit, bool follow_links = true);
+
+// An exclusive flock() on `fd`, waiting at most `limit`: a stopped process
+// holding the lock must not stall the others.  False when not taken.
+bool lock_within(int fd, std::chrono::milliseconds limit);
 
 // One file descriptor, closed when the Fd goes; move-only.
 class Fd

@@ -456,4 +456,37 @@ BOOST_AUTO_TEST_CASE(credentials_directory)
     BOOST_TEST(c.db.password == "fromcreds");
 }
 
+// sysconfig.allow: every bad entry named by its index, the list loaded
+// as rules; without the key nobody is refused.
+BOOST_AUTO_TEST_CASE(allow_list)
+{
+    BOOST_TEST(!parse_config(minimal).sys.allow.restricts());
+    const std::string sys = R"({"sysconfig": {"allow": ALLOW}, )";
+    const auto with_allow = [&](const std::string& allow) { return with(sys, "ALLOW", allow) + minimal.substr(1); };
+    const Config c = parse_config(with_allow(R"(["192.0.2.25", "2001:db8::/48", "::ffff:10.0.0.1", "unix"])"));
+    BOOST_TEST(c.sys.allow.text() == "192.0.2.25/32, 2001:db8::/48, 10.0.0.1/32, unix");
+    BOOST_TEST(parse_config(with_allow(R"("127.0.0.1")")).sys.allow.text() == "127.0.0.1/32", "a single string");
+    BOOST_TEST(!parse_config(with_allow("null")).sys.allow.restricts(), "null is no list");
+    struct Case {
+        std::string allow, message;
+    };
+    const std::vector<Case> cases = {
+        {R"(["127.0.0.1", "mta.example.org", "10.0.0.1/8"])",
+         "sysconfig.allow[1]: \"mta.example.org\": host names are not looked up"},
+        {R"(["127.0.0.1", "mta.example.org", "10.0.0.1/8"])", "sysconfig.allow[2]: \"10.0.0.1/8\" has bits set"},
+        {R"("::1/200")", "sysconfig.allow: \"::1/200\": the prefix length after / must be 0-128"},
+        {"[]", "sysconfig.allow: an empty list would refuse every client"},
+        {"[1]", "sysconfig.allow[0]: must be a string"},
+        {R"({"a": 1})", "sysconfig.allow: must be a string or a list of strings"},
+    };
+    for (const auto& k : cases) {
+        try {
+            parse_config(with_allow(k.allow), "cfg.json");
+            BOOST_ERROR("accepted: " + k.allow);
+        } catch (const ConfigError& e) {
+            BOOST_TEST(std::string(e.what()).find(k.message) != std::string::npos, e.what());
+        }
+    }
+}
+
 BOOST_AUTO_TEST_SUITE_END()

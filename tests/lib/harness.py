@@ -875,13 +875,15 @@ class SocketActivated:
     unit passes it, the binary is exec'd once, on the first connection, and its
     children are the handlers.
     `args` follow the binary, e.g. ["-c", cfg].  `unix=PATH` listens on a unix
-    socket instead.  `env` (dict) is passed to handlers with -E, as is
+    socket instead; `host` ("127.0.0.1", "::1") is the TCP address.  `env` (dict) is passed to handlers with -E, as is
     RUNTIME_DIRECTORY.  The activator's and fd-3 handlers' stdout/stderr go to
     self.log (a file).  stop() ends the activator and every handler by pid.
     """
 
-    def __init__(self, args, inetd=False, port=None, unix=None, env=None, binary=None, start=True, accept=True):
+    def __init__(self, args, inetd=False, port=None, unix=None, env=None, binary=None, start=True, accept=True,
+                 host="127.0.0.1"):
         self.args = [str(a) for a in args]
+        self.host = host
         self.inetd = inetd
         self.accept = accept
         self.unix = unix
@@ -897,7 +899,7 @@ class SocketActivated:
 
     @property
     def address(self):
-        return self.unix if self.unix else ("127.0.0.1", self.port)
+        return self.unix if self.unix else (self.host, self.port)
 
     def start(self):
         for attempt in range(3):
@@ -908,7 +910,7 @@ class SocketActivated:
 
     def _start_once(self):
         tool = require_tool("systemd-socket-activate")
-        listen = self.unix if self.unix else "127.0.0.1:%d" % self.port
+        listen = self.unix if self.unix else ("[%s]:%d" if ":" in self.host else "%s:%d") % (self.host, self.port)
         cmd = [tool, "-l", listen] + (["-a"] if self.accept else [])
         if self.inetd:
             cmd.append("--inetd")
