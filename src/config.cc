@@ -224,6 +224,33 @@ void check_query(const MapConfig& m, const std::string& path)
     }
 }
 
+SearchOrder parse_search(const std::string& s, const std::string& path)
+{
+    if (s == "exact" || s.empty())
+        return SearchOrder::Exact;
+    if (s == "access")
+        return SearchOrder::Access;
+    if (s == "transport")
+        return SearchOrder::Transport;
+    if (s == "virtual")
+        return SearchOrder::Virtual;
+    fail(path, "must be one of exact, access, transport, virtual, not \"" + s + "\"");
+}
+
+// `search` and the parent domain style that goes with it.
+void parse_search_fields(MapConfig& m, Object& o, const std::string& path, Problems& p)
+{
+    const std::string search = o.str("search", "exact");
+    p.guard([&] { m.search = parse_search(search, path + ".search"); });
+    m.parent_matches_subdomains = m.search == SearchOrder::Access;
+    if (o.get("parent_domain_matches_subdomains")) {
+        m.parent_matches_subdomains = o.boolean("parent_domain_matches_subdomains", m.parent_matches_subdomains);
+        if (m.search != SearchOrder::Access && m.search != SearchOrder::Transport)
+            p.add(path + ".parent_domain_matches_subdomains: only for \"search\": \"access\" or \"transport\", "
+                         "the orders that try parent domains");
+    }
+}
+
 void parse_map_fields(MapConfig& m, Object& o, const std::string& path, Problems& p)
 {
     m.database = o.str("database");
@@ -244,6 +271,7 @@ void parse_map_fields(MapConfig& m, Object& o, const std::string& path, Problems
         else
             m.domains.push_back(d);
     }
+    parse_search_fields(m, o, path, p);
     o.finish();
 
     if (!m.query.empty()) {

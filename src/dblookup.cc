@@ -56,6 +56,29 @@ Pool::Connector connector(const DatabaseConfig& db)
     };
 }
 
+// What --check-config says about an exact map holding rows Postfix never
+// asks for; empty when it holds none or the probe could not tell (timed out).
+std::string domain_rows_warning(DbLink& link, const MapConfig& map, const std::string& probe)
+{
+    bool found = false;
+    try {
+        DbStatement stmt(link.conn, probe);
+        stmt.run({}, 16, [&](const std::vector<Column>&) {
+            found = true;
+            return false;
+        });
+    } catch (const DbError&) {
+        return {};
+    }
+    if (!found)
+        return {};
+    return "postmaps \"" + map.service +
+           "\": the table holds keys without a local part (a domain, \"@domain\" or \"user@\") but "
+           "\"search\" is \"exact\": Postfix asks a socketmap for the full address only and never finds "
+           "them; if Postfix uses this map, set \"search\" to \"access\", \"transport\" or \"virtual\" "
+           "(Sendmail maps stay exact: Sendmail asks for the domain itself)";
+}
+
 std::string where(const Endpoint& host, const std::string& database)
 {
     return host.name() + (database.empty() ? std::string() : " (database " + database + ")");
@@ -94,49 +117,71 @@ LookupResult DbLookup::lookup(std::string_view map, std::string_view key)
         log_error(e.what(), {{"SOCKMAP_MAP", map}});
         return {Outcome::TempFail, "map " + mc->service + " cannot be queried"};
     }
-    LookupResult r{Outcome::NotFound, {}};
-    for (const std::string_view candidate : KeyCandidates(*mc, key)) {
-        if (candidate != key && log_enabled(LogLevel::Debug))
-            log_debug("lookup in " + mc->service + " as: " + log_escape(candidate), {{"SOCKMAP_MAP", map}});
-        // Only NotFound moves on to the reduced key: after a failure the
-        // full key's answer is unknown, and the reduced one might be wrong.
-        r = lookup_key(*mc, *plan, candidate);
-        if (r.outcome != Outcome::NotFound)
-            break;
+    const KeyCandidates keys(*mc, key);
+    if (!keys.searchable()) {
+        if (log_enabled(LogLevel::Debug))
+            log_debug("map " + mc->service + ": domain longer than " + std::to_string(max_search_domain) +
+                          " bytes, not searched",
+                      {{"SOCKMAP_MAP", map}});
+        return {Outcome::PermFail, "domain too long to search"};
     }
-    return r;
+    // The steps that can match: the domain list and the key parts the
+    // statement binds leave some out without asking, as Postfix does.
+    std::vector<Step> steps;
+    steps.reserve(keys.size());
+    for (const std::string_view candidate : keys) {
+        if (!domain_allowed(*mc, candidate)) {
+            if (log_enabled(LogLevel::Debug))
+                log_debug("map " + mc->service + ": " + log_escape(candidate) +
+                              " outside the domain list, not looked up",
+                          {{"SOCKMAP_MAP", map}});
+            continue;
+        }
+        auto values = bind_values(*plan, candidate);
+        if (!values) {
+            if (log_enabled(LogLevel::Debug))
+                log_debug("map " + mc->service + ": " + log_escape(candidate) +
+                              " lacks the part %u/%d need, not looked up",
+                          {{"SOCKMAP_MAP", map}});
+            continue;
+        }
+        steps.push_back({candidate, std::move(*values)});
+    }
+    if (steps.empty())
+        return {Outcome::NotFound, {}};
+    return search(*mc, *plan, key, steps);
 }
 
-LookupResult DbLookup::lookup_key(const MapConfig& mc, const StatementPlan& plan, std::string_view key)
+LookupResult DbLookup::search(const MapConfig& mc, const StatementPlan& plan, std::string_view key,
+                              const std::vector<Step>& steps)
 {
     const std::string& name = mc.service;
     const std::string_view map = name;
-    if (!domain_allowed(mc, key)) {
-        if (log_enabled(LogLevel::Debug))
-            log_debug("map " + name + ": key outside the domain list, not looked up", {{"SOCKMAP_MAP", map}});
-        return {Outcome::NotFound, {}};
-    }
-    const auto values = bind_values(plan, key);
-    if (!values) {
-        if (log_enabled(LogLevel::Debug))
-            log_debug("map " + name + ": key lacks the part %u/%d need, not looked up", {{"SOCKMAP_MAP", map}});
-        return {Outcome::NotFound, {}};
-    }
-
     LookupResult answer;
     std::optional<DbError> failed;
     try {
+        // The whole walk is one piece of work on one connection: when it
+        // breaks half-way the pool runs it again from the start on the next
+        // host, and any other failure ends it.  Only NotFound moves on to a
+        // shorter key: after a failure the longer key's answer is unknown,
+        // and a shorter one might be wrong.
         failed = pool_.run(mc.database, name, [&](Pool::Connection& conn, const Endpoint& host) {
             DbLink& link = static_cast<DbLink&>(conn);
             try {
                 DbStatement& stmt = prepared(link, mc, plan);
-                ResultJoiner joiner(plan.existence, max_value_length, &plan.format);
-                stmt.run(*values, max_value_length, [&](const std::vector<Column>& cols) {
-                    if (cols.empty())
-                        return false;
-                    return joiner.add(cols[0], plan.has_reason && cols.size() > 1 ? &cols[1] : nullptr);
-                });
-                answer = joiner.finish();
+                for (const Step& step : steps) {
+                    if (step.key != key && log_enabled(LogLevel::Debug))
+                        log_debug("lookup in " + name + " as: " + log_escape(step.key), {{"SOCKMAP_MAP", map}});
+                    ResultJoiner joiner(plan.existence, max_value_length, &plan.format);
+                    stmt.run(step.values, max_value_length, [&](const std::vector<Column>& cols) {
+                        if (cols.empty())
+                            return false;
+                        return joiner.add(cols[0], plan.has_reason && cols.size() > 1 ? &cols[1] : nullptr);
+                    });
+                    answer = joiner.finish();
+                    if (answer.outcome != Outcome::NotFound)
+                        break;
+                }
             } catch (const ConfigError& e) {
                 log_error(e.what(), {{"SOCKMAP_MAP", map}, {"SOCKMAP_DB_HOST", host.name()}});
                 throw;
@@ -170,7 +215,7 @@ LookupResult DbLookup::lookup_key(const MapConfig& mc, const StatementPlan& plan
     return answer;
 }
 
-int DbLookup::check_map(const MapConfig& map, std::string& message)
+int DbLookup::check_map(const MapConfig& map, std::string& message, std::string& warning)
 {
     const StatementPlan* plan = nullptr;
     try {
@@ -186,7 +231,10 @@ int DbLookup::check_map(const MapConfig& map, std::string& message)
     std::optional<DbError> failed;
     try {
         failed = pool_.run(map.database, map.service, [&](Pool::Connection& conn, const Endpoint&) {
-            prepared(static_cast<DbLink&>(conn), map, *plan);
+            DbLink& link = static_cast<DbLink&>(conn);
+            prepared(link, map, *plan);
+            if (const auto probe = domain_rows_probe(map))
+                warning = domain_rows_warning(link, map, *probe);
         });
     } catch (const ConfigError& e) {
         message = e.what();
@@ -205,7 +253,7 @@ int DbLookup::check_map(const MapConfig& map, std::string& message)
     return rc;
 }
 
-int check_maps_online(const Config& cfg, std::ostream& out)
+int check_maps_online(const Config& cfg, std::ostream& out, std::ostream& warn)
 {
     // Run as root (an administrator's check), down marks stay in this
     // process: a state file root created would be unreadable to the
@@ -213,9 +261,11 @@ int check_maps_online(const Config& cfg, std::ostream& out)
     DbLookup db(cfg, HostState(::geteuid() == 0 ? std::string() : runtime_dir(), cfg.db.retry_interval));
     int rc = 0;
     for (const auto& map : cfg.maps) {
-        std::string message;
-        const int r = db.check_map(map, message);
+        std::string message, warning;
+        const int r = db.check_map(map, message, warning);
         out << map.service << ": " << message << "\n";
+        if (!warning.empty())
+            warn << "sockmapd: warning: " << warning << "\n";
         if (r == 78 || (r == 75 && rc == 0))
             rc = r;
     }

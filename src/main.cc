@@ -277,7 +277,7 @@ int run(const Options& opt)
                   << " (not checked against the database)\n";
         return EX_OK;
     }
-    return check_maps_online(cfg, std::cout);
+    return check_maps_online(cfg, std::cout, std::cerr);
 }
 
 // --help shows each option's argument and what it does; the rules

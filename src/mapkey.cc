@@ -1,5 +1,7 @@
 #include "mapkey.hh"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 
 namespace sockmapd
@@ -11,6 +13,23 @@ namespace
 bool iequals(std::string_view a, std::string_view b)
 {
     return a.size() == b.size() && ascii_lower(a) == ascii_lower(b);
+}
+
+// inet_pton() wants a C string; an address is short, a longer key is none.
+bool is_ip_address(std::string_view s, int family)
+{
+    char buf[64];
+    if (s.empty() || s.size() >= sizeof buf || s.find('\0') != std::string_view::npos)
+        return false;
+    s.copy(buf, s.size());
+    buf[s.size()] = '\0';
+    unsigned char out[16];
+    return ::inet_pton(family, buf, out) == 1;
+}
+
+bool is_numeric_host(std::string_view s)
+{
+    return is_ip_address(s, AF_INET) || is_ip_address(s, AF_INET6);
 }
 
 } // namespace
@@ -62,12 +81,90 @@ KeyCandidates::KeyCandidates(const MapConfig& map, std::string_view key)
         folded_ = ascii_lower(key);
         key = folded_;
     }
-    keys_[0] = key;
-    if (map.strip_extension.empty())
+    std::string_view bare;
+    if (!map.strip_extension.empty())
+        if (auto reduced = strip_extension(key, map.strip_extension)) {
+            reduced_ = std::move(*reduced);
+            bare = reduced_;
+        }
+    keys_.reserve(map.search == SearchOrder::Exact ? 2 : 8);
+    add(key);
+    const auto at = key.rfind('@');
+    // A host name or address is not an address with an extension.
+    if (map.search != SearchOrder::Access || at != std::string_view::npos)
+        add(bare);
+    switch (map.search) {
+    case SearchOrder::Exact:
+        break;
+    case SearchOrder::Access:
+        if (at == std::string_view::npos) {
+            if (is_ip_address(key, AF_INET))
+                add_network_walk(key, '.');
+            else if (is_ip_address(key, AF_INET6))
+                add_network_walk(key, ':');
+            else
+                add_domain_walk(key, 0, map.parent_matches_subdomains);
+            break;
+        }
+        add_domain_walk(key, at + 1, map.parent_matches_subdomains);
+        // "user@" of the key as sent, then of its bare form (Postfix's
+        // check_mail_access); never a lone "@".
+        if (at > 0)
+            add(key.substr(0, at + 1));
+        if (const auto bare_at = bare.rfind('@'); bare_at != std::string_view::npos && bare_at > 0)
+            add(bare.substr(0, bare_at + 1));
+        break;
+    case SearchOrder::Transport:
+        if (at != std::string_view::npos)
+            add_domain_walk(key, at + 1, map.parent_matches_subdomains);
+        break;
+    case SearchOrder::Virtual:
+        if (at != std::string_view::npos && at + 1 < key.size())
+            add(key.substr(at));
+        break;
+    }
+    if (!searchable_)
+        keys_.clear();
+}
+
+void KeyCandidates::add(std::string_view k)
+{
+    if (!k.empty() && std::find(keys_.begin(), keys_.end(), k) == keys_.end())
+        keys_.push_back(k);
+}
+
+// The domain at key[from..] and its parents, as Postfix's
+// check_domain_access() walks them: each step starts at the next '.',
+// kept (".parent") or skipped ("parent").
+void KeyCandidates::add_domain_walk(std::string_view key, std::size_t from, bool parent_style)
+{
+    const std::string_view domain = key.substr(from);
+    if (domain.size() > max_search_domain) {
+        searchable_ = false;
         return;
-    if (auto reduced = strip_extension(key, map.strip_extension)) {
-        reduced_ = std::move(*reduced);
-        keys_[n_++] = reduced_;
+    }
+    add(domain);
+    if (domain.empty() || domain.front() == '[' || is_numeric_host(domain))
+        return;
+    for (std::size_t pos = from;;) {
+        const auto next = key.find('.', pos + 1);
+        if (next == std::string_view::npos)
+            return;
+        pos = parent_style ? next + 1 : next;
+        add(key.substr(pos));
+    }
+}
+
+// The address and its networks, cut at each `delimiter` from the right
+// (Postfix's check_addr_access).
+void KeyCandidates::add_network_walk(std::string_view addr, char delimiter)
+{
+    for (;;) {
+        add(addr);
+        const auto cut = addr.rfind(delimiter);
+        if (cut == std::string_view::npos)
+            return;
+        addr = addr.substr(0, cut);
     }
 }
 

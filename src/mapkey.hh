@@ -1,11 +1,14 @@
 // mapkey — the key rules of a map, all in one place; pure functions.
 //
-// KeyCandidates is every rewrite a key goes through before the query:
-// lowercase (ASCII only), then its form without the address extension, as
-// Postfix tries its own tables; a new rewrite step belongs there, and the
-// lookup tries exactly what it lists.  domain_allowed() applies the map's
-// domain list (Postfix's db_common_check_domain rules); split_address()
-// splits at the last '@' (for %u / %d and the domain list).
+// KeyCandidates is every key a lookup tries for one request, in order:
+// the key's rewrites (lowercase, ASCII only; its form without the address
+// extension, as Postfix tries its own tables) walked through the map's
+// search order (config.hh SearchOrder), the tables Postfix searches itself
+// for hash or mysql tables but not for a socketmap.  A new rewrite step
+// belongs there, and the lookup tries exactly what it lists.
+// domain_allowed() applies the map's domain list (Postfix's
+// db_common_check_domain rules) to each candidate; split_address() splits
+// at the last '@' (for %u / %d and the domain list).
 #pragma once
 
 #include "config.hh"
@@ -38,10 +41,25 @@ std::string ascii_lower(std::string_view s);
 // when '-' is a delimiter).
 std::optional<std::string> strip_extension(std::string_view key, std::string_view delimiters);
 
-// The keys to try, in order: the key (lower-cased when `lowercase` is
-// set), then, with strip_extension set, its reduced form when there is one.
-// The lookup tries the second only when the first is not found.  The views
-// point into `key` or into the object: it neither copies nor moves.
+// The keys to try, in order; the lookup tries the next only while the
+// ones before it were not found.  With `key` folded when `lowercase` is set,
+// and `bare` its form without the extension when strip_extension gives one:
+//   exact      key, bare
+//   access     with '@': key, bare, the domain and its parents, local@ of
+//              key, local@ of bare;
+//              an IPv4 address: 1.2.3.4, 1.2.3, 1.2, 1; an IPv6 address:
+//              its prefixes at each ':' (2001:db8::1, 2001:db8:, 2001:db8,
+//              2001); anything else: the name and its parents (no bare form)
+//   transport  with '@': key, bare, the domain and its parents;
+//              without: key, bare (so "*" is asked as it is)
+//   virtual    with '@': key, bare, @domain; without: key, bare
+// Parent domains are "b.example", "example" of "a.b.example" when
+// parent_matches_subdomains is set, else ".b.example", ".example"; an
+// address literal ("[192.0.2.1]") or an IP address has none.  Empty keys
+// and repeats are left out.  searchable() is false when the domain walk
+// would pass max_search_domain bytes (no keys then: the lookup answers
+// PERM rather than run hundreds of queries).  The views point into `key`
+// or into the object: it neither copies nor moves.
 class KeyCandidates
 {
 public:
@@ -49,16 +67,25 @@ public:
     KeyCandidates(const KeyCandidates&) = delete;
     KeyCandidates& operator=(const KeyCandidates&) = delete;
 
-    const std::string_view* begin() const { return keys_; }
-    const std::string_view* end() const { return keys_ + n_; }
-    std::size_t size() const { return n_; }
+    const std::string_view* begin() const { return keys_.data(); }
+    const std::string_view* end() const { return keys_.data() + keys_.size(); }
+    std::size_t size() const { return keys_.size(); }
+    bool searchable() const { return searchable_; }
 
 private:
+    void add(std::string_view k);
+    void add_domain_walk(std::string_view key, std::size_t from, bool parent_style);
+    void add_network_walk(std::string_view addr, char delimiter);
+
     std::string folded_;
     std::string reduced_;
-    std::string_view keys_[2];
-    std::size_t n_ = 1;
+    std::vector<std::string_view> keys_;
+    bool searchable_ = true;
 };
+
+// The longest domain (or host name) a search walks: a DNS name is at most
+// 253 bytes, 255 with a trailing dot and an address literal's brackets.
+inline constexpr std::size_t max_search_domain = 255;
 
 // False when the map has a domain list and the key is not an address with a
 // non-empty local part and a listed domain (compared without case).

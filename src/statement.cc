@@ -319,6 +319,20 @@ StatementPlan build_statement(const MapConfig& map)
     return plan;
 }
 
+std::optional<std::string> domain_rows_probe(const MapConfig& map)
+{
+    if (map.search != SearchOrder::Exact || !map.query.empty() || !valid_identifier(map.table) ||
+        !valid_identifier(map.key) || (!map.database.empty() && !valid_identifier(map.database)))
+        return std::nullopt;
+    // An address has a character, an '@' and a character; LIMIT 1 ends the
+    // scan at the first key that has not.
+    std::string sql = "SET STATEMENT max_statement_time = 2 FOR SELECT 1 FROM ";
+    if (!map.database.empty())
+        sql += quote_identifier(map.database) + ".";
+    sql += quote_identifier(map.table) + " WHERE " + quote_identifier(map.key) + " NOT LIKE '_%@_%' LIMIT 1";
+    return sql;
+}
+
 std::optional<std::vector<std::string_view>> bind_values(const StatementPlan& plan, std::string_view key)
 {
     const std::optional<Address> addr = split_address(key);

@@ -84,6 +84,15 @@ std::string quote_identifier(std::string_view name);
 // build (invalid identifiers, bad templates).
 StatementPlan build_statement(const MapConfig& map);
 
+// --check-config's question for an exact table map: does the table hold a
+// key without a local part (a domain, "@domain", "user@")?  Postfix asks a
+// socketmap for the full address only and never finds such rows unless the
+// map has a search order.  A statement without parameters that returns a
+// row when it does; its scan is cut off by max_statement_time.  nullopt
+// where it cannot tell: query maps (which column is the key?) and maps
+// with a search order.
+std::optional<std::string> domain_rows_probe(const MapConfig& map);
+
 // The parameter values for one lookup (views into `key`); nullopt: the key
 // cannot match without asking, because the statement needs %u or %d and the
 // key has no '@', or the part it needs is empty ("@domain" for %u, "user@"

@@ -42,17 +42,6 @@ def session(db, *maps, **kw):
     return PipeSession(path)
 
 
-def expect(s, mapname, cases):
-    """cases: [(key, expected payload)]; all compared at once so one failure shows them all."""
-    got = [(k, s.ask(mapname, k)) for k, _ in cases]
-    want = [(k, to_bytes(v)) for k, v in cases]
-    eq(got, want, "map %s" % mapname)
-
-
-def global_status(db, name):
-    return int(db.sql("SHOW GLOBAL STATUS LIKE '%s'" % name).split()[1])
-
-
 NF = b"NOTFOUND "
 
 # The keys of the `hostile` fixture table and their labels.

@@ -190,6 +190,18 @@ BOOST_AUTO_TEST_CASE(errors_name_the_key)
         {with(minimal, R"("key": "k")", R"("key": "k", "domain": ["ok.org", "a@b"])"), "postmaps[0].domain:"},
         {with(minimal, R"("key": "k")", R"("key": "k", "lowercase": "maybe")"),
          "postmaps[0].lowercase: must be true or false"},
+        {with(minimal, R"("key": "k")", R"("key": "k", "search": "acces")"),
+         "postmaps[0].search: must be one of exact, access, transport, virtual, not \"acces\""},
+        {with(minimal, R"("key": "k")", R"("key": "k", "search": "Access")"), "postmaps[0].search: must be one of"},
+        {with(minimal, R"("key": "k")", R"("key": "k", "search": ["access"])"), "postmaps[0].search: must be a string"},
+        {with(minimal, R"("key": "k")", R"("key": "k", "serach": "access")"),
+         "postmaps[0].serach: unknown key (did you mean \"search\"?)"},
+        {with(minimal, R"("key": "k")", R"("key": "k", "search": "virtual", "parent_domain_matches_subdomains": true)"),
+         "postmaps[0].parent_domain_matches_subdomains: only for \"search\": \"access\" or \"transport\""},
+        {with(minimal, R"("key": "k")", R"("key": "k", "parent_domain_matches_subdomains": false)"),
+         "postmaps[0].parent_domain_matches_subdomains: only for"},
+        {with(minimal, R"("key": "k")", R"("key": "k", "search": "access", "parent_domain_matches_subdomains": "x")"),
+         "postmaps[0].parent_domain_matches_subdomains: must be true or false"},
         {with(minimal, R"("host": "localhost")", R"("host": "localhost", "tls": {"cert": "/c"})"),
          "database.tls: cert and key go together"},
         {with(minimal, R"("host": "localhost")", R"("host": "localhost", "tls": {"cafile": "/c"})"),
@@ -392,6 +404,35 @@ BOOST_AUTO_TEST_CASE(feature_fields)
     BOOST_TEST(m.domains == std::vector<std::string>{"example.org"});
     BOOST_TEST(m.result_format == "smtp:[%s]");
     BOOST_TEST(m.query.find("%s") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(search_order)
+{
+    struct Case {
+        std::string fields; // added to the minimal map
+        SearchOrder search;
+        bool parent;
+    };
+    const std::vector<Case> cases = {
+        {"", SearchOrder::Exact, false},
+        {R"(, "search": "exact")", SearchOrder::Exact, false},
+        // Postfix's default parent_domain_matches_subdomains lists
+        // smtpd_access_maps, not transport_maps.
+        {R"(, "search": "access")", SearchOrder::Access, true},
+        {R"(, "search": "access", "parent_domain_matches_subdomains": false)", SearchOrder::Access, false},
+        {R"(, "search": "transport")", SearchOrder::Transport, false},
+        {R"(, "search": "transport", "parent_domain_matches_subdomains": "yes")", SearchOrder::Transport, true},
+        {R"(, "search": "virtual")", SearchOrder::Virtual, false},
+        {R"(, "Search": "virtual")", SearchOrder::Virtual, false}, // keys without case, as every key
+    };
+    for (const auto& c : cases) {
+        BOOST_TEST_CONTEXT(c.fields)
+        {
+            const Config cfg = parse_config(with(minimal, R"("key": "k")", R"("key": "k")" + c.fields));
+            BOOST_TEST(static_cast<int>(cfg.maps.at(0).search) == static_cast<int>(c.search));
+            BOOST_TEST(cfg.maps.at(0).parent_matches_subdomains == c.parent);
+        }
+    }
 }
 
 BOOST_AUTO_TEST_CASE(init_command)

@@ -103,7 +103,7 @@ BOOST_AUTO_TEST_CASE(unreachable_host_is_temp_never_notfound)
         BOOST_TEST(!r.text.empty());
     }
     std::ostringstream out;
-    BOOST_TEST(check_maps_online(cfg, out) == 75);
+    BOOST_TEST(check_maps_online(cfg, out, out) == 75);
     BOOST_TEST(out.str().find("recipient: no database host answered") == 0);
 }
 

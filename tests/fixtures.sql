@@ -260,3 +260,51 @@ INSERT INTO blacklist (pattern, action, reason) VALUES
   ('@spam.example', 'REJECT', 'domain blacklisted'),
   ('good@spam.example', 'OK', NULL),
   ('bad@example.net', 'REJECT', 'sender blacklisted');
+
+-- ---- search orders: Postfix's table search done by sockmapd (tests/bb_search.py) ----
+USE mail;
+
+-- An access(5) table: addresses, domains (bare and ".domain"), "user@",
+-- host names and networks.  With "search": "access" (parent domains
+-- without the dot, Postfix's default):
+--   spammer@bad.example    -> OK REJECT spam source       (the address row)
+--   friend@bad.example     -> OK OK                       (wins over bad.example)
+--   other@bad.example      -> OK REJECT domain blacklisted
+--   x@mail.bad.example     -> OK REJECT domain blacklisted (parent domain)
+--   abuse@anywhere.example -> OK OK abuse desk             ("abuse@")
+--   x@sub.dotted.example   -> OK REJECT dotted itself; with the ".parent" style: OK REJECT subdomains only
+--   x@dotted.example       -> OK REJECT dotted itself      (either style)
+--   client.bad.example     -> OK REJECT domain blacklisted (a host name)
+--   192.0.2.55             -> OK REJECT network 192.0.2
+--   2001:db8:1::7          -> OK REJECT network 2001:db8:1 (after 2001:db8:1:)
+-- The 'boom.invalid' row makes the "failing" query map fail on that step
+-- (a REGEXP that cannot compile); 'invalid' is what a fall-through to a
+-- shorter key would answer.
+CREATE TABLE access_rules (
+  k VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY,
+  action VARCHAR(64) NOT NULL,
+  reason VARCHAR(255) NULL
+) ENGINE=InnoDB;
+INSERT INTO access_rules (k, action, reason) VALUES
+  ('spammer@bad.example', 'REJECT', 'spam source'),
+  ('friend@bad.example', 'OK', NULL),
+  ('bad.example', 'REJECT', 'domain blacklisted'),
+  ('dotted.example', 'REJECT', 'dotted itself'),
+  ('.dotted.example', 'REJECT', 'subdomains only'),
+  ('abuse@', 'OK', 'abuse desk'),
+  ('192.0.2', 'REJECT', 'network 192.0.2'),
+  ('2001:db8:1', 'REJECT', 'network 2001:db8:1'),
+  ('boom.invalid', 'REJECT', 'reached boom'),
+  ('invalid', 'OK', 'fell through to a shorter key');
+
+-- A transport(5) table: an address, a domain, ".domain" for its
+-- subdomains, and the "*" wildcard.
+CREATE TABLE transport_rules (
+  k VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY,
+  nexthop VARCHAR(255) NOT NULL
+) ENGINE=InnoDB;
+INSERT INTO transport_rules (k, nexthop) VALUES
+  ('special@example.net', 'lmtp:unix:private/special'),
+  ('example.net', 'smtp:[mx.example.net]'),
+  ('.example.net', 'smtp:[sub.example.net]'),
+  ('*', 'smtp:[fallback.example]');

@@ -145,6 +145,136 @@ BOOST_AUTO_TEST_CASE(candidates_in_order)
     BOOST_TEST(static_cast<const void*>(same.begin()->data()) == static_cast<const void*>(sent.data()));
 }
 
+MapConfig searching(SearchOrder order, bool lowercase = false, std::string strip = "", std::optional<bool> parent = {})
+{
+    MapConfig m = map_with(lowercase, std::move(strip));
+    m.search = order;
+    m.parent_matches_subdomains = parent.value_or(order == SearchOrder::Access);
+    return m;
+}
+
+BOOST_AUTO_TEST_CASE(search_orders)
+{
+    const auto exact = SearchOrder::Exact;
+    const auto access = SearchOrder::Access;
+    const auto transport = SearchOrder::Transport;
+    const auto virt = SearchOrder::Virtual;
+    struct Case {
+        MapConfig map;
+        std::string key;
+        Keys keys;
+    };
+    const std::vector<Case> cases = {
+        // exact: today's order, whatever the key.
+        {searching(exact), "other@bad.example", {"other@bad.example"}},
+        {searching(exact, false, "+"), "u+x@bad.example", {"u+x@bad.example", "u@bad.example"}},
+        {searching(exact), "bad.example", {"bad.example"}},
+        // access(5) with Postfix's default parent_domain_matches_subdomains
+        // (it lists smtpd_access_maps): parents without the dot.
+        {searching(access),
+         "other@sub.bad.example",
+         {"other@sub.bad.example", "sub.bad.example", "bad.example", "example", "other@"}},
+        {searching(access), "other@bad.example", {"other@bad.example", "bad.example", "example", "other@"}},
+        // ... and with smtpd_access_maps left out of it: ".parent".
+        {searching(access, false, "", false),
+         "other@sub.bad.example",
+         {"other@sub.bad.example", "sub.bad.example", ".bad.example", ".example", "other@"}},
+        // An extension: user+ext@domain, user@domain, domains, user+ext@, user@.
+        {searching(access, false, "+"),
+         "u+x@bad.example",
+         {"u+x@bad.example", "u@bad.example", "bad.example", "example", "u+x@", "u@"}},
+        {searching(access, true, "+"),
+         "U+X@Bad.Example",
+         {"u+x@bad.example", "u@bad.example", "bad.example", "example", "u+x@", "u@"}},
+        {searching(access, false, "+"),
+         "postmaster@bad.example",
+         {"postmaster@bad.example", "bad.example", "example", "postmaster@"}},
+        // Address literals and numeric domains have no parents.
+        {searching(access), "u@[192.0.2.1]", {"u@[192.0.2.1]", "[192.0.2.1]", "u@"}},
+        {searching(access), "u@192.0.2.1", {"u@192.0.2.1", "192.0.2.1", "u@"}},
+        // Odd addresses: no empty key, no lone "@", no repeats.
+        {searching(access), "@bad.example", {"@bad.example", "bad.example", "example"}},
+        {searching(access), "u@", {"u@"}},
+        {searching(access), "u@bad.example.", {"u@bad.example.", "bad.example.", "example.", "u@"}},
+        {searching(access, false, "", false),
+         "u@bad.example.",
+         {"u@bad.example.", "bad.example.", ".example.", ".", "u@"}},
+        {searching(access), "a@b@bad.example", {"a@b@bad.example", "bad.example", "example", "a@b@"}},
+        // Keys without '@' (check_client_access, check_helo_access, ...).
+        {searching(access),
+         "mail.sub.bad.example",
+         {"mail.sub.bad.example", "sub.bad.example", "bad.example", "example"}},
+        {searching(access, false, "", false), "mail.bad.example", {"mail.bad.example", ".bad.example", ".example"}},
+        {searching(access), "localhost", {"localhost"}},
+        {searching(access), "192.0.2.1", {"192.0.2.1", "192.0.2", "192.0", "192"}},
+        {searching(access), "2001:db8::1", {"2001:db8::1", "2001:db8:", "2001:db8", "2001"}},
+        {searching(access),
+         "2001:db8:1:2:3:4:5:6",
+         {"2001:db8:1:2:3:4:5:6", "2001:db8:1:2:3:4:5", "2001:db8:1:2:3:4", "2001:db8:1:2:3", "2001:db8:1:2",
+          "2001:db8:1", "2001:db8", "2001"}},
+        {searching(access), "::1", {"::1", ":"}},
+        {searching(access), "192.0.2.256", {"192.0.2.256", "0.2.256", "2.256", "256"}},   // not an address: a name
+        {searching(access, false, "+"), "host+x.example", {"host+x.example", "example"}}, // no extension on names
+        {searching(access), "<>", {"<>"}},
+        // transport(5): ".parent" by default (transport_maps is not in
+        // parent_domain_matches_subdomains), no user@; "*" as it is.
+        {searching(transport),
+         "alice@mail.example.net",
+         {"alice@mail.example.net", "mail.example.net", ".example.net", ".net"}},
+        {searching(transport, false, "", true),
+         "alice@mail.example.net",
+         {"alice@mail.example.net", "mail.example.net", "example.net", "net"}},
+        {searching(transport, false, "+"),
+         "a+b@example.net",
+         {"a+b@example.net", "a@example.net", "example.net", ".net"}},
+        {searching(transport), "*", {"*"}},
+        {searching(transport), "example.net", {"example.net"}},
+        // virtual(5): user@domain, @domain.
+        {searching(virt), "nobody@example.org", {"nobody@example.org", "@example.org"}},
+        {searching(virt, true, "+"), "Info+X@Example.ORG", {"info+x@example.org", "info@example.org", "@example.org"}},
+        {searching(virt), "@example.org", {"@example.org"}},
+        {searching(virt), "nobody@", {"nobody@"}},
+        {searching(virt), "nobody", {"nobody"}},
+    };
+    for (const auto& c : cases) {
+        BOOST_TEST_CONTEXT(c.key << " search " << static_cast<int>(c.map.search) << " parent "
+                                 << c.map.parent_matches_subdomains)
+        {
+            const KeyCandidates k(c.map, c.key);
+            BOOST_TEST(k.searchable());
+            BOOST_TEST(Keys(k.begin(), k.end()) == c.keys, boost::test_tools::per_element());
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(search_is_bounded)
+{
+    // A domain of 255 bytes is walked, one longer is not searched at all
+    // (the lookup answers PERM): a 10000-byte key of dots would be
+    // thousands of queries.
+    std::string domain;
+    while (domain.size() < max_search_domain)
+        domain += "a.";
+    domain.resize(max_search_domain);
+    const KeyCandidates fits(searching(SearchOrder::Access), "u@" + domain);
+    BOOST_TEST(fits.searchable());
+    BOOST_TEST(fits.size() == 2u + (max_search_domain + 1) / 2);
+    for (const auto order : {SearchOrder::Access, SearchOrder::Transport}) {
+        const KeyCandidates too_long(searching(order), "u@" + domain + "b");
+        BOOST_TEST(!too_long.searchable());
+        BOOST_TEST(too_long.size() == 0u);
+    }
+    BOOST_TEST(!KeyCandidates(searching(SearchOrder::Access), std::string(300, '.')).searchable());
+    // The orders without a domain walk take any key, as exact always did.
+    BOOST_TEST(KeyCandidates(searching(SearchOrder::Virtual), "u@" + domain + "b").size() == 2u);
+    BOOST_TEST(KeyCandidates(searching(SearchOrder::Exact), "u@" + domain + "b").size() == 1u);
+    // Every candidate is a view into the key or the object: nothing per step.
+    const std::string sent = "other@sub.bad.example";
+    const KeyCandidates views(searching(SearchOrder::Access), sent);
+    for (const std::string_view k : views)
+        BOOST_TEST((k.data() >= sent.data() && k.data() + k.size() <= sent.data() + sent.size()));
+}
+
 BOOST_AUTO_TEST_CASE(domain_filter)
 {
     const MapConfig open = map_with(false, "");

@@ -84,6 +84,25 @@ BOOST_AUTO_TEST_CASE(statements_for_table_maps)
     }
 }
 
+BOOST_AUTO_TEST_CASE(probe_for_rows_postfix_cannot_reach)
+{
+    const auto probe = domain_rows_probe(table_map());
+    BOOST_REQUIRE(probe.has_value());
+    BOOST_TEST(*probe == "SET STATEMENT max_statement_time = 2 FOR SELECT 1 FROM `dbmail`.`dbmail_aliases` "
+                         "WHERE `alias` NOT LIKE '_%@_%' LIMIT 1");
+    // A map with a search order reaches its domain rows; a query map's key
+    // column is unknown; an identifier the statement would refuse is not probed.
+    MapConfig searching = table_map();
+    searching.search = SearchOrder::Access;
+    BOOST_TEST(!domain_rows_probe(searching).has_value());
+    MapConfig q = table_map();
+    q.query = "SELECT goto FROM alias WHERE address = %s";
+    BOOST_TEST(!domain_rows_probe(q).has_value());
+    MapConfig bad = table_map();
+    bad.table = "t; DROP TABLE x";
+    BOOST_TEST(!domain_rows_probe(bad).has_value());
+}
+
 BOOST_AUTO_TEST_CASE(statements_refuse_bad_identifiers)
 {
     const std::vector<std::pair<std::string MapConfig::*, std::string>> bad = {

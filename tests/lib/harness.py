@@ -1625,6 +1625,21 @@ def wait_stopped(pid, timeout=5.0):
 __all__ += ["status_word", "PipeSession", "PeakRss", "FakeDbHost", "sql_rows", "percentile", "wait_stopped"]
 
 
+def expect(s, mapname, cases):
+    """cases: [(key, expected payload)] asked of a PipeSession; all compared at once so one failure shows them all."""
+    got = [(k, s.ask(mapname, k)) for k, _ in cases]
+    want = [(k, to_bytes(v)) for k, v in cases]
+    eq(got, want, "map %s" % mapname)
+
+
+def global_status(db, name):
+    """A MariaDB global status counter, e.g. Com_stmt_execute."""
+    return int(db.sql("SHOW GLOBAL STATUS LIKE '%s'" % name).split()[1])
+
+
+__all__ += ["expect", "global_status"]
+
+
 # ---------------------------------------------------------------- listeners and unit files
 
 def listening_on(port):

@@ -1,0 +1,270 @@
+#!/usr/bin/python3
+"""bb_search — a map's `search` order (access, transport, virtual) on the real sockmapd and a real mariadbd.
+
+Postfix asks a socketmap table for the full key only (it marks socketmap
+tables DICT_FLAG_PATTERN); `search` makes sockmapd try the keys Postfix
+tries for its own tables.  Here: each order over pipes, with the rewrites
+(lowercase, strip_extension, the domain list) and on `query` maps; the
+statement prepared once and run once per key tried; a failure at any step
+is TEMP, never the answer of a shorter key; a domain too long to walk is
+PERM; --check-config's warning for exact maps holding domain rows; and the
+same through Postfix's own client, postmap -q.  (A real smtpd runs the
+README's configuration in tests/bb_system.py.)
+"""
+
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from harness import *  # noqa: E402,F403
+
+NF = b"NOTFOUND "
+
+
+def _map(m, kw):
+    m.update(kw)
+    return {k: v for k, v in m.items() if v is not None}
+
+
+def access_map(service="access", **kw):
+    return _map({"service": service, "database": "mail", "table": "access_rules", "key": "k", "value": "action",
+                 "reason": "reason", "search": "access"}, kw)
+
+
+def transport_map(**kw):
+    return _map({"service": "transport_search", "database": "mail", "table": "transport_rules", "key": "k",
+                 "value": "nexthop", "search": "transport"}, kw)
+
+
+def virtual_map(service="virtual", **kw):
+    return _map({"service": service, "database": "mail", "table": "virtual_alias", "key": "address", "value": "goto",
+                 "search": "virtual"}, kw)
+
+
+def session(db, *maps):
+    return PipeSession(temp_config(base_config(db, extra_maps=list(maps))))
+
+
+ACCESS_ADDRESSES = [
+    ("spammer@bad.example", "OK REJECT spam source"),
+    ("friend@bad.example", "OK OK"),                        # the address row wins over bad.example
+    ("other@bad.example", "OK REJECT domain blacklisted"),  # the domain row
+    ("x@mail.bad.example", "OK REJECT domain blacklisted"), # a parent domain
+    ("abuse@anywhere.example", "OK OK abuse desk"),         # "user@"
+    ("x@dotted.example", "OK REJECT dotted itself"),
+    ("nobody@good.example", NF),
+]
+
+ACCESS_HOSTS = [
+    ("client.bad.example", "OK REJECT domain blacklisted"),  # check_client_access / check_helo_access
+    ("bad.example", "OK REJECT domain blacklisted"),
+    ("192.0.2.55", "OK REJECT network 192.0.2"),
+    ("198.51.100.1", NF),
+    ("2001:db8:1::7", "OK REJECT network 2001:db8:1"),
+    ("2001:db8:2::7", NF),
+    ("<>", NF),
+]
+
+
+@test
+def access_order():
+    db = shared_mariadb()
+    s = session(db, access_map(), access_map("access_dot", parent_domain_matches_subdomains=False),
+                access_map("access_exact", search="exact"))
+    expect(s, "access", ACCESS_ADDRESSES + ACCESS_HOSTS + [
+        ("x@sub.dotted.example", "OK REJECT dotted itself"),   # the bare parent, not ".dotted.example"
+    ])
+    # parent_domain_matches_subdomains false: ".parent" keys.
+    expect(s, "access_dot", [
+        ("x@sub.dotted.example", "OK REJECT subdomains only"),
+        ("x@dotted.example", "OK REJECT dotted itself"),
+        ("x@mail.bad.example", NF),     # "bad.example" matches bad.example only in this style
+        ("other@bad.example", "OK REJECT domain blacklisted"),
+        ("host.sub.dotted.example", "OK REJECT subdomains only"),
+    ])
+    # exact: what Postfix got before, the domain rows never match.
+    expect(s, "access_exact", [
+        ("spammer@bad.example", "OK REJECT spam source"),
+        ("other@bad.example", NF),
+        ("bad.example", "OK REJECT domain blacklisted"),
+    ])
+    eq(s.close(), 0)
+
+
+@test
+def access_with_rewrites_and_query_maps():
+    db = shared_mariadb()
+    s = session(db,
+                access_map("access_lc", lowercase=True, strip_extension="+"),
+                {"service": "access_query", "database": "mail", "search": "access",
+                 "query": "SELECT action, reason FROM access_rules WHERE k = %s"},
+                {"service": "access_parts", "database": "mail", "search": "access",
+                 "query": "SELECT action, reason FROM access_rules WHERE k = CONCAT(%u, '@', %d)"})
+    expect(s, "access_lc", [
+        ("Spammer+Tag@Bad.Example", "OK REJECT spam source"),   # folded, then without the extension
+        ("Friend@BAD.example", "OK OK"),
+        ("Other+x@Mail.Bad.Example", "OK REJECT domain blacklisted"),
+        ("Abuse+x@Anywhere.Example", "OK OK abuse desk"),     # user+ext@ missed, then user@
+    ])
+    expect(s, "access_query", ACCESS_ADDRESSES + ACCESS_HOSTS)
+    # %u and %d need both parts: only the full address is asked.
+    expect(s, "access_parts", [
+        ("spammer@bad.example", "OK REJECT spam source"),
+        ("other@bad.example", NF),
+        ("bad.example", NF),
+    ])
+    eq(s.close(), 0)
+
+
+@test
+def transport_order():
+    db = shared_mariadb()
+    s = session(db, transport_map(), transport_map(service="transport_bare", parent_domain_matches_subdomains=True))
+    expect(s, "transport_search", [
+        ("special@example.net", "OK lmtp:unix:private/special"),
+        ("alice@example.net", "OK smtp:[mx.example.net]"),
+        ("alice@mail.example.net", "OK smtp:[sub.example.net]"),   # ".example.net"
+        ("alice@example.org", NF),                                 # no ".org" row; "*" is Postfix's own lookup
+        ("*", "OK smtp:[fallback.example]"),
+        ("example.net", "OK smtp:[mx.example.net]"),
+        ("mail.example.net", NF),                                  # no '@': as it is
+    ])
+    expect(s, "transport_bare", [
+        ("alice@mail.example.net", "OK smtp:[mx.example.net]"),    # parent "example.net"
+    ])
+    eq(s.close(), 0)
+
+
+@test
+def virtual_order_and_the_domain_list():
+    db = shared_mariadb()
+    s = session(db, virtual_map(strip_extension="+"),
+                virtual_map("virtual_listed", domain=["example.org"]),
+                virtual_map("virtual_exact", search="exact"),
+                {"service": "virtual_parts", "database": "mail", "search": "virtual",
+                 "query": "SELECT maildir FROM mailbox WHERE local_part = %u AND domain = %d AND active = 1"})
+    expect(s, "virtual", [
+        ("list+vip@example.org", "OK vip-desk@example.org"),
+        ("list+other@example.org", "OK list-members@example.org"),
+        ("nobody@example.org", "OK catchall@example.org"),      # the @domain catch-all
+        ("nobody@example.com", NF),                             # no catch-all for example.com
+        ("list@example.com", "OK other-list@example.com"),
+    ])
+    # A domain list leaves out "@domain", as Postfix's own mysql tables do.
+    expect(s, "virtual_listed", [
+        ("list@example.org", "OK list-members@example.org"),
+        ("nobody@example.org", NF),
+    ])
+    expect(s, "virtual_exact", [("nobody@example.org", NF)])
+    expect(s, "virtual_parts", [("alice@example.org", "OK example.org/alice/"), ("nobody@example.org", NF)])
+    eq(s.close(), 0)
+
+
+@test
+def prepared_once_run_once_per_key_tried():
+    db = shared_mariadb()
+    s = session(db, access_map(), virtual_map("virtual_parts", table=None, key=None, value=None,
+                                              query="SELECT maildir FROM mailbox WHERE local_part = %u AND "
+                                                    "domain = %d AND active = 1"))
+    eq(s.ask("access", "spammer@bad.example"), b"OK REJECT spam source")   # connects and prepares
+    eq(s.ask("virtual_parts", "alice@example.org"), b"OK example.org/alice/")
+    p0, e0 = global_status(db, "Com_stmt_prepare"), global_status(db, "Com_stmt_execute")
+    # nobody@x.bad.example: the address, x.bad.example, bad.example (found): 3 executions.
+    eq(s.ask("access", "nobody@x.bad.example"), b"OK REJECT domain blacklisted")
+    eq(global_status(db, "Com_stmt_execute") - e0, 3)
+    # A miss walks the whole order.
+    e1 = global_status(db, "Com_stmt_execute")
+    eq(s.ask("access", "nobody@a.b.good.test"), NF)
+    eq(global_status(db, "Com_stmt_execute") - e1, 6, "address, a.b.good.test, b.good.test, good.test, test, nobody@")
+    # %u/%d: "@example.org" has no local part, so the catch-all step costs no query.
+    e2 = global_status(db, "Com_stmt_execute")
+    eq(s.ask("virtual_parts", "nobody@example.org"), NF)
+    eq(global_status(db, "Com_stmt_execute") - e2, 1)
+    eq(global_status(db, "Com_stmt_prepare") - p0, 0, "no new prepare")
+    eq(s.close(), 0)
+
+
+@test
+def a_failure_at_any_step_is_temp():
+    db = shared_mariadb()
+    # The REGEXP cannot compile for the step that asks for boom.invalid: the
+    # statement fails there, after two misses, and 'invalid' below it holds
+    # a row that a fall-through would answer.
+    failing = access_map("failing", table=None, key=None, value=None, reason=None,
+                         query="SELECT action, reason FROM access_rules WHERE k = %s "
+                               "AND 'x' REGEXP IF(%s = 'boom.invalid', '(', 'x')")
+    path = temp_config(base_config(db, extra_maps=[failing]))
+    s = PipeSession(path)
+    eq(s.ask("failing", "spammer@bad.example"), b"OK REJECT spam source")
+    eq(s.ask("failing", "x@other.invalid"), b"OK OK fell through to a shorter key")  # the row is there
+    for key in ["x@sub.boom.invalid", "x@boom.invalid", "sub.boom.invalid"]:
+        eq(status_word(s.ask("failing", key)), b"TEMP", key)
+    eq(s.ask("failing", "friend@bad.example"), b"OK OK", "the map answers again")
+    eq(s.close(), 0)
+    contains(read_log(path), "query failed")
+
+    # No database at all: every order, every kind of key.
+    s = PipeSession(temp_config(base_config(None, database={"connect_timeout": 1},
+                                            extra_maps=[access_map(), transport_map(), virtual_map()])))
+    for mapname, key in [("access", "other@bad.example"), ("access", "192.0.2.1"), ("access", "client.bad.example"),
+                         ("transport_search", "alice@example.net"), ("transport_search", "*"),
+                         ("virtual", "nobody@example.org")]:
+        eq(status_word(s.ask(mapname, key)), b"TEMP", "%s %s" % (mapname, key))
+    eq(s.close(), 0)
+
+
+@test
+def a_domain_too_long_to_walk_is_perm():
+    db = shared_mariadb()
+    s = session(db, access_map(), transport_map(), virtual_map())
+    domain = "a." * 127 + "example"           # 261 bytes: past the 255 a DNS name can have
+    for mapname in ("access", "transport_search"):
+        eq(s.ask(mapname, "x@" + domain), b"PERM domain too long to search", mapname)
+    eq(s.ask("access", domain), b"PERM domain too long to search")
+    eq(s.ask("virtual", "x@" + domain), NF, "virtual walks no domain")
+    eq(s.ask("access", "x@" + "a." * 120 + "bad.example"), b"OK REJECT domain blacklisted", "within the bound")
+    eq(s.close(), 0)
+
+
+@test
+def check_config_warns_for_domain_rows_in_exact_maps():
+    db = shared_mariadb()
+    cfg = base_config(db, extra_maps=[access_map("access_exact", search="exact"), access_map(),
+                                      virtual_map("virtual_exact", search="exact")])
+    rc, out, err = run_pipe(temp_config(cfg), b"", args=["--check-config"], timeout=60)
+    out, err = out.decode(), err.decode()
+    eq(rc, 0, out + err)
+    for name in ("access_exact", "access", "virtual_exact", "recipient"):
+        contains(out, "%s: ok\n" % name)
+    warned = sorted(re.findall(r'^sockmapd: warning: postmaps "(\w+)": the table holds keys without a local part',
+                               err, re.M))
+    # The fixtures' own exact maps of bare keys are too.
+    eq(warned, ["access_exact", "awkward", "othermap", "transport", "virtual_exact"], err)
+    contains(err, 'set "search" to "access", "transport" or "virtual"')
+
+
+@test(timeout=120)
+def through_postmap():
+    db = shared_mariadb()
+    cfg = temp_config(base_config(db, extra_maps=[access_map(), transport_map(), virtual_map()]))
+    pdir = postfix_dir()
+    with SocketActivated(["-c", cfg]) as sa:
+        table = lambda name: "socketmap:inet:127.0.0.1:%d:%s" % (sa.port, name)
+        q = lambda key, name: postmap_outcome(*postmap(pdir, ["-q", key, table(name)]))
+        eq(q("other@bad.example", "access"), ("found", "REJECT domain blacklisted"))
+        eq(q("x@mail.bad.example", "access"), ("found", "REJECT domain blacklisted"))
+        eq(q("friend@bad.example", "access"), ("found", "OK"))
+        eq(q("192.0.2.9", "access"), ("found", "REJECT network 192.0.2"))
+        eq(q("nobody@good.example", "access"), ("notfound", ""))
+        eq(q("alice@example.net", "transport_search"), ("found", "smtp:[mx.example.net]"))
+        eq(q("nobody@example.org", "virtual"), ("found", "catchall@example.org"))
+        eq(q("nobody@example.com", "virtual"), ("notfound", ""))
+        # Many keys on one connection, one reply each.
+        rc, out, err = postmap(pdir, ["-q", "-", table("access")],
+                               stdin=b"other@bad.example\nnobody@good.example\nfriend@bad.example\n")
+        eq((rc, out, err), (0, "other@bad.example\tREJECT domain blacklisted\nfriend@bad.example\tOK\n", ""))
+
+
+if __name__ == "__main__":
+    main()
