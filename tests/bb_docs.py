@@ -141,7 +141,7 @@ def struct_defaults():
             value = f.group(2).strip()
             if value.startswith("std::chrono"):
                 value = re.sub(r"\D", "", value)
-            value = value.replace("LogLevel::", "").lower().strip('"')
+            value = re.sub(r"^[A-Z]\w*::", "", value).lower().strip('"')  # LogLevel::Info, SearchOrder::Exact
             out[(m.group(1), f.group(1))] = value
         for f in re.finditer(r"^\s+std::(?:string|vector<[^>]*>)\s+(\w+);", m.group(2), re.M):
             out[(m.group(1), f.group(1))] = ""

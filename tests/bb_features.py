@@ -389,16 +389,18 @@ def postfix_examples_through_postmap():
     cfg = temp_config(base_config(db, postmaps=[
         qmap("virtual", "SELECT maildir FROM mailbox WHERE local_part = %u AND domain = %d AND active = 1",
              lowercase=True, strip_extension="+", domain=["example.org", "example.com"]),
-        tmap("transport", "domains", "domain", "nexthop", result_format="smtp:[%s]"),
-        blacklist_map(),
+        tmap("transport", "domains", "domain", "nexthop", result_format="smtp:[%s]", search="transport"),
+        tmap("blacklist", "blacklist", "pattern", "action", reason="reason", search="access"),
     ]))
     pdir = postfix_dir()
     with SocketActivated(["-c", cfg]) as sa:
         table = lambda name: "socketmap:inet:127.0.0.1:%d:%s" % (sa.port, name)
         eq(postmap(pdir, ["-q", "Alice+News@Example.ORG", table("virtual")]), (0, "example.org/alice/\n", ""))
         eq(postmap_outcome(*postmap(pdir, ["-q", "alice@example.net", table("virtual")])), ("notfound", ""))
-        eq(postmap(pdir, ["-q", "example.com", table("transport")]), (0, "smtp:[mx.example.com]\n", ""))
-        eq(postmap(pdir, ["-q", "x@spam.example", table("blacklist")]), (0, "REJECT domain blacklisted\n", ""))
+        eq(postmap(pdir, ["-q", "alice@example.com", table("transport")]), (0, "smtp:[mx.example.com]\n", ""))
+        eq(postmap(pdir, ["-q", "anyone@mail.spam.example", table("blacklist")]),
+           (0, "REJECT domain blacklisted\n", ""))
+        eq(postmap(pdir, ["-q", "good@spam.example", table("blacklist")]), (0, "OK\n", ""))
         eq(postmap_outcome(*postmap(pdir, ["-q", "x@example.net", table("blacklist")])), ("notfound", ""))
 
 

@@ -246,8 +246,9 @@ INSERT INTO hostile (address, local_part, domain, label) VALUES
   ('x'' OR ''1''=''1@example.org', 'x'' OR ''1''=''1', 'example.org', 'injection-literal'),
   ('it''s@ex''ample.org', 'it''s', 'ex''ample.org', 'quote-in-domain');
 
--- A domain-wide blacklist: '@domain' rows block a whole domain, address rows
--- one sender; the address row wins over its domain's row.
+-- A domain-wide blacklist: '@domain' rows block a whole domain for the query
+-- map of bb_features, 'domain' rows for the README's map with "search":
+-- "access"; address rows one sender; the address row wins over its domain's.
 --   anyone@spam.example -> OK REJECT domain blacklisted
 --   good@spam.example   -> OK OK
 --   bad@example.net     -> OK REJECT sender blacklisted
@@ -258,6 +259,7 @@ CREATE TABLE blacklist (
 ) ENGINE=InnoDB;
 INSERT INTO blacklist (pattern, action, reason) VALUES
   ('@spam.example', 'REJECT', 'domain blacklisted'),
+  ('spam.example', 'REJECT', 'domain blacklisted'),
   ('good@spam.example', 'OK', NULL),
   ('bad@example.net', 'REJECT', 'sender blacklisted');
 
