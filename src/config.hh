@@ -10,22 +10,16 @@
 
 #include "allow.hh"
 #include "endpoint.hh"
-#include "log.hh" // LogLevel
+#include "errors.hh" // ConfigError
+#include "log.hh"    // LogLevel
 
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace sockmapd
 {
-
-class ConfigError : public std::runtime_error
-{
-public:
-    using std::runtime_error::runtime_error;
-};
 
 struct SysConfig {
     std::string port = "2224";      // --listen mode port

@@ -72,11 +72,6 @@ std::string first_json_error(const std::string& errors)
 
 } // namespace
 
-void fail_at(const std::string& path, const std::string& what)
-{
-    throw ConfigError(path + ": " + what);
-}
-
 void Problems::merge(const Problems& other, const std::string& suffix)
 {
     for (const auto& line : other.lines_)

@@ -11,7 +11,7 @@
 // key, naming the nearest known key when it looks like a typo.
 #pragma once
 
-#include "config.hh"
+#include "errors.hh"
 
 #include <json/json.h>
 
@@ -22,9 +22,6 @@
 
 namespace sockmapd
 {
-
-// Throws ConfigError("path: what").
-[[noreturn]] void fail_at(const std::string& path, const std::string& what);
 
 class Problems
 {

@@ -29,12 +29,6 @@ namespace sockmapd
 namespace
 {
 
-void check_port(const std::string& port, const std::string& what)
-{
-    if (!parse_port(port))
-        throw ConfigError(what + ": \"" + port + "\" is not a port number 1-65535");
-}
-
 // "[::1]" -> "::1"; anything else as it is.
 std::string unbracket(const std::string& addr)
 {
@@ -43,14 +37,10 @@ std::string unbracket(const std::string& addr)
     return addr;
 }
 
-void check_address(const std::string& addr, const std::string& what)
+// A host name or an address without brackets, as getaddrinfo() takes it.
+bool listen_address(const std::string& addr)
 {
-    const bool bad = addr.empty() || std::any_of(addr.begin(), addr.end(), [](char c) {
-                         const auto u = static_cast<unsigned char>(c);
-                         return u <= 0x20 || u == 0x7f || c == '[' || c == ']' || c == '/';
-                     });
-    if (bad)
-        throw ConfigError(what + ": \"" + addr + "\" is not an address or host name");
+    return printable_name(addr) && addr.find_first_of("[]/") == std::string::npos;
 }
 
 // ---------------------------------------------------------------- signals
@@ -374,34 +364,42 @@ ListenOptions listen_options(const SysConfig& sys, const std::string& arg)
         if (arg.front() == '[') {
             const auto close = arg.find(']');
             if (close == std::string::npos)
-                throw ConfigError("--listen " + arg + ": bracketed address without ']'");
+                throw UsageError("--listen " + arg + ": bracketed address without ']'");
             if (close == 1)
-                throw ConfigError("--listen " + arg + ": empty brackets");
+                throw UsageError("--listen " + arg + ": empty brackets");
             addr = arg.substr(1, close - 1);
             if (close + 1 < arg.size()) {
                 if (arg[close + 1] != ':')
-                    throw ConfigError("--listen " + arg + ": expected ':' after ']'");
+                    throw UsageError("--listen " + arg + ": expected ':' after ']'");
                 port = arg.substr(close + 2);
             }
         } else if (const auto colon = arg.rfind(':'); colon == std::string::npos) {
             if (!parse_decimal(arg))
-                throw ConfigError("--listen " + arg + ": give PORT, ADDR:PORT or [IPv6]:PORT");
+                throw UsageError("--listen " + arg + ": give PORT, ADDR:PORT or [IPv6]:PORT");
             port = arg;
         } else {
             addr = arg.substr(0, colon);
             port = arg.substr(colon + 1);
             if (addr.find(':') != std::string::npos)
-                throw ConfigError("--listen " + arg + ": an IPv6 address needs brackets: [ADDR]:PORT");
+                throw UsageError("--listen " + arg + ": an IPv6 address needs brackets: [ADDR]:PORT");
         }
-        if (!port.empty())
+        // What the argument says is a usage error; what is left of the
+        // config, a config error.
+        if (!port.empty()) {
+            if (!parse_port(port))
+                throw UsageError("--listen " + arg + ": \"" + port + "\" is not a port number 1-65535");
             o.port = port;
+        }
         if (!addr.empty()) {
-            check_address(addr, "--listen " + arg);
+            if (!listen_address(addr))
+                throw UsageError("--listen " + arg + ": \"" + addr + "\" is not an address or host name");
             o.address = addr;
         }
     }
-    check_port(o.port, arg.empty() ? std::string("sysconfig.port") : "--listen " + arg);
-    check_address(o.address, "sysconfig.listen");
+    if (!parse_port(o.port))
+        fail_at("sysconfig.port", "\"" + o.port + "\" is not a port number 1-65535");
+    if (!listen_address(o.address))
+        fail_at("sysconfig.listen", "\"" + o.address + "\" is not an address or host name");
     return o;
 }
 

@@ -40,7 +40,8 @@ struct ListenOptions {
 };
 
 // "[[ADDR:]PORT]" (ADDR may be "[v6]"); empty parts from `sys`.
-// Throws ConfigError for a malformed argument.
+// Throws UsageError for a malformed argument, ConfigError (naming the key)
+// for a bad sysconfig.listen or sysconfig.port the argument leaves in use.
 ListenOptions listen_options(const SysConfig& sys, const std::string& arg);
 
 int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function<bool()>& reload,

@@ -10,6 +10,7 @@
 #include "privileges.hh"
 #include "session.hh"
 #include "socketmap.hh"
+#include "util.hh"
 
 #include <CLI/CLI.hpp>
 
@@ -179,6 +180,9 @@ int listen_mode(const Options& opt, const std::vector<PassedListener>& passed)
     if (passed.empty()) {
         try {
             lo = listen_options(cfg.sys, opt.listen_arg);
+        } catch (const UsageError& e) {
+            log_error(e.what());
+            return EX_USAGE;
         } catch (const ConfigError& e) {
             log_error(e.what());
             return EX_CONFIG;
@@ -350,8 +354,8 @@ int main(int argc, char** argv)
     }
     opt.listen = listen->count() > 0 || go_port->count() > 0;
     if (go_port->count() > 0) {
-        if (opt.go_port.empty() || opt.go_port.find_first_not_of("0123456789") != std::string::npos) {
-            std::cerr << "sockmapd: -p " << opt.go_port << ": give a port number\n";
+        if (!parse_port(opt.go_port)) {
+            std::cerr << "sockmapd: -p " << opt.go_port << ": give a port number 1-65535\n";
             return EX_USAGE;
         }
         opt.listen_arg = opt.go_port;

@@ -317,10 +317,10 @@ def listen_run_as_group_only_and_numeric_user():
 @test(timeout=60)
 def listen_errors_exit_codes():
     cfg = config()
-    # A malformed --listen argument: 78, nothing bound.
-    for arg in ("127.0.0.1:0", "::1:2224", "[::1", "nosuchport"):
+    # A malformed --listen argument: a usage error (64), nothing bound.
+    for arg in ("127.0.0.1:0", "99999", "::1:2224", "[::1", "nosuchport"):
         rc, out, err = run_pipe(cfg, b"", args=["--listen", arg])
-        eq(rc, 78, "--listen %s" % arg)
+        eq(rc, 64, "--listen %s" % arg)
         contains(err.decode(), "--listen")
     # An unknown user: 78 before binding.
     rc, _, _ = run_pipe(config(sysconfig={"run_as_user": "no-such-user-here"}), b"",

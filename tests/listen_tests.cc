@@ -21,15 +21,27 @@ struct Good {
     std::string sys_listen, sys_port, arg, address, port;
 };
 
-// The ConfigError message, or "" when listen_options() accepted `arg`.
-std::string error_of(const SysConfig& sys, const std::string& arg)
+// The message of the error listen_options() threw, or "" when it accepted `arg`.
+template <class Error> std::string error_of(const SysConfig& sys, const std::string& arg)
 {
     try {
         listen_options(sys, arg);
-    } catch (const ConfigError& e) {
+    } catch (const Error& e) {
         return e.what();
     }
     return {};
+}
+
+// A mistake in the argument is a usage error (exit 64).
+std::string usage_error_of(const SysConfig& sys, const std::string& arg)
+{
+    return error_of<UsageError>(sys, arg);
+}
+
+// A bad value left from the config is a config error (exit 78).
+std::string config_error_of(const SysConfig& sys, const std::string& arg)
+{
+    return error_of<ConfigError>(sys, arg);
 }
 
 } // namespace
@@ -101,7 +113,7 @@ BOOST_AUTO_TEST_CASE(rejected_forms)
     for (const auto& c : cases) {
         BOOST_TEST_CONTEXT("arg \"" << c.arg << "\"")
         {
-            const std::string err = error_of(sys, c.arg);
+            const std::string err = usage_error_of(sys, c.arg);
             BOOST_TEST(!err.empty());
             BOOST_TEST(err.find(c.needle) != std::string::npos, err);
             BOOST_TEST(err.find(c.arg) != std::string::npos, "the message names the argument: " << err);
@@ -111,13 +123,13 @@ BOOST_AUTO_TEST_CASE(rejected_forms)
 
 BOOST_AUTO_TEST_CASE(bad_config_values_are_named)
 {
-    BOOST_TEST(error_of(sys_with("127.0.0.1", "0"), "").find("sysconfig.port") != std::string::npos);
-    BOOST_TEST(error_of(sys_with("127.0.0.1", "abc"), "").find("sysconfig.port") != std::string::npos);
-    BOOST_TEST(error_of(sys_with("bad host", "2224"), "").find("sysconfig.listen") != std::string::npos);
+    BOOST_TEST(config_error_of(sys_with("127.0.0.1", "0"), "").find("sysconfig.port") != std::string::npos);
+    BOOST_TEST(config_error_of(sys_with("127.0.0.1", "abc"), "").find("sysconfig.port") != std::string::npos);
+    BOOST_TEST(config_error_of(sys_with("bad host", "2224"), "").find("sysconfig.listen") != std::string::npos);
     // The argument's port replaces a bad config port; its address does not repair a bad port.
-    BOOST_TEST(error_of(sys_with("127.0.0.1", "abc"), "2224").empty());
-    BOOST_TEST(!error_of(sys_with("127.0.0.1", "abc"), "127.0.0.1:").empty());
-    BOOST_TEST(error_of(sys_with("bad host", "2224"), "127.0.0.1:2224").empty());
+    BOOST_TEST(config_error_of(sys_with("127.0.0.1", "abc"), "2224").empty());
+    BOOST_TEST(!config_error_of(sys_with("127.0.0.1", "abc"), "127.0.0.1:").empty());
+    BOOST_TEST(config_error_of(sys_with("bad host", "2224"), "127.0.0.1:2224").empty());
 }
 
 BOOST_AUTO_TEST_SUITE_END()
