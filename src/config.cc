@@ -136,7 +136,7 @@ SysConfig parse_sys(const Json::Value& v, Problems& p)
     s.run_as_group = o.str("run_as_group");
     p.guard([&] { check_account_text(s.run_as_group, "sysconfig.run_as_group", "group"); });
     s.idle_timeout = o.num("idle_timeout", s.idle_timeout, 1, 86400);
-    s.max_session = o.num("max_session", s.max_session, 1, 7 * 86400);
+    s.max_session = o.num("max_session", s.max_session, 0, 7 * 86400);
     s.allow = parse_allow(o, p);
     o.finish();
     return s;

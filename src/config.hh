@@ -28,9 +28,13 @@ struct SysConfig {
     LogLevel loglevel = LogLevel::Info;
     std::string run_as_user;
     std::string run_as_group;
-    unsigned idle_timeout = 120; // seconds without a complete request
-    unsigned max_session = 3600; // seconds a handler may live
-    AllowList allow;             // who may connect; empty: everyone (no list)
+    // Sendmail keeps its connection for a whole SMTP session or queue run and
+    // does not retry a lookup cut by a close, so the defaults must outlast it:
+    // idle_timeout above its longest wait between lookups (Timeout.command,
+    // .rcpt, .datafinal: 1 h each), and no age limit.
+    unsigned idle_timeout = 7200; // seconds without a complete request
+    unsigned max_session = 0;     // seconds a handler may live; 0: no limit
+    AllowList allow;              // who may connect; empty: everyone (no list)
 };
 
 struct TlsConfig {

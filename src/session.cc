@@ -178,8 +178,12 @@ public:
         : reader_(in_fd), writer_(out_fd), lookup_(lookup), limits_(limits)
     {
         const auto now = Clock::now();
-        end_of_life_ = now + limits.max_session;
+        // A client that keeps its connection (Sendmail) does not notice a
+        // close before its next lookup, so without an age limit only the
+        // client or the idle timeout ends the session.
+        end_of_life_ = limits.max_session.count() > 0 ? now + limits.max_session : Clock::time_point::max();
         idle_deadline_ = now + limits.idle_timeout;
+        stall_ = std::min(limits.idle_timeout, limits.stall);
     }
 
     SessionStats run();
@@ -201,11 +205,13 @@ private:
     SessionStats stats_;
     Clock::time_point end_of_life_;
     Clock::time_point idle_deadline_;
+    Clock::time_point frame_deadline_ = Clock::time_point::max(); // a request begun must end by then
+    std::chrono::seconds stall_;
 };
 
 Clock::time_point Session::next_deadline() const
 {
-    auto t = std::min(end_of_life_, idle_deadline_);
+    auto t = std::min({end_of_life_, idle_deadline_, frame_deadline_});
     if (const auto w = lookup_.next_wakeup())
         t = std::min(t, *w);
     return t;
@@ -215,7 +221,7 @@ bool Session::flush()
 {
     if (out_.empty())
         return true;
-    const bool ok = writer_.write_all(out_, Clock::now() + limits_.idle_timeout);
+    const bool ok = writer_.write_all(out_, Clock::now() + stall_);
     out_.clear();
     if (!ok)
         stats_.end = EndReason::ClientGone;
@@ -256,10 +262,13 @@ bool Session::handle_input(std::string_view data)
     for (;;) {
         switch (decoder_.feed(data)) {
         case NetstringDecoder::Status::NeedMore:
+            if (decoder_.mid_frame() && frame_deadline_ == Clock::time_point::max())
+                frame_deadline_ = Clock::now() + stall_;
             return true;
         case NetstringDecoder::Status::Frame:
             answer(decoder_.payload());
             idle_deadline_ = Clock::now() + limits_.idle_timeout;
+            frame_deadline_ = Clock::time_point::max();
             if (out_.size() >= flush_threshold && !flush())
                 return false;
             break;
@@ -279,7 +288,7 @@ SessionStats Session::run()
             stats_.end = EndReason::MaxSession;
             return stats_;
         }
-        if (now >= idle_deadline_) {
+        if (now >= idle_deadline_ || now >= frame_deadline_) {
             stats_.end = EndReason::Idle;
             return stats_;
         }

@@ -1,9 +1,10 @@
 // session — one client connection: read netstring requests, answer each.
 //
 // run_session() reads from `in_fd` and writes replies to `out_fd` until
-// the client closes (EndReason::Eof), goes silent or dribbles past the
-// idle timeout, the session passes its maximum age, or the framing breaks
-// (a PERM reply, then the end).  Memory is bounded by one read buffer, one
+// the client closes (EndReason::Eof), sends no complete request for the
+// idle timeout, leaves a request unfinished or a reply unread for the stall
+// limit, the session passes its maximum age (if it has one: a max_session
+// of 0 is none), or the framing breaks (a PERM reply, then the end).  Memory is bounded by one read buffer, one
 // request and the pending replies.  It throws nothing for client
 // behaviour; the Lookup decides every answer through reply_for().
 #pragma once
@@ -17,8 +18,11 @@ namespace sockmapd
 {
 
 struct SessionLimits {
-    std::chrono::seconds idle_timeout{120};
-    std::chrono::seconds max_session{3600};
+    std::chrono::seconds idle_timeout{7200};
+    std::chrono::seconds max_session{0}; // 0: no age limit
+    // How long a request may stay unfinished or a reply unread (at most
+    // idle_timeout): a live client sends and reads at once.
+    std::chrono::seconds stall{60};
 };
 
 enum class EndReason { Eof, Idle, MaxSession, ProtocolError, ClientGone };

@@ -111,8 +111,10 @@ BOOST_AUTO_TEST_CASE(numbers_work_too)
 BOOST_AUTO_TEST_CASE(defaults)
 {
     const Config c = parse_config(minimal);
-    BOOST_TEST(c.sys.idle_timeout == 120u);
-    BOOST_TEST(c.sys.max_session == 3600u);
+    // Sendmail's connections outlive Timeout.command (1 h); no age limit.
+    BOOST_TEST(c.sys.idle_timeout == 7200u);
+    BOOST_TEST(c.sys.max_session == 0u);
+    BOOST_TEST(parse_config(with(go_config, R"("max_session": "600")", R"("max_session": "0")")).sys.max_session == 0u);
     BOOST_TEST(c.db.connect_timeout == 2u);
     BOOST_TEST(c.db.read_timeout == 5u);
     BOOST_TEST(c.db.db_idle_timeout == 10u);
@@ -366,7 +368,7 @@ BOOST_AUTO_TEST_CASE(numbers_too_large_are_config_errors)
          "database.connect_timeout: must be between 1 and 3600"},
         {R"("idle_timeout": "60")", R"("idle_timeout": 1e30)", "sysconfig.idle_timeout: must be between 1 and 86400"},
         {R"("max_session": "600")", R"("max_session": ")" + huge + huge + "\"",
-         "sysconfig.max_session: must be between 1 and 604800"},
+         "sysconfig.max_session: must be between 0 and 604800"},
         {R"("idle_timeout": "60")", R"("idle_timeout": 2.5)", "sysconfig.idle_timeout: must be a whole number"},
     };
     for (const auto& c : cases) {

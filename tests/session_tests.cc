@@ -205,4 +205,63 @@ BOOST_AUTO_TEST_CASE(client_that_never_reads_is_dropped)
     close(sv[1]);
 }
 
+BOOST_AUTO_TEST_CASE(max_session_zero_is_no_age_limit)
+{
+    TableLookup t;
+    SessionStats st;
+    const SessionLimits limits{std::chrono::seconds(60), std::chrono::seconds(0)};
+    BOOST_TEST(converse(ns("m a@x"), t, &st, limits) == ns("OK b@y"));
+    BOOST_TEST(static_cast<int>(st.end) == static_cast<int>(EndReason::Eof));
+}
+
+// Between requests a client may wait up to idle_timeout (Sendmail: an SMTP
+// command); inside one it may not: the stall limit counts from its first byte.
+BOOST_AUTO_TEST_CASE(unfinished_request_ends_at_stall_limit_not_idle_timeout)
+{
+    int sv[2];
+    BOOST_REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    TableLookup t;
+    const std::string req = ns("m a@x") + "5:m a";
+    BOOST_REQUIRE(write(sv[0], req.data(), req.size()) == static_cast<ssize_t>(req.size()));
+    const auto start = Clock::now();
+    const SessionStats st =
+        run_session(sv[1], sv[1], t, {std::chrono::seconds(60), std::chrono::seconds(0), std::chrono::seconds(1)});
+    const auto took_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+    BOOST_TEST(static_cast<int>(st.end) == static_cast<int>(EndReason::Idle));
+    BOOST_TEST(st.requests == 1u);
+    BOOST_TEST(took_ms >= 900);
+    BOOST_TEST(took_ms < 10000);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+BOOST_AUTO_TEST_CASE(unread_replies_end_at_stall_limit_not_idle_timeout)
+{
+    int sv[2];
+    BOOST_REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    TableLookup t;
+    t.table["big"] = std::string(90000, 'v');
+    std::string in;
+    for (int i = 0; i < 200; ++i)
+        in += ns("m big");
+    std::thread writer([&] {
+        std::size_t off = 0;
+        while (off < in.size()) {
+            const ssize_t n = send(sv[0], in.data() + off, in.size() - off, MSG_NOSIGNAL);
+            if (n <= 0)
+                break;
+            off += static_cast<std::size_t>(n);
+        }
+    });
+    const auto start = Clock::now();
+    const SessionStats st =
+        run_session(sv[1], sv[1], t, {std::chrono::seconds(60), std::chrono::seconds(0), std::chrono::seconds(1)});
+    BOOST_TEST(static_cast<int>(st.end) == static_cast<int>(EndReason::ClientGone));
+    BOOST_TEST(std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - start).count() < 10);
+    shutdown(sv[1], SHUT_RDWR);
+    writer.join();
+    close(sv[0]);
+    close(sv[1]);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
