@@ -12,7 +12,10 @@ Facts stated in more than one place are compared with their one source:
   against config.example.json and config.example.sql loaded into a
   throwaway MariaDB, printing what the README shows (pids and times
   normalised);
-- every command sockmapd(8)'s EXAMPLES show stands in the README.
+- every command sockmapd(8)'s EXAMPLES show stands in the README;
+- every README section that shows a command with its output is run as
+  written by a named test (here: "Try it from a shell", "Test with postmap"
+  and the "Postfix examples" with their SQL and maps).
 Run: SOCKMAPD=build/sockmapd tests/bb_docs.py [test-name-or-glob ...]
 """
 
@@ -184,6 +187,32 @@ def config_defaults_in_the_man_pages_are_the_programs():
 
 # ---------------------------------------------------------------- the README's commands
 
+# Every README section with a shell block that shows a command's output
+# ("$ " lines followed by what they print), and the test that runs its
+# blocks as written.  A section added without one fails below.
+SHELL_SECTIONS = {
+    "Try it from a shell": "bb_docs try_it_from_a_shell",
+    "Postfix": "bb_docs postfix_test_with_postmap",
+    "Map features: query templates, key handling, result formats": "bb_docs map_feature_examples_as_written",
+    "Moving from the Go sockmapd": "bb_guide moving_*",
+    "Troubleshooting": "bb_guide troubleshooting_*",
+}
+
+
+def shows_output(body):
+    lines = body.splitlines()
+    return bool(lines) and lines[0].startswith("$ ") and any(not line.startswith("$ ") for line in lines)
+
+
+@test
+def every_readme_command_with_output_is_run_by_a_test():
+    with_output = [t for t in readme.titles() if any(lang == "sh" and shows_output(body)
+                                                     for lang, body in readme.blocks(t))]
+    ok("Try it from a shell" in with_output, "sections found: %r" % with_output)
+    eq([t for t in with_output if t not in SHELL_SECTIONS], [],
+       "README sections showing a command's output that no test runs (add one, and name it in SHELL_SECTIONS)")
+
+
 def sample_database():
     """A throwaway MariaDB with config.example.sql, and config.example.json pointed at it."""
     db = MariaDB(name="sample")
@@ -218,6 +247,46 @@ def man_page_commands_are_the_readmes():
     with open(readme.README) as f:
         text = f.read()
     eq([c for c in commands if c not in text], [], "sockmapd(8) EXAMPLES commands the README does not show")
+
+
+@test(timeout=120)
+def postfix_test_with_postmap():
+    """The README's "Test with postmap" block as written, against config.example.sql through Postfix's postmap."""
+    shell = [b for b in readme.fenced(readme.section("Postfix")) if b[0] == "sh"]
+    eq(len(shell), 1, "one shell block in the Postfix section")
+    _, cfg = sample_database()
+    with SocketActivated(["-c", cfg]) as sa:
+        readme.run_shell(shell[0], port=sa.port, pdir=postfix_dir())
+
+
+@test(timeout=180)
+def map_feature_examples_as_written():
+    """Each "Postfix examples" subsection: its SQL in a fresh database, its map, its main.cf line, its postmap lines."""
+    examples = readme.subsections("Map features: query templates, key handling, result formats")
+    ok(len(examples) >= 3, "examples: %r" % list(examples))
+    db = MariaDB(name="examples")
+    db.start()
+    pdir = postfix_dir()
+    for title, text in examples.items():
+        found = readme.fenced(text)
+        langs = [lang for lang, _ in found]
+        for lang in ("sql", "json", "", "sh"):
+            ok(lang in langs, "%s: a %r block" % (title, lang or "main.cf"))
+        db.sql("DROP DATABASE IF EXISTS mail; CREATE DATABASE mail CHARACTER SET utf8mb4 "
+               "COLLATE utf8mb4_general_ci; GRANT SELECT ON mail.* TO '%s'@'localhost';" % MariaDB.APP_USER)
+        for lang, body in found:
+            if lang == "sql":
+                db.sql(body, db="mail")
+        maps = [json.loads(body) for lang, body in found if lang == "json"]
+        eq(len(maps), 1, "%s: one map" % title)
+        maincf = [body for lang, body in found if lang == "" and "main.cf" in body]
+        eq(len(maincf), 1, "%s: one main.cf block" % title)
+        contains(maincf[0], "socketmap:inet:127.0.0.1:2224:%s" % maps[0]["service"], title + ": main.cf names the map")
+        cfg = temp_config(base_config(db, postmaps=maps))
+        with SocketActivated(["-c", cfg]) as sa:
+            for block in found:
+                if block[0] == "sh":
+                    readme.run_shell(block, port=sa.port, pdir=pdir)
 
 
 if __name__ == "__main__":

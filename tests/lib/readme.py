@@ -93,3 +93,17 @@ def run_shell(block, cfg=None, port=None, pdir=None, cwd=None):
             startswith(g, w[:-3])
         else:
             eq(g, w)
+
+
+def subsections(title, level=4):
+    """{heading: text} of the headings of `level` (4: "#### ") inside section `title`."""
+    text = section(title)
+    marks = list(re.finditer(r"^%s (.*)$" % ("#" * level), text, re.M))
+    return {m.group(1): text[m.end():marks[i + 1].start() if i + 1 < len(marks) else len(text)]
+            for i, m in enumerate(marks)}
+
+
+def fenced(text):
+    """[(language, body)] of the fenced blocks in `text`."""
+    return [(m.group(2), m.group(3).rstrip("\n"))
+            for m in re.finditer(r"^( *)```(\w*)\n(.*?)^\1```$", text, re.M | re.S)]
