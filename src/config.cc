@@ -1,6 +1,7 @@
 #include "config.hh"
 
 #include "jsonread.hh"
+#include "socketmap.hh" // max_map_name_length
 #include "statement.hh"
 #include "util.hh"
 
@@ -202,8 +203,9 @@ MapConfig parse_map(const Json::Value& v, const std::string& path, Problems& out
     bool named = false;
     if (m.service.empty())
         p.add(path + ".service: missing (required): the map name clients ask for");
-    else if (has_control_or_space(m.service) || m.service.size() > 100)
-        p.add(path + ".service: \"" + m.service + "\" must be a word without spaces, at most 100 bytes");
+    else if (has_control_or_space(m.service) || m.service.size() > max_map_name_length)
+        p.add(path + ".service: \"" + m.service + "\" must be a word without spaces, at most " +
+              std::to_string(max_map_name_length) + " bytes");
     else
         named = true;
     parse_map_fields(m, o, path, p);

@@ -216,7 +216,7 @@ int listen_mode(const Options& opt, const std::vector<PassedListener>& passed)
 int query(const Config& cfg, const std::string& map, const std::string& key)
 {
     DbLookup lookup(cfg);
-    const LookupResult r = lookup.lookup(map, key);
+    const LookupResult r = ask(lookup, {map, key});
     std::cout << reply_for(r).payload << '\n';
     switch (r.outcome) {
     case Outcome::Found:

@@ -37,14 +37,6 @@ void netstring_append(std::string& out, std::string_view payload)
     out.push_back(',');
 }
 
-std::string netstring_encode(std::string_view payload)
-{
-    std::string out;
-    out.reserve(payload.size() + 8);
-    netstring_append(out, payload);
-    return out;
-}
-
 NetstringDecoder::Status NetstringDecoder::fail(NetstringError e)
 {
     state_ = State::Failed;

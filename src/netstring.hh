@@ -2,8 +2,9 @@
 //
 // Pure code, no I/O.  NetstringDecoder is an incremental parser: feed it
 // whatever read() returned and it yields complete frames one at a time,
-// holding at most one frame (the length limit) of data; a stream that never
-// ends a frame cannot make it grow.  The length parser rejects empty and
+// holding at most one frame (the length limit the caller gives: the
+// protocol's is socketmap.hh's max_request_length) of data; a stream that
+// never ends a frame cannot make it grow.  The length parser rejects empty and
 // non-digit lengths, leading zeros (other than "0:") and lengths over the
 // limit as soon as the offending byte arrives, so it cannot overflow.
 #pragma once
@@ -14,8 +15,6 @@
 
 namespace sockmapd
 {
-
-inline constexpr std::size_t max_request_length = 10000; // Postfix's limit on a request
 
 enum class NetstringError {
     None,
@@ -30,15 +29,16 @@ enum class NetstringError {
 // A short text for PERM replies and logs ("netstring length over limit").
 const char* describe(NetstringError e);
 
+// Appends "<length>:<payload>," to `out`.
 void netstring_append(std::string& out, std::string_view payload);
-std::string netstring_encode(std::string_view payload);
 
 class NetstringDecoder
 {
 public:
     enum class Status { NeedMore, Frame, Error };
 
-    explicit NetstringDecoder(std::size_t limit = max_request_length) : limit_(limit) {}
+    // `limit`: the longest payload a frame may carry.
+    explicit NetstringDecoder(std::size_t limit) : limit_(limit) {}
 
     // Consumes bytes from the front of `in`.  Frame: payload() holds the
     // frame until the next call; it may point into `in`'s buffer, so keep

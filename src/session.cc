@@ -200,7 +200,7 @@ private:
     Writer writer_;
     Lookup& lookup_;
     SessionLimits limits_;
-    NetstringDecoder decoder_;
+    NetstringDecoder decoder_{max_request_length};
     std::string out_;
     SessionStats stats_;
     Clock::time_point end_of_life_;
@@ -234,7 +234,7 @@ void Session::answer(std::string_view payload)
     const auto req = split_request(payload);
     if (!req)
         log_info("request without map name and key");
-    const Reply reply = reply_for(req ? lookup_.lookup(req->map, req->key) : malformed_request());
+    const Reply reply = reply_for(req ? ask(lookup_, *req) : malformed_request());
     if (reply.status == "OK")
         ++stats_.hits;
     else if (reply.status == "NOTFOUND")

@@ -1,7 +1,5 @@
 #include "socketmap.hh"
 
-#include "netstring.hh"
-
 namespace sockmapd
 {
 
@@ -42,6 +40,13 @@ std::optional<Request> split_request(std::string_view payload)
     if (space == std::string_view::npos || space == 0)
         return std::nullopt;
     return Request{payload.substr(0, space), payload.substr(space + 1)};
+}
+
+LookupResult ask(Lookup& lookup, const Request& req)
+{
+    if (req.key.size() > max_key_length)
+        return {Outcome::PermFail, "key too long"};
+    return lookup.lookup(req.map, req.key);
 }
 
 Reply reply_for(const LookupResult& r)

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """bb_hostile — hostile clients against a handler with a live database connection.
 
-Malformed framing, a 10001-byte key, 50 MB streams without a comma, half a
+Malformed framing, a key one byte over the limit, 50 MB streams without a comma, half a
 frame then silence, a client that never reads its replies, 1000 requests in
 one write.  Each case must end in bounded time with PERM or a clean close as
 doc/DESIGN.md says ("The protocol and the reply policy"), and the handler's
@@ -124,7 +124,7 @@ MALFORMED = [
     ("digit then letter", b"1x:abc,"),
     ("leading zero", b"01:a,"),
     ("negative length", b"-1:a,"),
-    ("length over the limit", b"10001:" + b"n" * 10001 + b","),
+    ("length over the limit", b"%d:" % (MAX_REQUEST + 1) + b"n" * (MAX_REQUEST + 1) + b","),
     ("20-digit length", b"99999999999999999999:abc,"),
     ("missing comma", b"3:abcX"),
     ("space before colon", b"3 :abc,"),
@@ -182,20 +182,22 @@ def fuzz_seed_corpus_streams_answered_or_closed():
 # ---------------------------------------------------------------- size limits
 
 @test
-def key_of_10001_bytes_is_perm_and_close():
-    key = b"k" * 10001
+def key_over_the_limit_is_perm_and_the_session_goes_on():
+    key = b"k" * (MAX_KEY + 1)
     got, rc, peak, secs = pipe_case(encode(FOUND[0]) + encode(b"recipient " + key) + encode(FOUND[0]))
-    eq(len(got), 2, "the good request, then PERM, then nothing")
-    eq(got[0], FOUND[1])
-    startswith(got[1], b"PERM ")
+    eq(got, [FOUND[1], b"PERM key too long", FOUND[1]], "the good request, PERM, the good request again")
     eq(rc, 0)
-    record("10001-byte key", peak, secs)
-    # The largest legal request is a real lookup.
-    body = b"recipient " + b"k" * (10000 - len(b"recipient "))
-    eq(len(body), 10000)
-    got, rc, peak, secs = pipe_case(encode(body) + encode(FOUND[0]))
-    eq(got, [b"NOTFOUND ", FOUND[1]], "a 10000-byte request is looked up")
-    record("10000-byte request (looked up)", peak, secs)
+    record("10001-byte key (PERM)", peak, secs)
+    # A frame past the longest request is broken framing: PERM, then nothing.
+    body = b"recipient " + b"k" * (MAX_REQUEST + 1 - len(b"recipient "))
+    got, rc, peak, secs = pipe_case(encode(FOUND[0]) + encode(body) + encode(FOUND[0]))
+    eq(got, [FOUND[1], b"PERM netstring length over limit"], "the good request, then PERM, then nothing")
+    eq(rc, 0)
+    record("%d-byte request (PERM, close)" % (MAX_REQUEST + 1), peak, secs)
+    # The longest key is a real lookup, whatever the map name's length.
+    got, rc, peak, secs = pipe_case(encode(b"recipient " + b"k" * MAX_KEY) + encode(FOUND[0]))
+    eq(got, [b"NOTFOUND ", FOUND[1]], "a 10000-byte key is looked up")
+    record("10000-byte key (looked up)", peak, secs)
 
 
 def _socket_flood(prefix, filler, total=50 * 1024 * 1024):

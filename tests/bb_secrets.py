@@ -239,7 +239,7 @@ def _keyed_session():
         "nosuch %s-nomap" % KEY_MARK,
         "%s-nospace" % KEY_MARK,
         "awkward %s-awk\0ward" % KEY_MARK,
-    )) + b"10001:" + (KEY_MARK * 3000).encode()
+    )) + b"%d:" % (MAX_REQUEST + 1) + (KEY_MARK * 3000).encode()
 
 
 @test

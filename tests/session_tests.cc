@@ -1,5 +1,6 @@
 #include "netstring.hh"
 #include "session.hh"
+#include "socketmap.hh"
 
 #include <boost/test/unit_test.hpp>
 
@@ -73,7 +74,9 @@ std::string converse(const std::string& input, Lookup& lookup, SessionStats* sta
 
 std::string ns(const std::string& s)
 {
-    return netstring_encode(s);
+    std::string out;
+    netstring_append(out, s);
+    return out;
 }
 
 } // namespace
@@ -106,11 +109,26 @@ BOOST_AUTO_TEST_CASE(empty_session_ends_cleanly)
     BOOST_TEST(t.calls == 0);
 }
 
+BOOST_AUTO_TEST_CASE(key_limit_does_not_depend_on_the_map_name)
+{
+    TableLookup t;
+    SessionStats st;
+    const std::string longest_name(max_map_name_length, 'n');
+    const std::string longest_key(max_key_length, 'k');
+    // The longest key behind the longest name is looked up; one byte more
+    // is PERM without a lookup, and the session goes on.
+    const std::string out =
+        converse(ns(longest_name + " " + longest_key) + ns("m " + longest_key + "k") + ns("m a@x"), t, &st);
+    BOOST_TEST(out == ns("PERM unknown map") + ns("PERM key too long") + ns("OK b@y"));
+    BOOST_TEST(t.calls == 2);
+    BOOST_TEST(static_cast<int>(st.end) == static_cast<int>(EndReason::Eof));
+}
+
 BOOST_AUTO_TEST_CASE(framing_error_answers_perm_and_closes)
 {
     const std::vector<std::pair<std::string, std::string>> cases = {
         {"x:", "PERM netstring length is not a number"},  {"01:a,", "PERM netstring length with leading zero"},
-        {"10001:", "PERM netstring length over limit"},   {"3:m ab", "PERM netstring without terminating comma"},
+        {"10102:", "PERM netstring length over limit"},   {"3:m ab", "PERM netstring without terminating comma"},
         {"50:m a", "PERM end of input inside netstring"}, {":", "PERM netstring without length"},
     };
     for (const auto& [input, reply] : cases) {

@@ -37,6 +37,29 @@ BOOST_AUTO_TEST_CASE(split)
     }
 }
 
+BOOST_AUTO_TEST_CASE(ask_checks_the_key_limit)
+{
+    struct Echo : Lookup {
+        LookupResult lookup(std::string_view map, std::string_view key) override
+        {
+            ++calls;
+            return {Outcome::Found, std::string(map) + "/" + std::to_string(key.size())};
+        }
+        int calls = 0;
+    } echo;
+    const std::string longest(max_key_length, 'k');
+    const std::string name(max_map_name_length, 'n');
+    BOOST_TEST(ask(echo, {"m", longest}).text == "m/" + std::to_string(max_key_length));
+    BOOST_TEST(ask(echo, {name, longest}).text == name + "/" + std::to_string(max_key_length));
+    BOOST_TEST(echo.calls == 2);
+    const LookupResult over = ask(echo, {"m", longest + "k"});
+    BOOST_TEST(static_cast<int>(over.outcome) == static_cast<int>(Outcome::PermFail));
+    BOOST_TEST(reply_for(over).payload == "PERM key too long");
+    BOOST_TEST(echo.calls == 2);
+    // A frame holds the longest name, a space and the longest key.
+    BOOST_TEST(max_request_length == max_map_name_length + 1 + max_key_length);
+}
+
 BOOST_AUTO_TEST_CASE(reply_policy)
 {
     struct Case {

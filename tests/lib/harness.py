@@ -57,6 +57,7 @@ __all__ = [
     "tcp_connections_to",
     # protocol
     "encode", "decode_stream", "replies", "parse_netstring", "NetstringError", "Client", "to_bytes",
+    "MAX_MAP_NAME", "MAX_KEY", "MAX_REQUEST",
     # config
     "base_config", "write_config", "temp_config", "read_log", "FIXTURE_MAPS",
     "FIXTURES_SQL", "REPO",
@@ -68,6 +69,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 FIXTURES_SQL = os.path.join(REPO, "tests", "fixtures.sql")
 DEFAULT_TIMEOUT = 60.0
+# The request limits of src/socketmap.hh: a key may be MAX_KEY bytes behind
+# any map name; a frame longer than MAX_REQUEST is broken framing.
+MAX_MAP_NAME = 100
+MAX_KEY = 10000
+MAX_REQUEST = MAX_MAP_NAME + 1 + MAX_KEY
 
 
 def scaled(seconds):
