@@ -17,6 +17,11 @@ round and on the same keys:
                    connection, a new connection per lookup, 16 connections,
                    one handler's peak RSS (VmHWM) and the Pss of 50 handlers
                    held open and idle after one lookup each
+  search orders    the first binary, one persistent connection: the same
+                   table as an exact map and as "search": "access", on keys
+                   all present (one query each), all absent (access walks
+                   address, domain, parent, user@: four queries) and absent
+                   addresses of a listed domain's subdomain (three queries)
   service          the first binary again as the Accept=no service:
                    systemd-socket-activate without -a passes the listening
                    socket, sockmapd forks a handler per connection; the same
@@ -48,6 +53,11 @@ from harness import (MariaDB, SocketActivated, Client, base_config, temp_config,
 ROWS = 100000
 KEYS = 20000
 MAP = "bench"
+MAP_ACCESS = "bench_access"  # the same table with "search": "access" (issue 19)
+# The key sets of the search-order measurement: (name, map, key file).
+SEARCH_CASES = [("exact, hits", MAP, "hits"), ("exact, misses", MAP, "misses"),
+                ("access, hits", MAP_ACCESS, "hits"), ("access, misses", MAP_ACCESS, "misses"),
+                ("access, domain hits", MAP_ACCESS, "domain_hits")]
 TABLE_SQL = """
 CREATE DATABASE IF NOT EXISTS dbmail;
 CREATE TABLE IF NOT EXISTS dbmail.bench_kv (
@@ -159,13 +169,26 @@ class Bench:
         if n != ROWS:
             raise RuntimeError("bench table has %d rows, not %d" % (n, ROWS))
         log("mariadbd with %d rows ready in %.1fs" % (n, time.monotonic() - t0))
+        # One domain row for the access order's domain hits (after the count).
+        self.db.sql("INSERT INTO dbmail.bench_kv (k, v) VALUES ('listed.example', 'REJECT')")
 
         rnd = random.Random(6)
         keys = ["user%d@example.org" % rnd.randint(1, 2 * ROWS) for _ in range(KEYS)]
         self.present = sum(1 for k in keys if int(k[4:k.index("@")]) <= ROWS) / len(keys)
         self.keyfile = tmpfile("keys", content="\n".join(keys) + "\n")
 
-        bench_map = [{"service": MAP, "database": "dbmail", "table": "bench_kv", "key": "k", "value": "v"}]
+        bench_map = [{"service": MAP, "database": "dbmail", "table": "bench_kv", "key": "k", "value": "v"},
+                     {"service": MAP_ACCESS, "database": "dbmail", "table": "bench_kv", "key": "k", "value": "v",
+                      "search": "access"}]
+        rnd = random.Random(19)
+        self.search_keys = {
+            "hits": tmpfile("keys-hits", content="".join(
+                "user%d@example.org\n" % rnd.randint(1, ROWS) for _ in range(KEYS))),
+            "misses": tmpfile("keys-misses", content="".join(
+                "user%d@example.org\n" % rnd.randint(ROWS + 1, 2 * ROWS) for _ in range(KEYS))),
+            "domain_hits": tmpfile("keys-domain", content="".join(
+                "user%d@mail.listed.example\n" % rnd.randint(1, 2 * ROWS) for _ in range(KEYS))),
+        }
         logfile = tmpfile("sockmapd-log", content="")
         common = dict(sysconfig={"loglevel": "info", "logfile": logfile, "idle_timeout": 60},
                       postmaps=bench_map)
@@ -190,8 +213,8 @@ class Bench:
         self.conn_unix = "unix:%s:%s:%s:dbmail" % (self.db.socket, MariaDB.APP_USER, MariaDB.APP_PASSWORD)
 
     # ---------------------------------------------------------------- measures
-    def load(self, mode, addr, **opt):
-        argv = [self.loadclient, mode, addr, MAP, self.keyfile]
+    def load(self, mode, addr, mapname=MAP, keyfile=None, **opt):
+        argv = [self.loadclient, mode, addr, mapname, keyfile or self.keyfile]
         for k, v in opt.items():
             argv += ["--" + k.replace("_", "-"), str(v)]
         return run_json(argv, timeout=60)
@@ -289,6 +312,16 @@ class Bench:
                 m = r["variants"][v.name]
                 m["ratio_conn_rate"] = m["smd_cold"]["rps"] / yes["smd_cold"]["rps"]
                 m["ratio_cold_vs_yes"] = m["smd_cold"]["p50_us"] / yes["smd_cold"]["p50_us"]
+        # Search orders: one persistent connection to the first binary, each
+        # key set in turn (issue 19: each extra key is one more execution).
+        first_v = self.variants[0]
+        r["search"] = {}
+        for name, mapname, keys in SEARCH_CASES:
+            r["search"][name] = self.load("steady", first_v.addr, mapname=mapname,
+                                          keyfile=self.search_keys[keys], seconds=a.seconds / 2)
+            wait_no_children(first_v.act)
+        r["search_ratio_hits"] = r["search"]["access, hits"]["rps"] / r["search"]["exact, hits"]["rps"]
+        r["search_ratio_misses"] = r["search"]["access, misses"]["rps"] / r["search"]["exact, misses"]["rps"]
         r["null16"] = self.load("steady", self.addr_null, conns=16, seconds=a.seconds / 2)
         wait_no_children(self.null)
         # Explanatory extras: the database part of a cold lookup over TCP and the unix socket.
@@ -383,6 +416,13 @@ class Bench:
             ]
         return floors, per_variant, ratios
 
+    def search_rows(self):
+        """(name, lookups/s, p50, p99) per search case, then the access/exact ratios; medians over the rounds."""
+        m = self.med
+        rows = [(name, m("search", name, "rps"), m("search", name, "p50_us"), m("search", name, "p99_us"))
+                for name, _, _ in SEARCH_CASES]
+        return rows, m("search_ratio_hits"), m("search_ratio_misses")
+
     def report(self):
         floors, per_variant, ratios = self.summary()
         fmt = lambda v: "-" if v is None else "%.0f" % v  # noqa: E731
@@ -399,6 +439,12 @@ class Bench:
             lines.append("%-44s %8s %8s" % ("  ratio", "value", "target"))
             for name, val, target, met in ratios[v.name]:
                 lines.append("  %-42s %8.2f %8s  %s" % (name, val, target, "met" if met else "MISSED"))
+        rows, hits, misses = self.search_rows()
+        lines += ["", "[search orders] %s, 1 conn, sequential" % self.variants[0].name]
+        for name, rps, p50, p99 in rows:
+            lines.append("%-44s %16s %9s %9s" % (name, "%.0f lookups/s" % rps, fmt(p50), fmt(p99)))
+        lines.append("  %-42s %8.2f" % ("access / exact, hits", hits))
+        lines.append("  %-42s %8.2f" % ("access / exact, misses", misses))
         print("\n".join(lines), flush=True)
 
     def markdown(self):
@@ -428,6 +474,12 @@ class Bench:
                 hit = [r for r in ratios[n] if (r[0], r[2]) == (name, target)]
                 cells.append("%.2f %s" % (hit[0][1], "✓" if hit[0][3] else "✗") if hit else "")
             out.append("| %s | %s | %s |" % (name, target.replace(">=", "≥").replace("<=", "≤"), " | ".join(cells)))
+        rows, hits, misses = self.search_rows()
+        out += ["", "| search order (%s, 1 conn) | lookups/s | p50 µs | p99 µs |" % names[0], "|---|---:|---:|---:|"]
+        for name, rps, p50, p99 in rows:
+            out.append("| %s | %.0f | %s | %s |" % (name, rps, fmt(p50), fmt(p99)))
+        out.append("| access / exact, hits | %.2f | | |" % hits)
+        out.append("| access / exact, misses | %.2f | | |" % misses)
         return "\n".join(out) + "\n"
 
 

@@ -491,7 +491,9 @@ def documented_examples_are_one_set_of_maps():
 
 @test(timeout=600)
 def postfix_smtpd_chrooted_with_the_readme_lines():
-    """Case 5: a real chrooted smtpd with the README's main.cf: 250, 550, 554 with the reason, 451 in an outage."""
+    """Case 5: a real chrooted smtpd with the README's main.cf: 250, 550, 554 with the reason, 451 in an outage;
+    the example maps' search orders (a domain blacklist, an address row over its domain's, a catch-all, a
+    transport by domain)."""
     c = installed("postfix")
     configure(c, "file")
     master = c.read("/etc/postfix/master.cf")
@@ -511,10 +513,53 @@ def postfix_smtpd_chrooted_with_the_readme_lines():
     replies = smtp(c, "spammer@bad.example", "postmaster@example.org")
     eq([code for code, _ in replies], [250, 554], "\n".join(l for _, l in replies))
     contains(replies[1][1], "spam source")
+    # Postfix asks the socketmap for the sender's full address only; the
+    # sender map's "search": "access" finds the bad.example row for the rest
+    # of the domain and its subdomains, and the address row wins over it.
+    for sender in ("other@bad.example", "someone@mail.bad.example"):
+        replies = smtp(c, sender, "postmaster@example.org")
+        eq([code for code, _ in replies], [250, 554], sender + ": " + "\n".join(l for _, l in replies))
+        contains(replies[1][1], "domain blacklisted")
+    replies = smtp(c, "friend@bad.example", "postmaster@example.org")
+    eq([code for code, _ in replies], [250, 250], "\n".join(l for _, l in replies))
+    # The recipient map's "@example.com" catch-all ("search": "virtual");
+    # example.org has none.
+    replies = smtp(c, "someone@example.com", "anyone@example.com", "nobody@example.org")
+    eq([code for code, _ in replies], [250, 250, 550], "\n".join(l for _, l in replies))
+    # The transport by domain: trivial-rewrite asks for alice@example.net
+    # (and "*"), "search": "transport" answers the example.net row, so the
+    # smtp client goes to [mx.example.net] (an A lookup) instead of
+    # example.net's MX.
+    since = c.run(["date", "+%Y-%m-%d %H:%M:%S"]).out.strip()
+    c.run(["sendmail", "-bv", "alice@example.net"], input="")
+
+    def verified():
+        log = c.run(["journalctl", "--no-pager", "-o", "cat", "--since", since, "-t", "postfix/smtp"]).out
+        return [l for l in log.splitlines() if "to=<alice@example.net>" in l]
+    wait_for(verified, timeout=scaled(60), interval=0.5, msg="the smtp client's verdict for alice@example.net")
+    line = verified()[0]
+    contains(line, "mx.example.net", "the transport map's next hop")
+    not_contains(line, "type=MX", "not the default route")
+
     stop_database(c)
-    replies = smtp(c, "someone@example.com", "postmaster@example.org")
-    eq([code for code, _ in replies], [250, 451], "\n".join(l for _, l in replies))
+    for sender, rcpt in (("someone@example.com", "postmaster@example.org"), ("other@bad.example", "postmaster@example.org"),
+                         ("friend@bad.example", "postmaster@example.org")):
+        replies = smtp(c, sender, rcpt)
+        eq([code for code, _ in replies], [250, 451], "%s: %s" % (sender, "\n".join(l for _, l in replies)))
+    # Without the sender check, the recipient's own lookups: the catch-all
+    # and the transport map defer too, never accept.
+    c.run(["postconf", "-e", "smtpd_sender_restrictions ="])
+    c.run(["postfix", "reload"])
+    replies = smtp(c, "someone@example.com", "anyone@example.com", "alice@example.net")
+    eq([code for code, _ in replies], [250, 451, 451], "\n".join(l for _, l in replies))
     start_database(c)
+    # Another sender: smtpd keeps each (sender, recipient)'s resolver answer,
+    # the outage's failure included, for as long as the process lives.
+    replies = smtp(c, "someone.else@example.com", "anyone@example.com", "alice@example.net")
+    eq([code for code, _ in replies], [250, 250, 250], "\n".join(l for _, l in replies))
+    for s in settings:
+        c.run(["postconf", "-e", s])
+    c.run(["postfix", "reload"])
     replies = smtp(c, "someone@example.com", "postmaster@example.org")
     eq([code for code, _ in replies], [250, 250], "\n".join(l for _, l in replies))
     log = c.run(["journalctl", "--no-pager", "-o", "cat", "-u", "postfix@-.service", "-t", "postfix/smtpd"]).out
