@@ -56,7 +56,7 @@ BUILD_DEPS := g++ make pkg-config libmariadb-dev libjsoncpp-dev libcli11-dev lib
               libssl-dev
 DEMO_DEPS  := mariadb-server-core mariadb-client-core systemd python3 postfix
 TEST_DEPS  := $(DEMO_DEPS) libboost-test-dev procps openssl xinetd valgrind \
-              time groff-base debootstrap systemd-container clang-format
+              time groff-base debootstrap systemd-container clang-format nftables
 # bb_cluster's Galera nodes: the provider, and rsync state transfer, whose
 # scripts (wsrep_sst_rsync, wsrep_sst_common) come only with mariadb-server
 # (not -core, so that package is needed here, system service and all); they

@@ -196,6 +196,7 @@ SHELL_SECTIONS = {
     "Map features: query templates, key handling, result formats": "bb_docs map_feature_examples_as_written",
     "Moving from the Go sockmapd": "bb_guide moving_*",
     "Troubleshooting": "bb_guide troubleshooting_*",
+    "The MTA in a DMZ": "bb_guide dmz_*",
 }
 
 

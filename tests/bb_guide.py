@@ -1,13 +1,16 @@
 #!/usr/bin/python3
-"""bb_guide — the README's "Moving from the Go sockmapd" and "Troubleshooting" as written.
+"""bb_guide — the README's "Moving from the Go sockmapd", "Troubleshooting" and "The MTA in a DMZ" as written.
 
 Every fenced block of those two sections is taken from README.md and used:
 shell blocks run (`$ ` lines are commands, the other lines the output they
 must print; a line ending in "..." is a prefix), with the config path, the
 port and Postfix's config directory replaced by the test's own; unit
 drop-ins are verified with systemd-analyze and applied; JSON is merged into
-a config.  A block added to either section without a test here fails the
-count.  Also: the LICENSE file says what debian/copyright says, and a
+a config; the DMZ section's nftables rules run in a network namespace of
+the test's own, its addresses replaced by loopback ones (the MTA 127.0.0.1,
+a stranger 127.0.0.2); systemd's IPAddressAllow= is enforced in
+bb_system.  A block added to any of these sections without a test here
+fails the count.  Also: the LICENSE file says what debian/copyright says, and a
 config edit reaches the next connection, not an open one.
 Run: SOCKMAPD=build/sockmapd tests/bb_guide.py [test-name-or-glob ...]
 """
@@ -16,8 +19,10 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F401,F403
@@ -28,6 +33,7 @@ UNITS = os.path.join(REPO, "units")
 
 MOVING = blocks("Moving from the Go sockmapd")
 TROUBLE = blocks("Troubleshooting")
+DMZ = blocks("The MTA in a DMZ")
 
 
 def go_config(db=None, typo=False):
@@ -219,6 +225,140 @@ def config_edit_reaches_the_next_connection_not_an_open_one():
             with sa.client(timeout=15) as second:
                 startswith(second.ask("gone", "x"), b"TEMP ", "the new map, on the next connection")
             eq(first.ask("gone", "x"), b"PERM unknown map", "the open connection keeps its config")
+
+
+# ---------------------------------------------------------------- The MTA in a DMZ
+#
+# The README's addresses: the MTA 192.0.2.25, the inside host 198.51.100.10.
+# Here the MTA is 127.0.0.1 and a stranger 127.0.0.2, on loopback.
+
+MTA, INSIDE = "192.0.2.25", "198.51.100.10"
+
+
+def on_loopback(block):
+    lang, body = block
+    return lang, body.replace(INSIDE + ":2224", "127.0.0.1:2224").replace(MTA, "127.0.0.1")
+
+
+def dmz_allow(mta="127.0.0.1"):
+    """The README's sysconfig, its MTA being `mta`."""
+    lang, body = DMZ[1]
+    eq(lang, "json")
+    return json.loads("{" + body.replace(MTA, mta) + "}")["sysconfig"]
+
+
+@test
+def dmz_section_blocks_are_all_tested():
+    eq([lang for lang, _ in DMZ], ["ini", "json", "", "sh", "sh", "sh"])
+
+
+@test(timeout=60)
+def dmz_socket_on_the_inside_address_for_the_mta():
+    d = dropin_applied(DMZ[0], "sockmapd.socket")
+    eq(effective(d, "sockmapd.socket", "Socket", "ListenStream"), [INSIDE + ":2224"])
+    eq(effective(d, "sockmapd.socket", "Socket", "IPAddressAllow"), [MTA])
+    eq(effective(d, "sockmapd.socket", "Socket", "IPAddressDeny"), ["any"])
+
+
+@test(timeout=120)
+def dmz_allow_list_refuses_a_stranger_with_the_logged_line():
+    lang, line = DMZ[2]
+    eq(lang, "")
+    pattern = re.escape(line).replace("4711", r"\d+").replace(re.escape("203.0.113.9"), re.escape("127.0.0.2"))
+    ok("(12 more since the last such message)" in line, line)
+    sysconfig = dmz_allow()
+    eq(sysconfig["allow"][0], "127.0.0.1")
+    sysconfig["logfile"] = None  # the handler's stderr, as the README shows it
+    cfg = temp_config(base_config(shared_mariadb(), sysconfig=sysconfig))
+    reset_runtime_dir()
+    # The handlers' shared memory of refusals: 127.0.0.2 was last logged a
+    # minute ago and refused 12 times since.
+    with open(os.path.join(runtime_dir(), "refused.state"), "w") as f:
+        f.write("%d 12 127.0.0.2\n" % (time.time() - 61))
+    with SocketActivated(["-c", cfg]) as sa:
+        s = socket.socket()
+        s.settimeout(scaled(10))
+        s.bind(("127.0.0.2", 0))
+        s.connect(sa.address)
+        with Client(s) as c:
+            c.send_raw(encode(b"recipient postmaster@example.org"))
+            eq(c.read_until_eof(), b"", "no reply to the stranger")
+        with sa.client() as c:
+            eq(c.ask("recipient", "postmaster@example.org"), b"OK root@example.org", "the MTA is served")
+        refused = [l for l in sa.log_text().splitlines() if "refused" in l]
+    eq(len(refused), 1, sa.log_text())
+    ok(re.fullmatch(pattern, refused[0]), "%r is the README's line %r" % (refused[0], line))
+
+
+NETNS_PROBE = r"""
+import socket, subprocess, sys, time
+sockmapd, cfg, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+# In this namespace port 2224 is ours: the README's port as it is.
+p = subprocess.Popen(["systemd-socket-activate", "-l", "127.0.0.1:2224", "-a", sockmapd, "-c", cfg],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+try:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", 2224), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    for src in ("127.0.0.1", "127.0.0.2"):
+        s = socket.socket()
+        s.settimeout(timeout / 4)
+        s.bind((src, 0))
+        try:
+            s.connect(("127.0.0.1", 2224))
+            s.sendall(b"10:nosuch key,")
+            print(src, s.recv(100).decode())
+        except OSError as e:
+            print(src, type(e).__name__)
+        s.close()
+finally:
+    p.terminate()
+    p.wait(timeout)
+"""
+
+
+@test(timeout=60)
+def dmz_firewall_rules_as_written():
+    lang, body = on_loopback(DMZ[3])
+    eq(lang, "sh")
+    nft = require_tool("nft")
+    script = "set -e\nip link set lo up\n" + body.replace("nft ", nft + " ") + "\n"
+    script += 'exec %s -c "$PROBE" %s %s %d\n' % (sys.executable, sockmapd_path(), "$CFG", scaled(8))
+    # No allow-list: what keeps the stranger out is the firewall alone.
+    cfg = temp_config(base_config(None))
+    env = sockmapd_env({"PROBE": NETNS_PROBE, "CFG": cfg})
+    r = subprocess.run([require_tool("unshare"), "--net", "bash", "-c", script], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, env=env, timeout=scaled(40))
+    out = r.stdout.decode(errors="replace")
+    eq(r.returncode, 0, out)
+    eq(out.splitlines(), ["127.0.0.1 16:PERM unknown map,", "127.0.0.2 TimeoutError"],
+       "the MTA reaches sockmapd, the stranger's SYN is dropped")
+
+
+@test(timeout=120)
+def dmz_postmap_from_the_mta():
+    sysconfig = dmz_allow()
+    cfg = temp_config(base_config(shared_mariadb(), sysconfig=sysconfig))
+    with SocketActivated(["-c", cfg]) as sa:
+        run_shell(on_loopback(DMZ[4]), port=sa.port, pdir=postfix_dir())
+    not_contains(read_log(cfg), "refused")
+
+
+@test(timeout=120)
+def dmz_postmap_from_a_host_not_in_the_list():
+    # The README's list as written: 127.0.0.1 (where postmap runs) is not in it.
+    cfg = temp_config(base_config(shared_mariadb(), sysconfig=dmz_allow(MTA)))
+    reset_runtime_dir()
+    with SocketActivated(["-c", cfg]) as sa:
+        run_shell(on_loopback(DMZ[5]), port=sa.port, pdir=postfix_dir())
+    contains(read_log(cfg), "warning: refused a connection from 127.0.0.1: not in sysconfig.allow")
+    not_contains(read_log(cfg), "connected to database", "no database work for a refused client")
 
 
 # ---------------------------------------------------------------- LICENSE
