@@ -64,8 +64,11 @@ TEST_DEPS  := $(DEMO_DEPS) libboost-test-dev procps openssl xinetd valgrind \
 CLUSTER_DEPS := mariadb-server galera-4 rsync iproute2
 DEB_DEPS   := build-essential debhelper devscripts lintian fakeroot
 FUZZ_DEPS  := clang libclang-rt-14-dev
+# make bench measures the Go sockmapd beside ours when GO_SOCKMAPD names its
+# binary; building it (GOPATH mode) needs Go and its one driver, nothing else.
+BENCH_DEPS := golang-go golang-github-go-sql-driver-mysql-dev
 
-.PHONY: format format-check all check unit blackbox deps deps-demo deps-deb deps-fuzz demo install uninstall clean fuzz fuzz-run bench bench-systemd deb
+.PHONY: format format-check all check unit blackbox deps deps-demo deps-deb deps-fuzz deps-bench demo install uninstall clean fuzz fuzz-run bench bench-systemd deb
 
 all: $(BUILD)/sockmapd
 
@@ -119,6 +122,9 @@ deps-deb:
 
 deps-fuzz:
 	$(call apt_install,$(FUZZ_DEPS))
+
+deps-bench:
+	$(call apt_install,$(BENCH_DEPS))
 
 check: deps
 	$(MAKE) -j2 $(BUILD)/sockmapd $(BUILD)/unit_tests
@@ -223,7 +229,7 @@ $(BUILD)/bench/dbfloor: bench/dbfloor.cc bench/client.hh
 	@mkdir -p $(@D)
 	$(CXX) $(ALL_CPPFLAGS) $(BENCH_FLAGS) -o $@ $< -Wl,--as-needed $(LDFLAGS) $(PKG_LIBS)
 
-bench: deps
+bench: deps deps-bench
 	$(MAKE) -j2 $(BUILD)/sockmapd $(BENCH_BINS)
 	/usr/bin/python3 bench/run_bench.py --build $(BUILD) --rounds $(BENCH_ROUNDS) \
 	  --json $(BUILD)/bench/results.json --markdown $(BUILD)/bench/results.md

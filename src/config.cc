@@ -139,6 +139,8 @@ SysConfig parse_sys(const Json::Value& v, Problems& p)
     s.idle_timeout = o.num("idle_timeout", s.idle_timeout, 1, 86400);
     s.max_session = o.num("max_session", s.max_session, 0, 7 * 86400);
     s.allow = parse_allow(o, p);
+    s.max_use = o.num("max_use", s.max_use, 1, 1000000);
+    s.max_idle = o.num("max_idle", s.max_idle, 1, 86400);
     o.finish();
     return s;
 }

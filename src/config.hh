@@ -33,8 +33,12 @@ struct SysConfig {
     // idle_timeout above its longest wait between lookups (Timeout.command,
     // .rcpt, .datafinal: 1 h each), and no age limit.
     unsigned idle_timeout = 7200; // seconds without a complete request
-    unsigned max_session = 0;     // seconds a handler may live; 0: no limit
+    unsigned max_session = 0;     // seconds a connection may last; 0: no limit
     AllowList allow;              // who may connect; empty: everyone (no list)
+    // The accept loop's handlers, as Postfix's master.cf: connections one
+    // handler serves, and seconds it waits for the next before it exits.
+    unsigned max_use = 100;
+    unsigned max_idle = 100;
 };
 
 struct TlsConfig {

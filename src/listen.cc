@@ -1,6 +1,7 @@
 #include "listen.hh"
 
 #include "gate.hh"
+#include "handlers.hh"
 #include "log.hh"
 #include "privileges.hh"
 #include "util.hh"
@@ -182,27 +183,37 @@ int bind_all(const ListenOptions& opt, std::vector<Listener>& out)
 
 // ---------------------------------------------------------------- handlers
 
-struct Child {
-    std::string peer;
-    std::chrono::steady_clock::time_point started;
-    int conn = -1; // kept to end the session gently at stop (shutdown SHUT_RD)
-};
-
-using Children = std::map<pid_t, Child>;
-
-struct Counters {
+struct Loop {
+    std::vector<Listener> ls;
+    HandlerTable table;
+    Receipts receipts;
+    unsigned max_children;
+    sigset_t old; // the signal mask to restore in handlers
+    const std::function<std::unique_ptr<ConnectionServer>()>& make_server;
+    std::function<bool(const sockaddr*)> admit = [](const sockaddr*) { return true; };
     unsigned long long served = 0;
-    std::size_t reported_running = static_cast<std::size_t>(-1);
+    std::size_t reported_running = 0;
     unsigned long long reported_served = 0;
+    Clock::time_point reported_at{};
 };
 
-void notify_status(const Children& kids, Counters& n)
+// STATUS= at most once a second: systemd reads each message, and a busy
+// service would send one per connection.
+
+// Returns when to try again, with a change not yet told.
+std::optional<Clock::time_point> notify_status(Loop& lp)
 {
-    if (kids.size() == n.reported_running && n.served == n.reported_served)
-        return;
-    n.reported_running = kids.size();
-    n.reported_served = n.served;
-    sd_notifyf(0, "STATUS=%zu handlers running, %llu connections served", kids.size(), n.served);
+    const std::size_t running = lp.table.running();
+    if (running == lp.reported_running && lp.served == lp.reported_served)
+        return std::nullopt;
+    const auto now = Clock::now();
+    if (now < lp.reported_at + std::chrono::seconds(1))
+        return lp.reported_at + std::chrono::seconds(1);
+    lp.reported_running = running;
+    lp.reported_served = lp.served;
+    lp.reported_at = now;
+    sd_notifyf(0, "STATUS=%zu handlers running, %llu connections served", running, lp.served);
+    return std::nullopt;
 }
 
 std::string status_text(int status)
@@ -214,37 +225,58 @@ std::string status_text(int status)
     return "status " + std::to_string(status);
 }
 
-void reap(Children& kids)
+struct Untaken {
+    Fd conn;
+    std::string peer;
+};
+
+// Collects the handlers that have exited; returns the connections given to
+// one that died before taking them (untouched: another handler may serve
+// them).
+std::vector<Untaken> reap(Loop& lp)
 {
+    std::vector<Untaken> untaken;
     int status = 0;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        const auto it = kids.find(pid);
-        if (it == kids.end())
+        const HandlerTable::Handler* h = lp.table.find(pid);
+        if (!h)
             continue;
-        const auto ms =
-            std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - it->second.started)
-                .count();
-        log_info("handler " + std::to_string(pid) + " for " + it->second.peer + " stopped (" + status_text(status) +
-                 ", " + std::to_string(ms) + " ms)");
-        close(it->second.conn);
-        kids.erase(it);
+        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - h->started).count();
+        std::string what = "handler " + std::to_string(pid) + " stopped (" + status_text(status) + ", " +
+                           std::to_string(h->given) + (h->given == 1 ? " connection, " : " connections, ") +
+                           std::to_string(ms) + " ms)";
+        const int slot = h->slot;
+        std::string peer = h->peer;
+        if (Fd conn = slot >= 0 ? lp.table.untaken(pid, lp.receipts.count(slot)) : Fd()) {
+            what += ": the connection from " + peer + " it had not taken goes to another";
+            untaken.push_back({std::move(conn), std::move(peer)});
+        } else if (h->conn) {
+            what += ": its connection from " + peer + " is closed";
+        }
+        log_info(what);
+        lp.receipts.release(slot);
+        lp.table.erase(pid);
     }
+    return untaken;
 }
 
-[[noreturn]] void run_child(int conn, std::vector<Listener>& ls, const Children& kids, const sigset_t& old,
-                            const std::function<int(int)>& handler)
+[[noreturn]] void run_child(int ctl, int conn, int slot, Loop& lp)
 {
-    close_all(ls);
-    for (const auto& [pid, kid] : kids)
-        close(kid.conn);
+    close_all(lp.ls);
+    for (const auto& [pid, h] : lp.table.handlers()) {
+        close(h.ctl.get());
+        close(h.conn.get());
+    }
     unsetenv("NOTIFY_SOCKET"); // only the main process talks to systemd
-    reset_signals(old);
-    int code = EX_SOFTWARE;
+    reset_signals(lp.old);
+    int code = EX_OK;
     try {
-        code = handler(conn);
+        const std::unique_ptr<ConnectionServer> server = lp.make_server();
+        serve_connections(ctl, Fd(conn), *server, lp.receipts.counter(slot));
     } catch (const std::exception& e) {
         log_error(std::string("handler: internal error: ") + e.what());
+        code = EX_SOFTWARE;
     }
     _exit(code);
 }
@@ -255,10 +287,60 @@ void pause_briefly()
     nanosleep(&ts, nullptr);
 }
 
-// Accepts one pending connection on `l` and forks its handler, unless
-// `admit` refuses the peer (it is closed then); false when none was pending.
-bool accept_one(Listener& l, std::vector<Listener>& ls, Children& kids, Counters& n, const sigset_t& old,
-                const std::function<int(int)>& handler, const std::function<bool(const sockaddr*)>& admit)
+// A new handler whose first connection is `conn`.
+void start_handler(Loop& lp, int conn, std::string peer)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+        log_error(std::string("socketpair: ") + std::strerror(errno));
+        close(conn);
+        pause_briefly();
+        return;
+    }
+    const int slot = lp.receipts.take(1); // the first connection is inherited
+    const pid_t pid = fork();
+    if (pid == 0) {
+        close(sv[0]);
+        run_child(sv[1], conn, slot, lp);
+    }
+    close(sv[1]);
+    if (pid < 0) {
+        log_error(std::string("fork: ") + std::strerror(errno));
+        lp.receipts.release(slot);
+        close(sv[0]);
+        close(conn);
+        pause_briefly();
+        return;
+    }
+    lp.table.started(pid, Fd(sv[0]), Fd(conn), peer, Clock::now(), slot);
+    log_info("handler " + std::to_string(pid) + " for " + peer + " started (" + std::to_string(lp.table.running()) +
+             " running)");
+}
+
+// The idle handler idle the shortest time takes `conn`; without one, a
+// new handler does.
+void dispatch(Loop& lp, int conn, std::string peer)
+{
+    while (const auto pid = lp.table.next_idle()) {
+        if (give_connection(lp.table.find(*pid)->ctl.get(), conn)) {
+            log_debug("connection from " + peer + " to handler " + std::to_string(*pid));
+            lp.table.given(*pid, Fd(conn), std::move(peer));
+            return;
+        }
+        lp.table.retire(*pid); // its end is gone: it died or is leaving
+    }
+    start_handler(lp, conn, std::move(peer));
+}
+
+// A connection can be served now: a handler is idle or may be started.
+bool can_take(const Loop& lp)
+{
+    return lp.table.running() < lp.max_children || lp.table.next_idle();
+}
+
+// Accepts one pending connection on `l` and hands it on, unless `admit`
+// refuses the peer (it is closed then); false when none was pending.
+bool accept_one(Loop& lp, Listener& l)
 {
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
@@ -270,61 +352,69 @@ bool accept_one(Listener& l, std::vector<Listener>& ls, Children& kids, Counters
         }
         return false;
     }
-    if (!admit(reinterpret_cast<sockaddr*>(&ss))) {
+    if (!lp.admit(reinterpret_cast<sockaddr*>(&ss))) {
         close(conn);
         return true;
     }
-    const std::string peer = addr_name(reinterpret_cast<sockaddr*>(&ss));
-    const pid_t pid = fork();
-    if (pid == 0)
-        run_child(conn, ls, kids, old, handler);
-    if (pid < 0) {
-        log_error(std::string("fork: ") + std::strerror(errno));
-        close(conn);
-        pause_briefly();
-        return false;
-    }
-    ++n.served;
-    kids[pid] = {peer, std::chrono::steady_clock::now(), conn};
-    log_info("handler " + std::to_string(pid) + " for " + peer + " started (" + std::to_string(kids.size()) +
-             " running)");
+    ++lp.served;
+    dispatch(lp, conn, addr_name(reinterpret_cast<sockaddr*>(&ss)));
     return true;
 }
 
-// Waits up to `limit` for the handlers to end.
-void wait_children(Children& kids, std::chrono::steady_clock::duration limit)
+// A byte from a handler: it finished its connection.  EOF or an error:
+// it is gone or going.
+void hear_from(Loop& lp, pid_t pid, int ctl)
+{
+    char buf[16];
+    const ssize_t n = recv(ctl, buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0)
+        lp.table.finished(pid, Clock::now());
+    else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        lp.table.retire(pid);
+}
+
+// Waits up to `limit` for the handlers to end.  Stopping, a connection a
+// dead handler had not taken is closed (read nothing: the client retries).
+void wait_children(Loop& lp, std::chrono::steady_clock::duration limit)
 {
     const auto deadline = std::chrono::steady_clock::now() + limit;
-    while (!kids.empty() && std::chrono::steady_clock::now() < deadline) {
+    while (lp.table.running() > 0 && std::chrono::steady_clock::now() < deadline) {
         pause_briefly();
-        reap(kids);
+        reap(lp);
     }
 }
 
 // Each handler answers what it has read, then reads EOF and ends as if
-// the client had closed: no client loses a reply.  Those still running
-// after the grace period get SIGTERM, then SIGKILL.
-void stop_children(Children& kids)
+// the client had closed: no client loses a reply; idle handlers end at
+// once.  Those still running after the grace period get SIGTERM, then
+// SIGKILL.
+void stop_children(Loop& lp)
 {
-    reap(kids);
-    if (kids.empty())
+    HandlerTable& table = lp.table;
+    reap(lp);
+    if (table.running() == 0)
         return;
-    log_info("stopping: " + std::to_string(kids.size()) + " running handler(s) end after their current request");
-    for (const auto& [pid, kid] : kids)
-        shutdown(kid.conn, SHUT_RD);
-    wait_children(kids, std::chrono::seconds(5));
-    for (const auto& [pid, kid] : kids) {
+    log_info("stopping: " + std::to_string(table.running()) + " running handler(s) end after their current request");
+    for (const auto& [pid, h] : table.handlers())
+        if (h.conn)
+            shutdown(h.conn.get(), SHUT_RD);
+    table.retire_all();
+    wait_children(lp, std::chrono::seconds(5));
+    for (const auto& [pid, h] : table.handlers()) {
         log_warning("handler " + std::to_string(pid) + " still running, sending SIGTERM");
         kill(pid, SIGTERM);
     }
-    wait_children(kids, std::chrono::seconds(2));
-    for (const auto& [pid, kid] : kids) {
+    wait_children(lp, std::chrono::seconds(2));
+    std::vector<pid_t> left;
+    for (const auto& [pid, h] : table.handlers())
+        left.push_back(pid);
+    for (const pid_t pid : left) {
         log_warning("handler " + std::to_string(pid) + " ignored SIGTERM, killing it");
         kill(pid, SIGKILL);
         waitpid(pid, nullptr, 0);
-        close(kid.conn);
+        lp.receipts.release(table.find(pid)->slot);
+        table.erase(pid);
     }
-    kids.clear();
 }
 
 // The sockets systemd passed, non-blocking for the accept loop.
@@ -343,13 +433,33 @@ std::vector<Listener> adopt(const std::vector<PassedListener>& passed)
     return ls;
 }
 
-void reload_config(const std::function<bool()>& reload)
+// A good new config retires every handler: they finish the connection
+// they serve and exit; the next connections go to new ones.
+void reload_config(Loop& lp, const Config& cfg, const std::function<bool()>& reload)
 {
     log_info(std::string("reloading on ") + strsignal(reload_signal));
     reload_signal = 0;
     sd_notify(0, "RELOADING=1");
-    reload();
+    if (reload()) {
+        lp.table.retire_all();
+        lp.table.set_limits(reuse_limits(cfg.sys));
+    }
     sd_notify(0, "READY=1");
+}
+
+// When ppoll() must return without an event: the next idle handler's
+// max_idle, or `status` (a STATUS= held back).
+std::optional<timespec> wake_at(const HandlerTable& table, std::optional<Clock::time_point> status)
+{
+    auto t = table.next_expiry();
+    if (status && (!t || *status < *t))
+        t = status;
+    if (!t)
+        return std::nullopt;
+    const auto ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::max(*t - Clock::now(), Clock::duration{})).count() +
+        1000000;
+    return timespec{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
 }
 
 } // namespace
@@ -403,8 +513,13 @@ ListenOptions listen_options(const SysConfig& sys, const std::string& arg)
     return o;
 }
 
+ReuseLimits reuse_limits(const SysConfig& sys)
+{
+    return {sys.max_use, std::chrono::seconds(sys.max_idle)};
+}
+
 int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function<bool()>& reload,
-                const std::function<int(int fd)>& handler)
+                const std::function<std::unique_ptr<ConnectionServer>()>& make_server)
 {
     Identity id;
     try {
@@ -413,55 +528,73 @@ int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function
         log_error(e.what());
         return EX_CONFIG;
     }
-    std::vector<Listener> ls = adopt(opt.passed);
-    if (ls.empty())
-        if (const int rc = bind_all(opt, ls); rc != EX_OK)
+    // Receipts for the cap, and for the handlers stopping drains past it.
+    Loop lp{
+        adopt(opt.passed), HandlerTable(reuse_limits(cfg.sys)), Receipts(opt.max_children + 64), opt.max_children, {},
+        make_server};
+    if (lp.ls.empty())
+        if (const int rc = bind_all(opt, lp.ls); rc != EX_OK)
             return rc;
     if (!drop_privileges(id)) {
-        close_all(ls);
+        close_all(lp.ls);
         return EX_OSERR;
     }
-    for (const auto& l : ls)
+    for (const auto& l : lp.ls)
         warn_if_open(cfg.sys.allow, l.fd);
     Gate gate; // cfg is the reloaded config: its allow-list applies to the next connection
-    const auto admit = [&](const sockaddr* peer) { return gate.admit(cfg.sys.allow, peer); };
+    lp.admit = [&](const sockaddr* peer) { return gate.admit(cfg.sys.allow, peer); };
     sigset_t wait_mask;
-    const sigset_t old = install_signals(wait_mask);
+    lp.old = install_signals(wait_mask);
     std::string names;
-    for (const auto& l : ls)
+    for (const auto& l : lp.ls)
         names += (names.empty() ? "" : ", ") + l.name;
     log_info(std::string(opt.passed.empty() ? "listening on " : "listening on sockets from systemd: ") + names +
-             ", at most " + std::to_string(opt.max_children) + " handlers");
+             ", at most " + std::to_string(opt.max_children) + " handlers, each for up to " +
+             std::to_string(cfg.sys.max_use) + " connections");
     log_tee_stderr(false);
     sd_notify(0, "READY=1\nSTATUS=0 handlers running, 0 connections served");
+    lp.reported_at = Clock::now();
 
-    Children kids;
-    Counters counters;
-    counters.reported_running = 0;
     bool full_logged = false;
-    std::vector<pollfd> fds(ls.size());
+    std::vector<pollfd> fds;
+    std::vector<pid_t> owners; // the handler of each control socket in `fds`
     while (stop_signal == 0) {
         if (reload_signal != 0)
-            reload_config(reload);
-        reap(kids);
-        notify_status(kids, counters);
-        const bool full = kids.size() >= opt.max_children;
+            reload_config(lp, cfg, reload);
+        for (auto& u : reap(lp))
+            dispatch(lp, u.conn.release(), std::move(u.peer));
+        lp.table.retire_expired(Clock::now());
+        const auto status_due = notify_status(lp);
+        const bool full = !can_take(lp);
         if (full && !full_logged)
             log_warning("all " + std::to_string(opt.max_children) + " handlers busy: new connections wait");
         full_logged = full;
-        for (std::size_t i = 0; i < ls.size(); ++i)
-            fds[i] = {full ? -1 : ls[i].fd, POLLIN, 0}; // a negative fd is ignored by poll
+        fds.clear();
+        owners.clear();
+        for (const auto& l : lp.ls)
+            fds.push_back({full ? -1 : l.fd, POLLIN, 0}); // a negative fd is ignored by poll
+        for (const auto& [pid, h] : lp.table.handlers())
+            if (h.ctl) {
+                fds.push_back({h.ctl.get(), POLLIN, 0});
+                owners.push_back(pid);
+            }
+        const auto wake = wake_at(lp.table, status_due);
         // Signals are blocked everywhere else and delivered only here.
-        if (ppoll(fds.data(), fds.size(), nullptr, &wait_mask) < 0) {
+        if (ppoll(fds.data(), fds.size(), wake ? &*wake : nullptr, &wait_mask) < 0) {
             if (errno != EINTR) {
                 log_error(std::string("poll: ") + std::strerror(errno));
                 pause_briefly();
             }
             continue;
         }
-        for (std::size_t i = 0; i < ls.size() && stop_signal == 0; ++i)
+        // Handlers first: one that has just finished takes the next connection.
+        for (std::size_t i = 0; i < owners.size(); ++i)
+            if (fds[lp.ls.size() + i].revents != 0)
+                hear_from(lp, owners[i], fds[lp.ls.size() + i].fd);
+        for (std::size_t i = 0; i < lp.ls.size() && stop_signal == 0; ++i)
             if (fds[i].revents & POLLIN)
-                accept_one(ls[i], ls, kids, counters, old, handler, admit);
+                while (stop_signal == 0 && can_take(lp) && accept_one(lp, lp.ls[i])) {
+                }
     }
     sd_notify(0, "STOPPING=1");
     log_info(std::string("stopping on ") + strsignal(stop_signal));
@@ -469,12 +602,12 @@ int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function
     // systemd holds its own copy of passed sockets; ours are drained into
     // handlers that answer what was sent, then end with the others.
     if (opt.passed.empty())
-        for (auto& l : ls)
-            while (accept_one(l, ls, kids, counters, old, handler, admit)) {
+        for (auto& l : lp.ls)
+            while (accept_one(lp, l)) {
             }
-    close_all(ls);
-    stop_children(kids);
-    sigprocmask(SIG_SETMASK, &old, nullptr);
+    close_all(lp.ls);
+    stop_children(lp);
+    sigprocmask(SIG_SETMASK, &lp.old, nullptr);
     return EX_OK;
 }
 

@@ -6,26 +6,35 @@
 // resolves to (SO_REUSEADDR, close-on-exec) when none were passed; then,
 // when root and run_as_user/run_as_group are set, drops privileges
 // (groups, gid, uid, each checked; root cannot be regained), tells systemd
-// READY=1, and forks one handler per connection: the child closes the
-// listening sockets, restores default signal handling, runs `handler(fd)`
-// and _exit()s with its result.  A peer outside sysconfig.allow is closed
-// at once, before any fork (gate.hh); a listening socket open to other
-// hosts without an allow-list is warned about at start.  At most max_children run at once; past
-// that nothing is accepted and new connections wait in the listen backlog.
-// STATUS= tells systemd how many run and how many were served.
-// SIGHUP/SIGUSR1: `reload()` (new connections get the new config; it
-// returns false and logs when the new one is broken, and the old stays).
+// READY=1, and accepts.  A peer outside sysconfig.allow is closed at once,
+// before it reaches a handler (gate.hh); a listening socket open to other
+// hosts without an allow-list is warned about at start.  Each other
+// connection goes to an idle handler process, else to one forked for it
+// (the child closes the listening sockets, restores default signal
+// handling, calls `make_server()` once and serves one connection after
+// another with it: handlers.hh).  A handler exits after sysconfig.max_use
+// connections or max_idle seconds without one.  At most max_children run
+// at once; past that, and only then, nothing is accepted and new
+// connections wait in the listen backlog.  STATUS= tells systemd how many
+// run and how many connections were served.
+// SIGHUP/SIGUSR1: `reload()`; when it returns true (it logs, and keeps the
+// old config, when the new one is broken) `cfg` holds the new config: every
+// running handler finishes its connection and exits, no later connection
+// is served with the old config.
 // SIGTERM/SIGINT: STOPPING=1, stop accepting, shut the read side of each
 // running handler's connection (it answers what it has read, then sees
-// EOF), wait up to 5 s, then SIGTERM, and SIGKILL 2 s later; return 0.
+// EOF), idle handlers end at once; wait up to 5 s, then SIGTERM, and
+// SIGKILL 2 s later; return 0.
 // Other results: 78 unknown user or unresolvable address, 75 address in
 // use or not available, 71 other bind or privilege-drop failures.
 #pragma once
 
 #include "activation.hh"
 #include "config.hh"
+#include "handlers.hh"
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -44,7 +53,10 @@ struct ListenOptions {
 // for a bad sysconfig.listen or sysconfig.port the argument leaves in use.
 ListenOptions listen_options(const SysConfig& sys, const std::string& arg);
 
+// sysconfig.max_use and max_idle.
+ReuseLimits reuse_limits(const SysConfig& sys);
+
 int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function<bool()>& reload,
-                const std::function<int(int fd)>& handler);
+                const std::function<std::unique_ptr<ConnectionServer>()>& make_server);
 
 } // namespace sockmapd

@@ -121,16 +121,38 @@ std::optional<Config> load_for(const std::string& path, Audience who)
 }
 
 // One client connection with a loaded config: the same path for fd 3,
-// stdin/stdout and a --listen child.
-int serve_connection(const Config& cfg, const ClientConnection& conn)
+// stdin/stdout and a --listen handler (whose `lookup` lives on from one
+// connection to the next, with its database connection).
+void serve_connection(const Config& cfg, const ClientConnection& conn, Lookup& lookup)
 {
     const auto started = Clock::now();
     log_debug("connection from " + (conn.peer.empty() ? std::string("pipe") : conn.peer));
-    DbLookup lookup(cfg);
     const SessionStats st = run_session(conn.in_fd, conn.out_fd, lookup, limits_of(cfg.sys));
     log_summary(st, conn, Clock::now() - started);
-    return EX_OK;
 }
+
+// A handler of the accept loop: one DbLookup for all its connections, each
+// a session of its own (its counters, peer and limits).
+class ListenHandler : public ConnectionServer
+{
+public:
+    explicit ListenHandler(const Config& cfg) : cfg_(cfg), lookup_(cfg) {}
+
+    void serve(int fd) override
+    {
+        ClientConnection conn;
+        conn.in_fd = conn.out_fd = fd;
+        conn.socket = true;
+        conn.peer = peer_name(fd);
+        serve_connection(cfg_, conn, lookup_);
+    }
+    std::optional<Clock::time_point> next_wakeup() const override { return lookup_.next_wakeup(); }
+    void wakeup(Clock::time_point now) override { lookup_.wakeup(now); }
+
+private:
+    const Config& cfg_;
+    DbLookup lookup_;
+};
 
 int serve(const Options& opt, const ClientConnection& conn)
 {
@@ -144,7 +166,9 @@ int serve(const Options& opt, const ClientConnection& conn)
     }
     if (!admit_connection(cfg->sys.allow, conn.in_fd))
         return EX_OK; // refused and logged: no reply, no database
-    return serve_connection(*cfg, conn);
+    DbLookup lookup(*cfg);
+    serve_connection(*cfg, conn, lookup);
+    return EX_OK;
 }
 
 // What a reload cannot change: the sockets are bound and the privileges
@@ -190,7 +214,8 @@ int listen_mode(const Options& opt, const std::vector<PassedListener>& passed)
     }
     lo.max_children = opt.max_children;
     prepare_connector(cfg.db.tls.enabled());
-    // A new config serves new connections; running handlers keep theirs.
+    // A new config serves new connections; running handlers finish theirs
+    // with the old one, then exit.
     const bool bound_here = passed.empty();
     const auto reload = [&opt, &cfg, bound_here] {
         std::optional<Config> fresh = load_for(opt.config, Audience::Daemon);
@@ -204,13 +229,7 @@ int listen_mode(const Options& opt, const std::vector<PassedListener>& passed)
                  " maps; new connections use it");
         return true;
     };
-    return listen_loop(cfg, lo, reload, [&cfg](int fd) {
-        ClientConnection conn;
-        conn.in_fd = conn.out_fd = fd;
-        conn.socket = true;
-        conn.peer = peer_name(fd);
-        return serve_connection(cfg, conn);
-    });
+    return listen_loop(cfg, lo, reload, [&cfg] { return std::make_unique<ListenHandler>(cfg); });
 }
 
 int query(const Config& cfg, const std::string& map, const std::string& key)

@@ -3,11 +3,15 @@
 
 The service mode under the real systemd-socket-activate without --accept
 (the listening sockets passed as systemd's Accept=no passes them: several,
-named with --fdname): lookups on each socket, a forked handler per
-connection, sd_notify messages on a NOTIFY_SOCKET of the test's own,
-reload on SIGHUP/SIGUSR1 with a good and a broken config, the handler cap
-(connections wait, not refused), stop with sessions open (a request in
-flight still gets its reply), a database outage answered TEMP and back.
+named with --fdname): lookups on each socket, forked handlers that serve
+one connection after another (max_use, max_idle, their database connection
+kept: 300 connections, at most 10 database logins; max_use 1, a process
+per connection), nothing of one connection in the next, a killed handler,
+sd_notify messages on a NOTIFY_SOCKET of the test's own, reload on
+SIGHUP/SIGUSR1 with a good and a broken config (reaching idle handlers),
+the handler cap (connections wait, not refused), stop with sessions open (a
+request in flight still gets its reply), a database outage answered TEMP
+and back.
 And the Go sockmapd's command line: stdin /dev/null without a socket,
 `-p PORT`, binding 0.0.0.0 without a `listen` key, reload and stop in
 --listen mode, start-up errors on the terminal with a log file set,
@@ -176,17 +180,18 @@ def service_takes_several_named_sockets():
     eq(lookup(sock, "othermap", "ping"), b"OK pong")
     eq(lookup(("127.0.0.1", port), "recipient", "nobody@example.org"), b"NOTFOUND ")
     log = wait_log(cfg, "listening on sockets from systemd: inet 127.0.0.1:%d, local unix" % port) and log_of(cfg)
-    # One process took both sockets; each connection had a handler forked from it.
-    started = [l for l in log.splitlines() if "handler" in l and "started" in l]
-    eq(len(started), 3, log)
-    contains(log, "for unix started")
+    # One process took both sockets; its handlers served the connections of both.
+    wait_for(lambda: session_ends(cfg) == 3, msg="3 session summaries")
+    contains(log_of(cfg), "REMOTE_ADDR=unix")
+    started = handlers_started(cfg)
+    ok(1 <= len(started) <= 3, log)
     ok("Execing" in svc.output() and svc.output().count("Execing") == 1, svc.output())
     # Nothing was bound by sockmapd itself: its listening sockets are the passed ones.
     eq(listening_on(port), ["0100007F:%04X" % port])
 
 
 @test(timeout=60)
-def service_forks_a_handler_per_connection_with_its_own_db_connection():
+def service_concurrent_connections_get_handlers_of_their_own_then_reused():
     cfg = config()
     port = free_port()
     svc = Service(cfg, ["127.0.0.1:%d" % port])
@@ -195,15 +200,182 @@ def service_forks_a_handler_per_connection_with_its_own_db_connection():
         defer(c.close)
         eq(c.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
     kids = wait_for(lambda: len(svc.handlers()) == 3 and svc.handlers(), msg="3 handlers")
-    # The lazy per-connection DB connection: 3 sessions, 3 server connections of the app user.
+    # Each handler opened its database connection lazily: 3 sessions, 3 server connections of the app user.
     rows = shared_mariadb().sql("SELECT COUNT(*) FROM information_schema.processlist WHERE user = '%s'" % MariaDB.APP_USER)
     ok(int(rows.strip().splitlines()[-1]) >= 3, rows)
     for c in clients:
         c.shutdown_write()
         eq(clean_eof(c, 5), b"")
-    for k in kids:
-        wait_for(lambda: not pid_alive(k), timeout=5, msg="handler %d ends at EOF" % k)
+    # The clients gone, the handlers wait for the next connections.
+    wait_for(lambda: session_ends(cfg) == 3, msg="3 session summaries")
+    for _ in range(5):
+        eq(lookup(("127.0.0.1", port), "othermap", "ping"), b"OK pong")
+    eq(sorted(svc.handlers()), sorted(kids), "the same three handlers served the next connections")
+    eq(len(handlers_started(cfg)), 3)
     eq(svc.proc.poll(), None, "the service keeps running")
+
+
+def session_ends(cfg_path):
+    return log_of(cfg_path).count("session end (")
+
+
+def handlers_started(cfg_path):
+    return re.findall(r"handler (\d+) for \S+ started", log_of(cfg_path))
+
+
+def db_connections(mdb):
+    """The server's count of connections ever made (this query's own among them)."""
+    return int(mdb.sql("SHOW GLOBAL STATUS LIKE 'Connections'").split()[-1])
+
+
+def threads_connected(mdb):
+    return int(mdb.sql("SHOW GLOBAL STATUS LIKE 'Threads_connected'").split()[-1]) - 1
+
+
+@test(timeout=180)
+def service_reuses_handlers_and_their_database_connection():
+    """300 connections one after another, each one lookup, as Postfix makes them: at most
+    10 database logins (max_use 100); with max_use 1, a login and a process per connection."""
+    mdb = MariaDB(fixtures=True, name="reuse")
+    mdb.start()
+    for max_use, conns in ((None, 300), (1, 30)):
+        sysconfig = {"loglevel": "info"} if max_use is None else {"loglevel": "info", "max_use": max_use}
+        cfg = config(mdb, sysconfig=sysconfig)
+        port = free_port()
+        svc = Service(cfg, ["127.0.0.1:%d" % port])
+        before = db_connections(mdb)
+        for i in range(conns):
+            eq(lookup(("127.0.0.1", port), "recipient", "postmaster@example.org"), b"OK root@example.org",
+               "connection %d" % i)
+        wait_for(lambda: session_ends(cfg) == conns, msg="%d session summaries" % conns)
+        made = db_connections(mdb) - before - 1  # less the query asking
+        started = handlers_started(cfg)
+        print("    max_use %s: %d connections, %d handlers, %d database connections (%d open)"
+              % (max_use or "default", conns, len(started), made, threads_connected(mdb)), flush=True)
+        if max_use is None:
+            ok(made <= 10, "%d database connections for %d client connections" % (made, conns))
+            ok(len(started) <= 10, "%d handlers" % len(started))
+            ok(threads_connected(mdb) <= len(svc.handlers()), "one database connection per live handler at most")
+        else:
+            eq(made, conns, "a database connection per client connection")
+            eq(len(started), conns, "a handler per client connection")
+            wait_for(lambda: log_of(cfg).count("stopped (exit 0, 1 connection,") == conns,
+                     msg="each handler stopped after its connection")
+        svc.stop()
+
+
+@test(timeout=90)
+def service_nothing_of_a_connection_reaches_the_next():
+    """One handler (--max-children 1) serves each connection in turn: a half-read request,
+    an idle timeout, the counters, the peer and the session time limit stay with theirs."""
+    cfg = config(sysconfig={"idle_timeout": 2, "max_session": 3})
+    port = free_port()
+    svc = Service(cfg, ["127.0.0.1:%d" % port], args=["--max-children", "1"])
+    first = Client(("127.0.0.1", port))
+    eq(first.ask("othermap", "ping"), b"OK pong")
+    pid = wait_for(lambda: svc.handlers(), msg="a handler")
+    first.close()
+    # Half a request, then gone: the next connection starts afresh.
+    half = Client(("127.0.0.1", port))
+    half.send_raw(b"20:othermap pi")
+    half.close()
+    c = Client(("127.0.0.1", port))
+    port_c = c.sock.getsockname()[1]
+    eq(c.ask("othermap", "ping"), b"OK pong", "not read as the rest of the half request")
+    c.close()
+    # Half a request, then silence until the idle timeout: closed; the next is unharmed.
+    slow = Client(("127.0.0.1", port))
+    slow.send_raw(b"20:othermap pi")
+    t0 = time.monotonic()
+    eq(clean_eof(slow, 10), b"")
+    ok(time.monotonic() - t0 >= 1.5, "closed at idle_timeout, not before")
+    slow.close()
+    t_start = time.monotonic()
+    late = Client(("127.0.0.1", port))
+    eq(late.ask("othermap", "ping"), b"OK pong")
+    # The time limits are this connection's: past 2 s of idle... of the previous ones, and past 3 s
+    # from the handler's first connection, this one still answers.
+    time.sleep(1.5)
+    eq(late.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
+    ok(time.monotonic() - t_start < 3, "within this connection's max_session")
+    late.close()
+    eq(svc.handlers(), pid, "one handler served them all")
+    wait_for(lambda: session_ends(cfg) == 5, msg="5 session summaries")
+    ends = [l for l in log_of(cfg).splitlines() if "session end (" in l]
+    contains(ends[0], "1 requests, 1 found")
+    contains(ends[1], "protocol error")
+    contains(ends[2], "1 requests, 1 found, 0 not found, 0 errors")
+    contains(ends[2], "REMOTE_ADDR=127.0.0.1:%d" % port_c)
+    contains(ends[3], "idle timeout")
+    contains(ends[4], "2 requests, 2 found, 0 not found, 0 errors")
+    not_contains(ends[4], "REMOTE_ADDR=127.0.0.1:%d" % port_c)
+    eq(len(handlers_started(cfg)), 1)
+
+
+@test(timeout=90)
+def service_killed_handler_costs_later_clients_nothing():
+    cfg = config()
+    port = free_port()
+    svc = Service(cfg, ["127.0.0.1:%d" % port], args=["--max-children", "2"])
+    eq(lookup(("127.0.0.1", port), "othermap", "ping"), b"OK pong")
+    # Idle handlers killed, the next connection at once: answered every time.
+    for i in range(10):
+        kids = wait_for(lambda: svc.handlers(), msg="a handler")
+        for k in kids:
+            os.kill(k, signal.SIGKILL)
+        eq(lookup(("127.0.0.1", port), "othermap", "ping"), b"OK pong", "round %d" % i)
+    # A busy handler killed: its own client sees the connection end, no one else is harmed.
+    a = Client(("127.0.0.1", port))
+    defer(a.close)
+    eq(a.ask("othermap", "ping"), b"OK pong")
+    b = Client(("127.0.0.1", port))
+    defer(b.close)
+    eq(b.ask("othermap", "ping"), b"OK pong")
+    victim = handler_of(cfg, a)
+    os.kill(victim, signal.SIGKILL)
+    wait_log(cfg, "handler %d stopped (killed by Killed" % victim)
+    a.sock.settimeout(scaled(5))
+    try:
+        eq(a.sock.recv(100), b"", "its client sees the end")
+    except ConnectionResetError:
+        pass
+    eq(b.ask("othermap", "ping"), b"OK pong")
+    b.close()
+    # The cap (2) is not used up by the dead: two clients at once are answered.
+    x, y = Client(("127.0.0.1", port)), Client(("127.0.0.1", port))
+    for c in (x, y):
+        defer(c.close)
+    for c in (x, y):
+        eq(c.ask("othermap", "ping"), b"OK pong")
+    eq(svc.proc.poll(), None)
+
+
+def handler_of(cfg_path, client):
+    """The pid of the handler serving `client`, from the service's log."""
+    peer = "127.0.0.1:%d" % client.sock.getsockname()[1]
+    m = re.search(r"handler (\d+) for %s started|connection from %s to handler (\d+)" % (peer, peer),
+                  log_of(cfg_path))
+    ok(m, "no handler for %s in the log" % peer)
+    return int(m.group(1) or m.group(2))
+
+
+@test(timeout=60)
+def service_max_use_and_max_idle():
+    """max_use 3: a handler for every three connections; max_idle 1: it exits a second after its last."""
+    cfg = config(sysconfig={"max_use": 3, "max_idle": 1})
+    port = free_port()
+    svc = Service(cfg, ["127.0.0.1:%d" % port], args=["--max-children", "1"])
+    for _ in range(7):
+        eq(lookup(("127.0.0.1", port), "othermap", "ping"), b"OK pong")
+    wait_for(lambda: session_ends(cfg) == 7, msg="7 session summaries")
+    eq(len(handlers_started(cfg)), 3)
+    t0 = time.monotonic()
+    wait_for(lambda: not svc.handlers(), timeout=10, msg="the idle handler gone after max_idle")
+    ok(time.monotonic() - t0 >= 0.5, "not long before max_idle")
+    log = log_of(cfg)
+    eq(log.count("stopped (exit 0, 3 connections,"), 2, log[-1500:])
+    eq(log.count("stopped (exit 0, 1 connection,"), 1, log[-1500:])
+    eq(lookup(("127.0.0.1", port), "othermap", "ping"), b"OK pong")
 
 
 @test(timeout=60)
@@ -238,13 +410,22 @@ def service_reload_good_and_broken_config():
     defer(old.close)
     eq(old.ask("othermap", "ping"), b"OK pong")
     n.wait("READY=1")
+    # Handlers idle between connections, with the old config.
+    for _ in range(3):
+        eq(lookup(("127.0.0.1", port), "othermap", "ping"), b"OK pong")
+    kept = handler_of(cfg, old)
+    idle = [k for k in svc.handlers() if k != kept]
+    ok(idle, "idle handlers besides the old session's")
     # A good new config without "othermap": new connections use it, the old one keeps its own.
     cfg_dict["postmaps"] = [m for m in cfg_dict["postmaps"] if m["service"] != "othermap"]
     rewrite(cfg, cfg_dict)
     svc.signal(signal.SIGHUP)
     wait_log(cfg, "reload: configuration read")
-    eq(lookup(("127.0.0.1", port), "othermap", "ping"), b"PERM unknown map")
+    for _ in range(3):
+        eq(lookup(("127.0.0.1", port), "othermap", "ping"), b"PERM unknown map", "no idle old handler serves it")
     eq(old.ask("othermap", "ping"), b"OK pong", "a running session keeps the config it started with")
+    wait_for(lambda: not [k for k in idle if pid_alive(k)], msg="the idle old handlers gone")
+    ok(pid_alive(kept), "the old session's handler serves it on")
     # A broken config: logged, the previous one kept, the service still answers.
     rewrite(cfg, '{"sysconfig": {"loglevel": "debug"}, "postmaps": [}')
     svc.signal(signal.SIGUSR1)

@@ -106,6 +106,10 @@ BOOST_AUTO_TEST_CASE(numbers_work_too)
     BOOST_TEST(c.db.hosts[0].name() == "db1.example.org:3307"); // the port applies to the hosts
     BOOST_TEST(c.sys.idle_timeout == 30u);
     BOOST_TEST(parse_config(with(go_config, R"("port": "2224")", R"("port": 2225)")).sys.port == "2225");
+    const Config r = parse_config(
+        with(go_config, R"("idle_timeout": "60")", R"("idle_timeout": "60", "max_use": 1, "max_idle": "30")"));
+    BOOST_TEST(r.sys.max_use == 1u);
+    BOOST_TEST(r.sys.max_idle == 30u);
 }
 
 BOOST_AUTO_TEST_CASE(defaults)
@@ -115,6 +119,8 @@ BOOST_AUTO_TEST_CASE(defaults)
     BOOST_TEST(c.sys.idle_timeout == 7200u);
     BOOST_TEST(c.sys.max_session == 0u);
     BOOST_TEST(parse_config(with(go_config, R"("max_session": "600")", R"("max_session": "0")")).sys.max_session == 0u);
+    BOOST_TEST(c.sys.max_use == 100u); // Postfix's master.cf defaults
+    BOOST_TEST(c.sys.max_idle == 100u);
     BOOST_TEST(c.db.connect_timeout == 2u);
     BOOST_TEST(c.db.read_timeout == 5u);
     BOOST_TEST(c.db.db_idle_timeout == 10u);
@@ -148,6 +154,14 @@ BOOST_AUTO_TEST_CASE(errors_name_the_key)
         {with(go_config, R"("read_timeout": "4")", R"("read_timeout": "0")"), "database.read_timeout: must be between"},
         {with(go_config, R"("idle_timeout": "60")", R"("idle_timeout": true)"),
          "sysconfig.idle_timeout: must be a whole number"},
+        {with(go_config, R"("idle_timeout": "60")", R"("idle_timeout": "60", "max_use": 0)"),
+         "sysconfig.max_use: must be between 1 and 1000000"},
+        {with(go_config, R"("idle_timeout": "60")", R"("idle_timeout": "60", "max_use": "many")"),
+         "sysconfig.max_use: must be a whole number"},
+        {with(go_config, R"("idle_timeout": "60")", R"("idle_timeout": "60", "max_idle": 0)"),
+         "sysconfig.max_idle: must be between 1 and 86400"},
+        {with(go_config, R"("idle_timeout": "60")", R"("idle_timeout": "60", "max_idel": 5)"),
+         "sysconfig.max_idel: unknown key"},
         {with(go_config, R"("username": "sockmapd")", R"("username": ["a"])"), "database.username: must be a string"},
         {with(go_config, R"("loglevel": "info")", R"("loglevel": "verbose")"), "sysconfig.loglevel: must be one of"},
         {with(go_config, R"("table": "dbmail_aliases")", R"("table": "x; DROP TABLE y")"),

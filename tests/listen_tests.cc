@@ -1,8 +1,17 @@
 #include "listen.hh"
+#include "log.hh"
 
 #include <boost/test/unit_test.hpp>
 
+#include <arpa/inet.h>
+#include <chrono>
+#include <csignal>
+#include <netinet/in.h>
 #include <string>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
 
 using namespace sockmapd;
 
@@ -130,6 +139,276 @@ BOOST_AUTO_TEST_CASE(bad_config_values_are_named)
     BOOST_TEST(config_error_of(sys_with("127.0.0.1", "abc"), "2224").empty());
     BOOST_TEST(!config_error_of(sys_with("127.0.0.1", "abc"), "127.0.0.1:").empty());
     BOOST_TEST(config_error_of(sys_with("bad host", "2224"), "127.0.0.1:2224").empty());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------- the loop, for real
+
+namespace
+{
+
+using namespace std::chrono_literals;
+
+// A handler's server double: answers each connection "PID N", N counting
+// the connections this process served, and ends it when the client has.
+class WhoServer : public ConnectionServer
+{
+public:
+    void serve(int fd) override
+    {
+        const std::string line = std::to_string(getpid()) + " " + std::to_string(++served_);
+        (void)!write(fd, line.data(), line.size());
+        char buf[64];
+        while (read(fd, buf, sizeof buf) > 0) {
+        }
+    }
+
+private:
+    int served_ = 0;
+};
+
+struct Answer {
+    pid_t pid = 0;
+    int n = 0;
+    bool operator==(const Answer&) const = default;
+};
+
+// listen_loop() in a process of its own, on a loopback port of its own,
+// with `sys`'s max_use and max_idle.  SIGHUP calls a reload that returns
+// `reload_ok` (and, when true, makes max_use `reload_max_use`).
+class LoopProcess
+{
+public:
+    LoopProcess(const SysConfig& sys, unsigned max_children, bool reload_ok = true, unsigned reload_max_use = 100)
+    {
+        const int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        BOOST_REQUIRE(bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+        BOOST_REQUIRE(listen(l, 64) == 0);
+        socklen_t len = sizeof a;
+        getsockname(l, reinterpret_cast<sockaddr*>(&a), &len);
+        addr_ = a;
+        pid_ = fork();
+        BOOST_REQUIRE(pid_ >= 0);
+        if (pid_ == 0) {
+            log_setup_terminal(LogLevel::Error);
+            Config cfg;
+            cfg.sys = sys;
+            ListenOptions o;
+            o.passed = {{l, "test"}};
+            o.max_children = max_children;
+            const auto reload = [&] {
+                if (reload_ok)
+                    cfg.sys.max_use = reload_max_use;
+                return reload_ok;
+            };
+            _exit(listen_loop(cfg, o, reload, [] { return std::make_unique<WhoServer>(); }));
+        }
+        close(l);
+    }
+    ~LoopProcess()
+    {
+        if (pid_ > 0) {
+            kill(pid_, SIGKILL);
+            waitpid(pid_, nullptr, 0);
+        }
+    }
+
+    // A new connection, left open; -1 if it failed.
+    int open() const
+    {
+        const int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        const timeval tv{10, 0};
+        setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        if (connect(c, reinterpret_cast<const sockaddr*>(&addr_), sizeof addr_) == 0)
+            return c;
+        close(c);
+        return -1;
+    }
+    // A new connection closed for writing, its whole answer.
+    Answer ask() const
+    {
+        const int c = open();
+        Answer out;
+        if (c >= 0) {
+            shutdown(c, SHUT_WR);
+            std::string text;
+            char buf[64];
+            ssize_t n;
+            while ((n = read(c, buf, sizeof buf)) > 0)
+                text.append(buf, static_cast<std::size_t>(n));
+            std::sscanf(text.c_str(), "%d %d", &out.pid, &out.n);
+        }
+        close(c);
+        return out;
+    }
+    void signal(int sig) const { kill(pid_, sig); }
+    // The loop's exit status after SIGTERM, -1 if it did not end within 10 s.
+    int stop()
+    {
+        kill(pid_, SIGTERM);
+        for (int i = 0; i < 1000; ++i) {
+            int status = 0;
+            if (waitpid(pid_, &status, WNOHANG) == pid_) {
+                pid_ = -1;
+                return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            }
+            std::this_thread::sleep_for(10ms);
+        }
+        return -1;
+    }
+
+private:
+    pid_t pid_ = -1;
+    sockaddr_in addr_{};
+};
+
+SysConfig reuse(unsigned max_use, unsigned max_idle = 100)
+{
+    SysConfig s;
+    s.max_use = max_use;
+    s.max_idle = max_idle;
+    return s;
+}
+
+bool gone(pid_t pid)
+{
+    for (int i = 0; i < 1000; ++i) {
+        if (kill(pid, 0) != 0)
+            return true;
+        std::this_thread::sleep_for(10ms);
+    }
+    return false;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(listen_loop_handlers)
+
+// One handler at most: each connection waits for the previous one, so the
+// order of answers is certain.
+BOOST_AUTO_TEST_CASE(one_handler_serves_max_use_connections_then_another_starts)
+{
+    LoopProcess loop(reuse(3), 1);
+    std::vector<Answer> got;
+    for (int i = 0; i < 7; ++i)
+        got.push_back(loop.ask());
+    for (int i = 0; i < 7; ++i) {
+        BOOST_TEST_CONTEXT("connection " << i)
+        {
+            BOOST_TEST(got[i].pid > 0);
+            BOOST_TEST(got[i].n == i % 3 + 1);
+            BOOST_TEST((got[i].pid == got[i / 3 * 3].pid));
+        }
+    }
+    BOOST_TEST(got[0].pid != got[3].pid);
+    BOOST_TEST(got[3].pid != got[6].pid);
+    BOOST_TEST(gone(got[0].pid), "the handler exits after its max_use-th connection");
+    BOOST_TEST(loop.stop() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(max_use_1_is_a_process_per_connection)
+{
+    LoopProcess loop(reuse(1), 4);
+    const Answer a = loop.ask(), b = loop.ask(), c = loop.ask();
+    BOOST_TEST(a.n == 1);
+    BOOST_TEST(b.n == 1);
+    BOOST_TEST(c.n == 1);
+    BOOST_TEST(a.pid != b.pid);
+    BOOST_TEST(b.pid != c.pid);
+    BOOST_TEST(gone(a.pid));
+    BOOST_TEST(loop.stop() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(concurrent_connections_get_handlers_of_their_own)
+{
+    LoopProcess loop(reuse(100), 2);
+    const Answer first = loop.ask();
+    BOOST_TEST(first.n == 1);
+    // A connection held open keeps its handler busy: the next one is not
+    // left waiting for it, another handler takes it.
+    const int held = loop.open();
+    BOOST_REQUIRE(held >= 0);
+    char buf[64] = {};
+    BOOST_TEST(read(held, buf, sizeof buf - 1) > 0, "the held connection is served");
+    Answer busy;
+    std::sscanf(buf, "%d %d", &busy.pid, &busy.n);
+    const Answer second = loop.ask();
+    BOOST_TEST(second.pid > 0);
+    BOOST_TEST(second.pid != busy.pid);
+    close(held);
+    // At the cap of 2: the next connection goes to one of the two.
+    const Answer third = loop.ask();
+    BOOST_TEST((third.pid == busy.pid || third.pid == second.pid));
+    BOOST_TEST(third.n >= 2);
+    BOOST_TEST(loop.stop() == 0);
+    BOOST_TEST(gone(busy.pid), "an idle handler ends at stop");
+    BOOST_TEST(gone(second.pid));
+}
+
+BOOST_AUTO_TEST_CASE(max_idle_ends_an_idle_handler)
+{
+    LoopProcess loop(reuse(100, 1), 2);
+    const Answer a = loop.ask();
+    BOOST_TEST(a.n == 1);
+    const auto t0 = std::chrono::steady_clock::now();
+    BOOST_TEST(gone(a.pid));
+    BOOST_TEST((std::chrono::steady_clock::now() - t0 >= 500ms), "not before max_idle");
+    const Answer b = loop.ask();
+    BOOST_TEST(b.pid != a.pid);
+    BOOST_TEST(b.n == 1);
+    BOOST_TEST(loop.stop() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_killed_handler_costs_later_clients_nothing)
+{
+    LoopProcess loop(reuse(100), 1);
+    Answer last = loop.ask();
+    for (int i = 0; i < 20; ++i) {
+        // Killed while idle, and the next connection at once: at worst the
+        // loop gives it to the dying handler, and then to another.
+        kill(last.pid, SIGKILL);
+        const Answer next = loop.ask();
+        BOOST_TEST_CONTEXT("round " << i)
+        {
+            BOOST_TEST(next.pid > 0, "answered");
+            BOOST_TEST(next.pid != last.pid);
+            BOOST_TEST(next.n == 1);
+        }
+        last = next;
+    }
+    const Answer again = loop.ask();
+    BOOST_TEST(again.pid == last.pid, "the cap of 1 is not used up by the dead");
+    BOOST_TEST(again.n == 2);
+    BOOST_TEST(loop.stop() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_reload_retires_every_handler)
+{
+    LoopProcess loop(reuse(100), 1, true, 2);
+    const Answer a = loop.ask();
+    loop.signal(SIGHUP);
+    BOOST_TEST(gone(a.pid), "the idle handler with the old config exits");
+    const Answer b = loop.ask(), c = loop.ask(), d = loop.ask();
+    BOOST_TEST(b.pid != a.pid);
+    BOOST_TEST((b.n == 1 && c.n == 2 && c.pid == b.pid), "the new handler, reused");
+    BOOST_TEST((d.pid != c.pid && d.n == 1), "max_use from the new config: 2");
+    BOOST_TEST(loop.stop() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_failed_reload_keeps_the_handlers)
+{
+    LoopProcess loop(reuse(100), 1, false);
+    const Answer a = loop.ask();
+    loop.signal(SIGHUP);
+    std::this_thread::sleep_for(200ms);
+    const Answer b = loop.ask();
+    BOOST_TEST(b.pid == a.pid);
+    BOOST_TEST(b.n == 2);
+    BOOST_TEST(loop.stop() == 0);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

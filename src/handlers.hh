@@ -1,0 +1,144 @@
+// handlers — the accept loop's handler processes, each serving one
+// connection after another, as Postfix's master(8) reuses its daemons.
+//
+// The parent accepts; a handler is given connections over a control socket
+// of its own (a SOCK_SEQPACKET pair): give_connection() sends one with
+// SCM_RIGHTS, the handler answers one byte when it has finished it.  The
+// parent keeps a copy of the connection meanwhile (to end it gently at
+// stop) and closes it on that byte.
+//
+// HandlerTable is the parent's bookkeeping, without system calls but
+// close(): the next connection goes to the handler idle for the shortest
+// time (its database connection is the warmest; the others reach max_idle
+// and go).  Retiring a handler is the parent's decision alone: it closes its
+// end of the control socket, after max_use connections given, max_idle
+// seconds idle, a reload (every handler then has the old config), or when
+// the handler's end is gone.  A retired handler serves what it was given,
+// reads EOF and exits; nothing is ever sent to it again, so no connection
+// is lost to a handler that is leaving.
+//
+// serve_connections() is the handler's side: serve the first connection,
+// then wait for the next, calling the server's wakeup() meanwhile (to close
+// an idle database connection); return at EOF on the control socket.
+//
+// Receipts: how many connections each handler has taken off its control
+// socket, in memory shared with the handlers (no system call).  A handler
+// that dies between the parent's send and its receive leaves the connection
+// untouched: the parent sees the count short and gives it to another, so a
+// handler killed costs no later client anything.
+#pragma once
+
+#include "lookup.hh" // Clock
+#include "util.hh"
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace sockmapd
+{
+
+struct ReuseLimits {
+    unsigned max_use = 100;             // connections per handler; 1: one per process
+    std::chrono::seconds max_idle{100}; // without a connection, then it exits
+};
+
+// What a handler process does with the connections it is given.
+class ConnectionServer
+{
+public:
+    virtual ~ConnectionServer() = default;
+    // One connection, to its end; the caller closes `fd`.
+    virtual void serve(int fd) = 0;
+    // Between connections: when wakeup() is wanted, nullopt for never.
+    virtual std::optional<Clock::time_point> next_wakeup() const { return std::nullopt; }
+    virtual void wakeup(Clock::time_point /*now*/) {}
+};
+
+// Sends `conn` over the parent's end `ctl`; false when the handler's end
+// is gone (or its queue is full: a handler misbehaving).  Never blocks.
+bool give_connection(int ctl, int conn);
+
+// The handler's side, until the parent closes the control socket: serves
+// `first`, then each connection received on `ctl`, counted in `received`
+// (may be null) as soon as it is taken.  Returns how many it served.
+unsigned serve_connections(int ctl, Fd first, ConnectionServer& server, std::atomic<unsigned>* received = nullptr);
+
+class Receipts
+{
+public:
+    // Room for `slots` handlers; without shared memory, none (take() is -1).
+    explicit Receipts(std::size_t slots);
+    ~Receipts();
+    Receipts(const Receipts&) = delete;
+    Receipts& operator=(const Receipts&) = delete;
+
+    // A free slot set to `count`, or -1 when all are taken.
+    int take(unsigned count);
+    void release(int slot);
+    std::atomic<unsigned>* counter(int slot) const;
+    unsigned count(int slot) const { return counter(slot) ? counter(slot)->load() : 0; }
+
+private:
+    std::atomic<unsigned>* counts_ = nullptr;
+    std::vector<bool> used_;
+};
+
+class HandlerTable
+{
+public:
+    struct Handler {
+        Fd ctl;  // the parent's end of the control socket; closed: retired
+        Fd conn; // the parent's copy of the connection served; closed: idle
+        std::string peer;
+        unsigned given = 0;
+        int slot = -1; // in Receipts; -1: none
+        Clock::time_point started;
+        Clock::time_point idle_since;
+    };
+
+    explicit HandlerTable(ReuseLimits limits) : limits_(limits) {}
+    void set_limits(ReuseLimits limits) { limits_ = limits; }
+    const ReuseLimits& limits() const { return limits_; }
+
+    std::size_t running() const { return handlers_.size(); }
+    std::size_t idle() const;
+    const std::map<pid_t, Handler>& handlers() const { return handlers_; }
+    const Handler* find(pid_t pid) const;
+
+    // A new handler, busy with its first connection.
+    void started(pid_t pid, Fd ctl, Fd conn, std::string peer, Clock::time_point now, int slot = -1);
+    // The handler that takes the next connection: the one idle the
+    // shortest time, not retired; nullopt when none is idle.
+    std::optional<pid_t> next_idle() const;
+    // `conn` was given to the idle handler `pid`; retires it when that was
+    // its max_use-th.
+    void given(pid_t pid, Fd conn, std::string peer);
+    // The handler finished its connection: the copy is closed, it is idle.
+    void finished(pid_t pid, Clock::time_point now);
+    // Closes the handler's control socket: it gets nothing more.
+    void retire(pid_t pid);
+    void retire_all();
+    // Retires the idle handlers past max_idle; returns how many.
+    std::size_t retire_expired(Clock::time_point now);
+    // When the next idle handler reaches max_idle; nullopt: none idle.
+    std::optional<Clock::time_point> next_expiry() const;
+    // The process is gone: its descriptors are closed.
+    void erase(pid_t pid) { handlers_.erase(pid); }
+    // A connection given to `pid` that it never took (`received` of its
+    // Receipts slot is short): the parent's copy, taken out of the table,
+    // to give to another handler.  Closed Fd otherwise.
+    Fd untaken(pid_t pid, unsigned received);
+
+private:
+    static bool is_idle(const Handler& h) { return h.ctl && !h.conn; }
+
+    ReuseLimits limits_;
+    std::map<pid_t, Handler> handlers_;
+};
+
+} // namespace sockmapd
