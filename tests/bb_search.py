@@ -8,16 +8,24 @@ tries for its own tables.  Here: each order over pipes, with the rewrites
 statement prepared once and run once per key tried; a failure at any step
 is TEMP, never the answer of a shorter key; a domain too long to walk is
 PERM; --check-config's warning for exact maps holding domain rows; and the
-same through Postfix's own client, postmap -q.  (A real smtpd runs the
-README's configuration in tests/bb_system.py.)
+same through Postfix's own client, postmap -q, and through a real Postfix
+smtpd: a private Postfix instance (its own config and queue directories,
+master on a free loopback port, stopped by pid) answering SMTP from this
+suite.  (bb_system runs the README's configuration in a booted Debian.)
 """
 
 import os
 import re
+import shutil
+import smtplib
+import socket
+import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F403
+import harness  # noqa: E402
 
 NF = b"NOTFOUND "
 
@@ -264,6 +272,168 @@ def through_postmap():
         rc, out, err = postmap(pdir, ["-q", "-", table("access")],
                                stdin=b"other@bad.example\nnobody@good.example\nfriend@bad.example\n")
         eq((rc, out, err), (0, "other@bad.example\tREJECT domain blacklisted\nfriend@bad.example\tOK\n", ""))
+
+
+# ---------------------------------------------------------------- a real smtpd
+
+class PostfixInstance:
+    """A Postfix of our own: master, smtpd on 127.0.0.1:PORT, trivial-rewrite, cleanup, in a temp directory.
+
+    `settings`: main.cf lines added to a minimal loopback-only config.  No
+    queue manager or delivery agents: the tests talk SMTP up to RCPT TO,
+    where smtpd asks its access and alias maps, and quit before DATA.  stop() stops master and every process it
+    started, by pid."""
+
+    SERVICES = """\
+{listen} inet n - n - - smtpd
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+cleanup   unix  n       -       n       -       0       cleanup
+anvil     unix  -       -       n       -       1       anvil
+proxymap  unix  -       -       n       -       -       proxymap
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+    def __init__(self, settings):
+        self.postfix = require_tool("postfix")
+        # Postfix's daemons run as its mail_owner: the path must be
+        # traversable for it, which the suite's private directory is not.
+        self.dir = tempfile.mkdtemp(prefix="sockmapd-postfix-")
+        os.chmod(self.dir, 0o755)
+        self.etc = os.path.join(self.dir, "etc")
+        self.log = os.path.join(self.dir, "maillog")
+        os.mkdir(self.etc)
+        os.mkdir(os.path.join(self.dir, "queue"))
+        data = os.path.join(self.dir, "data")
+        os.mkdir(data)
+        shutil.chown(data, "postfix")
+        self.port = free_port()
+        main = ["compatibility_level = 3.6",
+                "queue_directory = %s/queue" % self.dir,
+                "data_directory = %s" % data,
+                "maillog_file_prefixes = %s" % self.dir,
+                "maillog_file = %s" % self.log,
+                "inet_interfaces = 127.0.0.1",
+                "inet_protocols = ipv4",
+                "myhostname = mx.test.invalid",
+                "mydestination =",
+                "mynetworks = 127.0.0.0/8",
+                "alias_maps =",
+                "alias_database =",
+                "smtpd_delay_reject = yes"] + list(settings)
+        with open(os.path.join(self.etc, "main.cf"), "w") as f:
+            f.write("\n".join(main) + "\n")
+        with open(os.path.join(self.etc, "master.cf"), "w") as f:
+            f.write(self.SERVICES.format(listen="127.0.0.1:%d" % self.port))
+        self.pid = None
+        self.kids = []
+        harness._register(self)
+        r = subprocess.run([self.postfix, "-c", self.etc, "start"], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=scaled(60))
+        with open(os.path.join(self.dir, "queue", "pid", "master.pid")) as f:
+            self.pid = int(f.read().strip())
+        eq(r.returncode, 0, "postfix start: %s %s" % (r.stdout.decode(errors="replace"), self.maillog()))
+
+        def accepting():
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_for(accepting, timeout=scaled(20), interval=0.1, msg="Postfix smtpd on port %d" % self.port)
+
+    def maillog(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def smtp(self, sender, *rcpts):
+        """[(code, reply text)] for MAIL FROM and each RCPT TO, on one new session."""
+        try:
+            s = smtplib.SMTP("127.0.0.1", self.port, timeout=scaled(60))
+            s.ehlo("client.test.invalid")
+            out = [s.mail(sender)]
+            out += [s.rcpt(r) for r in rcpts]
+            s.quit()
+        except smtplib.SMTPException as e:
+            raise AssertionError("SMTP session from %s: %s\nPostfix's log:\n%s" % (sender, e, self.maillog()[-3000:]))
+        return [(code, msg.decode(errors="replace").replace("\n", " ")) for code, msg in out]
+
+    def codes(self, sender, *rcpts):
+        replies = self.smtp(sender, *rcpts)
+        return [code for code, _ in replies], "\n".join("%d %s" % r for r in replies)
+
+    def stop(self):
+        if self.pid is None:
+            return
+        self.kids = [k for k in proc_children(self.pid) if k not in self.kids] + self.kids
+        subprocess.run([self.postfix, "-c", self.etc, "stop"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=scaled(60))
+        stop_pid(self.pid, grace=scaled(10))
+        for kid in self.kids:
+            if pid_alive(kid):
+                stop_pid(kid, grace=scaled(5))
+        self.pid = None
+        harness._unregister(self)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@test(timeout=300)
+def through_a_real_smtpd():
+    """A domain blacklist, an address row over its domain's, an @domain catch-all, and 451 in an outage."""
+    db = MariaDB(fixtures=True).start()
+    cfg = temp_config(base_config(db, extra_maps=[access_map(), access_map("access_exact", search="exact"),
+                                                  virtual_map()]))
+    sa = SocketActivated(["-c", cfg])
+    table = lambda name: "socketmap:inet:127.0.0.1:%d:%s" % (sa.port, name)
+    pf = PostfixInstance([
+        "virtual_alias_domains = example.org, example.com",
+        "virtual_alias_maps = " + table("virtual"),
+        "smtpd_sender_restrictions = check_sender_access " + table("access"),
+        "smtpd_recipient_restrictions = check_recipient_access " + table("access_exact"),
+    ])
+    defer(pf.stop)
+    rcpt = "list@example.org"
+    # Postfix sends the sender's full address only; "search": "access" finds
+    # the bad.example row for the domain and its subdomains.
+    for sender, reason in [("spammer@bad.example", "spam source"), ("other@bad.example", "domain blacklisted"),
+                           ("someone@mail.bad.example", "domain blacklisted")]:
+        codes, text = pf.codes(sender, rcpt)
+        eq(codes, [250, 554], text)
+        contains(text, reason)
+    codes, text = pf.codes("friend@bad.example", rcpt)
+    eq(codes, [250, 250], "the address row wins: " + text)
+    # The same table as an exact map (check_recipient_access): the address
+    # row is found, the domain row never is - what Postfix got before.
+    codes, text = pf.codes("someone@good.example", "spammer@bad.example", "other@bad.example")
+    eq(codes, [250, 554, 250], text)
+    # The @example.org catch-all ("search": "virtual"); example.com has none.
+    codes, text = pf.codes("someone@good.example", "anyone@example.org", "nobody@example.com")
+    eq(codes, [250, 250, 550], text)
+    contains(text, "User unknown")
+    # Postfix asked for the address; sockmapd walked to the domain itself.
+    log = read_log(cfg)
+    contains(log, "lookup in access: other@bad.example")
+    contains(log, "lookup in access as: bad.example")
+    not_contains(log, "lookup in access: bad.example")
+
+    db.stop()
+    for sender, rcpts in [("other@bad.example", [rcpt]), ("friend@bad.example", [rcpt]),
+                          ("someone@good.example", ["anyone@example.org", "nobody@example.com"])]:
+        codes, text = pf.codes(sender, *rcpts)
+        eq(codes, [250] + [451] * len(rcpts), "in an outage: " + text)
+    db.start()
+    # New senders: smtpd keeps a resolved (sender, recipient) for the life of the process.
+    codes, text = pf.codes("another@bad.example", rcpt)
+    eq(codes, [250, 554], text)
+    codes, text = pf.codes("someone.else@good.example", "anyone@example.org")
+    eq(codes, [250, 250], text)
+    maillog = pf.maillog()
+    contains(maillog, "reject: RCPT from")
+    not_contains(maillog, "fatal")
+    pf.stop()
+    sa.stop()
 
 
 if __name__ == "__main__":
