@@ -74,6 +74,16 @@ std::string Endpoint::name() const
     return host_port(host, port);
 }
 
+std::string database_suffix(std::string_view database)
+{
+    return database.empty() ? std::string() : " (database " + std::string(database) + ")";
+}
+
+std::string host_label(const Endpoint& host, std::string_view database)
+{
+    return host.name() + database_suffix(database);
+}
+
 std::optional<Endpoint> parse_endpoint(std::string_view spec, unsigned default_port, std::string* why)
 {
     Endpoint ep;

@@ -4,7 +4,9 @@
 // "unix:/run/mysqld/mysqld.sock") into an Endpoint, or answers nullopt and
 // says why (the message quotes the entry; the config loader adds its key
 // path).  Endpoint::name() is the stable printable form used in logs and as
-// the key of the failover state file.  Nothing here throws for bad input.
+// the key of the down-mark state file; host_label() is the one way a log
+// line names a host and the schema used on it.  Nothing here throws for
+// bad input.
 #pragma once
 
 #include <optional>
@@ -27,5 +29,11 @@ struct Endpoint {
 };
 
 std::optional<Endpoint> parse_endpoint(std::string_view spec, unsigned default_port, std::string* why = nullptr);
+
+// " (database mail)", or "" for no schema: what log lines add to name one.
+std::string database_suffix(std::string_view database);
+
+// "db1:3306 (database mail)": a host and the schema used on it, for logs.
+std::string host_label(const Endpoint& host, std::string_view database);
 
 } // namespace sockmapd

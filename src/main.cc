@@ -3,6 +3,7 @@
 #include "activation.hh"
 #include "config.hh"
 #include "dblookup.hh"
+#include "dbrunner.hh"
 #include "gate.hh"
 #include "listen.hh"
 #include "log.hh"
@@ -19,6 +20,7 @@
 #include <optional>
 #include <sstream>
 #include <sysexits.h>
+#include <unistd.h>
 
 #ifndef SOCKMAPD_VERSION
 #define SOCKMAPD_VERSION "0.1.0"
@@ -136,7 +138,7 @@ void serve_connection(const Config& cfg, const ClientConnection& conn, Lookup& l
 class ListenHandler : public ConnectionServer
 {
 public:
-    explicit ListenHandler(const Config& cfg) : cfg_(cfg), lookup_(cfg) {}
+    explicit ListenHandler(const Config& cfg) : cfg_(cfg), db_(cfg.db), lookup_(cfg, db_) {}
 
     void serve(int fd) override
     {
@@ -151,6 +153,7 @@ public:
 
 private:
     const Config& cfg_;
+    MariaDbRunner db_;
     DbLookup lookup_;
 };
 
@@ -166,7 +169,8 @@ int serve(const Options& opt, const ClientConnection& conn)
     }
     if (!admit_connection(cfg->sys.allow, conn.in_fd))
         return EX_OK; // refused and logged: no reply, no database
-    DbLookup lookup(*cfg);
+    MariaDbRunner db(cfg->db);
+    DbLookup lookup(*cfg, db);
     serve_connection(*cfg, conn, lookup);
     return EX_OK;
 }
@@ -234,7 +238,8 @@ int listen_mode(const Options& opt, const std::vector<PassedListener>& passed)
 
 int query(const Config& cfg, const std::string& map, const std::string& key)
 {
-    DbLookup lookup(cfg);
+    MariaDbRunner db(cfg.db);
+    DbLookup lookup(cfg, db);
     const LookupResult r = ask(lookup, {map, key});
     std::cout << reply_for(r).payload << '\n';
     switch (r.outcome) {
@@ -252,6 +257,29 @@ int query(const Config& cfg, const std::string& map, const std::string& key)
         return EX_DATAERR;
     }
     return EX_SOFTWARE;
+}
+
+// --check-config without --offline: connect and prepare every map's
+// statement, a line per map on stdout, warnings on stderr.  78 when a map
+// is wrong, else 75 when no host answered for one, else 0.
+int check_maps_online(const Config& cfg)
+{
+    // Run as root (an administrator's check), down marks stay in this
+    // process: a state file root created would be unreadable to the
+    // service user's handlers afterwards.
+    MariaDbRunner db(cfg.db, HostState(::geteuid() == 0 ? std::string() : runtime_dir(), cfg.db.retry_interval));
+    int rc = EX_OK;
+    for (const auto& map : cfg.maps) {
+        const MapCheck c = db.check_map(map);
+        std::cout << map.service << ": " << c.message << "\n";
+        if (!c.warning.empty())
+            std::cerr << "sockmapd: warning: " << c.warning << "\n";
+        if (c.verdict == MapCheck::Verdict::Wrong)
+            rc = EX_CONFIG;
+        else if (c.verdict == MapCheck::Verdict::Unreachable && rc == EX_OK)
+            rc = EX_TEMPFAIL;
+    }
+    return rc;
 }
 
 const char no_connection[] =
@@ -300,7 +328,7 @@ int run(const Options& opt)
                   << " (not checked against the database)\n";
         return EX_OK;
     }
-    return check_maps_online(cfg, std::cout, std::cerr);
+    return check_maps_online(cfg);
 }
 
 // --help shows each option's argument and what it does; the rules

@@ -225,7 +225,7 @@ DbError DbStatement::error() const
     return DbError(code, mysql_stmt_sqlstate(stmt_.get()), one_line(mysql_stmt_error(stmt_.get())));
 }
 
-void DbStatement::run(const std::vector<std::string_view>& params, std::size_t column_cap, const RowFn& row)
+void DbStatement::run(const std::vector<std::string_view>& params, std::size_t column_cap, RowFn row)
 {
     MYSQL_STMT* s = stmt_.get();
     if (params.size() != param_count())

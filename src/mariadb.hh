@@ -16,6 +16,7 @@
 
 #include "config.hh"
 #include "endpoint.hh"
+#include "util.hh" // FunctionRef
 
 #include <mysql.h>
 
@@ -85,7 +86,7 @@ struct Column {
 class DbStatement
 {
 public:
-    using RowFn = std::function<bool(const std::vector<Column>&)>; // false: stop
+    using RowFn = FunctionRef<bool(const std::vector<Column>&)>; // false: stop
 
     DbStatement(DbConnection& conn, std::string_view sql); // prepares; throws DbError
     unsigned param_count() const;
@@ -94,7 +95,7 @@ public:
     // Executes with `params` (as many as param_count()) and feeds every row to
     // `row` until it returns false; the rest of the result is discarded so the
     // connection stays in step.  Throws DbError.
-    void run(const std::vector<std::string_view>& params, std::size_t column_cap, const RowFn& row);
+    void run(const std::vector<std::string_view>& params, std::size_t column_cap, RowFn row);
 
 private:
     DbError error() const;

@@ -32,20 +32,17 @@ private:
 // One schema's connection and the host it goes to.
 struct Pool::Slot {
     std::string database;
-    std::unique_ptr<Connection> conn;
+    std::unique_ptr<Link> link;
     std::size_t host = 0;
     Clock::time_point last_used{};
     bool confirmed = false; // work succeeded since connecting
 
     void drop()
     {
-        conn.reset();
+        link.reset();
         confirmed = false;
     }
-    std::string where(const std::vector<Endpoint>& hosts) const
-    {
-        return hosts[host].name() + (database.empty() ? std::string() : " (database " + database + ")");
-    }
+    std::string label(const std::vector<Endpoint>& hosts) const { return host_label(hosts[host], database); }
 };
 
 Pool::Pool(std::vector<Endpoint> hosts, HostState state, unsigned idle_timeout, Connector connect)
@@ -77,10 +74,10 @@ bool Pool::connect_next(Slot& slot, Tried& tried, std::optional<DbError>& last, 
         slot.host = idx;
         const Endpoint& host = hosts_[idx];
         try {
-            slot.conn = connect_(host, slot.database);
+            slot.link = connect_(host, slot.database);
             slot.confirmed = false;
             slot.last_used = Clock::now();
-            log_info("connected to database host " + slot.where(hosts_) + ", server " + slot.conn->server_version(),
+            log_info("connected to database host " + slot.label(hosts_) + ", server " + slot.link->server_version(),
                      {{"SOCKMAP_DB_HOST", host.name()}});
             return true;
         } catch (const DbError& e) {
@@ -88,8 +85,8 @@ bool Pool::connect_next(Slot& slot, Tried& tried, std::optional<DbError>& last, 
             // see even with loglevel error; an unreachable host may be one of
             // several.
             log_msg(is_login_error(e.code) ? LogLevel::Error : LogLevel::Warning,
-                    (is_login_error(e.code) ? "database host " + slot.where(hosts_) + " refused the login: "
-                                            : "cannot connect to database host " + slot.where(hosts_) + ": ") +
+                    (is_login_error(e.code) ? "database host " + slot.label(hosts_) + " refused the login: "
+                                            : "cannot connect to database host " + slot.label(hosts_) + ": ") +
                         e.what(),
                     {{"SOCKMAP_DB_HOST", host.name()}});
             state_.mark_down(host);
@@ -103,17 +100,16 @@ std::optional<DbError> Pool::run(const std::string& database, std::string_view m
 {
     Slot& slot = slot_for(database);
     Tried tried(hosts_.size());
-    if (slot.conn)
+    if (slot.link)
         tried.set(slot.host, true); // a kept connection is this run's first try
     std::optional<DbError> last;
     std::optional<std::size_t> prefer;
     bool stale_retry_done = false;
     for (;;) {
         bool opened_now = false;
-        if (!slot.conn) {
+        if (!slot.link) {
             if (!connect_next(slot, tried, last, prefer)) {
-                log_error("no database host answered for map " + std::string(map) +
-                              (database.empty() ? std::string() : " (database " + database + ")") +
+                log_error("no database host answered for map " + std::string(map) + database_suffix(database) +
                               (last ? std::string("; last error: ") + last->what() : std::string()),
                           {{"SOCKMAP_MAP", map}});
                 return last;
@@ -123,12 +119,12 @@ std::optional<DbError> Pool::run(const std::string& database, std::string_view m
         }
         const std::size_t idx = slot.host;
         try {
-            work(*slot.conn, hosts_[idx]);
+            work(*slot.link, hosts_[idx]);
         } catch (const DbError& e) {
             slot.last_used = Clock::now();
             if (!is_connection_error(e.code, e.sqlstate))
                 throw; // the work, not the server, is wrong
-            log_warning("database host " + slot.where(hosts_) + " failed during map " + std::string(map) + ": " +
+            log_warning("database host " + slot.label(hosts_) + " failed during map " + std::string(map) + ": " +
                             e.what(),
                         {{"SOCKMAP_DB_HOST", hosts_[idx].name()}});
             slot.drop();
@@ -163,7 +159,7 @@ std::optional<DbError> Pool::run(const std::string& database, std::string_view m
 void Pool::drop_connections_to(std::size_t host)
 {
     for (auto& [db, slot] : slots_)
-        if (slot->conn && slot->host == host)
+        if (slot->link && slot->host == host)
             slot->drop();
 }
 
@@ -173,7 +169,7 @@ std::optional<Clock::time_point> Pool::next_wakeup() const
         return std::nullopt;
     std::optional<Clock::time_point> next;
     for (const auto& [db, slot] : slots_) {
-        if (!slot->conn)
+        if (!slot->link)
             continue;
         const auto t = slot->last_used + std::chrono::seconds(idle_timeout_);
         if (!next || t < *next)
@@ -187,9 +183,9 @@ void Pool::close_idle(Clock::time_point now)
     if (idle_timeout_ == 0)
         return;
     for (auto& [db, slot] : slots_) {
-        if (!slot->conn || slot->last_used + std::chrono::seconds(idle_timeout_) > now)
+        if (!slot->link || slot->last_used + std::chrono::seconds(idle_timeout_) > now)
             continue;
-        log_info("closing idle database connection to " + slot->where(hosts_));
+        log_info("closing idle database connection to " + slot->label(hosts_));
         slot->drop();
     }
 }

@@ -15,7 +15,7 @@
 //   pool's connections to it are closed, so other schemas fail over at once;
 // - the first success on a new connection clears the host's down mark.
 // Errors about the work itself (DbError that is not a connection error,
-// ConfigError, ...) propagate to the caller; the connection stays.
+// StatementMismatch, ...) propagate to the caller; the connection stays.
 // close_idle() closes connections unused for `idle_timeout` seconds.
 #pragma once
 
@@ -39,16 +39,17 @@ namespace sockmapd
 class Pool
 {
 public:
-    // What the pool keeps per schema; the caller's subclass holds the
-    // driver's state (connection, prepared statements).
-    struct Connection {
-        virtual ~Connection() = default;
+    // The pool's hold on one open database connection, one per schema; the
+    // caller's subclass holds the driver's state (the connection, its
+    // prepared statements).
+    struct Link {
+        virtual ~Link() = default;
         virtual std::string server_version() const { return {}; }
     };
-    // Opens a connection to `host` for `database`; throws DbError.
-    using Connector = std::function<std::unique_ptr<Connection>(const Endpoint& host, const std::string& database)>;
-    // Work on an open connection; throws DbError on failure.
-    using Work = FunctionRef<void(Connection& conn, const Endpoint& host)>;
+    // Opens a link to `host` for `database`; throws DbError.
+    using Connector = std::function<std::unique_ptr<Link>(const Endpoint& host, const std::string& database)>;
+    // Work on an open link; throws DbError on failure.
+    using Work = FunctionRef<void(Link& link, const Endpoint& host)>;
 
     // `hosts` not empty.  idle_timeout 0: connections are never closed idle.
     Pool(std::vector<Endpoint> hosts, HostState state, unsigned idle_timeout, Connector connect);

@@ -358,8 +358,13 @@ std::optional<std::vector<std::string_view>> bind_values(const StatementPlan& pl
     return out;
 }
 
-ResultJoiner::ResultJoiner(bool first_only, std::size_t limit, const ResultFormat* format)
-    : first_only_(first_only), limit_(limit), format_(format)
+ResultJoiner::ResultJoiner(Join join, std::size_t limit, const ResultFormat* format)
+    : join_(join), limit_(limit), format_(format)
+{
+}
+
+ResultJoiner::ResultJoiner(const StatementPlan& plan, std::size_t limit)
+    : ResultJoiner(plan.existence ? Join::FirstOnly : Join::All, limit, &plan.format)
 {
 }
 
@@ -372,7 +377,7 @@ bool ResultJoiner::add(const Column& value, const Column* reason)
         return false;
     }
     // A row without a value contributes nothing, its reason included.
-    if (value.null || value.data.empty() || (first_only_ && !joined_.empty()))
+    if (value.null || value.data.empty() || (join_ == Join::FirstOnly && !joined_.empty()))
         return true;
     if (!joined_.empty())
         joined_ += ',';

@@ -99,21 +99,28 @@ std::optional<std::string> domain_rows_probe(const MapConfig& map);
 // for %d), as Postfix suppresses such queries.
 std::optional<std::vector<std::string_view>> bind_values(const StatementPlan& plan, std::string_view key);
 
+// Which values an answer takes: every row's, or only the first (an
+// existence map answers the key as stored, once).
+enum class Join { All, FirstOnly };
+
 // Collects rows into an answer: non-NULL, non-empty values, each through
-// `format`, joined with ',' (only the first for existence maps), then
+// `format`, joined with ',' (only the first with Join::FirstOnly), then
 // " <reason>" from the first row with a non-empty reason.  add() returns
 // false once the answer cannot fit in `limit` (finish() is then PermFail).
 class ResultJoiner
 {
 public:
     // `format` (nullptr: values as they are) must outlive the joiner.
-    explicit ResultJoiner(bool first_only = false, std::size_t limit = max_value_length,
+    explicit ResultJoiner(Join join = Join::All, std::size_t limit = max_value_length,
                           const ResultFormat* format = nullptr);
+    // As `plan` says (existence maps take the first value; its format);
+    // `plan` must outlive the joiner.
+    explicit ResultJoiner(const StatementPlan& plan, std::size_t limit = max_value_length);
     bool add(const Column& value, const Column* reason);
     LookupResult finish() const;
 
 private:
-    bool first_only_;
+    Join join_;
     std::size_t limit_;
     const ResultFormat* format_;
     std::string joined_;

@@ -1,110 +1,432 @@
+// DbLookup alone: a table stands in for the database (StatementRunner), so
+// every rewrite, the domain list, what is bound and each outcome is checked
+// without a server.  The real runner is dbrunner_tests' and the black-box
+// suites'.
 #include "dblookup.hh"
+
+#include "mapkey.hh"
 
 #include <boost/test/unit_test.hpp>
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <cstdlib>
-#include <sstream>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
 
 using namespace sockmapd;
 
 namespace
 {
 
-MapConfig table_map()
+using Row = std::vector<std::optional<std::string>>; // nullopt: NULL
+using Values = std::vector<std::string>;
+
+// What the runner did, and what it answers: rows per bound values, or a
+// scripted failure.
+class TableRunner : public StatementRunner
+{
+public:
+    std::optional<DbError> run(const MapConfig& map, const StatementPlan& plan, Walk walk) override
+    {
+        ++runs;
+        maps.push_back(map.service);
+        sql.push_back(plan.sql);
+        if (mismatch)
+            throw StatementMismatch("postmaps \"" + map.service + "\": the server counts 2 parameters");
+        if (every_host_fails)
+            return every_host_fails;
+        if (break_first_walk) {
+            // A connection lost mid-walk: the pool runs the walk again on
+            // the next host.
+            break_first_walk = false;
+            try {
+                walk([](const std::vector<std::string_view>&, std::size_t, Rows rows) {
+                    Column stale{false, false, "stale"};
+                    rows({stale});
+                    throw DbError(2013, "HY000", "Lost connection to server during query");
+                });
+            } catch (const DbError&) {
+            }
+        }
+        walk([&](const std::vector<std::string_view>& values, std::size_t cap, Rows rows) {
+            executed.emplace_back(values.begin(), values.end());
+            if (statement_error)
+                throw DbError(1054, "42S22", "Unknown column 'x' in 'field list'");
+            const auto it = table.find(executed.back());
+            if (it == table.end())
+                return;
+            for (const Row& r : it->second) {
+                std::vector<Column> cols;
+                for (const auto& cell : r)
+                    cols.push_back({!cell.has_value(), cell && cell->size() > cap,
+                                    cell && cell->size() <= cap ? std::string_view(*cell) : std::string_view()});
+                if (!rows(cols))
+                    break;
+            }
+        });
+        return std::nullopt;
+    }
+    std::optional<Clock::time_point> next_wakeup() const override { return wakeup_at; }
+    void close_idle(Clock::time_point now) override { closed_at = now; }
+
+    std::map<Values, std::vector<Row>> table;
+    std::optional<DbError> every_host_fails;
+    bool statement_error = false;
+    bool mismatch = false;
+    bool break_first_walk = false;
+    std::optional<Clock::time_point> wakeup_at;
+    std::optional<Clock::time_point> closed_at;
+
+    int runs = 0;
+    std::vector<std::string> maps;
+    std::vector<std::string> sql;
+    std::vector<Values> executed;
+};
+
+MapConfig table_map(const std::string& service = "recipient")
 {
     MapConfig m;
-    m.service = "recipient";
+    m.service = service;
     m.database = "dbmail";
-    m.table = "dbmail_aliases";
+    m.table = "aliases";
     m.key = "alias";
     m.value = "deliver_to";
     return m;
 }
 
-// A loopback port nobody listens on: connections are refused at once.
-unsigned closed_port()
+MapConfig query_map(const std::string& query)
 {
-    int s = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-    ::close(s);
-    return ntohs(a.sin_port);
+    MapConfig m;
+    m.service = "q";
+    m.database = "mail";
+    m.query = query;
+    return m;
 }
 
-Config config_with_host(const std::string& host)
-{
-    Config c;
-    c.db.hosts = {*parse_endpoint(host, 3306)};
-    c.db.username = "nobody";
-    c.db.connect_timeout = 1;
-    c.maps = {table_map()};
-    return c;
-}
+// A lookup on one map over `runner`.
+struct Fixture {
+    explicit Fixture(const MapConfig& map)
+    {
+        cfg.maps = {map};
+        lookup.emplace(cfg, runner);
+    }
+    LookupResult operator()(std::string_view key) { return lookup->lookup(cfg.maps[0].service, key); }
 
-// Keeps the failover state of these tests out of the real runtime directory.
-struct ScratchRuntimeDir {
-    std::string path;
-    std::string saved;
-    bool had = false;
-    ScratchRuntimeDir()
-    {
-        std::string tmpl = "/tmp/sockmapd-dblookup-test.XXXXXX";
-        BOOST_REQUIRE(::mkdtemp(tmpl.data()));
-        path = tmpl;
-        if (const char* s = std::getenv("RUNTIME_DIRECTORY")) {
-            had = true;
-            saved = s;
-        }
-        ::setenv("RUNTIME_DIRECTORY", path.c_str(), 1);
-    }
-    ~ScratchRuntimeDir()
-    {
-        if (had)
-            ::setenv("RUNTIME_DIRECTORY", saved.c_str(), 1);
-        else
-            ::unsetenv("RUNTIME_DIRECTORY");
-        std::system(("rm -rf '" + path + "'").c_str());
-    }
+    Config cfg;
+    TableRunner runner;
+    std::optional<DbLookup> lookup;
 };
+
+bool is(const LookupResult& r, Outcome o)
+{
+    return r.outcome == o;
+}
+
+// The first bound value of each statement run: the key each step asked.
+std::vector<std::string> asked(const TableRunner& r)
+{
+    std::vector<std::string> out;
+    for (const auto& v : r.executed)
+        out.push_back(v.empty() ? std::string() : v[0]);
+    return out;
+}
+
+DbError connection_refused()
+{
+    return DbError(2002, "HY000", "Can't connect to server on '127.0.0.1' (111)");
+}
 
 } // namespace
 
 BOOST_AUTO_TEST_SUITE(dblookup)
 
-BOOST_AUTO_TEST_CASE(lazy_and_unknown_maps)
+BOOST_AUTO_TEST_CASE(unknown_map_asks_nothing)
 {
-    ScratchRuntimeDir rt;
-    const Config cfg = config_with_host("127.0.0.1:" + std::to_string(closed_port()));
-    DbLookup db(cfg); // never connects here
-    BOOST_TEST(!db.next_wakeup().has_value());
-    const LookupResult r = db.lookup("nosuchmap", "key");
-    BOOST_TEST((r.outcome == Outcome::NoSuchMap));
-    BOOST_TEST(!db.next_wakeup().has_value());
-    db.wakeup(Clock::now()); // nothing to close, and nothing opened by it
-    BOOST_TEST(!db.next_wakeup().has_value());
+    Fixture f(table_map());
+    BOOST_TEST(is(f.lookup->lookup("nosuchmap", "key"), Outcome::NoSuchMap));
+    BOOST_TEST(f.runner.runs == 0);
 }
 
-BOOST_AUTO_TEST_CASE(unreachable_host_is_temp_never_notfound)
+BOOST_AUTO_TEST_CASE(found_and_not_found)
 {
-    ScratchRuntimeDir rt;
-    const Config cfg = config_with_host("127.0.0.1:" + std::to_string(closed_port()));
-    DbLookup db(cfg);
-    for (int i = 0; i < 2; ++i) { // the second time the host is marked down, and still tried
-        const LookupResult r = db.lookup("recipient", "postmaster@example.org");
-        BOOST_TEST((r.outcome == Outcome::TempFail));
-        BOOST_TEST(!r.text.empty());
+    Fixture f(table_map());
+    f.runner.table[{"postmaster@example.org"}] = {{"root@example.org"}};
+    const LookupResult hit = f("postmaster@example.org");
+    BOOST_TEST(is(hit, Outcome::Found));
+    BOOST_TEST(hit.text == "root@example.org");
+    BOOST_TEST(is(f("nobody@example.org"), Outcome::NotFound));
+    BOOST_TEST(f.runner.runs == 2);
+    BOOST_TEST(f.runner.maps == (std::vector<std::string>{"recipient", "recipient"}));
+}
+
+BOOST_AUTO_TEST_CASE(rows_joined_nulls_and_empty_values_skipped)
+{
+    MapConfig m = table_map();
+    m.reason = "why";
+    Fixture f(m);
+    f.runner.table[{"team"}] = {{"alice", std::nullopt},
+                                {std::nullopt, "ignored"},
+                                {"", "ignored too"},
+                                {"bob", "listed"},
+                                {"carol", "second"}};
+    BOOST_TEST(f("team").text == "alice,bob,carol listed");
+    f.runner.table[{"nothing"}] = {{std::nullopt, "a reason"}, {"", std::nullopt}};
+    BOOST_TEST(is(f("nothing"), Outcome::NotFound));
+}
+
+BOOST_AUTO_TEST_CASE(existence_map_answers_the_first_stored_key)
+{
+    MapConfig m = table_map("exists");
+    m.value.clear();
+    Fixture f(m);
+    f.runner.table[{"bob@example.org"}] = {{"Bob@Example.org"}, {"bob@example.org"}};
+    BOOST_TEST(f("bob@example.org").text == "Bob@Example.org");
+    BOOST_TEST(f.runner.sql[0].find("SELECT `alias` FROM") == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(result_format_applies_to_each_value)
+{
+    MapConfig m = table_map("transport");
+    m.result_format = "smtp:[%s]";
+    Fixture f(m);
+    f.runner.table[{"example.org"}] = {{"relay1"}, {"relay2"}};
+    BOOST_TEST(f("example.org").text == "smtp:[relay1],smtp:[relay2]");
+}
+
+BOOST_AUTO_TEST_CASE(keys_are_bound_never_part_of_the_sql)
+{
+    Fixture f(table_map());
+    const std::vector<std::string> keys = {"x' OR '1'='1", "a\"b`c\\d;--", std::string("nul\0byte", 8), "%s %u"};
+    for (const auto& k : keys)
+        f(k);
+    BOOST_TEST_REQUIRE(f.runner.executed.size() == keys.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+        BOOST_TEST(f.runner.executed[i] == Values{keys[i]});
+        BOOST_TEST(f.runner.sql[i] == "SELECT `deliver_to` FROM `dbmail`.`aliases` WHERE `alias` = ?");
     }
-    std::ostringstream out;
-    BOOST_TEST(check_maps_online(cfg, out, out) == 75);
-    BOOST_TEST(out.str().find("recipient: no database host answered") == 0);
+}
+
+BOOST_AUTO_TEST_CASE(query_binds_the_parts_it_names)
+{
+    Fixture f(query_map("SELECT goto FROM alias WHERE local = %u AND domain = %d AND address = %s"));
+    f.runner.table[{"user", "example.org", "user@example.org"}] = {{"dest@example.net"}};
+    BOOST_TEST(f("user@example.org").text == "dest@example.net");
+    BOOST_TEST(f.runner.sql[0] == "SELECT goto FROM alias WHERE local = ? AND domain = ? AND address = ?");
+    // The last '@' splits; a key without one, or with the needed part
+    // empty, cannot match: NotFound without a query, as Postfix.
+    f("a@b@example.org");
+    BOOST_TEST(f.runner.executed.back() == (Values{"a@b", "example.org", "a@b@example.org"}));
+    const std::size_t before = f.runner.executed.size();
+    for (const char* k : {"user", "@example.org", "user@"})
+        BOOST_TEST(is(f(k), Outcome::NotFound), k);
+    BOOST_TEST(f.runner.executed.size() == before);
+}
+
+BOOST_AUTO_TEST_CASE(whole_key_query_binds_keys_without_at)
+{
+    Fixture f(query_map("SELECT v FROM t WHERE k = %s"));
+    f("plainkey");
+    f("@example.org");
+    BOOST_TEST(asked(f.runner) == (std::vector<std::string>{"plainkey", "@example.org"}));
+}
+
+BOOST_AUTO_TEST_CASE(lowercase_folds_ascii_only)
+{
+    MapConfig m = table_map();
+    m.lowercase = true;
+    Fixture f(m);
+    f("Alice@Example.ORG");
+    f("\xc3\x84rger@Example.org"); // non-ASCII bytes stay as they are
+    BOOST_TEST(asked(f.runner) == (std::vector<std::string>{"alice@example.org", "\xc3\x84rger@example.org"}));
+}
+
+BOOST_AUTO_TEST_CASE(extension_stripped_only_after_not_found)
+{
+    MapConfig m = table_map();
+    m.strip_extension = "+";
+    Fixture f(m);
+    BOOST_TEST(is(f("user+tag@example.org"), Outcome::NotFound));
+    BOOST_TEST(asked(f.runner) == (std::vector<std::string>{"user+tag@example.org", "user@example.org"}));
+    f.runner.executed.clear();
+    f.runner.table[{"user+tag@example.org"}] = {{"full"}};
+    BOOST_TEST(f("user+tag@example.org").text == "full");
+    BOOST_TEST(f.runner.executed.size() == 1u);
+    f.runner.executed.clear();
+    f.runner.table[{"other@example.org"}] = {{"bare"}};
+    BOOST_TEST(f("other+x@example.org").text == "bare");
+    BOOST_TEST(f.runner.executed.size() == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(every_rewrite_and_search_order_is_asked_in_order_on_one_connection)
+{
+    const std::vector<std::string> keys = {
+        "User+Tag@Mail.Example.org", "user@example.org", "192.0.2.1", "2001:db8::1", "host.example.org", "*"};
+    for (const auto order : {SearchOrder::Exact, SearchOrder::Access, SearchOrder::Transport, SearchOrder::Virtual}) {
+        for (const bool lowercase : {false, true}) {
+            for (const std::string& ext : {std::string(), std::string("+")}) {
+                MapConfig m = table_map();
+                m.search = order;
+                m.lowercase = lowercase;
+                m.strip_extension = ext;
+                for (const auto& key : keys) {
+                    BOOST_TEST_CONTEXT("search " << static_cast<int>(order) << " lowercase " << lowercase << " strip \""
+                                                 << ext << "\" key " << key)
+                    {
+                        Fixture f(m);
+                        BOOST_TEST(is(f(key), Outcome::NotFound));
+                        const KeyCandidates want(m, key);
+                        BOOST_TEST(asked(f.runner) == std::vector<std::string>(want.begin(), want.end()),
+                                   boost::test_tools::per_element());
+                        BOOST_TEST(f.runner.runs == 1); // the whole walk: one piece of work
+                    }
+                }
+            }
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(search_stops_at_the_first_answer)
+{
+    MapConfig m = table_map("access");
+    m.search = SearchOrder::Access;
+    m.parent_matches_subdomains = true;
+    Fixture f(m);
+    f.runner.table[{"example.org"}] = {{"REJECT"}};
+    BOOST_TEST(f("user@mail.example.org").text == "REJECT");
+    BOOST_TEST(asked(f.runner) ==
+               (std::vector<std::string>{"user@mail.example.org", "mail.example.org", "example.org"}));
+}
+
+BOOST_AUTO_TEST_CASE(domain_list_leaves_keys_out_without_asking)
+{
+    MapConfig m = table_map();
+    m.domains = {"example.org"};
+    Fixture f(m);
+    f("a@example.org");
+    f("b@EXAMPLE.org"); // listed without regard to case
+    BOOST_TEST(f.runner.executed.size() == 2u);
+    for (const char* k : {"c@other.org", "example.org", "@example.org", "c@sub.example.org", "c@example.org.evil"})
+        BOOST_TEST(is(f(k), Outcome::NotFound), k);
+    BOOST_TEST(f.runner.executed.size() == 2u);
+    BOOST_TEST(f.runner.runs == 2); // nothing to ask: no connection either
+}
+
+BOOST_AUTO_TEST_CASE(domain_list_applies_to_each_step_of_a_search)
+{
+    MapConfig m = table_map("virtual");
+    m.search = SearchOrder::Virtual;
+    m.domains = {"example.org"};
+    Fixture f(m);
+    f("user@example.org");
+    // "@example.org" has no local part: the domain list leaves it out.
+    BOOST_TEST(asked(f.runner) == (std::vector<std::string>{"user@example.org"}));
+}
+
+BOOST_AUTO_TEST_CASE(every_host_failing_is_temp_or_timeout_never_notfound)
+{
+    struct Case {
+        DbError error;
+        Outcome outcome;
+        std::string text;
+    };
+    const std::vector<Case> cases = {
+        {connection_refused(), Outcome::TempFail, "no database host available"},
+        {DbError(1045, "28000", "Access denied for user 'sockmapd'"), Outcome::TempFail, "database login refused"},
+        {DbError(2013, "HY000", "Lost connection to server during query", true), Outcome::Timeout,
+         "database query timed out"},
+    };
+    for (const auto& c : cases) {
+        Fixture f(table_map());
+        f.runner.table[{"k"}] = {{"v"}};
+        f.runner.every_host_fails = c.error;
+        const LookupResult r = f("k");
+        BOOST_TEST(static_cast<int>(r.outcome) == static_cast<int>(c.outcome), c.error.what());
+        BOOST_TEST(r.text == c.text);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(statement_errors_are_temp_and_end_the_search)
+{
+    MapConfig m = table_map();
+    m.strip_extension = "+";
+    Fixture f(m);
+    f.runner.statement_error = true;
+    const LookupResult r = f("user+tag@example.org");
+    BOOST_TEST(is(r, Outcome::TempFail));
+    BOOST_TEST(r.text == "lookup failed in map recipient");
+    // After a failure the shorter key is not asked: its answer could be wrong.
+    BOOST_TEST(f.runner.executed.size() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(statement_mismatch_is_temp)
+{
+    Fixture f(table_map());
+    f.runner.mismatch = true;
+    const LookupResult r = f("k");
+    BOOST_TEST(is(r, Outcome::TempFail));
+    BOOST_TEST(r.text == "map recipient cannot be queried");
+}
+
+BOOST_AUTO_TEST_CASE(map_that_cannot_be_built_is_temp_without_asking)
+{
+    MapConfig m = table_map();
+    m.table = "no such table"; // the loader refuses it; a lookup must not bounce mail for it
+    Fixture f(m);
+    const LookupResult r = f("k");
+    BOOST_TEST(is(r, Outcome::TempFail));
+    BOOST_TEST(r.text == "map recipient cannot be queried");
+    BOOST_TEST(f.runner.runs == 0);
+}
+
+BOOST_AUTO_TEST_CASE(too_long_results_are_perm)
+{
+    Fixture f(table_map());
+    f.runner.table[{"big"}] = {{std::string(max_value_length + 1, 'x')}};
+    f.runner.table[{"fits"}] = {{std::string(max_value_length, 'x')}};
+    f.runner.table[{"many"}] = {{std::string(60000, 'a')}, {std::string(60000, 'b')}};
+    for (const char* k : {"big", "many"}) {
+        const LookupResult r = f(k);
+        BOOST_TEST(is(r, Outcome::PermFail), k);
+        BOOST_TEST(r.text == "result too long");
+    }
+    BOOST_TEST(f("fits").text.size() == max_value_length);
+}
+
+BOOST_AUTO_TEST_CASE(domain_too_long_to_search_is_perm_without_asking)
+{
+    MapConfig m = table_map("access");
+    m.search = SearchOrder::Access;
+    Fixture f(m);
+    std::string domain;
+    while (domain.size() <= max_search_domain)
+        domain += "abcdefgh.";
+    const LookupResult r = f("user@" + domain + "example");
+    BOOST_TEST(is(r, Outcome::PermFail));
+    BOOST_TEST(r.text == "domain too long to search");
+    BOOST_TEST(f.runner.runs == 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_walk_run_again_answers_from_the_new_run)
+{
+    MapConfig m = table_map();
+    m.strip_extension = "+";
+    Fixture f(m);
+    f.runner.break_first_walk = true;
+    f.runner.table[{"user@example.org"}] = {{"fresh"}};
+    const LookupResult r = f("user+tag@example.org");
+    BOOST_TEST(r.text == "fresh");
+    BOOST_TEST(asked(f.runner) == (std::vector<std::string>{"user+tag@example.org", "user@example.org"}));
+}
+
+BOOST_AUTO_TEST_CASE(wakeups_reach_the_runner)
+{
+    Fixture f(table_map());
+    BOOST_TEST(!f.lookup->next_wakeup().has_value());
+    const auto t = Clock::now();
+    f.runner.wakeup_at = t;
+    BOOST_TEST((f.lookup->next_wakeup() == t));
+    f.lookup->wakeup(t);
+    BOOST_TEST((f.runner.closed_at == t));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -28,7 +28,7 @@ struct TempDir {
     ~TempDir() { std::system(("rm -rf '" + path + "'").c_str()); }
 };
 
-struct FakeConnection : Pool::Connection {
+struct FakeLink : Pool::Link {
     std::string host;
     int id = 0;
 };
@@ -54,10 +54,10 @@ struct World {
                   connects.push_back(h.name() + "/" + db);
                   if (refusing.count(h.name()))
                       throw DbError(CR_CONN_HOST_ERROR, "HY000", "Can't connect to server on '" + h.name() + "'");
-                  auto c = std::make_unique<FakeConnection>();
+                  auto c = std::make_unique<FakeLink>();
                   c->host = h.name();
                   c->id = ++next_id;
-                  return std::unique_ptr<Pool::Connection>(std::move(c));
+                  return std::unique_ptr<Pool::Link>(std::move(c));
               }};
 
     // What another handler sees in the shared state.
@@ -70,8 +70,8 @@ struct World {
     {
         std::vector<std::string> on;
         std::size_t calls = 0;
-        const auto r = pool.run(db, "m", [&](Pool::Connection& c, const Endpoint& host) {
-            BOOST_TEST(static_cast<FakeConnection&>(c).host == host.name());
+        const auto r = pool.run(db, "m", [&](Pool::Link& c, const Endpoint& host) {
+            BOOST_TEST(static_cast<FakeLink&>(c).host == host.name());
             on.push_back(host.name());
             if (calls < failures.size())
                 throw failures[calls++];
@@ -176,9 +176,9 @@ BOOST_AUTO_TEST_CASE(every_host_failing_returns_the_last_error)
     BOOST_REQUIRE(r.has_value());
     BOOST_TEST(!r->timed_out); // c refused last
     Pool single({*parse_endpoint("a:1", 0)}, HostState("", 30), 10, [](const Endpoint&, const std::string&) {
-        return std::unique_ptr<Pool::Connection>(std::make_unique<FakeConnection>());
+        return std::unique_ptr<Pool::Link>(std::make_unique<FakeLink>());
     });
-    const auto last = single.run("db", "m", [](Pool::Connection&, const Endpoint&) { throw timed_out(); });
+    const auto last = single.run("db", "m", [](Pool::Link&, const Endpoint&) { throw timed_out(); });
     BOOST_REQUIRE(last.has_value());
     BOOST_TEST(last->timed_out);
 }
@@ -190,14 +190,13 @@ BOOST_AUTO_TEST_CASE(long_host_lists_are_each_tried_once)
         for (std::size_t i = 0; i < n; ++i)
             hosts.push_back(*parse_endpoint("h" + std::to_string(i), 1));
         std::vector<std::string> attempts;
-        Pool p(hosts, HostState("", 30), 10,
-               [&](const Endpoint& h, const std::string&) -> std::unique_ptr<Pool::Connection> {
-                   attempts.push_back(h.name());
-                   if (attempts.size() < n)
-                       throw DbError(CR_CONN_HOST_ERROR, "HY000", "refused");
-                   return std::make_unique<FakeConnection>();
-               });
-        BOOST_TEST(!p.run("db", "m", [](Pool::Connection&, const Endpoint&) {}).has_value());
+        Pool p(hosts, HostState("", 30), 10, [&](const Endpoint& h, const std::string&) -> std::unique_ptr<Pool::Link> {
+            attempts.push_back(h.name());
+            if (attempts.size() < n)
+                throw DbError(CR_CONN_HOST_ERROR, "HY000", "refused");
+            return std::make_unique<FakeLink>();
+        });
+        BOOST_TEST(!p.run("db", "m", [](Pool::Link&, const Endpoint&) {}).has_value());
         BOOST_TEST(attempts.size() == n);
         BOOST_TEST(std::set<std::string>(attempts.begin(), attempts.end()).size() == n);
         BOOST_TEST(attempts.back() == "h" + std::to_string(n - 1) + ":1");
@@ -210,7 +209,7 @@ BOOST_AUTO_TEST_CASE(errors_of_the_work_itself_keep_the_connection)
     w.run("db", {});
     const DbError bad_column(ER_BAD_FIELD_ERROR, "42S22", "Unknown column 'x'");
     BOOST_CHECK_THROW(w.run("db", {bad_column}), DbError);
-    BOOST_CHECK_THROW(w.pool.run("db", "m", [](Pool::Connection&, const Endpoint&) { throw ConfigError("bad"); }),
+    BOOST_CHECK_THROW(w.pool.run("db", "m", [](Pool::Link&, const Endpoint&) { throw ConfigError("bad"); }),
                       ConfigError);
     BOOST_TEST(w.run("db", {}) == Names{"a:1"}, boost::test_tools::per_element());
     BOOST_TEST(w.connects == Names{"a:1/db"}, boost::test_tools::per_element());

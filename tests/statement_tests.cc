@@ -405,7 +405,7 @@ BOOST_AUTO_TEST_CASE(joining_results)
     for (const auto& c : cases) {
         BOOST_TEST_CONTEXT(c.name)
         {
-            ResultJoiner j(c.first_only);
+            ResultJoiner j(c.first_only ? Join::FirstOnly : Join::All);
             for (const auto& [v, r] : c.rows) {
                 const Column vc = col(v), rc = col(r);
                 j.add(vc, &rc);
@@ -421,7 +421,7 @@ BOOST_AUTO_TEST_CASE(result_format_applies_to_each_value)
 {
     {
         const ResultFormat f("smtp:[%s]");
-        ResultJoiner j(false, max_value_length, &f);
+        ResultJoiner j(Join::All, max_value_length, &f);
         const Column none = col(std::nullopt), why = col("why");
         BOOST_TEST(j.add(col("mx1.example.org"), &none));
         BOOST_TEST(j.add(col(""), nullptr)); // empty values are skipped, not formatted
@@ -432,14 +432,14 @@ BOOST_AUTO_TEST_CASE(result_format_applies_to_each_value)
     {
         // %% is a percent sign; the value is inserted as is, its own % included.
         const ResultFormat f("%s is 100%% %s");
-        ResultJoiner j(false, max_value_length, &f);
+        ResultJoiner j(Join::All, max_value_length, &f);
         BOOST_TEST(j.add(col("50%s"), nullptr));
         BOOST_TEST(j.finish().text == "50%s is 100% 50%s");
     }
     {
         // Existence maps format the stored key.
         const ResultFormat f("REJECT %s is blocked");
-        ResultJoiner j(true, max_value_length, &f);
+        ResultJoiner j(Join::FirstOnly, max_value_length, &f);
         BOOST_TEST(j.add(col("bad@x"), nullptr));
         BOOST_TEST(j.add(col("bad2@x"), nullptr));
         BOOST_TEST(j.finish().text == "REJECT bad@x is blocked");
@@ -447,11 +447,11 @@ BOOST_AUTO_TEST_CASE(result_format_applies_to_each_value)
     {
         // The limit applies to the formatted text.
         const ResultFormat f("[%s]");
-        ResultJoiner j(false, 12, &f);
+        ResultJoiner j(Join::All, 12, &f);
         BOOST_TEST(j.add(col("abcd"), nullptr));  // "[abcd]" = 6
         BOOST_TEST(!j.add(col("efgh"), nullptr)); // "[abcd],[efgh]" = 13
         BOOST_TEST((j.finish().outcome == Outcome::PermFail));
-        ResultJoiner k(false, 13, &f);
+        ResultJoiner k(Join::All, 13, &f);
         BOOST_TEST(k.add(col("abcd"), nullptr));
         BOOST_TEST(k.add(col("efgh"), nullptr));
         BOOST_TEST(k.finish().text == "[abcd],[efgh]");
@@ -475,7 +475,7 @@ BOOST_AUTO_TEST_CASE(joining_respects_the_limit)
     }
     {
         // Many small rows adding up.
-        ResultJoiner j(false, 10);
+        ResultJoiner j(Join::All, 10);
         BOOST_TEST(j.add(col("aaaa"), nullptr));
         BOOST_TEST(j.add(col("bbbbb"), nullptr)); // "aaaa,bbbbb" = 10
         BOOST_TEST(!j.add(col("c"), nullptr));
@@ -484,7 +484,7 @@ BOOST_AUTO_TEST_CASE(joining_respects_the_limit)
     }
     {
         // The reason counts too.
-        ResultJoiner j(false, 10);
+        ResultJoiner j(Join::All, 10);
         const Column r = col("0123456789");
         BOOST_TEST(!j.add(col("a"), &r));
         BOOST_TEST((j.finish().outcome == Outcome::PermFail));

@@ -1,0 +1,89 @@
+// MariaDbRunner without a server: what it answers when no host does.  The
+// failover policy is pool_tests'; statements on a real server are the
+// black-box suites'.
+#include "dbrunner.hh"
+
+#include <boost/test/unit_test.hpp>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+using namespace sockmapd;
+
+namespace
+{
+
+// A loopback port nobody listens on: connections are refused at once.
+unsigned closed_port()
+{
+    int s = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    socklen_t len = sizeof a;
+    ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+    ::close(s);
+    return ntohs(a.sin_port);
+}
+
+DatabaseConfig unreachable_db()
+{
+    DatabaseConfig db;
+    db.hosts = {*parse_endpoint("127.0.0.1:" + std::to_string(closed_port()), 3306)};
+    db.username = "nobody";
+    db.connect_timeout = 1;
+    return db;
+}
+
+MapConfig map_in(const std::string& service, const std::string& database)
+{
+    MapConfig m;
+    m.service = service;
+    m.database = database;
+    m.table = "t";
+    m.key = "k";
+    m.value = "v";
+    return m;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(dbrunner)
+
+BOOST_AUTO_TEST_CASE(no_host_answering_is_the_last_error_and_the_walk_never_runs)
+{
+    MariaDbRunner db(unreachable_db(), HostState("", 30)); // down-marks in this process only
+    BOOST_TEST(!db.next_wakeup().has_value());             // nothing opened
+    const MapConfig m = map_in("recipient", "dbmail");
+    const StatementPlan plan = build_statement(m);
+    bool walked = false;
+    const auto failed = db.run(m, plan, [&](StatementRunner::Execute) { walked = true; });
+    BOOST_TEST_REQUIRE(failed.has_value());
+    BOOST_TEST(!failed->timed_out);
+    BOOST_TEST(!walked);
+    BOOST_TEST(!db.next_wakeup().has_value());
+}
+
+BOOST_AUTO_TEST_CASE(check_verdicts_without_a_server)
+{
+    MariaDbRunner db(unreachable_db(), HostState("", 30));
+    const MapCheck c = db.check_map(map_in("recipient", "dbmail"));
+    BOOST_TEST((c.verdict == MapCheck::Verdict::Unreachable));
+    BOOST_TEST(c.message.find("no database host answered") == 0u, c.message);
+    // The schema's verdict is kept for its other maps.
+    const MapCheck again = db.check_map(map_in("exists", "dbmail"));
+    BOOST_TEST((again.verdict == MapCheck::Verdict::Unreachable));
+    BOOST_TEST(again.message == c.message);
+    // A map that cannot be built is wrong before any host is asked.
+    MapConfig bad = map_in("broken", "dbmail");
+    bad.table = "no such table";
+    const MapCheck wrong = db.check_map(bad);
+    BOOST_TEST((wrong.verdict == MapCheck::Verdict::Wrong));
+    BOOST_TEST(wrong.message.find("not a valid identifier") != std::string::npos, wrong.message);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
