@@ -252,6 +252,26 @@ def check_config_warns_for_domain_rows_in_exact_maps():
     contains(err, 'set "search" to "access", "transport" or "virtual"')
 
 
+@test
+def a_bad_search_value_is_a_config_error():
+    for extra, message in [({"search": "acces"},
+                            b'postmaps[6].search: must be one of exact, access, transport, virtual, not "acces"'),
+                           ({"search": "virtual", "parent_domain_matches_subdomains": True},
+                            b"postmaps[6].parent_domain_matches_subdomains: only for"),
+                           ({"serch": "access"}, b'postmaps[6].serch: unknown key (did you mean "search"?)')]:
+        m = access_map()
+        del m["search"]
+        m.update(extra)
+        path = temp_config(base_config(None, extra_maps=[m]))
+        rc, out, err = run_pipe(path, b"", args=["--check-config", "--offline"])
+        eq(rc, 78, err)
+        contains(err, message)
+        contains(err, b'map "access"')
+        # A handler with that file answers TEMP, never a lookup's answer.
+        rc, out, err = run_pipe(path, encode("access other@bad.example"))
+        eq([status_word(r) for r in decode_stream(out)], [b"TEMP"])
+
+
 @test(timeout=120)
 def through_postmap():
     db = shared_mariadb()
