@@ -67,11 +67,21 @@ inline Address parse_address(const std::string& s)
     return a;
 }
 
-inline int connect_to(const Address& a)
+// `source`: the IPv4 address to connect from (a loopback one, such as
+// 127.0.0.2); nullptr: the kernel's choice.
+inline int connect_to(const Address& a, const char* source = nullptr)
 {
     const int fd = socket(a.unix_socket ? AF_UNIX : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         die(std::string("socket: ") + std::strerror(errno));
+    if (source && !a.unix_socket) {
+        sockaddr_in from{};
+        from.sin_family = AF_INET;
+        if (inet_pton(AF_INET, source, &from.sin_addr) != 1)
+            die(std::string("bad source address: ") + source);
+        if (bind(fd, reinterpret_cast<const sockaddr*>(&from), sizeof from) != 0)
+            die(std::string("bind ") + source + ": " + std::strerror(errno));
+    }
     const int r = a.unix_socket ? connect(fd, reinterpret_cast<const sockaddr*>(&a.un), sizeof a.un)
                                 : connect(fd, reinterpret_cast<const sockaddr*>(&a.in), sizeof a.in);
     if (r != 0)
@@ -102,7 +112,7 @@ inline std::vector<std::string> load_requests(const std::string& path, const std
 }
 
 struct Counts {
-    std::uint64_t ok = 0, notfound = 0, other = 0;
+    std::uint64_t ok = 0, notfound = 0, refused = 0, other = 0;
     std::string first_other;
 };
 

@@ -4,9 +4,13 @@
 //       N connections (default 1) each doing sequential lookups, one request
 //       outstanding per connection (how Postfix uses a socketmap connection),
 //       for S seconds after N warm-up lookups per connection.
-//   loadclient cold ADDR MAP KEYFILE [--count N] [--gap-us U]
+//   loadclient cold ADDR MAP KEYFILE [--count N] [--gap-us U] [--source IP]
 //       a new connection per lookup: connect, send, first reply, close; the
 //       latency is measured from before connect() to the complete reply.
+//   loadclient refused ADDR MAP KEYFILE [--count N] [--gap-us U] [--source IP]
+//       the same from an address the server refuses (sysconfig.allow):
+//       connect, send, and the server's close (EOF or a reset) instead of
+//       a reply; any reply byte is an error.  Counted as "refused".
 //
 // ADDR is HOST:PORT (IPv4) or a unix socket path.  Keys are read one per
 // line from KEYFILE and used round-robin.  Prints one JSON object: request
@@ -105,7 +109,50 @@ Result run_steady(const Address& a, const std::vector<std::string>& reqs, int nc
     return r;
 }
 
-Result run_cold(const Address& a, const std::vector<std::string>& reqs, int count, int gap_us)
+// Sends one request and waits for the server to close: true if it did
+// without a byte of reply.
+bool closed_without_reply(Conn& c, const std::vector<std::string>& reqs)
+{
+    send_request(c, reqs);
+    char buf[256];
+    for (;;) {
+        const ssize_t n = recv(c.fd, buf, sizeof buf, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0 || (n < 0 && errno == ECONNRESET))
+            return true;
+        if (n < 0)
+            die(std::string("recv: ") + std::strerror(errno));
+        return false;
+    }
+}
+
+Result run_refused(const Address& a, const std::vector<std::string>& reqs, int count, int gap_us, const char* source)
+{
+    Result r;
+    r.lat_ns.reserve(static_cast<std::size_t>(count));
+    r.started = now_ns();
+    for (int i = 0; i < count; ++i) {
+        Conn c;
+        c.next_key = static_cast<std::size_t>(i) % reqs.size();
+        const std::uint64_t t0 = now_ns();
+        c.fd = connect_to(a, source);
+        // A send into a connection already reset is a close too.
+        const bool closed = closed_without_reply(c, reqs);
+        c.sent_at = t0;
+        record(r, c);
+        close(c.fd);
+        if (closed)
+            ++r.counts.refused;
+        else if (r.counts.other++ == 0)
+            r.counts.first_other = "a reply to a refused client";
+        if (gap_us > 0)
+            usleep(static_cast<useconds_t>(gap_us));
+    }
+    return r;
+}
+
+Result run_cold(const Address& a, const std::vector<std::string>& reqs, int count, int gap_us, const char* source)
 {
     Result r;
     r.lat_ns.reserve(static_cast<std::size_t>(count));
@@ -116,7 +163,7 @@ Result run_cold(const Address& a, const std::vector<std::string>& reqs, int coun
         c.next_key = k;
         k = (k + 1) % reqs.size();
         const std::uint64_t t0 = now_ns();
-        c.fd = connect_to(a);
+        c.fd = connect_to(a, source);
         send_request(c, reqs);
         c.sent_at = t0;
         read_reply(c, r.counts);
@@ -137,15 +184,16 @@ void print_json(const char* mode, int conns, Result& r)
     const double mx = n ? *std::max_element(r.lat_ns.begin(), r.lat_ns.end()) / 1000.0 : 0;
     std::printf("{\"mode\": \"%s\", \"conns\": %d, \"requests\": %zu, \"seconds\": %.4f, \"rps\": %.1f, "
                 "\"p50_us\": %.1f, \"p99_us\": %.1f, \"max_us\": %.1f, \"ok\": %" PRIu64 ", \"notfound\": %" PRIu64
-                ", \"other\": %" PRIu64 "}\n",
+                ", \"refused\": %" PRIu64 ", \"other\": %" PRIu64 "}\n",
                 mode, conns, n, secs, secs > 0 ? static_cast<double>(n) / secs : 0.0, p50, p99, mx, r.counts.ok,
-                r.counts.notfound, r.counts.other);
+                r.counts.notfound, r.counts.refused, r.counts.other);
 }
 
 int usage()
 {
     std::fprintf(stderr, "usage: loadclient steady ADDR MAP KEYFILE [--conns N] [--seconds S] [--warmup N]\n"
-                         "       loadclient cold ADDR MAP KEYFILE [--count N] [--gap-us U]\n");
+                         "       loadclient cold ADDR MAP KEYFILE [--count N] [--gap-us U] [--source IP]\n"
+                         "       loadclient refused ADDR MAP KEYFILE [--count N] [--gap-us U] [--source IP]\n");
     return 64;
 }
 
@@ -161,6 +209,7 @@ int main(int argc, char** argv)
     const auto reqs = load_requests(argv[4], argv[3]);
     int conns = 1, warmup = 50, count = 200, gap_us = 2000;
     double seconds = 2.0;
+    const char* source = nullptr;
     for (int i = 5; i + 1 < argc; i += 2) {
         const std::string opt = argv[i];
         if (opt == "--conns")
@@ -173,6 +222,8 @@ int main(int argc, char** argv)
             count = std::max(1, std::atoi(argv[i + 1]));
         else if (opt == "--gap-us")
             gap_us = std::max(0, std::atoi(argv[i + 1]));
+        else if (opt == "--source")
+            source = argv[i + 1];
         else
             return usage();
     }
@@ -180,10 +231,12 @@ int main(int argc, char** argv)
     if (mode == "steady")
         r = run_steady(addr, reqs, conns, seconds, warmup);
     else if (mode == "cold")
-        r = run_cold(addr, reqs, count, gap_us);
+        r = run_cold(addr, reqs, count, gap_us, source);
+    else if (mode == "refused")
+        r = run_refused(addr, reqs, count, gap_us, source);
     else
         return usage();
-    print_json(mode.c_str(), mode == "cold" ? 1 : conns, r);
+    print_json(mode.c_str(), mode == "steady" ? conns : 1, r);
     if (r.counts.other) {
         std::fprintf(stderr, "loadclient: %" PRIu64 " replies were not OK/NOTFOUND, first: %s\n", r.counts.other,
                      r.counts.first_other.c_str());

@@ -5,10 +5,14 @@
 // until EOF with one blocking read and one write per batch of requests.
 // It uses libc only, so its start-up cost is the exec and the dynamic
 // loader of libc: the least any handler can pay.
+// Given a listening socket instead (systemd-socket-activate without -a),
+// it accepts each connection and closes it at once: the floor of a
+// refused connection in an accept loop.
 #include <cerrno>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <sys/socket.h>
 #include <unistd.h>
 
 namespace {
@@ -38,6 +42,16 @@ int main()
     const char* fds = getenv("LISTEN_FDS");
     if (fds && std::strcmp(fds, "1") == 0)
         in = out = 3;
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    if (in == 3 && getsockopt(3, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 && listening)
+        for (;;) {
+            const int c = accept(3, nullptr, nullptr);
+            if (c >= 0)
+                close(c);
+            else if (errno != EINTR && errno != ECONNABORTED)
+                return 1;
+        }
 
     static char buf[kBuf];
     static char replies[kBuf];

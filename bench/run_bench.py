@@ -27,6 +27,14 @@ round and on the same keys:
                    socket, sockmapd forks a handler per connection; the same
                    measures, plus new connections/s against the Accept=yes
                    handler's
+  allow-list       the first binary with "allow": ["127.0.0.1/32"]: in the
+                   service's accept loop, new connections/s from 127.0.0.1
+                   (served: fork, database, answer) against connections from
+                   127.0.0.2 (refused: closed without a reply, no fork), and
+                   those against the floor of an accept loop that closes
+                   every connection at once (the null answerer given the
+                   listening socket); the Accept=yes handler refusing too
+                   (an exec and a config read per refused connection)
 
 Prints the medians over the rounds as a table, then the ratios against the
 targets (each ratio is taken within a round, from interleaved slices, then
@@ -209,6 +217,18 @@ class Bench:
                     if reply != b"OK mbox1@mail.example.net":
                         raise RuntimeError("%s answered %r: %s" % (v.name, reply, act.log_text()[-2000:]))
                 wait_no_children(act)
+        # sysconfig.allow: 127.0.0.1 served, 127.0.0.2 refused.
+        allow = dict(common, sysconfig=dict(common["sysconfig"], allow=["127.0.0.1/32"]))
+        self.cfg_allow = temp_config(base_config(self.db, **allow))
+        first = self.variants[0].path
+        self.allow_service = SocketActivated(["-c", self.cfg_allow], binary=first, accept=False)
+        self.allow_handler = SocketActivated(["-c", self.cfg_allow], binary=first)
+        self.accept_close = SocketActivated([], binary=self.nullanswer, accept=False)
+        for act in (self.allow_service, self.allow_handler):
+            addr = "127.0.0.1:%d" % act.port
+            self.load("cold", addr, count=1, gap_us=0)
+            self.load("refused", addr, count=1, gap_us=0, source="127.0.0.2")
+            wait_no_children(act)
         self.conn_tcp = "tcp:127.0.0.1:%d:%s:%s:dbmail" % (self.db.port, MariaDB.APP_USER, MariaDB.APP_PASSWORD)
         self.conn_unix = "unix:%s:%s:%s:dbmail" % (self.db.socket, MariaDB.APP_USER, MariaDB.APP_PASSWORD)
 
@@ -326,6 +346,7 @@ class Bench:
         r["search"] = {name: merge(p) for name, p in parts.items()}
         r["search_ratio_hits"] = r["search"]["access, hits"]["rps"] / r["search"]["exact, hits"]["rps"]
         r["search_ratio_misses"] = r["search"]["access, misses"]["rps"] / r["search"]["exact, misses"]["rps"]
+        r["allow"] = self.allow_round()
         r["null16"] = self.load("steady", self.addr_null, conns=16, seconds=a.seconds / 2)
         wait_no_children(self.null)
         # Explanatory extras: the database part of a cold lookup over TCP and the unix socket.
@@ -337,6 +358,45 @@ class Bench:
             % (i + 1, time.monotonic() - t0, r["db"]["rps"], r["null"]["rps"], self.variants[0].name,
                first["smd"]["rps"], first["ratio_steady"], first["smd_cold"]["p50_us"], r["null_cold"]["p50_us"]))
         return r
+
+    def allow_round(self):
+        """sysconfig.allow's cost: served against refused connections, in interleaved slices."""
+        n, count = self.args.slices, max(1, self.args.cold_count // self.args.slices)
+        service = "127.0.0.1:%d" % self.allow_service.port
+        handler = "127.0.0.1:%d" % self.allow_handler.port
+        floor = "127.0.0.1:%d" % self.accept_close.port
+        parts = {k: [] for k in ("served", "refused", "floor", "handler_served", "handler_refused")}
+        # A refused connection takes tens of microseconds: more of them, for a measurable slice.
+        for _ in range(n):
+            parts["served"].append(self.load("cold", service, count=count, gap_us=0))
+            wait_no_children(self.allow_service)
+            parts["refused"].append(self.load("refused", service, count=10 * count, gap_us=0, source="127.0.0.2"))
+            parts["floor"].append(self.load("refused", floor, count=10 * count, gap_us=0, source="127.0.0.2"))
+            parts["handler_served"].append(self.load("cold", handler, count=max(1, count // 4), gap_us=0))
+            wait_no_children(self.allow_handler)
+            parts["handler_refused"].append(self.load("refused", handler, count=max(1, count // 4), gap_us=0,
+                                                      source="127.0.0.2"))
+            wait_no_children(self.allow_handler)
+        r = {k: merge(p) for k, p in parts.items()}
+        r["ratio_refused_served"] = r["refused"]["rps"] / r["served"]["rps"]
+        r["ratio_refused_floor"] = r["refused"]["rps"] / r["floor"]["rps"]
+        r["ratio_handler_refused_served"] = r["handler_refused"]["rps"] / r["handler_served"]["rps"]
+        return r
+
+    def allow_rows(self):
+        """(name, connections/s, p50, p99) and the ratios of the allow-list measurement; medians over the rounds."""
+        m = self.med
+        names = [("served, accept loop (fork, database, answer)", "served"),
+                 ("refused, accept loop (closed, no fork)", "refused"),
+                 ("floor: accept and close, nothing else", "floor"),
+                 ("served, Accept=yes handler (exec)", "handler_served"),
+                 ("refused, Accept=yes handler (exec, config)", "handler_refused")]
+        rows = [(name, m("allow", k, "rps"), m("allow", k, "p50_us"), m("allow", k, "p99_us")) for name, k in names]
+        refused_floor = m("allow", "ratio_refused_floor")
+        ratios = [("accept loop: refused / served", m("allow", "ratio_refused_served"), "", True),
+                  ("accept loop: refused / accept-and-close floor", refused_floor, ">= 0.8", refused_floor >= 0.8),
+                  ("Accept=yes: refused / served", m("allow", "ratio_handler_refused_served"), "", True)]
+        return rows, ratios
 
     def run(self):
         self.setup()
@@ -449,6 +509,13 @@ class Bench:
             lines.append("%-44s %16s %9s %9s" % (name, "%.0f lookups/s" % rps, fmt(p50), fmt(p99)))
         lines.append("  %-42s %8.2f" % ("access / exact, hits", hits))
         lines.append("  %-42s %8.2f" % ("access / exact, misses", misses))
+        rows, allow_ratios = self.allow_rows()
+        lines += ["", "[allow-list] %s, \"allow\": [\"127.0.0.1/32\"], new connections one at a time, "
+                  "refused ones from 127.0.0.2" % self.variants[0].name]
+        for name, rps, p50, p99 in rows:
+            lines.append("%-44s %16s %9s %9s" % (name, "%.0f conns/s" % rps, fmt(p50), fmt(p99)))
+        for name, val, target, met in allow_ratios:
+            lines.append("  %-42s %8.2f %8s  %s" % (name, val, target, ("met" if met else "MISSED") if target else ""))
         print("\n".join(lines), flush=True)
 
     def markdown(self):
@@ -484,6 +551,15 @@ class Bench:
             out.append("| %s | %.0f | %s | %s |" % (name, rps, fmt(p50), fmt(p99)))
         out.append("| access / exact, hits | %.2f | | |" % hits)
         out.append("| access / exact, misses | %.2f | | |" % misses)
+        rows, allow_ratios = self.allow_rows()
+        out += ["", "| allow-list (%s, `\"allow\": [\"127.0.0.1/32\"]`) | connections/s | p50 µs | p99 µs |" % names[0],
+                "|---|---:|---:|---:|"]
+        for name, rps, p50, p99 in rows:
+            out.append("| %s | %.0f | %s | %s |" % (name, rps, fmt(p50), fmt(p99)))
+        for name, val, target, met in allow_ratios:
+            out.append("| %s | %.2f%s | | |" % (name, val, " (target %s) %s" % (target.replace(">=", "≥"),
+                                                                                   "✓" if met else "✗")
+                                                 if target else ""))
         return "\n".join(out) + "\n"
 
 

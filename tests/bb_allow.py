@@ -10,7 +10,9 @@ a dual-stack socket (::ffff:127.0.0.2).  Modes: a pipe (never refused),
 the Accept=yes handler on fd 3 and --inetd on stdin (systemd-socket-
 activate -a), the Accept=no service (systemd-socket-activate without -a)
 and --listen.  A malformed entry exits 78 naming its key path.  Without a
-list, a socket on a non-loopback address is warned about at start.
+list, a socket on a non-loopback address is warned about at start: a
+listening one, and a handler's connection on 192.0.2.1 (an address on the
+loopback of a network namespace of the test's own), once a minute.
 """
 
 import json
@@ -155,6 +157,29 @@ def without_a_list_nobody_is_refused():
     log = read_log(cfg)
     not_contains(log, REFUSED)
     not_contains(log, "not a loopback address", "a connection on 127.0.0.1 is not open to other hosts")
+
+
+def on_routable_address(cfg):
+    """Three connections to a handler on 192.0.2.1:2224, an address on the loopback of a network
+    namespace of the test's own: a socket there is one other hosts could reach."""
+    rc, lines = in_network_namespace("ip addr add 192.0.2.1/32 dev lo", "192.0.2.1:2224", ["192.0.2.1"] * 3,
+                                     ["-c", cfg])
+    eq((rc, lines), (0, ["192.0.2.1 16:PERM unknown map,"] * 3))
+    return read_log(cfg)
+
+
+@test(timeout=60)
+def handler_on_a_routable_address_warns_without_a_list():
+    fresh()
+    log = on_routable_address(config(None))
+    warnings = [l for l in log.splitlines() if "not a loopback address" in l]
+    eq(len(warnings), 1, "one warning for three handlers (once a minute): " + log[-2000:])
+    contains(warnings[0], "warning: a connection came in on 192.0.2.1:2224, not a loopback address, and "
+                          "sysconfig.allow is not set: every host that reaches it may query every map")
+    fresh()
+    log = on_routable_address(config(["192.0.2.1"]))
+    not_contains(log, "not a loopback address", "no warning with an allow-list")
+    not_contains(log, REFUSED)
 
 
 # ---------------------------------------------------------------- the accept loop: Accept=no and --listen

@@ -62,10 +62,10 @@ def base():
     return _base
 
 
-def installed(name=None, tables=True):
+def installed(name=None, tables=True, nspawn_args=()):
     """A booted container with the package installed by apt (MariaDB up, the example tables loaded)."""
     deb = package()
-    c = container.Container(base(), name or "sys")
+    c = container.Container(base(), name or "sys", nspawn_args=nspawn_args)
     out = c.apt_install(["./" + os.path.basename(deb)], files=[deb])
     contains(out, "Setting up sockmapd")
     downloads = re.findall(r"^Get:\d+ \w+://.*$", out, re.M)
@@ -95,11 +95,12 @@ def wait_active(c, unit, timeout=90):
 CLIENT = r"""
 import socket, sys
 host, port = sys.argv[1], int(sys.argv[2])
+source = sys.argv[3] if len(sys.argv) > 3 else None
 try:
-    s = socket.create_connection((host, port), timeout=20)
+    s = socket.create_connection((host, port), timeout=20, source_address=(source, 0) if source else None)
 except OSError as e:
     for line in sys.stdin.buffer:
-        sys.stdout.buffer.write(("<error %s>\n" % e.strerror).encode())
+        sys.stdout.buffer.write(("<error %s>\n" % (e.strerror or e)).encode())
     sys.exit(0)
 buf = b""
 def reply():
@@ -127,13 +128,17 @@ for line in sys.stdin.buffer:
 """
 
 
-def _client_argv(c, port=2224, host="127.0.0.1"):
-    return ["nsenter", "-t", str(c.leader), "-n", sys.executable, "-c", CLIENT, host, str(port)]
+def _client_argv(c, port=2224, host="127.0.0.1", source=None):
+    return ["nsenter", "-t", str(c.leader), "-n", sys.executable, "-c", CLIENT, host, str(port)] + \
+        ([source] if source else [])
 
 
-def lookup(c, *requests, port=2224):
-    """Replies (bytes) to "map key" requests sent on one new connection to the container's socket."""
-    r = subprocess.run(_client_argv(c, port), input=b"".join(to_bytes(q) + b"\n" for q in requests),
+def lookup(c, *requests, port=2224, source=None):
+    """Replies (bytes) to "map key" requests sent on one new connection to the container's socket.
+
+    `source`: the client's address ("127.0.0.2"); a connection that is not
+    accepted within 20 s answers each request "<error timed out>"."""
+    r = subprocess.run(_client_argv(c, port, source=source), input=b"".join(to_bytes(q) + b"\n" for q in requests),
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=scaled(40))
     eq(r.returncode, 0, "client: %r" % r.stderr[-500:])
     return r.stdout.split(b"\n")[:-1]
@@ -752,6 +757,96 @@ def listener_pair_lookups_reload_outage_stop_and_journal():
         startswith(e.get("REMOTE_ADDR", ""), "127.0.0.1:", "REMOTE_ADDR")
         eq(e.get("_SYSTEMD_UNIT"), "sockmapd-listener.service")
     not_contains(c.run(["journalctl", "--no-pager", "-o", "export"]).out, PASSWORD, "the password in the journal")
+    eq([u for u in failed_units(c) if u.startswith("sockmapd")], [], "failed units")
+
+
+def dmz_dropin_on_loopback():
+    """The README's drop-in for sockmapd.socket, the MTA and the inside address both 127.0.0.1."""
+    blocks = code_blocks(readme_section("The MTA in a DMZ"), "ini")
+    eq(len(blocks), 1, "one unit drop-in in the DMZ section")
+    body = blocks[0].replace("198.51.100.10:2224", "127.0.0.1:2224").replace("192.0.2.25", "127.0.0.1")
+    contains(body, "IPAddressAllow=127.0.0.1")
+    return body
+
+
+def refused_by_sockmapd(replies):
+    """Closed without a reply: EOF, or a reset when the request was still unread at the close."""
+    return replies in ([b"<closed>"], [b"<error Connection reset by peer>"])
+
+
+def accepted(c, unit="sockmapd.socket"):
+    return int(c.run(["systemctl", "show", "-P", "NAccepted", unit]).out.strip())
+
+
+@test(timeout=900)
+def who_may_connect_ip_address_allow_and_allow_list():
+    """IPAddressAllow= on the socket drops a stranger's packets where BPF is allowed; sockmapd's allow-list refuses it everywhere."""
+    # systemd-nspawn's seccomp filter forbids bpf() unless told otherwise:
+    # this boot lets the container's systemd load its cgroup packet filter.
+    c = installed("allow", nspawn_args=["--system-call-filter=bpf"])
+    configure(c, "file")
+    c.write("/etc/systemd/system/sockmapd.socket.d/dmz.conf", dmz_dropin_on_loopback() + "\n")
+    c.run(["systemctl", "daemon-reload"])
+    c.run(["systemctl", "restart", "sockmapd.socket"])
+    eq(lookup(c, "recipient postmaster@example.org"), [b"OK root@example.net"], "the MTA's address")
+    before = accepted(c)
+    eq(lookup(c, "recipient postmaster@example.org", source="127.0.0.2"), [b"<error timed out>"],
+       "a stranger's connection never completes")
+    eq(accepted(c), before, "systemd accepted nothing from the stranger: no handler started")
+    not_contains(c.run("journalctl -b --no-pager", check=False).out, "does not support BPF/cgroup firewalling")
+
+    # sockmapd's own list (the README's JSON, the MTA 127.0.0.1); then a
+    # boot under nspawn's default filter, where systemd cannot apply
+    # IPAddressAllow= and says so once.
+    cfg = json.loads(c.read("/etc/sockmapd/config.json"))
+    blocks = code_blocks(readme_section("The MTA in a DMZ"), "json")
+    eq(len(blocks), 1)
+    cfg["sysconfig"].update(json.loads("{" + blocks[0].replace("192.0.2.25", "127.0.0.1") + "}")["sysconfig"])
+    write_conffile(c, cfg)
+    c.nspawn_args = []
+    c.reboot()
+    wait_active(c, "mariadb.service")
+    # In a container systemd says so only at debug level, once per manager.
+    not_contains(c.run("journalctl -b --no-pager", check=False).out, "BPF/cgroup firewalling")
+    c.run(["systemd-analyze", "log-level", "debug"])
+    c.run(["systemctl", "daemon-reexec"])
+    c.run(["systemd-analyze", "log-level", "debug"])
+    c.run(["systemctl", "restart", "sockmapd.socket"])
+    wait_for(lambda: "does not support BPF/cgroup firewalling" in c.run(
+        "journalctl -b --no-pager -g 'BPF/cgroup firewalling'", check=False).out, timeout=scaled(10),
+        msg="systemd's debug message: the IP firewall is not applied")
+    c.run(["systemd-analyze", "log-level", "info"])
+    since = c.run(["date", "+%Y-%m-%d %H:%M:%S"]).out.strip()
+    before = accepted(c)
+    for _ in range(3):
+        ok(refused_by_sockmapd(lookup(c, "recipient postmaster@example.org", source="127.0.0.2")),
+           "no reply to the stranger: sockmapd closes the connection")
+    eq(accepted(c), before + 3, "without BPF systemd accepts the stranger; sockmapd refuses it")
+    eq(lookup(c, "recipient postmaster@example.org"), [b"OK root@example.net"], "the MTA is served")
+
+    def refusals():
+        r = c.run(["journalctl", "--no-pager", "-o", "json", "-t", "sockmapd", "--since", since])
+        entries = [json.loads(l) for l in r.out.splitlines() if l.strip()]
+        return [e for e in entries if "refused a connection" in e.get("MESSAGE", "")]
+    wait_for(lambda: refusals(), timeout=scaled(10), msg="the refusal in the journal")
+    found = refusals()
+    eq(len(found), 1, "one warning for three refusals: %r" % [e["MESSAGE"] for e in found])
+    eq(found[0]["MESSAGE"], "refused a connection from 127.0.0.2: not in sysconfig.allow")
+    eq((found[0].get("PRIORITY"), found[0].get("REMOTE_ADDR")), ("4", "127.0.0.2"), "at warning, with REMOTE_ADDR")
+    wait_for(lambda: units_left(c) == [], timeout=scaled(10), msg="no per-connection units left")
+    eq(failed_units(c), [], "a refused connection is not a failed unit")
+
+    # The service mode: the listener refuses before forking a handler.
+    c.run(["systemctl", "disable", "--now", "sockmapd.socket"])
+    c.run(["systemctl", "enable", "--now", "sockmapd-listener.socket"])
+    since = c.run(["date", "+%Y-%m-%d %H:%M:%S"]).out.strip()
+    ok(refused_by_sockmapd(lookup(c, "recipient postmaster@example.org", source="127.0.0.2")),
+       "service mode: refused")
+    eq(lookup(c, "recipient postmaster@example.org"), [b"OK root@example.net"], "service mode: the MTA")
+    journal = c.run(["journalctl", "--no-pager", "-o", "cat", "-u", "sockmapd-listener.service", "--since", since]).out
+    contains(journal, "refused a connection from 127.0.0.2: not in sysconfig.allow")
+    not_contains(journal, "for 127.0.0.2:", "no handler forked for the stranger")
+    contains(journal, "for 127.0.0.1:")
     eq([u for u in failed_units(c) if u.startswith("sockmapd")], [], "failed units")
 
 

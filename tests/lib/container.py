@@ -228,8 +228,10 @@ def _harness_hooks():
 class Container:
     """A fresh overlay of `base`, booted on demand; stop() undoes everything."""
 
-    def __init__(self, base, name="sockmapd-test"):
+    def __init__(self, base, name="sockmapd-test", nspawn_args=()):
         self.base, self.name = base, re.sub(r"[^A-Za-z0-9-]", "-", name)[:60]
+        # Extra systemd-nspawn options for boot() (e.g. --system-call-filter=bpf); may change between boots.
+        self.nspawn_args = list(nspawn_args)
         self.dir = tempfile.mkdtemp(prefix="ct-%s-" % self.name[:20], dir=CACHE)
         self.root = os.path.join(self.dir, "root")
         self.nspawn = None
@@ -299,7 +301,7 @@ class Container:
         self.boots += 1
         logf = open(os.path.join(self.dir, "console-%d.log" % self.boots), "wb")
         cmd = ["systemd-nspawn", "-q", "-D", self.root, "-M", self.name, "--register=no", "--keep-unit",
-               "--private-network", "-b", "--console=passive"]
+               "--private-network"] + self.nspawn_args + ["-b", "--console=passive"]
         self.nspawn = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                                        env=dict(os.environ, **NSPAWN_ENV), start_new_session=True)
         logf.close()

@@ -1646,6 +1646,57 @@ def global_status(db, name):
 __all__ += ["expect", "global_status"]
 
 
+# ---------------------------------------------------------------- a network of the test's own
+
+_NETNS_PROBE = r"""
+import socket, subprocess, sys, time
+listen, timeout, sources, argv = sys.argv[1], float(sys.argv[2]), sys.argv[3].split(","), sys.argv[4:]
+port = int(listen.rsplit(":", 1)[1])
+server = subprocess.Popen(["systemd-socket-activate", "-l", listen, "-a", "-E", "RUNTIME_DIRECTORY"] + argv,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def listening():
+    with open("/proc/net/tcp") as f:  # this namespace's sockets
+        return any(l.split()[1].endswith(":%04X" % port) and l.split()[3] == "0A" for l in f.readlines()[1:])
+try:
+    deadline = time.monotonic() + timeout
+    while not listening():
+        if time.monotonic() > deadline or server.poll() is not None:
+            sys.exit("not listening on " + listen)
+        time.sleep(0.02)
+    for src in sources:
+        s = socket.socket()
+        s.settimeout(timeout / 4)
+        s.bind((src, 0))
+        try:
+            s.connect((listen.rsplit(":", 1)[0], port))
+            s.sendall(b"10:nosuch key,")
+            print(src, s.recv(100).decode())
+        except OSError as e:
+            print(src, type(e).__name__)
+        s.close()
+finally:
+    server.terminate()
+    server.wait(timeout)
+"""
+
+
+def in_network_namespace(setup, listen, sources, args, timeout=8):
+    """sockmapd ARGS behind systemd-socket-activate -a on `listen` ("127.0.0.1:2224"), in a network
+    namespace of its own (unshare --net, as root): a loopback that is up and nothing else, so addresses,
+    ports and firewall rules touch no other test.  The shell lines `setup` run first (an address, nft
+    rules); then a client from each of `sources` sends "nosuch key".  Returns (exit status, lines
+    "SOURCE REPLY" or "SOURCE ErrorName" such as TimeoutError); a connect waits scaled(timeout)/4."""
+    script = "set -e\nip link set lo up\n" + setup + '\nexec %s -c "$PROBE" "$@"\n' % sys.executable
+    argv = [listen, scaled(timeout), ",".join(sources), sockmapd_path()] + [str(a) for a in args]
+    r = subprocess.run([require_tool("unshare"), "--net", "bash", "-c", script, "netns"] + [str(a) for a in argv],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=sockmapd_env({"PROBE": _NETNS_PROBE}),
+                       timeout=scaled(timeout) * 4)
+    return r.returncode, r.stdout.decode(errors="replace").splitlines()
+
+
+__all__ += ["in_network_namespace"]
+
+
 # ---------------------------------------------------------------- listeners and unit files
 
 def listening_on(port):
