@@ -183,6 +183,51 @@ def base_root(timeout=900):
     return base
 
 
+def layer_root(name, packages, timeout=900):
+    """A cached layer over the base root with `packages` installed by apt, for an MTA that cannot
+    share the base root (Sendmail replaces Postfix): build/system/NAME/upper, built when missing or
+    when the base root was rebuilt, like base_root() (with the mirror's network, policy-rc.d 101).
+    Returns the overlay lowerdir for Container: "NAME/upper:base"."""
+    base = base_root()
+    layer = os.path.join(CACHE, name)
+    stamp = os.path.join(CACHE, name + ".stamp")
+    want = "%s%s over base of %d; apt %s\n" % (_stamp(), name, os.stat(os.path.join(CACHE, "base.stamp")).st_mtime_ns,
+                                               " ".join(packages))
+    lower = "%s:%s" % (os.path.join(layer, "upper"), base)
+    if os.path.isdir(layer) and os.path.exists(stamp):
+        with open(stamp) as f:
+            if f.read() == want:
+                return lower
+    t0 = time.monotonic()
+    tmp = tempfile.mkdtemp(prefix=name + "-new-", dir=CACHE)
+    root = os.path.join(tmp, "root")
+    try:
+        for d in ("upper", "work", "root"):
+            os.makedirs(os.path.join(tmp, d))
+        os.chmod(os.path.join(tmp, "upper"), 0o755)
+        subprocess.run(["mount", "-t", "overlay", "-o", "lowerdir=%s,upperdir=%s/upper,workdir=%s/work"
+                        % (base, tmp, tmp), "overlay", root], check=True)
+        log("layer %s: apt-get install %s" % (name, " ".join(packages)))
+        _no_service_starts(root, True)
+        rc, out = _nspawn_pipe(root, ["sh", "-c", "apt-get update -q && %s install %s"
+                                      % (" ".join(APT), " ".join(packages))], timeout, env=APT_ENV)
+        _no_service_starts(root, False)
+        if rc != 0:
+            raise AssertionError("apt-get install in layer %s failed: %s" % (name, out[-3000:]))
+        subprocess.run(["umount", root], check=True)
+        remove_tree(os.path.join(tmp, "work"))
+        os.rmdir(root)
+        remove_tree(layer)
+        os.rename(tmp, layer)
+        with open(stamp, "w") as f:
+            f.write(want)
+    finally:
+        if os.path.isdir(tmp):
+            remove_tree(tmp)
+    log("layer %s built in %.0fs" % (name, time.monotonic() - t0))
+    return lower
+
+
 def predownload(base, debs):
     """Put the Depends of `debs` into the cached root's apt archive (with network, once)."""
     names = []
