@@ -299,9 +299,30 @@ def listen_drops_privileges():
 
 @test(timeout=60)
 def listen_run_as_group_only_and_numeric_user():
-    if os.geteuid() != 0:
-        return listen_drops_privileges()
+    import grp
     nobody = pwd.getpwnam("nobody")
+    if os.geteuid() != 0:
+        # Not root: nothing can be switched to, but numbers are still read
+        # as the ids of existing accounts: the check accepts them and names
+        # a number no account has; the listener says it cannot switch, and
+        # serves.
+        numeric = {"run_as_user": str(nobody.pw_uid), "run_as_group": str(grp.getgrnam("nogroup").gr_gid)}
+        rc, out, err = run_pipe(config(sysconfig=numeric), b"", args=["--check-config", "--offline"])
+        eq(rc, 0, err)
+        rc, out, err = run_pipe(config(sysconfig={"run_as_user": "4000000000"}), b"",
+                                args=["--check-config", "--offline"])
+        eq(rc, 78, "a uid no account has")
+        contains(err.decode(), 'sysconfig.run_as_user: no user "4000000000"')
+        cfg = config(sysconfig=numeric)
+        port = free_port()
+        p = listen(cfg, "127.0.0.1:%d" % port)
+        wait_listening(port, p)
+        with Client(port) as c:
+            eq(c.ask("othermap", "ping"), fixture_reply("othermap", "ping"))
+            eq(uid_of(proc_children(p.pid)[0])[1], os.geteuid(), "the handler keeps the user it was started as")
+        contains(read_log(cfg), "not started as root")
+        eq(stop_and_wait(p), 0)
+        return
     cfg = config(sysconfig={"run_as_user": str(nobody.pw_uid), "run_as_group": "nogroup"})
     port = free_port()
     p = listen(cfg, "127.0.0.1:%d" % port)
@@ -310,7 +331,6 @@ def listen_run_as_group_only_and_numeric_user():
         eq(c.ask("othermap", "ping"), b"OK pong")
         kid = proc_children(p.pid)[0]
         eq(uid_of(kid)[1], nobody.pw_uid)
-        import grp
         eq(gid_of(kid)[1], grp.getgrnam("nogroup").gr_gid)
     eq(stop_and_wait(p), 0)
 

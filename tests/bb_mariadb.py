@@ -1,11 +1,13 @@
 #!/usr/bin/python3
 """bb_mariadb — the MariaDB lookup path of the real sockmapd against a real mariadbd.
 
-Result shapes, awkward keys, prepared-statement reuse, laziness, failover
-(refusing and hung hosts, the shared retry state), a database stopped,
-restarted and SIGSTOP'd under a live session, idle connection closing,
-wrong credentials, the Go sockmapd's config format, and the exit codes of
---query and --check-config.
+Result shapes and awkward keys (the replies of tests/fixtures.replies.json),
+prepared-statement reuse, laziness, failover past a refusing or hung host
+and the shared retry state, idle connection closing, statement errors, the
+Go sockmapd's config format, and the exit codes of --query and
+--check-config.  Faults under live sessions (killed, restarted, hung
+servers, refused logins) are bb_faults'; the failover policy itself is
+pool_tests'.
 """
 
 import json
@@ -19,24 +21,10 @@ from harness import *  # noqa: E402,F403
 
 # ---------------------------------------------------------------- helpers
 
-_volatile = None
-
-
 def shared_db():
     """The suite's server with fixtures: never stopped or paused by a test."""
     return shared_mariadb()
 
-
-def volatile_db():
-    """A second server that tests stop, restart and pause (always running between tests)."""
-    global _volatile
-    if _volatile is None:
-        _volatile = MariaDB(fixtures=True, name="volatile").keep_for_suite()
-    if _volatile.paused:
-        _volatile.resume()
-    if not _volatile.running():
-        _volatile.start()
-    return _volatile
 
 
 def query(cfg_path, mapname, key, env=None, timeout=30):
@@ -83,27 +71,8 @@ def result_shapes():
     cfg = base_config(db, extra_maps=[
         {"service": "quota", "database": "dbmail", "table": "quota", "key": "address", "value": "bytes"}])
     s = PipeSession(temp_config(cfg))
-    cases = [
-        ("recipient", "postmaster@example.org", b"OK root@example.org"),
-        ("recipient", "team@example.org", b"OK alice@example.org,bob@example.org,carol@example.org"),
-        ("recipient", "nullonly@example.org", b"NOTFOUND "),
-        ("recipient", "emptyonly@example.org", b"NOTFOUND "),
-        ("recipient", "nobody@example.org", b"NOTFOUND "),
-        ("recipient", "Case@Example.org", b"OK case-sensitive"),
-        ("recipient", "case@example.org", b"NOTFOUND "),
-        ("exists", "alice@example.org", b"OK alice@example.org"),
-        ("exists", "bob.smith@EXAMPLE.ORG", b"OK Bob.Smith@Example.org"),
-        ("exists", "mallory@example.org", b"NOTFOUND "),
-        ("sender", "spammer@bad.example", b"OK REJECT spam source"),
-        ("sender", "discard@bad.example", b"OK DISCARD silently dropped"),
-        ("sender", "friend@good.example", b"OK OK"),
-        ("sender", "partner@good.example", b"OK DUNNO"),
-        ("transport", "example.net", b"OK lmtp:unix:private/dovecot-lmtp"),
-        ("othermap", "ping", b"OK pong"),
-        ("quota", "alice@example.org", b"OK 1073741824"),
-        ("quota", "bob@example.org", b"OK 0"),
-        ("recipient", "", b"NOTFOUND "),
-    ]
+    # Every row of the table beside the fixtures, for the maps configured here.
+    cases = fixture_replies("recipient", "exists", "sender", "transport", "othermap", "quota")
     for m, k, want in cases:
         eq(s.ask(m, k), want, "%s %s" % (m, k))
     eq(s.close(), 0)
@@ -128,35 +97,10 @@ def reply_size_limit():
 def awkward_keys():
     db = shared_db()
     s = PipeSession(config(db))
-    cases = [
-        (b"it's", b"OK single-quote"),
-        (b'say "hi"', b"OK double-quote"),
-        (b"back\\slash", b"OK backslash"),
-        (b"with space inside", b"OK spaces"),
-        (b"a,b,c", b"OK commas"),
-        (b"tab\there", b"OK tab"),
-        (b"nul\x00byte", b"OK nul-byte"),
-        ("müller@exämple.org".encode(), "OK utf8 müller".encode()),
-        (b"x' OR '1'='1", b"OK injection-literal"),
-        (b"100%_sure", b"OK percent-underscore"),
-        (b"3:abc,", b"OK netstring-like"),
-        (b"trail ", b"OK trailing-space"),
-        # Near misses and injection attempts find nothing.
-        (b"trail", b"NOTFOUND "),
-        (b"nul", b"NOTFOUND "),
-        (b"nul\x00", b"NOTFOUND "),
-        (b"back\\\\slash", b"NOTFOUND "),
-        (b"100xxsure", b"NOTFOUND "),
-        (b"%", b"NOTFOUND "),
-        (b"_", b"NOTFOUND "),
-        (b"' OR '1'='1", b"NOTFOUND "),
-        (b"' OR 1=1 -- ", b"NOTFOUND "),
-        (b"x'; DROP TABLE awkward; --", b"NOTFOUND "),
-        (b"\" OR \"\"=\"", b"NOTFOUND "),
-        (b"\\' OR 1=1 #", b"NOTFOUND "),
-        (b"\xff\xfe not utf-8", b"NOTFOUND "),
-        (b"muller@example.org", b"NOTFOUND "),
-    ]
+    # Byte-exact keys found, near misses and injection attempts NOTFOUND
+    # (the table beside the fixtures), and a key that is not UTF-8.
+    cases = [(k, want) for _, k, want in fixture_replies("awkward")]
+    cases.append((b"\xff\xfe not utf-8", b"NOTFOUND "))
     for key, want in cases:
         eq(s.ask("awkward", key), want, "key %r" % key)
     # The table is still whole.
@@ -315,76 +259,7 @@ def unwritable_runtime_dir_is_not_fatal():
     eq((rc, out), (0, "OK root@example.org\n"), err)
 
 
-@test
-def killed_connection_reconnects_without_failover():
-    db = shared_db()
-    reset_runtime_dir()
-    dead = "127.0.0.1:%d" % closed_port()
-    cfg = base_config([db, dead])
-    s = PipeSession(temp_config(cfg))
-    eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
-    ids = db.sql("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'sockmapd'").split()
-    eq(len(ids), 1)
-    db.sql("KILL %s" % ids[0])
-    # The kept connection is stale: one fresh connection to the same host, no failover.
-    eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
-    not_contains(state_text(), db.host_entry)
-    eq(s.close(), 0)
-
-
-# ---------------------------------------------------------------- the database going away
-
-@test(timeout=120)
-def database_stopped_and_restarted_under_a_live_session():
-    db = volatile_db()
-    reset_runtime_dir()
-    cfg = base_config(db)
-    s = PipeSession(temp_config(cfg))
-    eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
-    db.stop()
-    reply, secs = s.ask_timed("recipient", "postmaster@example.org")
-    startswith(reply, b"TEMP ")
-    ok(secs < scaled(3), "TEMP took %.2fs" % secs)
-    reply, secs = s.ask_timed("sender", "spammer@bad.example")
-    startswith(reply, b"TEMP ", "still down")
-    db.start()
-    eq(s.ask("recipient", "postmaster@example.org"), b"OK root@example.org", "same session after restart")
-    eq(s.ask("sender", "spammer@bad.example"), b"OK REJECT spam source")
-    eq(s.close(), 0)
-    log = read_log(cfg)
-    contains(log, "warning")
-    not_contains(log, MariaDB.APP_PASSWORD)
-
-
-@test(timeout=120)
-def host_rejecting_the_password_is_left_for_the_next():
-    first = volatile_db()
-    good = shared_db()
-    reset_runtime_dir()
-    first.sql("ALTER USER 'sockmapd'@'127.0.0.1' IDENTIFIED BY 'changed'; ALTER USER 'sockmapd'@'localhost' "
-              "IDENTIFIED BY 'changed'; ALTER USER 'sockmapd'@'%' IDENTIFIED BY 'changed'; FLUSH PRIVILEGES;")
-    defer(first.sql, "ALTER USER 'sockmapd'@'127.0.0.1' IDENTIFIED BY '%s'; ALTER USER 'sockmapd'@'localhost' "
-          "IDENTIFIED BY '%s'; ALTER USER 'sockmapd'@'%%' IDENTIFIED BY '%s'; FLUSH PRIVILEGES;"
-          % ((MariaDB.APP_PASSWORD,) * 3))
-    cfg = base_config([first, good])
-    rc, out, _ = run_pipe(temp_config(cfg), encode("recipient postmaster@example.org"))
-    eq(decode_stream(out), [b"OK root@example.org"])
-    contains(read_log(cfg), "Access denied")
-    contains(state_text(), " " + first.host_entry + "\n")
-
-
-@test
-def dead_host_answers_temp_quickly():
-    reset_runtime_dir()
-    cfg = base_config(None)  # a closed local port
-    s = PipeSession(temp_config(cfg))
-    for _ in range(3):
-        reply, secs = s.ask_timed("recipient", "postmaster@example.org")
-        startswith(reply, b"TEMP ")
-        ok(secs < scaled(1), "TEMP after %.3fs" % secs)
-    eq(s.close(), 0)
-    print("    timing: refused host TEMP %.3fs" % secs)
-
+# ---------------------------------------------------------------- statement errors
 
 @test
 def statement_error_is_temp_and_logged():

@@ -59,7 +59,7 @@ __all__ = [
     "encode", "decode_stream", "replies", "parse_netstring", "NetstringError", "Client", "to_bytes",
     "MAX_MAP_NAME", "MAX_KEY", "MAX_REQUEST",
     # config
-    "base_config", "write_config", "temp_config", "read_log", "FIXTURE_MAPS",
+    "base_config", "write_config", "temp_config", "read_log", "FIXTURE_MAPS", "fixture_replies", "fixture_reply",
     "FIXTURES_SQL", "REPO",
     # temp files
     "suite_dir", "tmpdir", "tmpfile", "runtime_dir", "reset_runtime_dir",
@@ -68,6 +68,7 @@ __all__ = [
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 FIXTURES_SQL = os.path.join(REPO, "tests", "fixtures.sql")
+FIXTURE_REPLIES_JSON = os.path.join(REPO, "tests", "fixtures.replies.json")
 DEFAULT_TIMEOUT = 60.0
 # The request limits of src/socketmap.hh: a key may be MAX_KEY bytes behind
 # any map name; a frame longer than MAX_REQUEST is broken framing.
@@ -1309,6 +1310,30 @@ FIXTURE_MAPS = [
     {"service": "awkward", "database": "dbmail", "table": "awkward", "key": "k", "value": "v"},
     {"service": "othermap", "database": "other", "table": "things", "key": "name", "value": "val"},
 ]
+
+
+_fixture_replies = None
+
+
+def fixture_replies(*maps):
+    """[(map, key, reply)]: what the fixtures answer (tests/fixtures.replies.json, beside fixtures.sql).
+
+    Of the maps named, or of every map; map and key as str (keys may hold NUL,
+    quotes, UTF-8), reply as bytes, in the table's order.
+    """
+    global _fixture_replies
+    if _fixture_replies is None:
+        with open(FIXTURE_REPLIES_JSON, encoding="utf-8") as f:
+            _fixture_replies = [(m, k, r.encode("utf-8")) for m, k, r in json.load(f)["replies"]]
+    return [row for row in _fixture_replies if not maps or row[0] in maps]
+
+
+def fixture_reply(mapname, key):
+    """The reply the fixtures give for `key` in `mapname` (bytes); KeyError when the table lacks it."""
+    for m, k, r in fixture_replies(mapname):
+        if k == key:
+            return r
+    raise KeyError("tests/fixtures.replies.json has no row for %s %r" % (mapname, key))
 
 
 def _merge(section, changes):
