@@ -215,7 +215,9 @@ clean:
 # `make bench` builds the load client, the null answerer (transport floor) and
 # the in-process libmariadb floor into $(BUILD)/bench/, then runs
 # bench/run_bench.py: a throwaway mariadbd with a 100000-row table, loopback
-# only, medians of BENCH_ROUNDS rounds.
+# only, medians of BENCH_ROUNDS rounds.  With GO_SOCKMAPD naming a binary of
+# the Go sockmapd (github.com/ezplanet/sockmapd, built by hand with the Go of
+# deps-bench; nothing here fetches or builds it), it is measured beside ours.
 BENCH_ROUNDS ?= 5
 BENCH_FLAGS   = -std=c++20 -O2 -g -Wall -Wextra -Wpedantic $(CXXFLAGS)
 BENCH_BINS   := $(addprefix $(BUILD)/bench/,loadclient nullanswer dbfloor)

@@ -26,6 +26,9 @@
 namespace bench {
 
 inline const char* program = "bench";
+// The Go sockmapd sends a found value raw (no "OK "): with this set, a reply
+// that is no status word counts as found.
+inline bool raw_values = false;
 
 [[noreturn]] inline void die(const std::string& what)
 {
@@ -156,7 +159,13 @@ inline bool take_reply(Conn& c, Counts& counts)
     if (c.in[colon + 1 + len] != ',')
         die("bad reply framing: " + c.in.substr(0, 60));
     const std::string_view payload(c.in.data() + colon + 1, len);
-    if (payload.substr(0, 3) == "OK ")
+    const auto status_word = [&] {
+        for (const std::string_view w : {"TEMP", "TIMEOUT", "PERM", "NOTFOUND"})
+            if (payload.substr(0, w.size()) == w)
+                return true;
+        return false;
+    };
+    if (payload.substr(0, 3) == "OK " || (raw_values && !payload.empty() && !status_word()))
         ++counts.ok;
     else if (payload == "NOTFOUND ")
         ++counts.notfound;

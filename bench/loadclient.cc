@@ -12,6 +12,8 @@
 //       connect, send, and the server's close (EOF or a reset) instead of
 //       a reply; any reply byte is an error.  Counted as "refused".
 //
+// --raw-values (either mode): a found value may come without "OK " (the Go
+// sockmapd's replies).
 // ADDR is HOST:PORT (IPv4) or a unix socket path.  Keys are read one per
 // line from KEYFILE and used round-robin.  Prints one JSON object: request
 // count, seconds, requests/s, p50/p99/max latency in microseconds and the
@@ -193,7 +195,8 @@ int usage()
 {
     std::fprintf(stderr, "usage: loadclient steady ADDR MAP KEYFILE [--conns N] [--seconds S] [--warmup N]\n"
                          "       loadclient cold ADDR MAP KEYFILE [--count N] [--gap-us U] [--source IP]\n"
-                         "       loadclient refused ADDR MAP KEYFILE [--count N] [--gap-us U] [--source IP]\n");
+                         "       loadclient refused ADDR MAP KEYFILE [--count N] [--gap-us U] [--source IP]\n"
+                         "       (each with --raw-values)\n");
     return 64;
 }
 
@@ -210,8 +213,15 @@ int main(int argc, char** argv)
     int conns = 1, warmup = 50, count = 200, gap_us = 2000;
     double seconds = 2.0;
     const char* source = nullptr;
-    for (int i = 5; i + 1 < argc; i += 2) {
+    for (int i = 5; i < argc; i += 2) {
         const std::string opt = argv[i];
+        if (opt == "--raw-values") {
+            bench::raw_values = true;
+            --i;
+            continue;
+        }
+        if (i + 1 >= argc)
+            return usage();
         if (opt == "--conns")
             conns = std::max(1, std::atoi(argv[i + 1]));
         else if (opt == "--seconds")

@@ -24,9 +24,20 @@ round and on the same keys:
                    addresses of a listed domain's subdomain (three queries)
   service          the first binary again as the Accept=no service:
                    systemd-socket-activate without -a passes the listening
-                   socket, sockmapd forks a handler per connection; the same
-                   measures, plus new connections/s against the Accept=yes
-                   handler's
+                   socket, sockmapd's handlers serve one connection after
+                   another (max_use 100); the same measures, plus new
+                   connections/s against the Accept=yes handler's, a new
+                   connection's first answer against a lookup on an open
+                   connection, and the database logins 300 new connections
+                   one after another make
+  service max_use 1  the same with "max_use": 1, a process per connection
+  go               the Go sockmapd (github.com/ezplanet/sockmapd), which this
+                   project replaces, when GO_SOCKMAPD names its binary: one
+                   process with a database pool; the same steady and cold
+                   measures and its process's memory (it serves one
+                   connection at a time, so no 16-connection figure).  It
+                   binds every IPv4 address (it has no address setting); the
+                   bench talks to it over 127.0.0.1 only.
   allow-list       the first binary with "allow": ["127.0.0.1/32"]: in the
                    service's accept loop, new connections/s from 127.0.0.1
                    (served: fork, database, answer) against connections from
@@ -56,7 +67,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "lib"))
 from harness import (MariaDB, SocketActivated, Client, base_config, temp_config, tmpfile,  # noqa: E402
-                     stop_pid, pid_alive, vm_hwm_kb)
+                     stop_pid, pid_alive, vm_hwm_kb, free_port, _tcp_listening)
 
 ROWS = 100000
 KEYS = 20000
@@ -91,18 +102,73 @@ def run_json(argv, timeout):
     r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        timeout=timeout)
     if r.returncode != 0:
-        raise RuntimeError("%s failed (%d): %s" % (os.path.basename(argv[0]), r.returncode,
+        raise RuntimeError("%s failed (%d): %s" % (" ".join(argv), r.returncode,
                                                    r.stderr.decode(errors="replace").strip()[-2000:]))
     return json.loads(r.stdout.decode().strip().splitlines()[-1])
 
 
+def established(port):
+    """Client connections open to local TCP `port`."""
+    want = ":%04X" % port
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            n += sum(1 for line in f if line.split()[1].endswith(want) and line.split()[3] == "01")
+    return n
+
+
 def wait_no_children(act, timeout=30.0):
-    """Until every handler of `act` has exited (they exit at EOF)."""
+    """Until `act` is quiet: every handler exited (an exec'd handler exits at
+    EOF), or, where handlers are reused and wait for the next connection,
+    no client connection left open."""
     deadline = time.monotonic() + timeout
-    while act.children():
+    while (act.children() if getattr(act, "accept", True) else established(act.port)):
         if time.monotonic() > deadline:
-            raise RuntimeError("handlers still running after %gs: %s" % (timeout, act.children()))
+            raise RuntimeError("handlers still busy after %gs: %s" % (timeout, act.children()))
         time.sleep(0.01)
+
+
+class GoSockmapd:
+    """The Go sockmapd on a port of its own: `GO_SOCKMAPD -c CFG -p PORT`, one
+    process (it takes no socket from systemd).  Looks like a SocketActivated
+    to the bench: port, client(), children() (none: it forks nothing)."""
+
+    accept = False
+
+    def __init__(self, binary, db):
+        # Its config schema: every value a string, the database over TCP only.
+        cfg = {"database": {"host": ["127.0.0.1"], "port": str(db.port), "username": MariaDB.APP_USER,
+                            "password": MariaDB.APP_PASSWORD},
+               "sysconfig": {"logfile": tmpfile("go-log", content="")},
+               "postmaps": [{"service": MAP, "database": "dbmail", "table": "bench_kv", "key": "k", "value": "v"}]}
+        path = tmpfile("go-config.json", content=json.dumps(cfg))
+        for _ in range(3):
+            self.port = free_port()
+            if self.port < 1025:  # it refuses those
+                continue
+            self.proc = subprocess.Popen([binary, "-c", path, "-p", str(self.port)], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+            self.pid = self.proc.pid
+            deadline = time.monotonic() + 10
+            while self.proc.poll() is None and not _tcp_listening(self.port, self.pid):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+            if _tcp_listening(self.port, self.pid):
+                return
+            self.stop()
+        raise RuntimeError("the Go sockmapd did not start: %s" % self.proc.stderr.read().decode(errors="replace"))
+
+    def client(self, timeout=5.0):
+        return Client(("127.0.0.1", self.port), timeout=timeout)
+
+    def children(self):
+        return []
+
+    def stop(self):
+        if self.proc.poll() is None:
+            stop_pid(self.pid, grace=5.0, popen=self.proc)
 
 
 def wait_children(act, n, timeout=30.0):
@@ -138,10 +204,11 @@ def merge(parts):
 
 class Variant:
     """One sockmapd binary under test, behind its own activators: a process
-    exec'd per connection (accept), or one service forking handlers."""
+    exec'd per connection (accept), one service forking handlers (with
+    `sysconfig` added to its config), or the Go sockmapd (go)."""
 
-    def __init__(self, name, path, accept=True):
-        self.name, self.path, self.accept = name, path, accept
+    def __init__(self, name, path, accept=True, sysconfig=None, go=False):
+        self.name, self.path, self.accept, self.sysconfig, self.go = name, path, accept, sysconfig or {}, go
         self.act = self.act_unix = None
 
 
@@ -161,6 +228,16 @@ class Bench:
             self.variants.append(Variant(name, os.path.abspath(path)))
         if not args.no_service:
             self.variants.append(Variant("service", self.variants[0].path, accept=False))
+            self.variants.append(Variant("service max_use 1", self.variants[0].path, accept=False,
+                                         sysconfig={"max_use": 1}))
+        go = os.environ.get("GO_SOCKMAPD")
+        if go:
+            self.variants.append(Variant("go", os.path.abspath(go), accept=False, go=True))
+            self.go_note = "the Go sockmapd: %s (GO_SOCKMAPD)" % go
+        else:
+            self.go_note = ("GO_SOCKMAPD is not set: the Go sockmapd is not measured (build "
+                            "github.com/ezplanet/sockmapd with Go and set GO_SOCKMAPD to the binary)")
+        log(self.go_note)
         for p in [self.loadclient, self.nullanswer, self.dbfloor] + [v.path for v in self.variants]:
             if not os.access(p, os.X_OK):
                 raise RuntimeError("%s missing: run make bench" % p)
@@ -206,8 +283,22 @@ class Bench:
         self.null = SocketActivated([], binary=self.nullanswer)
         self.addr_null = "127.0.0.1:%d" % self.null.port
         for v in self.variants:
-            v.act = SocketActivated(["-c", self.cfg_tcp], binary=v.path, accept=v.accept)
-            v.act_unix = SocketActivated(["-c", self.cfg_unix], binary=v.path, accept=v.accept)
+            if v.go:
+                v.act = GoSockmapd(v.path, self.db)
+                v.addr = "127.0.0.1:%d" % v.act.port
+                with v.act.client() as c:
+                    reply = c.ask(MAP, "user1@example.org")
+                    if reply != b"mbox1@mail.example.net":  # a found value, sent raw
+                        raise RuntimeError("the Go sockmapd answered %r" % reply)
+                wait_no_children(v.act)
+                continue
+            cfg_tcp, cfg_unix = self.cfg_tcp, self.cfg_unix
+            if v.sysconfig:
+                sysconfig = dict(common["sysconfig"], **v.sysconfig)
+                cfg_tcp = temp_config(base_config(self.db, **dict(common, sysconfig=sysconfig)))
+                cfg_unix = temp_config(base_config(self.db.unix_entry, **dict(common, sysconfig=sysconfig)))
+            v.act = SocketActivated(["-c", cfg_tcp], binary=v.path, accept=v.accept)
+            v.act_unix = SocketActivated(["-c", cfg_unix], binary=v.path, accept=v.accept)
             v.addr = "127.0.0.1:%d" % v.act.port
             v.addr_unix = "127.0.0.1:%d" % v.act_unix.port
             # One answer from each, so a broken set-up fails before the rounds.
@@ -233,11 +324,20 @@ class Bench:
         self.conn_unix = "unix:%s:%s:%s:dbmail" % (self.db.socket, MariaDB.APP_USER, MariaDB.APP_PASSWORD)
 
     # ---------------------------------------------------------------- measures
-    def load(self, mode, addr, mapname=MAP, keyfile=None, **opt):
-        argv = [self.loadclient, mode, addr, mapname, keyfile or self.keyfile]
+    def load(self, mode, addr, mapname=MAP, keyfile=None, raw=False, **opt):
+        argv = [self.loadclient, mode, addr, mapname, keyfile or self.keyfile] + (["--raw-values"] if raw else [])
         for k, v in opt.items():
             argv += ["--" + k.replace("_", "-"), str(v)]
         return run_json(argv, timeout=60)
+
+    def logins(self, v, count=300):
+        """Database logins (the server's Connections count) while `count` new
+        connections, one after another, each make one lookup."""
+        status = "SHOW GLOBAL STATUS LIKE 'Connections'"
+        before = int(self.db.sql(status).split()[-1])
+        self.load("cold", v.addr, raw=v.go, count=count)
+        wait_no_children(v.act)
+        return int(self.db.sql(status).split()[-1]) - before - 1  # less the query asking
 
     def floor(self, mode, conn, **opt):
         argv = [self.dbfloor, mode, conn, self.keyfile, SELECT_SQL]
@@ -247,13 +347,14 @@ class Bench:
 
     @staticmethod
     def peak_rss(act):
-        """VmHWM of one handler after a few hundred lookups (hits and misses)."""
+        """VmHWM of one handler after a few hundred lookups (hits and misses);
+        the largest when handlers are reused (the one serving is among them)."""
         wait_no_children(act)
         with act.client(timeout=30) as c:
             for i in range(300):
                 c.ask(MAP, "user%d@example.org" % (i * 677 % (2 * ROWS) + 1))
             kids = wait_children(act, 1)
-            hwm = vm_hwm_kb(kids[0])
+            hwm = max(vm_hwm_kb(k) or 0 for k in kids)
         wait_no_children(act)
         return hwm
 
@@ -301,12 +402,12 @@ class Bench:
             steady["db"].append(self.floor("steady", self.conn_tcp, seconds=a.seconds / n))
             steady["null"].append(self.load("steady", self.addr_null, seconds=a.seconds / n))
             for v in order:
-                steady[v.name].append(self.load("steady", v.addr, seconds=a.seconds / n))
+                steady[v.name].append(self.load("steady", v.addr, raw=v.go, seconds=a.seconds / n))
                 wait_no_children(v.act)
             cold["null"].append(self.load("cold", self.addr_null, count=max(1, a.cold_count // n)))
             wait_no_children(self.null)
             for v in order:
-                cold[v.name].append(self.load("cold", v.addr, count=max(1, a.cold_count // n)))
+                cold[v.name].append(self.load("cold", v.addr, raw=v.go, count=max(1, a.cold_count // n)))
                 wait_no_children(v.act)
         r["db"] = merge(steady["db"])
         r["null"] = merge(steady["null"])
@@ -315,6 +416,17 @@ class Bench:
             m = r["variants"][v.name]
             m["smd"] = merge(steady[v.name])
             m["smd_cold"] = merge(cold[v.name])
+            m["ratio_first"] = m["smd_cold"]["p50_us"] / m["smd"]["p50_us"]
+            if not v.accept:
+                m["logins_300"] = self.logins(v)
+            if v.go:
+                # One process, one connection at a time: its own memory, no 16-connection figure.
+                m["rss_kb"] = vm_hwm_kb(v.act.pid)
+                roll = smaps_rollup(v.act.pid)
+                m["idle"] = {"pss_kb": roll.get("Pss", 0), "rss_kb": roll.get("Rss", 0),
+                             "private_kb": roll.get("Private_Clean", 0) + roll.get("Private_Dirty", 0),
+                             "handlers": 1}
+                continue
             m["smd16"] = self.load("steady", v.addr, conns=16, seconds=a.seconds)
             wait_no_children(v.act)
             m["smd_cold_unix"] = self.load("cold", v.addr_unix, count=a.cold_count)
@@ -325,13 +437,18 @@ class Bench:
             m["ratio_steady"] = m["smd"]["rps"] / composed
             m["ratio_cold"] = m["smd_cold"]["p50_us"] / r["null_cold"]["p50_us"]
             m["ratio_16"] = m["smd16"]["rps"] / m["smd"]["rps"]
-        # The service against the first per-connection binary, in the same round.
+        # The services against the first per-connection binary and the Go
+        # sockmapd, in the same round.
         yes = r["variants"][self.variants[0].name]
+        gos = [r["variants"][v.name] for v in self.variants if v.go]
         for v in self.variants:
-            if not v.accept:
+            if not v.accept and not v.go:
                 m = r["variants"][v.name]
                 m["ratio_conn_rate"] = m["smd_cold"]["rps"] / yes["smd_cold"]["rps"]
                 m["ratio_cold_vs_yes"] = m["smd_cold"]["p50_us"] / yes["smd_cold"]["p50_us"]
+                if gos:
+                    m["ratio_cold_vs_go"] = m["smd_cold"]["p50_us"] / gos[0]["smd_cold"]["p50_us"]
+                    m["ratio_steady_vs_go"] = m["smd"]["rps"] / gos[0]["smd"]["rps"]
         # Search orders: one persistent connection to the first binary, each
         # key set in turn (issue 19: each extra key is one more execution).
         # The cases take turns in short slices, so that all of them see the
@@ -433,24 +550,41 @@ class Bench:
         ]
         per_variant = {}
         ratios = {}
+        dash = ("-", None, None)
         for v in self.variants:
             def mv(*path, _n=v.name):
                 return m("variants", _n, *path)
-            per_variant[v.name] = [
+            rows = [
                 ("sockmapd: 1 conn, sequential", "%.0f /s" % mv("smd", "rps"), mv("smd", "p50_us"),
                  mv("smd", "p99_us")),
                 ("sockmapd: new conn per lookup (cold)", "first answer", mv("smd_cold", "p50_us"),
                  mv("smd_cold", "p99_us")),
                 ("sockmapd: new connections/s, one at a time", "%.0f /s" % mv("smd_cold", "rps"), None, None),
-                ("sockmapd: 16 conns", "%.0f /s" % mv("smd16", "rps"), mv("smd16", "p50_us"), mv("smd16", "p99_us")),
-                ("sockmapd: cold, database over unix socket", "first answer", mv("smd_cold_unix", "p50_us"),
-                 mv("smd_cold_unix", "p99_us")),
+            ]
+            if v.go:
+                rows += [("sockmapd: 16 conns",) + dash, ("sockmapd: cold, database over unix socket",) + dash]
+            else:
+                rows += [
+                    ("sockmapd: 16 conns", "%.0f /s" % mv("smd16", "rps"), mv("smd16", "p50_us"),
+                     mv("smd16", "p99_us")),
+                    ("sockmapd: cold, database over unix socket", "first answer", mv("smd_cold_unix", "p50_us"),
+                     mv("smd_cold_unix", "p99_us")),
+                ]
+            rows += [
                 ("sockmapd: handler peak RSS (VmHWM)", "%.2f MiB" % (mv("rss_kb") / 1024.0), None, None),
-                ("sockmapd: Pss per idle handler (50 held)", "%.0f KiB" % mv("idle", "pss_kb"), None, None),
+                ("sockmapd: Pss per idle handler (50 held; go: its process)", "%.0f KiB" % mv("idle", "pss_kb"),
+                 None, None),
                 ("sockmapd: Rss / private per idle handler", "%.0f / %.0f KiB" % (mv("idle", "rss_kb"),
                                                                                  mv("idle", "private_kb")), None, None),
+                ("sockmapd: db logins per 300 new connections",
+                 "-" if v.accept else "%.0f" % mv("logins_300"), None, None),
             ]
+            per_variant[v.name] = rows
             # Ratios are taken within each round (same machine state), then the median.
+            first = mv("ratio_first")
+            if v.go:
+                ratios[v.name] = [("first answer / warm lookup (p50)", first, "", None)]
+                continue
             steady = mv("ratio_steady")
             cold = mv("ratio_cold")
             conc = mv("ratio_16")
@@ -467,9 +601,13 @@ class Bench:
                 continue
             # The Accept=no service (issue 13's targets; "vs Accept=yes" is the
             # unsandboxed per-connection handler here, the hardened unit under
-            # a real systemd in the system suite).
+            # a real systemd in the system suite), and issue 22's: handlers
+            # reused as Postfix's master reuses its daemons (not for max_use 1,
+            # whose figures stand beside them).
+            reused = v.sysconfig.get("max_use", 100) > 1
             rate = mv("ratio_conn_rate")
             cold_yes = mv("ratio_cold_vs_yes")
+            logins = mv("logins_300")
             ratios[v.name] = [
                 ("steady / composed floor", steady, ">= 0.97", steady >= 0.97),
                 ("cold p50 / null answerer cold p50", cold, "<= 1.0", cold <= 1.0),
@@ -477,7 +615,16 @@ class Bench:
                 ("new conns/s / Accept=yes", rate, ">= 10", rate >= 10),
                 ("16 conns / 1 conn", conc, ">= 1.5", conc >= 1.5),
                 ("Pss per idle handler, MiB", pss, "<= 0.5", pss <= 0.5),
+                ("first answer / warm lookup (p50)", first, "<= 3", first <= 3 if reused else None),
+                ("db logins per 300 new connections", logins, "<= 10", logins <= 10 if reused else None),
             ]
+            if any(x.go for x in self.variants):
+                cold_go = mv("ratio_cold_vs_go")
+                steady_go = mv("ratio_steady_vs_go")
+                ratios[v.name] += [
+                    ("first answer / Go's (p50)", cold_go, "<= 1", cold_go <= 1 if reused else None),
+                    ("1 conn steady / Go's", steady_go, ">= 1", steady_go >= 1),
+                ]
         return floors, per_variant, ratios
 
     def search_rows(self):
@@ -491,7 +638,7 @@ class Bench:
         floors, per_variant, ratios = self.summary()
         fmt = lambda v: "-" if v is None else "%.0f" % v  # noqa: E731
         lines = ["", "sockmapd benchmark: median of %d rounds, %d-row table, %d keys (%.0f%% present), loopback"
-                 % (len(self.rounds), ROWS, KEYS, self.present * 100), ""]
+                 % (len(self.rounds), ROWS, KEYS, self.present * 100), self.go_note, ""]
         lines.append("%-44s %16s %9s %9s" % ("measure", "value", "p50 us", "p99 us"))
         for name, value, p50, p99 in floors:
             lines.append("%-44s %16s %9s %9s" % (name, value, fmt(p50), fmt(p99)))
@@ -502,7 +649,8 @@ class Bench:
                 lines.append("%-44s %16s %9s %9s" % (name, value, fmt(p50), fmt(p99)))
             lines.append("%-44s %8s %8s" % ("  ratio", "value", "target"))
             for name, val, target, met in ratios[v.name]:
-                lines.append("  %-42s %8.2f %8s  %s" % (name, val, target, "met" if met else "MISSED"))
+                verdict = "" if met is None else "met" if met else "MISSED"
+                lines.append("  %-42s %8.2f %8s  %s" % (name, val, target, verdict))
         rows, hits, misses = self.search_rows()
         lines += ["", "[search orders] %s, 1 conn, sequential" % self.variants[0].name]
         for name, rps, p50, p99 in rows:
@@ -543,7 +691,8 @@ class Bench:
             cells = []
             for n in names:
                 hit = [r for r in ratios[n] if (r[0], r[2]) == (name, target)]
-                cells.append("%.2f %s" % (hit[0][1], "✓" if hit[0][3] else "✗") if hit else "")
+                mark = "" if not hit or hit[0][3] is None else "✓" if hit[0][3] else "✗"
+                cells.append("%.2f %s" % (hit[0][1], mark) if hit else "")
             out.append("| %s | %s | %s |" % (name, target.replace(">=", "≥").replace("<=", "≤"), " | ".join(cells)))
         rows, hits, misses = self.search_rows()
         out += ["", "| search order (%s, 1 conn) | lookups/s | p50 µs | p99 µs |" % names[0], "|---|---:|---:|---:|"]
@@ -588,6 +737,10 @@ def main():
     except (RuntimeError, AssertionError, OSError, subprocess.TimeoutExpired) as e:
         log("FAILED: %s: %s" % (type(e).__name__, e))
         return 1
+    finally:
+        for v in b.variants:
+            if v.go and v.act:
+                v.act.stop()
     b.report()
     if args.json:
         with open(args.json, "w") as f:

@@ -197,10 +197,9 @@ struct Loop {
     Clock::time_point reported_at{};
 };
 
-// STATUS= at most once a second: systemd reads each message, and a busy
-// service would send one per connection.
-
-// Returns when to try again, with a change not yet told.
+// STATUS= at most once a second: a busy service would send one per
+// connection, and the loop waits while the receiver's queue is full.
+// Returns when to try again when a change is held back.
 std::optional<Clock::time_point> notify_status(Loop& lp)
 {
     const std::size_t running = lp.table.running();
