@@ -322,7 +322,8 @@ void dispatch(Loop& lp, int conn, std::string peer)
 {
     while (const auto pid = lp.table.next_idle()) {
         if (give_connection(lp.table.find(*pid)->ctl.get(), conn)) {
-            log_debug("connection from " + peer + " to handler " + std::to_string(*pid));
+            if (log_enabled(LogLevel::Debug))
+                log_debug("connection from " + peer + " to handler " + std::to_string(*pid));
             lp.table.given(*pid, Fd(conn), std::move(peer));
             return;
         }
