@@ -105,6 +105,8 @@ LookupResult DbLookup::search(const MapConfig& mc, const StatementPlan& plan, st
             return {Outcome::Timeout, "database query timed out"};
         if (is_login_error(failed->code))
             return {Outcome::TempFail, "database login refused"};
+        if (is_server_full(failed->code))
+            return {Outcome::TempFail, "database server full (too many connections)"};
         return {Outcome::TempFail, "no database host available"};
     }
     if (answer.outcome == Outcome::PermFail)

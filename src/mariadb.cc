@@ -104,6 +104,11 @@ bool is_login_error(unsigned code)
     return code == ER_ACCESS_DENIED_ERROR || code == ER_DBACCESS_DENIED_ERROR || code == ER_BAD_DB_ERROR;
 }
 
+bool is_server_full(unsigned code)
+{
+    return code == ER_CON_COUNT_ERROR || code == ER_TOO_MANY_USER_CONNECTIONS;
+}
+
 // Connector/C initialises OpenSSL on the first mysql_init(), config file
 // included (openssl.cnf: ~2.7M instructions and ~1 MiB of peak RSS per
 // handler).  Without TLS nothing uses it; OpenSSL runs its config step

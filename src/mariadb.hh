@@ -50,6 +50,11 @@ bool is_connection_error(unsigned code, std::string_view sqlstate);
 // names): a configuration problem rather than an outage.
 bool is_login_error(unsigned code);
 
+// True when the server turned the connection away because it is full
+// (max_connections, max_user_connections): it is up, only this connection
+// did not fit, and a slot may be free for the next one.
+bool is_server_full(unsigned code);
+
 // The connector's one-time set-up (OpenSSL, character sets, the "mysql"
 // service lookup through NSS), done once in a process that forks handlers
 // so that none of them pays it per connection.

@@ -81,6 +81,18 @@ bool Pool::connect_next(Slot& slot, Tried& tried, std::optional<DbError>& last, 
                      {{"SOCKMAP_DB_HOST", host.name()}});
             return true;
         } catch (const DbError& e) {
+            last = e;
+            if (is_server_full(e.code)) {
+                // Up, but full: not a failed host for the others.  Logged
+                // at error: the server's limit is below what the handlers
+                // need (README, "Sizing for Postfix").
+                log_error("database host " + slot.label(hosts_) +
+                              " is full, not marked down (raise its max_connections or lower "
+                              "db_idle_timeout): " +
+                              e.what(),
+                          {{"SOCKMAP_DB_HOST", host.name()}});
+                continue;
+            }
             // A refused login is a configuration fault an administrator must
             // see even with loglevel error; an unreachable host may be one of
             // several.
@@ -90,7 +102,6 @@ bool Pool::connect_next(Slot& slot, Tried& tried, std::optional<DbError>& last, 
                         e.what(),
                     {{"SOCKMAP_DB_HOST", host.name()}});
             state_.mark_down(host);
-            last = e;
         }
     }
     return false;

@@ -8,6 +8,11 @@
 // - a host that refuses the connection or fails with a connection error is
 //   marked down (shared with other handlers) and the next host is tried,
 //   within the same run();
+// - a host that is full (1040 too many connections, 1203 the user's
+//   max_user_connections) is up and answering: the next host is tried for
+//   this run, but it is not marked down, so other handlers and later runs
+//   still try it in its place (a slot frees as soon as any client leaves);
+//   with no other host the lookup alone answers TEMP;
 // - a connection kept from an earlier run that fails is retried once on a
 //   fresh connection to the same host before that host is called down (it
 //   may just have gone stale: server restart, wait_timeout);

@@ -421,6 +421,7 @@ def max_connections_reached_is_temp_not_a_crash():
     for m, k, _ in EXPECTED:
         reply = s.ask(m, k)
         failure(reply, "server full: %s %s" % (m, k))
+        eq(reply, b"TEMP database server full (too many connections)", "the reason names the cause")
     ok(pid_alive(s.pid), "the handler is still running")
     contains(read_log(cfg), "Too many connections")
     # Concurrent handlers against the full server: TEMP each, no crash.
@@ -446,14 +447,19 @@ def max_connections_reached_is_temp_not_a_crash():
         t.join(scaled(30))
     eq(errors, [])
     wait_for(lambda: not sa.children(), timeout=10, msg="every handler exited")
-    # The second host takes over while the first is full.
+    # The second host takes over while the first is full, for this lookup
+    # alone: a full server is up, so it is not marked down for the others.
     reset_runtime_dir()
     cfg2 = config([a, b])
     rc, out, err = run_pipe(cfg2, encode("transport whoami") + encode("recipient postmaster@example.org"))
     eq(decode_stream(out), [b"OK secondary", b"OK root@example.org"])
-    # Room again: the same session answers.
+    contains(read_log(cfg2), "is full, not marked down")
+    # Room again: the same session answers, and the next handler asks the
+    # first host at once (within retry_interval: it was never marked down).
     release()
     a.sql("SET GLOBAL max_connections = 151;")
+    rc, out, err = run_pipe(cfg2, encode("transport whoami"))
+    eq(decode_stream(out), [b"OK primary"], "the full host is first again once it has room")
     eq(whoami(s), b"OK primary", "same session once the server has room")
     all_expected(s, "after the server had room")
     eq(s.close(), 0)

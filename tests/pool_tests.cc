@@ -48,12 +48,15 @@ struct World {
     TempDir dir;
     std::vector<Endpoint> hosts{*parse_endpoint("a:1", 0), *parse_endpoint("b:1", 0), *parse_endpoint("c:1", 0)};
     std::set<std::string> refusing; // host names whose connect fails
+    std::set<std::string> full;     // host names whose connect gets 1040 (too many connections)
     std::vector<std::string> connects;
     int next_id = 0;
     Pool pool{hosts, HostState(dir.path, 30), 10, [this](const Endpoint& h, const std::string& db) {
                   connects.push_back(h.name() + "/" + db);
                   if (refusing.count(h.name()))
                       throw DbError(CR_CONN_HOST_ERROR, "HY000", "Can't connect to server on '" + h.name() + "'");
+                  if (full.count(h.name()))
+                      throw DbError(ER_CON_COUNT_ERROR, "08004", "Too many connections");
                   auto c = std::make_unique<FakeLink>();
                   c->host = h.name();
                   c->id = ++next_id;
@@ -181,6 +184,26 @@ BOOST_AUTO_TEST_CASE(every_host_failing_returns_the_last_error)
     const auto last = single.run("db", "m", [](Pool::Link&, const Endpoint&) { throw timed_out(); });
     BOOST_REQUIRE(last.has_value());
     BOOST_TEST(last->timed_out);
+}
+
+BOOST_AUTO_TEST_CASE(a_full_host_is_skipped_for_this_run_but_not_marked_down)
+{
+    World w;
+    w.full = {"a:1"};
+    BOOST_TEST(w.run("db", {}) == Names{"b:1"}, boost::test_tools::per_element());
+    BOOST_TEST(!w.is_down(0)); // other handlers still try a first
+    // Every host full: the error is the caller's (TEMP for this lookup), no host marked.
+    World all;
+    all.full = {"a:1", "b:1", "c:1"};
+    std::optional<DbError> r;
+    BOOST_TEST(all.run("db", {}, &r).empty());
+    BOOST_REQUIRE(r.has_value());
+    BOOST_TEST(is_server_full(r->code));
+    for (std::size_t i = 0; i < 3; ++i)
+        BOOST_TEST(!all.is_down(i));
+    // A slot free again: the next run connects to the first host.
+    all.full.clear();
+    BOOST_TEST(all.run("db", {}) == Names{"a:1"}, boost::test_tools::per_element());
 }
 
 BOOST_AUTO_TEST_CASE(long_host_lists_are_each_tried_once)
