@@ -8,7 +8,7 @@ systemd-nspawn -b, the .deb built from the tree installed with apt, MariaDB
 with the example tables, the README's set-up with the password in the
 config), then adds socket/service pairs on their own loopback ports:
 
-  shipped   the installed sockmapd@.service as it is
+  shipped   the installed sockmapd@.service as it is (under a socket of its own)
   plain     the same binary with only ExecStart, User, Group, StandardInput,
             RuntimeDirectory (no sandbox, no limits, no credentials)
   +OPTION   plain plus one group of settings of the shipped unit (each key,
@@ -22,8 +22,19 @@ config), then adds socket/service pairs on their own loopback ports:
 and measures, from a client in the container's network namespace, the cold
 first answer (connect, one lookup, reply: a new handler each time) and
 sequential new connections per second, in interleaved rounds; medians of the
-rounds.  Every reply is checked (OK with the expected value).  Prints a
-markdown table; the container is stopped by its pid at the end.
+rounds.  Every reply is checked (OK with the expected value).
+
+Then what a mail sees, through the container's Postfix smtpd with the
+README's main.cf, for each of the two installed socket units on 2224 (the
+default sockmapd-listener pair, then sockmapd.socket): an SMTP session after
+a pause longer than Postfix's 10 s socketmap idle limit (dict_sockmap.c,
+DICT_SOCKMAP_DEF_MAX_IDLE), so smtpd and trivial-rewrite reconnect, times
+MAIL FROM + RCPT TO (cold); then RSET and the same for another known
+recipient in the same session, on the connections just opened (warm).  The
+difference is what a new socketmap connection adds to a mail.
+--pause-samples sessions per unit (each after a pause of --pause s).
+
+Prints markdown tables; the container is stopped by its pid at the end.
 """
 
 import argparse
@@ -107,7 +118,7 @@ def variants(shipped):
             continue
         groups.setdefault(SAME_GROUP.get(k, k), []).append(l)
     groups = list(groups.items())
-    out = [("shipped", None), ("plain", base)]
+    out = [("shipped", [l for _, l in lines]), ("plain", base)]
     for key, ls in groups:
         out.append(("+" + key, base + ls))
     for key, ls in groups:
@@ -127,6 +138,62 @@ def measure(c, port, n):
     return res
 
 
+# Runs in the container's network namespace: one SMTP session, MAIL FROM and
+# RCPT TO timed (cold), RSET, the same for another recipient (warm).
+SMTP_TIMED = r"""
+import json, smtplib, sys, time
+s = smtplib.SMTP("127.0.0.1", 25, timeout=60)
+s.ehlo("bench.example.com")
+out = {}
+for label, rcpt in (("cold", sys.argv[1]), ("warm", sys.argv[2])):
+    t = time.perf_counter()
+    c1 = s.mail("someone@example.com")[0]
+    c2 = s.rcpt(rcpt)[0]
+    out[label] = time.perf_counter() - t
+    out[label + "_codes"] = [c1, c2]
+    s.rset()
+s.quit()
+print(json.dumps(out))
+"""
+
+
+def smtp_timed(c, cold_rcpt, warm_rcpt):
+    r = subprocess.run(["nsenter", "-t", str(c.leader), "-n", sys.executable, "-c", SMTP_TIMED, cold_rcpt,
+                        warm_rcpt], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+    if r.returncode != 0:
+        raise RuntimeError("smtp client: " + r.stderr.decode()[-800:])
+    res = json.loads(r.stdout)
+    for label in ("cold", "warm"):
+        if res[label + "_codes"] != [250, 250]:
+            raise RuntimeError("smtp %s: %r" % (label, res))
+    return res
+
+
+def postfix_pause_cost(c, samples, pause):
+    """Per installed unit: MAIL+RCPT after a pause (new socketmap connections) against a warm one."""
+    for setting in bb_system.readme_main_cf():
+        c.run(["postconf", "-e", setting])
+    c.run(["systemctl", "restart", "postfix.service"], timeout=120)
+    harness.wait_for(lambda: c.run("postfix status", check=False).rc == 0, timeout=30, msg="postfix running")
+    rows = []
+    for unit in ("sockmapd-listener.service", "sockmapd@.service"):
+        if unit == "sockmapd@.service":
+            bb_system.use_accept_socket(c)
+        smtp_timed(c, "postmaster@example.org", "info@example.org")  # Postfix's own processes started
+        cold, warm = [], []
+        for i in range(samples):
+            time.sleep(pause)
+            res = smtp_timed(c, "postmaster@example.org", "info@example.org")
+            cold.append(res["cold"] * 1000)
+            warm.append(res["warm"] * 1000)
+            print("%s: pause sample %d: cold %.1f ms, warm %.1f ms" % (unit, i + 1, cold[-1], warm[-1]),
+                  file=sys.stderr, flush=True)
+        rows.append({"unit": unit, "cold_ms": statistics.median(cold), "warm_ms": statistics.median(warm),
+                     "added_ms": statistics.median([a - b for a, b in zip(cold, warm)]),
+                     "cold_max_ms": max(cold), "samples": samples, "pause_s": pause})
+    return rows
+
+
 def exposure(c, unit):
     r = c.run(["systemd-analyze", "security", "--no-pager", unit], check=False)
     for line in r.out.splitlines():
@@ -143,6 +210,8 @@ def main():
     ap.add_argument("--candidate", action="append", default=[], metavar="NAME=FILE",
                     help="also measure this service file (@SBINDIR@ -> /usr/sbin) as variant NAME")
     ap.add_argument("--no-listener", action="store_true", help="leave out the Accept=no pair")
+    ap.add_argument("--pause-samples", type=int, default=5, help="SMTP sessions after a pause, per unit (0: none)")
+    ap.add_argument("--pause", type=float, default=11.0, help="seconds of pause (Postfix closes after 10)")
     ap.add_argument("--markdown")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -161,9 +230,6 @@ def main():
             todo = [v for v in todo if v[0] in keep or v[0] in ("shipped", "plain")]
         ports = {}
         for i, (name, lines) in enumerate(todo):
-            if lines is None:
-                ports[name] = 2224
-                continue
             ports[name] = 2300 + i
             unit = "smb%d" % i
             c.write("/etc/systemd/system/%s.socket" % unit, socket_text(ports[name]))
@@ -180,12 +246,10 @@ def main():
             ports["listener"] = 2299
         c.run(["systemctl", "daemon-reload"])
         for i, (name, lines) in enumerate(todo):
-            if lines is not None:
-                c.run(["systemctl", "start", "smb%d.socket" % i])
+            c.run(["systemctl", "start", "smb%d.socket" % i])
         if "listener" in ports:
             c.run(["systemctl", "start", "smblistener.socket"])
-        units = {name: ("sockmapd@x.service" if lines is None else "smb%d@x.service" % i)
-                 for i, (name, lines) in enumerate(todo)}
+        units = {name: "smb%d@x.service" % i for i, (name, lines) in enumerate(todo)}
         units["listener"] = "smblistener.service"
         for name in ports:  # warm-up: page cache, the database's buffer pool
             measure(c, ports[name], 3)
@@ -201,6 +265,8 @@ def main():
             rates = [len(r["times"]) / r["total"] for r in rounds[name]]
             rows.append({"variant": name, "p50_ms": statistics.median(p50s), "p90_ms": statistics.median(p90s),
                          "conn_per_s": statistics.median(rates), "exposure": exposure(c, units[name])})
+        c.run(["systemctl", "stop", "smb*.socket", "smb*.service"], check=False)  # the variants' sockets off
+        pause_rows = postfix_pause_cost(c, args.pause_samples, args.pause) if args.pause_samples else []
         failed = c.run(["systemctl", "list-units", "--failed", "--plain", "--no-legend"], check=False).out.strip()
         if failed:
             raise RuntimeError("failed units after the bench: " + failed)
@@ -214,6 +280,13 @@ def main():
         lines.append("| %s | %.1f | %.1f | %.0f | %+.1f ms | %s |" % (
             r["variant"], r["p50_ms"], r["p90_ms"], r["conn_per_s"], r["p50_ms"] - plain["p50_ms"],
             "%.1f" % r["exposure"] if r["exposure"] is not None else "-"))
+    if pause_rows:
+        lines += ["", "| unit on 2224 | MAIL+RCPT after a %.0f s pause p50 ms | warm p50 ms | added by the new "
+                  "connections p50 ms | after a pause, max ms |" % pause_rows[0]["pause_s"],
+                  "|---|---:|---:|---:|---:|"]
+        for r in pause_rows:
+            lines.append("| %s | %.1f | %.1f | %+.1f | %.1f |" % (r["unit"], r["cold_ms"], r["warm_ms"],
+                                                                  r["added_ms"], r["cold_max_ms"]))
     table = "\n".join(lines)
     print(table)
     if args.markdown:
@@ -221,7 +294,8 @@ def main():
             f.write(table + "\n")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rounds": args.rounds, "connections": args.connections, "rows": rows}, f, indent=1)
+            json.dump({"rounds": args.rounds, "connections": args.connections, "rows": rows,
+                       "postfix_pause": pause_rows}, f, indent=1)
     return 0
 
 

@@ -200,9 +200,11 @@ def troubleshooting_postfix_process_limit():
 @test
 def troubleshooting_max_connections_dropin():
     d = dropin_applied(TROUBLE[5], "sockmapd.socket")
-    eq(effective(d, "sockmapd.socket", "Socket", "MaxConnections")[-1], "256", "the drop-in's value wins")
-    eq(unit_value(os.path.join(UNITS, "sockmapd.socket"), "MaxConnections"), "64", "the README names the shipped cap")
-    contains(section("Troubleshooting"), "(`MaxConnections=64`)")
+    eq(effective(d, "sockmapd.socket", "Socket", "MaxConnections")[-1], "1024", "the drop-in's value wins")
+    eq(unit_value(os.path.join(UNITS, "sockmapd.socket"), "MaxConnections"), "512", "the README names the shipped cap")
+    contains(section("Troubleshooting"), "(`MaxConnections=512`)")
+    contains(section("Troubleshooting"), "`--max-children 512`")
+    contains(unit_value(os.path.join(UNITS, "sockmapd-listener.service"), "ExecStart"), "--max-children 512")
 
 
 def unit_value(path, key):

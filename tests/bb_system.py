@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
@@ -230,8 +231,31 @@ def configure(c, password_in="file"):
 
 
 def write_conffile(c, cfg):
-    """Rewrite /etc/sockmapd/config.json in place (keeping its owner and mode, as an editor would)."""
+    """Rewrite /etc/sockmapd/config.json in place (keeping its owner and mode, as an editor would); a running
+    sockmapd-listener.service re-reads it (under sockmapd.socket the next connection does)."""
     c.run("cat > /etc/sockmapd/config.json", input=json.dumps(cfg, indent=2) + "\n")
+    c.run(["systemctl", "try-reload-or-restart", "sockmapd-listener.service"], timeout=scaled(30))
+
+
+DEFAULT_UNIT = "sockmapd-listener.service"
+SOCKETS = {"listener": "sockmapd-listener.socket", "accept": "sockmapd.socket"}
+
+
+def use_accept_socket(c):
+    """The README's switch to sockmapd.socket (Accept=yes, a unit per connection), as written."""
+    listener_steps(c, 0)
+    eq(c.run(["systemctl", "is-active", "sockmapd-listener.socket", "sockmapd-listener.service"],
+             check=False).out.split(), ["inactive", "inactive"])
+    eq(c.run(["systemctl", "is-active", "sockmapd.socket"], check=False).out.strip(), "active")
+
+
+def use_listener_socket(c):
+    """Back to the default pair: the README's switch the other way round."""
+    for line in listener_block(0).splitlines()[::-1]:
+        line = line.replace("enable --now", "ENABLE").replace("disable --now", "enable --now").replace(
+            "ENABLE", "disable --now")
+        c.run(line, timeout=scaled(30))
+    eq(c.run(["systemctl", "is-active", "sockmapd.socket"], check=False).out.strip(), "inactive")
 
 
 def stop_database(c):
@@ -269,17 +293,22 @@ def security_exposure(c, unit="sockmapd@x.service"):
 
 @test(timeout=1000)  # on a cold cache it builds the root first (about 4 minutes, longer on a busy machine)
 def installed_and_after_reboot():
-    """Case 1: the package as apt leaves it, and again after a reboot; TEMP before any configuration."""
+    """Case 1: the package as apt leaves it (the listener pair enabled, sockmapd.socket shipped but not), and
+    again after a reboot; every unit that runs sockmapd at exposure <= 1.1; TEMP before any configuration."""
     c = installed("install")
     for boot in (1, 2):
-        eq(c.run(["systemctl", "is-enabled", "sockmapd.socket"], check=False).out.strip(), "enabled")
-        eq(c.run(["systemctl", "is-active", "sockmapd.socket"], check=False).out.strip(), "active")
-        eq(c.run(["systemctl", "show", "-P", "Listen", "sockmapd.socket"]).out.strip(), "127.0.0.1:2224 (Stream)")
+        eq(c.run(["systemctl", "is-enabled", "sockmapd-listener.socket"], check=False).out.strip(), "enabled")
+        eq(c.run(["systemctl", "is-active", "sockmapd-listener.socket"], check=False).out.strip(), "active")
+        eq(c.run(["systemctl", "is-enabled", "sockmapd.socket"], check=False).out.strip(), "disabled")
+        eq(c.run(["systemctl", "is-active", "sockmapd.socket"], check=False).out.strip(), "inactive")
+        eq(c.run(["systemctl", "show", "-P", "Listen", "sockmapd-listener.socket"]).out.strip(),
+           "127.0.0.1:2224 (Stream)")
         ok(c.run(["getent", "passwd", "sockmapd"]).out.startswith("sockmapd:"))
         eq(c.run(["stat", "-c", "%a %U:%G", "/etc/sockmapd/config.json"]).out.strip(), "640 root:sockmapd")
-        score = security_exposure(c)
-        print("    boot %d: systemd-analyze security sockmapd@x.service: %.1f" % (boot, score))
-        ok(score <= 2.0, "exposure %.1f > 2.0" % score)
+        for unit in ("sockmapd-listener.service", "sockmapd@x.service"):
+            score = security_exposure(c, unit)
+            print("    boot %d: systemd-analyze security %s: %.1f" % (boot, unit, score))
+            ok(score <= 1.1, "%s: exposure %.1f > 1.1" % (unit, score))
         # Not configured yet: the database refuses the example's user, so TEMP, on a live connection.
         replies = lookup(c, "recipient postmaster@example.org", "nosuch key")
         eq([r[:5] for r in replies], [b"TEMP ", b"PERM "], "replies before configuration")
@@ -319,6 +348,7 @@ def handler_that_cannot_start_is_a_failed_unit():
     """A handler systemd cannot start, or one with a broken config, shows in systemctl --failed, logged at error."""
     c = installed("failing")
     configure(c, "file")
+    use_accept_socket(c)
     # A setting systemd cannot apply: the user does not exist.
     c.write("/etc/systemd/system/sockmapd@.service.d/broken.conf", "[Service]\nUser=nosuchuser\n")
     c.run(["systemctl", "daemon-reload"])
@@ -400,7 +430,7 @@ def journal_summary_fields_and_no_secrets():
            {"SOCKMAP_END": "client closed", "SOCKMAP_REQUESTS": "2", "SOCKMAP_FOUND": "1",
             "SOCKMAP_NOTFOUND": "1", "SOCKMAP_ERRORS": "0"}, "the summary's fields")
         ok(e.get("SOCKMAP_DURATION_MS", "").isdigit(), "SOCKMAP_DURATION_MS")
-        ok(e.get("_SYSTEMD_UNIT", "").startswith("sockmapd@"), "logged by the handler unit")
+        eq(e.get("_SYSTEMD_UNIT"), DEFAULT_UNIT, "logged by the default unit's handler")
     connected = [e for e in entries if e.get("MESSAGE", "").startswith("connected to database host")]
     eq(len(connected), 3, "one database connection per handler")
     for e in connected:
@@ -586,9 +616,11 @@ def postfix_proxymap_over_the_unix_socket():
     sec = readme_section("Configure and enable the socket")
     dropin = [b for b in code_blocks(sec, "ini") if "/run/sockmapd.sock" in b]
     eq(len(dropin), 1, "the README's socket drop-in")
-    c.write("/etc/systemd/system/sockmapd.socket.d/override.conf", dropin[0])
+    contains(re.sub(r"\s+", " ", sec), "`systemctl edit sockmapd-listener.socket`, then `systemctl restart "
+             "sockmapd-listener.socket`")
+    c.write("/etc/systemd/system/sockmapd-listener.socket.d/override.conf", dropin[0])
     c.run(["systemctl", "daemon-reload"])
-    c.run(["systemctl", "restart", "sockmapd.socket"])
+    c.run(["systemctl", "restart", "sockmapd-listener.socket"], timeout=scaled(60))
     eq(c.run(["stat", "-c", "%a %U:%G", "/run/sockmapd.sock"]).out.strip(), "660 root:postfix")
     postfix = re.sub(r"\s+", " ", readme_section("Postfix"))
     m = re.search(r"`(proxy:socketmap:unix:/run/sockmapd\.sock:\w+)`, listed in `proxy_read_maps`", postfix)
@@ -612,7 +644,7 @@ def xinetd_with_the_shipped_file():
     c = installed("xinetd")
     configure(c, "file")
     # xinetd takes the port the socket unit had: the README is for hosts without the socket.
-    c.run(["systemctl", "disable", "--now", "sockmapd.socket"])
+    c.run(["systemctl", "disable", "--now", "sockmapd-listener.socket"])
     sec = readme_section("xinetd")
     sh = code_blocks(sec, "sh")
     eq(len(sh), 1)
@@ -640,32 +672,125 @@ def xinetd_with_the_shipped_file():
     eq(units_left(c), [], "no socket-activated handlers")
 
 
-@test(timeout=600)
-def upgrade_keeps_edited_conffile_and_purge_cleans_up():
-    """Case 7: an upgrade keeps the admin's config; purge removes the package's files and units."""
-    c = installed("lifecycle")
-    configure(c, "file")
-    before = c.read("/etc/sockmapd/config.json")
-    old = debpkg.deb_field(package(), "Version")
-    newer = debpkg.rebuild_with_version(package(), re.sub(r"-(\d+)$", lambda m: "-%d" % (int(m.group(1)) + 1), old),
-                                        tmpdir("upgrade"))
+# Runs in the container's network namespace while a package is upgraded: a new
+# connection and one lookup every 50 ms until stdin closes; a line per reply.
+LOOP_CLIENT = r"""
+import socket, sys, threading, time
+port, req = int(sys.argv[1]), sys.argv[2].encode()
+frame = b"%d:%s," % (len(req), req)
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+while not stop.is_set():
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        s.sendall(frame)
+        data = b""
+        while not data.endswith(b","):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        r = data.decode(errors="replace")
+    except OSError as e:
+        r = "<error %s>" % e
+    print(r, flush=True)
+    time.sleep(0.05)
+"""
+
+
+class LookupLoop:
+    """New connections with a lookup each, one after the other, until stop(): the replies."""
+
+    def __init__(self, c, request="recipient postmaster@example.org"):
+        self.p = subprocess.Popen(["nsenter", "-t", str(c.leader), "-n", sys.executable, "-c", LOOP_CLIENT, "2224",
+                                   request], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        defer(self.stop)
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.stdin.close()
+            try:
+                self.p.wait(scaled(60))
+            except subprocess.TimeoutExpired:
+                stop_pid(self.p.pid, popen=self.p)
+        return self.p.stdout.read().decode(errors="replace").splitlines() if self.p.stdout else []
+
+
+def upgrade(c, tag):
+    """apt-get install of the package's files as the next higher version, as an upgrade; its output."""
+    old = c.run(["dpkg-query", "-W", "-f", "${Version}", "sockmapd"]).out
+    version = re.sub(r"-(\d+)$", lambda m: "-%d" % (int(m.group(1)) + 1), old)
+    newer = debpkg.rebuild_with_version(package(), version, tmpdir("upgrade-" + tag))
     shutil.copy(newer, c.path("/root/" + os.path.basename(newer)))
     r = c.run("cd /root && DEBIAN_FRONTEND=noninteractive apt-get install -y -q ./" + os.path.basename(newer),
               timeout=scaled(180))
     eq(re.findall(r"^Get:\d+ \w+://.*$", r.out, re.M), [], "nothing downloaded for the upgrade")
-    eq(c.run(["dpkg-query", "-W", "-f", "${Version}", "sockmapd"]).out, debpkg.deb_field(newer, "Version"))
+    eq(c.run(["dpkg-query", "-W", "-f", "${Version}", "sockmapd"]).out, version)
+    return r.out
+
+
+def upgrade_while_looking_up(c, tag):
+    """An upgrade with lookups going on: every one answered, several during the upgrade."""
+    loop = LookupLoop(c)
+    wait_for(lambda: lookup(c, "recipient postmaster@example.org") == [b"OK root@example.net"], msg="answering")
+    upgrade(c, tag)
+    replies = loop.stop()
+    ok(len(replies) >= 3, "lookups during the upgrade: %r" % replies)
+    eq(sorted(set(replies)), ["19:OK root@example.net,"], "every lookup answered during the upgrade")
+    return len(replies)
+
+
+def enabled_active(c, unit):
+    return [c.run(["systemctl", verb, unit], check=False).out.strip() for verb in ("is-enabled", "is-active")]
+
+
+@test(timeout=900)
+def upgrades_keep_the_enabled_unit_answering_then_purge():
+    """Case 7: upgrades (the same files as higher versions) answer throughout and keep the admin's choice of
+    unit and config: the default pair (its service restarted on the new binary), sockmapd.socket switched to,
+    and sockmapd.socket as an older package left it (no helper state for the listener); purge cleans up."""
+    c = installed("lifecycle")
+    configure(c, "file")
+    before = c.read("/etc/sockmapd/config.json")
+    eq(lookup(c, "recipient postmaster@example.org"), [b"OK root@example.net"])
+    pid = c.run(["systemctl", "show", "-P", "MainPID", DEFAULT_UNIT]).out.strip()
+    n = upgrade_while_looking_up(c, "1")
+    print("    default pair: %d lookups during the upgrade, all answered" % n, flush=True)
     eq(c.read("/etc/sockmapd/config.json"), before, "the edited conffile after the upgrade")
     eq(c.run(["stat", "-c", "%a %U:%G", "/etc/sockmapd/config.json", "/etc/sockmapd/db-password"]).out.split("\n")[:2],
        ["640 root:sockmapd"] * 2)
-    eq(c.run(["systemctl", "is-active", "sockmapd.socket"], check=False).out.strip(), "active")
-    eq(lookup(c, "recipient postmaster@example.org"), [b"OK root@example.net"], "after the upgrade")
+    eq(enabled_active(c, "sockmapd-listener.socket"), ["enabled", "active"])
+    eq(enabled_active(c, "sockmapd.socket"), ["disabled", "inactive"])
+    wait_active(c, DEFAULT_UNIT)
+    new_pid = c.run(["systemctl", "show", "-P", "MainPID", DEFAULT_UNIT]).out.strip()
+    ok(new_pid not in ("0", pid), "the service restarted: MainPID %s -> %s" % (pid, new_pid))
+    eq(c.run(["readlink", "/proc/%s/exe" % new_pid]).out.strip(), "/usr/sbin/sockmapd", "runs the new binary")
+    eq(failed_units(c), [], "failed units")
+
+    # sockmapd.socket, switched to as the README says: kept enabled and listening.
+    use_accept_socket(c)
+    for tag, note in (("2", "switched to by the administrator"),
+                      ("3", "as a package before the listener was the default left it")):
+        if tag == "3":
+            c.run("rm -f /var/lib/systemd/deb-systemd-helper-enabled/sockmapd-listener.socket.dsh-also "
+                  "/var/lib/systemd/deb-systemd-helper-enabled/sockets.target.wants/sockmapd-listener.socket")
+        n = upgrade_while_looking_up(c, tag)
+        print("    sockmapd.socket %s: %d lookups during the upgrade, all answered" % (note, n), flush=True)
+        eq(enabled_active(c, "sockmapd.socket"), ["enabled", "active"], note)
+        eq(enabled_active(c, "sockmapd-listener.socket"), ["disabled", "inactive"], note)
+        eq(failed_units(c), [], "failed units")
+    use_listener_socket(c)
+    eq(lookup(c, "recipient postmaster@example.org"), [b"OK root@example.net"], "the default pair again")
 
     kept = Session(c)
     eq(kept.ask("recipient postmaster@example.org"), b"OK root@example.net")
     c.run("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q sockmapd", timeout=scaled(180))
+    eq(kept.ask("recipient postmaster@example.org"), b"<closed>", "the open session closed by the stop")
     kept.close()
     for path in ("/etc/sockmapd", "/usr/sbin/sockmapd", "/lib/systemd/system/sockmapd.socket",
-                 "/lib/systemd/system/sockmapd@.service", "/usr/share/doc/sockmapd"):
+                 "/lib/systemd/system/sockmapd@.service", "/lib/systemd/system/sockmapd-listener.socket",
+                 "/lib/systemd/system/sockmapd-listener.service", "/usr/share/doc/sockmapd"):
         ok(not os.path.lexists(c.path(path)), path + " left after purge")
     ok(not c.run("ls /etc/systemd/system/*/sockmapd*", check=False).out.strip(), "no enablement links left")
     wait_for(lambda: units_left(c, "sockmapd*") == [], timeout=scaled(15), msg="no sockmapd units after purge")
@@ -680,12 +805,17 @@ def journal_since(c, since, unit):
     return [json.loads(l) for l in r.out.splitlines() if l.strip()]
 
 
-def listener_steps(c, which):
-    """Runs the README's "Service mode" shell block `which` (0: the switch, 1: reload and status) as written."""
+def listener_block(which):
+    """The README's "Service mode" shell block `which` (0: the switch to sockmapd.socket, 1: reload and status)."""
     blocks = code_blocks(readme_section("Service mode: one process for all connections (Accept=no)"), "sh")
     eq(len(blocks), 2, "two shell blocks")
+    return blocks[which]
+
+
+def listener_steps(c, which):
+    """Runs the README's "Service mode" shell block `which` as written; their output."""
     out = ""
-    for line in blocks[which].splitlines():
+    for line in listener_block(which).splitlines():
         r = c.run(line, check=False, timeout=scaled(30))
         eq(r.rc, 0, "README step %r: %s %s" % (line, r.out, r.err))
         out += r.out
@@ -694,25 +824,22 @@ def listener_steps(c, which):
 
 @test(timeout=900)
 def listener_pair_lookups_reload_outage_stop_and_journal():
-    """The Accept=no pair: installed not enabled; the README's switch; lookups, reload good and
-    broken, an outage TEMP and back, stop with a session open, its journal lines and exposure."""
+    """The Accept=no pair, the default: lookups, reload good and broken, an outage TEMP and back, stop with a
+    session open, its journal lines and exposure."""
     c = installed("listener")
-    cfg = configure(c, "file")
-    eq(c.run(["systemctl", "is-enabled", "sockmapd-listener.socket"], check=False).out.strip(), "disabled",
-       "installed, not enabled")
-    eq(lookup(c, "recipient postmaster@example.org"), [b"OK root@example.net"], "Accept=yes first")
     since = c.run(["date", "+%Y-%m-%d %H:%M:%S"]).out.strip()
-    listener_steps(c, 0)
+    cfg = configure(c, "file")
     eq(c.run(["systemctl", "is-active", "sockmapd.socket"], check=False).out.strip(), "inactive")
+    eq(lookup(c, "recipient postmaster@example.org"), [b"OK root@example.net"], "first connection")
     wait_active(c, "sockmapd-listener.service")
     eq(lookup(c, "recipient postmaster@example.org", "recipient nobody@example.org"),
        [b"OK root@example.net", b"NOTFOUND "])
     eq(units_left(c), [], "no unit per connection")
-    wait_for(lambda: "1 connections served" in c.run(["systemctl", "show", "-p", "StatusText", "--value",
+    wait_for(lambda: "2 connections served" in c.run(["systemctl", "show", "-p", "StatusText", "--value",
                                                        "sockmapd-listener.service"]).out, msg="STATUS=")
     exposure = security_exposure(c, "sockmapd-listener.service")
     print("    sockmapd-listener.service exposure under systemd: %.1f" % exposure, flush=True)
-    ok(exposure <= 1.5, "exposure %.1f" % exposure)
+    ok(exposure <= 1.1, "exposure %.1f" % exposure)
 
     # Reload: a good config (a map renamed) for new connections; a kept one keeps its own.
     kept = Session(c)
@@ -759,7 +886,7 @@ def listener_pair_lookups_reload_outage_stop_and_journal():
     contains(text, "stopping on Terminated")
     not_contains(text, "sending SIGTERM", "every handler ended by itself")
     summaries = [e for e in entries if e.get("MESSAGE", "").startswith("session end")]
-    ok(len(summaries) >= 4, "session summaries: %r" % text[-2000:])
+    ok(len(summaries) >= 5, "session summaries: %r" % text[-2000:])
     for e in summaries:
         startswith(e.get("REMOTE_ADDR", ""), "127.0.0.1:", "REMOTE_ADDR")
         eq(e.get("_SYSTEMD_UNIT"), "sockmapd-listener.service")
@@ -856,6 +983,384 @@ def who_may_connect_ip_address_allow_and_allow_list():
     contains(journal, "for 127.0.0.1:")
     eq([u for u in failed_units(c) if u.startswith("sockmapd")], [], "failed units")
 
+
+
+# ---------------------------------------------------------------- Postfix's numbers (issue: sized for its defaults)
+
+# Many connections from one process in the container's network namespace,
+# driven by commands on stdin, one JSON line back for each:
+#   open N P         N more connections, no request yet, P s apart
+#   ask A B REQ      REQ on connections A..B-1 at once: their replies
+#   close A B        close connections A..B-1
+#   probe T REQ      a new connection (kept as the next index): REQ, seconds to the reply, or null after T s
+#   wait I T         the reply of connection I within T s (after a probe that got none)
+#   busy A B S REQ   connections A..B-1 ask REQ over and over for S s: replies per status word
+MANY_CLIENT = r"""
+import json, socket, sys, time
+conns, bufs = [], []
+def frame(req):
+    return b"%d:%s," % (len(req), req)
+def reply(i, deadline):
+    s = conns[i]
+    while True:
+        b = bufs[i]
+        colon = b.find(b":")
+        if colon > 0:
+            n = int(b[:colon])
+            if len(b) >= colon + n + 2:
+                bufs[i] = b[colon + n + 2:]
+                return b[colon + 1:colon + 1 + n].decode(errors="replace")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        s.settimeout(left)
+        try:
+            data = s.recv(65536)
+        except socket.timeout:
+            return None
+        except OSError as e:
+            return "<error %s>" % e.strerror
+        if not data:
+            return "<closed>"
+        bufs[i] += data
+def connect():
+    s = socket.create_connection(("127.0.0.1", 2224), timeout=30)
+    conns.append(s)
+    bufs.append(b"")
+    return len(conns) - 1
+for line in sys.stdin:
+    cmd = line.rstrip("\n").split(" ")
+    try:
+        if cmd[0] == "open":
+            for _ in range(int(cmd[1])):
+                connect()
+                time.sleep(float(cmd[2]))
+            out = {"open": len(conns)}
+        elif cmd[0] == "ask":
+            a, b, req = int(cmd[1]), int(cmd[2]), " ".join(cmd[3:]).encode()
+            for i in range(a, b):
+                conns[i].sendall(frame(req))
+            deadline = time.monotonic() + 120
+            out = {"replies": [reply(i, deadline) for i in range(a, b)]}
+        elif cmd[0] == "close":
+            for i in range(int(cmd[1]), int(cmd[2])):
+                conns[i].close()
+            out = {}
+        elif cmd[0] == "probe":
+            t0 = time.monotonic()
+            i = connect()
+            conns[i].sendall(frame(" ".join(cmd[2:]).encode()))
+            r = reply(i, t0 + float(cmd[1]))
+            out = {"index": i, "reply": r, "seconds": time.monotonic() - t0 if r is not None else None}
+        elif cmd[0] == "wait":
+            t0 = time.monotonic()
+            r = reply(int(cmd[1]), t0 + float(cmd[2]))
+            out = {"reply": r, "seconds": time.monotonic() - t0}
+        elif cmd[0] == "busy":
+            a, b, secs, req = int(cmd[1]), int(cmd[2]), float(cmd[3]), " ".join(cmd[4:]).encode()
+            counts = {}
+            end = time.monotonic() + secs
+            while time.monotonic() < end:
+                for i in range(a, b):
+                    conns[i].sendall(frame(req))
+                for i in range(a, b):
+                    r = reply(i, time.monotonic() + 30) or "<none>"
+                    counts[r.split(" ")[0]] = counts.get(r.split(" ")[0], 0) + 1
+            out = {"counts": counts}
+        else:
+            out = {"error": "unknown command"}
+    except OSError as e:
+        out = {"error": str(e)}
+    print(json.dumps(out), flush=True)
+"""
+
+
+class Many:
+    """MANY_CLIENT in the container's network namespace; each method one command."""
+
+    def __init__(self, c):
+        self.p = subprocess.Popen(["nsenter", "-t", str(c.leader), "-n", sys.executable, "-c", MANY_CLIENT],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        defer(self.stop)
+        self.count = 0
+
+    def cmd(self, *words):
+        self.p.stdin.write((" ".join(str(w) for w in words) + "\n").encode())
+        self.p.stdin.flush()
+        line = self.p.stdout.readline()
+        ok(line, "the client ended on %r" % (words,))
+        out = json.loads(line)
+        ok("error" not in out, "%r: %r" % (words, out))
+        return out
+
+    def open(self, n, pause=0):
+        self.count = self.cmd("open", n, pause)["open"]
+
+    def ask(self, a, b, req="recipient postmaster@example.org"):
+        return self.cmd("ask", a, b, req)["replies"]
+
+    def probe(self, timeout, req="recipient postmaster@example.org"):
+        out = self.cmd("probe", timeout, req)
+        self.count = out["index"] + 1
+        return out
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.stdin.close()
+            try:
+                self.p.wait(scaled(30))
+            except subprocess.TimeoutExpired:
+                stop_pid(self.p.pid, popen=self.p)
+
+
+def db_connections(c):
+    return int(c.run(["mariadb", "-N", "-e", "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                                            "WHERE USER='sockmapd'"]).out.strip())
+
+
+def handler_pss_kib(c, unit):
+    """Pss of each handler process (KiB): the accept loop's children, or every sockmapd@ handler."""
+    if unit == "listener":
+        main_pid = c.run(["systemctl", "show", "-P", "MainPID", DEFAULT_UNIT]).out.strip()
+        pids = c.run(["pgrep", "-P", main_pid], check=False).out.split()
+    else:
+        pids = c.run(["pgrep", "-x", "sockmapd"], check=False).out.split()
+    out = c.run("for p in %s; do awk '/^Pss:/ {print $2}' /proc/$p/smaps_rollup 2>/dev/null; done" % " ".join(pids))
+    return [int(x) for x in out.out.split()]
+
+
+def service_tasks_and_pss(c):
+    """(tasks, Pss MiB) of sockmapd-listener.service: the accept loop and its handlers, every thread counted
+    (the container has no memory or pids accounting of its own to ask)."""
+    main_pid = c.run(["systemctl", "show", "-P", "MainPID", DEFAULT_UNIT]).out.strip()
+    pids = [main_pid] + c.run(["pgrep", "-P", main_pid], check=False).out.split()
+    out = c.run("for p in %s; do awk '/^Threads:/ {print $2}' /proc/$p/status; "
+                "awk '/^Pss:/ {print -$2}' /proc/$p/smaps_rollup; done 2>/dev/null" % " ".join(pids)).out.split()
+    return sum(int(x) for x in out if int(x) > 0), round(-sum(int(x) for x in out if int(x) < 0) / 1024, 1)
+
+
+def status_text(c):
+    return c.run(["systemctl", "show", "-P", "StatusText", DEFAULT_UNIT]).out.strip()
+
+
+def measure_300_idle_50_busy(c, unit, m):
+    """300 connections that each looked up, idle past db_idle_timeout, then a new connection's first answer
+    and 50 more connections busy: the figures for the report."""
+    fig = {}
+    base = m.count
+    # sockmapd.socket: paced below systemd's trigger limit (200 activations in 2 s by default).
+    m.open(300, 0 if unit == "listener" else 0.02)
+    replies = m.ask(base, base + 300)
+    eq(sorted(set(replies)), ["OK root@example.net"], "%s: 300 connections, a lookup each" % unit)
+    fig["db connections, 300 just looked up"] = db_connections(c)
+    # Idle: each handler gives its database connection back after db_idle_timeout (10 s).
+    t0 = time.monotonic()
+    wait_for(lambda: db_connections(c) <= 1, timeout=scaled(40), interval=1, msg="database connections closed idle")
+    fig["seconds until the idle handlers closed theirs"] = round(time.monotonic() - t0, 1)
+    pss = handler_pss_kib(c, unit)
+    ok(len(pss) >= 300, "%s: %d handler processes for 300 connections" % (unit, len(pss)))
+    fig["Pss per idle handler KiB (mean)"] = round(sum(pss) / len(pss))
+    probe = m.probe(scaled(5))
+    eq(probe["reply"], "OK root@example.net", "%s: a new connection with 300 open and idle" % unit)
+    fig["new connection's first answer with 300 idle, ms"] = round(probe["seconds"] * 1000, 1)
+    ok(probe["seconds"] < 1.0, "%s: first answer after %.3f s with 300 connections idle" % (unit, probe["seconds"]))
+    # 50 busy beside the 300 idle.
+    busy = m.count
+    m.open(50, 0 if unit == "listener" else 0.02)
+    samples = []
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            samples.append(db_connections(c))
+            time.sleep(0.5)
+    t = threading.Thread(target=sample)
+    t.start()
+    try:
+        counts = m.cmd("busy", busy, busy + 50, 5, "recipient postmaster@example.org")["counts"]
+    finally:
+        done.set()
+        t.join()
+    eq(list(counts), ["OK"], "%s: 50 busy connections" % unit)
+    fig["db connections, 300 idle + 50 busy (max)"] = max(samples)
+    fig["lookups by the 50 busy in 5 s"] = counts["OK"]
+    return fig
+
+
+@test(timeout=1200)
+def sized_for_postfix_300_connections_and_the_cap():
+    """The default unit holds Postfix's 300 (100 each of smtpd, cleanup, trivial-rewrite): with MariaDB's default
+    max_connections the lookups past it answer TEMP (1040, not a host failure); with the README's sizing all
+    answer; with 300 idle a new connection answers within 1 s; Pss per idle handler; the handler cap at its edge
+    (it waits, never refused; TasksMax agrees).  Then the same 300 through sockmapd.socket."""
+    c = installed("capacity")
+    cfg = configure(c, "file")
+    figures = {}
+    eq(c.run(["mariadb", "-N", "-e", "SELECT @@max_connections"]).out.strip(), "151", "MariaDB's default")
+
+    # MariaDB's default: 300 handlers that each look up at once do not fit.
+    m = Many(c)
+    m.open(300)
+    replies = m.ask(0, 300)
+    answered = replies.count("OK root@example.net")
+    full = replies.count("TEMP database server full (too many connections)")
+    print("    max_connections 151, 300 lookups at once: %d OK, %d TEMP server full" % (answered, full), flush=True)
+    eq(answered + full, 300, "OK or TEMP, nothing else: %r" % sorted(set(replies)))
+    ok(50 <= answered <= 151, "the server's limit shows: %d OK" % answered)
+    eq(c.run("cat /run/sockmapd/* 2>/dev/null", check=False).out.count("mysqld.sock"), 0,
+       "a full server is not marked down")
+    m.cmd("close", 0, 300)
+    m.stop()
+
+    # The README's sizing.
+    sec = readme_section("Sizing for Postfix")
+    cnf = [b for b in code_blocks(sec, "ini") if "[mysqld]" in b]
+    eq(len(cnf), 1, "the README's MariaDB snippet")
+    path = re.search(r"`(/etc/mysql/mariadb\.conf\.d/[\w-]+\.cnf)`, then `(systemctl restart mariadb)`",
+                     re.sub(r"\s+", " ", sec))
+    ok(path, "where the README puts it")
+    c.write(path.group(1), cnf[0])
+    c.run(path.group(2), timeout=scaled(120))
+    wait_active(c, "mariadb.service")
+    eq(c.run(["mariadb", "-N", "-e", "SELECT @@max_connections"]).out.strip(), "600")
+    wait_for(lambda: lookup(c, "recipient postmaster@example.org") == [b"OK root@example.net"], timeout=scaled(30),
+             msg="answering after the database restart")
+
+    for unit in ("listener", "accept"):
+        if unit == "accept":
+            use_accept_socket(c)
+        since = c.run(["date", "+%Y-%m-%d %H:%M:%S"]).out.strip()
+        m = Many(c)
+        figures[unit] = measure_300_idle_50_busy(c, unit, m)
+        if unit == "listener":
+            fig = figures[unit]
+            fig["tasks, Pss MiB of the service at 351"] = "%d, %.1f" % service_tasks_and_pss(c)
+            # The cap at its edge: every handler forked (TasksMax agrees), the next connection waits, not refused.
+            svc = c.read("/lib/systemd/system/sockmapd-listener.service")
+            cap = int(re.search(r"--max-children (\d+)", svc).group(1))
+            m.open(cap - m.count)
+            wait_for(lambda: status_text(c).startswith("%d handlers running" % cap), timeout=scaled(60),
+                     msg="%d handlers running" % cap)
+            tasks, pss_mib = service_tasks_and_pss(c)
+            tasks_max = int(c.run(["systemctl", "show", "-P", "TasksMax", DEFAULT_UNIT]).out)
+            fig["tasks, Pss MiB of the service at the cap"] = "%d, %.1f" % (tasks, pss_mib)
+            ok(tasks + 2 <= tasks_max, "%d tasks at the cap (and ExecReload's) within TasksMax=%d" % (tasks, tasks_max))
+            replies = m.ask(m.count - 10, m.count)
+            eq(sorted(set(replies)), ["OK root@example.net"], "the last handlers below the cap answer")
+            waiting = m.probe(2)
+            eq(waiting["reply"], None, "connection %d waits behind the cap" % (cap + 1))
+            m.cmd("close", 0, 1)
+            got = m.cmd("wait", waiting["index"], scaled(10))
+            eq(got["reply"], "OK root@example.net", "answered once a handler ended")
+            fig["connection cap+1 answered after one closed, ms"] = round(got["seconds"] * 1000, 1)
+            journal = c.run(["journalctl", "--no-pager", "-o", "cat", "-u", DEFAULT_UNIT, "--since", since]).out
+            contains(journal, "all %d handlers busy: new connections wait" % cap)
+            not_contains(journal, "fork:", "every fork succeeded")
+        m.cmd("close", 0, m.count)
+        m.stop()
+        eq([u for u in failed_units(c) if u.startswith("sockmapd")], [], "failed units")
+    print("    %-52s %18s %18s" % ("", "listener (default)", "sockmapd.socket"))
+    for key in figures["listener"]:
+        print("    %-52s %18s %18s" % (key, figures["listener"][key], figures["accept"].get(key, "-")), flush=True)
+    with open(os.path.join(tmpdir("figures"), "capacity.json"), "w") as f:
+        json.dump(figures, f)
+    ok(figures["listener"]["Pss per idle handler KiB (mean)"] <= 512, "Pss per idle handler")
+
+
+# A burst of SMTP sessions at once, from the host's smtplib in the container's
+# network namespace: each MAIL FROM, then each RCPT TO; a JSON list of codes per session.
+SMTP_BURST = r"""
+import json, smtplib, sys, threading
+n, sender, rcpts = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+start = threading.Barrier(n)
+out = [None] * n
+def one(i):
+    codes = []
+    try:
+        start.wait(60)
+        s = smtplib.SMTP("127.0.0.1", 25, timeout=120)
+        s.ehlo("client%d.example.com" % i)
+        codes.append(s.mail(sender)[0])
+        for r in rcpts:
+            codes.append(s.rcpt(r)[0])
+        s.quit()
+    except Exception as e:
+        codes.append("%s: %s" % (type(e).__name__, e))
+    out[i] = codes
+ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+print(json.dumps(out))
+"""
+
+
+def journal_sessions(c, since_epoch, unit_prefix):
+    """The "session end" entries since `since_epoch` (s): (end time, fields).  Each from a unit starting with
+    unit_prefix when journald could tell (a handler that exits at once may be gone before it looks)."""
+    r = c.run(["journalctl", "--no-pager", "-o", "json", "-t", "sockmapd", "--since", "@%d" % int(since_epoch)])
+    out = []
+    for line in r.out.splitlines():
+        e = json.loads(line)
+        if e.get("MESSAGE", "").startswith("session end"):
+            startswith(e.get("_SYSTEMD_UNIT", unit_prefix), unit_prefix, "the unit that logged it")
+            out.append((int(e["__REALTIME_TIMESTAMP"]) / 1e6, e))
+    return out
+
+
+@test(timeout=1200)
+def postfix_reconnects_after_pauses_and_a_burst_of_100_sessions():
+    """A real smtpd with the README's main.cf, through the default unit and through sockmapd.socket: mails with
+    pauses over 10 s (Postfix closes idle socketmap connections after 10 s: each reconnect answered, seen in the
+    journal's session lines), and 100 SMTP sessions at once (Postfix's process limit), every recipient right."""
+    c = installed("postfix-load")
+    configure(c, "file")
+    for s_ in readme_main_cf():
+        c.run(["postconf", "-e", s_])
+    limit = int(c.run(["postconf", "-h", "default_process_limit"]).out)
+    maxproc = c.run(["postconf", "-M", "smtp/inet"]).out.split()[6]
+    ok(limit >= 100 and maxproc in ("-", str(limit)), "smtpd's process limit %s/%s" % (maxproc, limit))
+    c.run(["systemctl", "restart", "postfix.service"], timeout=scaled(60))
+    wait_for(lambda: c.run("postfix status", check=False).rc == 0, timeout=scaled(20), msg="postfix running")
+    gap = 12
+    for unit, prefix in (("listener", DEFAULT_UNIT), ("accept", "sockmapd@")):
+        if unit == "accept":
+            use_accept_socket(c)
+        t_start = time.time() - 1
+        mails = []
+        for i in range(3):
+            if i:
+                time.sleep(gap)
+            mails.append(time.time())
+            replies = smtp(c, "someone@example.com", "postmaster@example.org", "nobody@example.org")
+            eq([code for code, _ in replies], [250, 250, 550], "%s, mail %d: %s" % (unit, i, replies))
+        time.sleep(1)
+        sessions = journal_sessions(c, t_start, prefix)
+        for i in (1, 2):
+            # Postfix closed its connections during the pause, so mail i was looked up on new ones.
+            ended = [e for t, e in sessions if mails[i - 1] < t < mails[i]]
+            ok(ended, "%s: a socketmap session ended during pause %d: %r" % (unit, i, [(t, e.get("MESSAGE"))
+                                                                                   for t, e in sessions]))
+            for e in ended:
+                eq(e.get("SOCKMAP_END"), "client closed", "Postfix closed it")
+                eq(e.get("SOCKMAP_ERRORS"), "0")
+        print("    %s: 3 mails %d s apart: %d socketmap sessions, %d ended in the pauses" % (
+            unit, gap, len(sessions), sum(1 for t, _ in sessions if mails[0] < t < mails[2])), flush=True)
+
+        # 100 sessions at once.
+        t0 = time.monotonic()
+        r = subprocess.run(["nsenter", "-t", str(c.leader), "-n", sys.executable, "-c", SMTP_BURST, "100",
+                            "someone@example.com", "postmaster@example.org", "nobody@example.org"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=scaled(300))
+        eq(r.returncode, 0, r.stderr[-800:])
+        results = json.loads(r.stdout)
+        took = time.monotonic() - t0
+        eq([res for res in results if res != [250, 250, 550]], [], "%s: every session's answers" % unit)
+        print("    %s: 100 SMTP sessions at once, all 250/250/550, in %.1f s" % (unit, took), flush=True)
+        eq([u for u in failed_units(c) if u.startswith("sockmapd")], [], "failed units")
+    log = c.run(["journalctl", "--no-pager", "-o", "cat", "-t", "postfix/smtpd"]).out
+    not_contains(log, "lookup error", "no failed lookup in Postfix's log")
 
 if __name__ == "__main__":
     main()
