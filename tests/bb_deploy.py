@@ -583,8 +583,8 @@ def units_settings():
     eq(svc[("Service", "User")], ["sockmapd"])
     eq(svc[("Service", "RuntimeDirectory")], ["sockmapd"])
     eq(svc[("Service", "RuntimeDirectoryPreserve")], ["yes"])
-    eq(svc[("Service", "LoadCredential")], ["db-password:/etc/sockmapd/db-password"])
-    eq(svc[("Service", "SetCredential")], ["db-password:\\n"], "the default when the file is missing")
+    # A credential is a mount per running unit, copied into every unit started: not per connection.
+    ok(("Service", "LoadCredential") not in svc, "no credential per connection")
     for key in ("NoNewPrivileges", "PrivateTmp", "PrivateDevices", "PrivateUsers", "ProtectKernelModules",
                 "ProtectHome", "ProtectKernelTunables", "ProtectKernelLogs", "ProtectControlGroups"):
         eq(svc[("Service", key)], ["yes"], key)
