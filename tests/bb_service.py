@@ -561,7 +561,7 @@ def listener_units_settings():
     cap = int(re.search(r"--max-children (\d+)", svc[("Service", "ExecStart")][0]).group(1))
     ok(cap >= 301, "room for Postfix's 3 x 100 processes and a new connection: %d" % cap)
     ok(int(svc[("Service", "TasksMax")][0]) >= cap + 8, "TasksMax for %d handlers" % cap)
-    ok(int(svc[("Service", "LimitNOFILE")][0]) >= cap + 64, "LimitNOFILE for %d handlers" % cap)
+    ok(int(svc[("Service", "LimitNOFILE")][0]) >= 2 * cap + 64, "LimitNOFILE for %d handlers" % cap)
     ok(sock[("Socket", "Backlog")][0].isdigit())
 
 
