@@ -12,7 +12,9 @@ binary under systemd-socket-activate -a (a handler per connection, as
 sockmapd.socket), a real mariadbd with the README's Sendmail tables.  Host
 names come from the container's /etc/hosts only (no DNS: loopback traffic
 only).  Sendmail's syslog reaches the suite through a socket bound at its
-/dev/log.  The SMTP client is Python's smtplib on the host.
+/dev/log.  The SMTP client is Python's smtplib on the host.  One case boots a
+second copy of the layer under its own systemd with the shipped units, to see
+what Sendmail does when sockmapd.socket's MaxConnections is reached.
 """
 
 import json
@@ -30,8 +32,9 @@ from harness import *  # noqa: E402,F403
 import container  # noqa: E402
 from readme import blocks  # noqa: E402
 
-README = os.path.join(REPO, "README.md")
-PACKAGES = ["sendmail"]  # sendmail-bin, and sensible-mda with procmail for local delivery
+# sendmail-bin, and sensible-mda with procmail for local delivery; libjsoncpp25 for the sockmapd
+# binary the booted case runs inside (its other libraries are in the base root).
+PACKAGES = ["sendmail", "libjsoncpp25"]
 # The pause in a session, longer than the idle_timeout sockmapd had before (120 s).
 OLD_IDLE_TIMEOUT = 120
 
@@ -94,6 +97,19 @@ class Syslog:
 
 # ---------------------------------------------------------------- the Sendmail container
 
+def prepare_names(ct):
+    """Host names from the container's /etc/hosts only (no DNS), and the host's own name."""
+    # Names that resolve, none of them this host's (Sendmail would take them as local), each on
+    # an address of its own (Sendmail canonicalizes a name to the first one of its address).
+    names = ["good.example", "bad.example", "relay.example", "other.example"]
+    ct.write("/etc/hosts", "127.0.0.1 localhost\n127.0.1.1 mx.example.org mx\n" +
+             "".join("192.0.2.%d %s\n" % (10 + i, n) for i, n in enumerate(names)))
+    ct.write("/etc/resolv.conf", "nameserver 127.0.0.1\n")
+    ct.write("/etc/hostname", "mx.example.org\n")
+    # Host names from /etc/hosts only, never DNS.
+    ct.write("/etc/mail/service.switch", "passwd files\nhosts files\naliases files\n")
+
+
 class SendmailHost:
     """Sendmail in an overlay of the cached layer, sharing the host's network; stop() ends it by pid."""
 
@@ -103,20 +119,8 @@ class SendmailHost:
         self.syslog = Syslog()
         self.smtp_port = free_port()
         self.sockmap_port = sockmap_port
-        self._prepare_files()
+        prepare_names(self.ct)
         self._start()
-
-    def _prepare_files(self):
-        ct = self.ct
-        # Names that resolve, none of them this host's (Sendmail would take them as local), each on
-        # an address of its own (Sendmail canonicalizes a name to the first one of its address).
-        names = ["good.example", "bad.example", "relay.example", "other.example"]
-        ct.write("/etc/hosts", "127.0.0.1 localhost\n127.0.1.1 mx.example.org mx\n" +
-                 "".join("192.0.2.%d %s\n" % (10 + i, n) for i, n in enumerate(names)))
-        ct.write("/etc/resolv.conf", "nameserver 127.0.0.1\n")
-        ct.write("/etc/hostname", "mx.example.org\n")
-        # Host names from /etc/hosts only, never DNS.
-        ct.write("/etc/mail/service.switch", "passwd files\nhosts files\naliases files\n")
 
     def _start(self, timeout=60):
         ct = self.ct
@@ -436,6 +440,102 @@ def idle_timeout_below_the_pause_costs_a_lookup():
     expect(ses, "RCPT y@relay.example", 250)
     expect(ses, "RCPT y2@relay.example", 550, "Relaying denied")
     contains(s.host.syslog.text(), "socket_map_lookup(access): EOF", "Sendmail's log")
+
+
+# ---------------------------------------------------------------- under a real systemd: the cap
+
+SMTP_DRIVER = r"""
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", 25, timeout=120, source_address=(sys.argv[1], 0))
+s.ehlo("client.example")
+for line in sys.stdin:
+    verb, _, arg = line.strip().partition(" ")
+    code, text = s.mail(arg) if verb == "MAIL" else s.rcpt(arg) if verb == "RCPT" else s.quit()
+    print(code, text.decode(errors="replace"), flush=True)
+    if verb == "QUIT":
+        break
+"""
+
+
+class Driver:
+    """An SMTP session inside the container's network, one command at a time (held open between them)."""
+
+    def __init__(self, ct, client_ip):
+        self.p = subprocess.Popen(["nsenter", "-t", str(ct.leader), "-n", sys.executable, "-c", SMTP_DRIVER,
+                                   client_ip], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        defer(self.stop)
+
+    def send(self, line):
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+        reply = self.p.stdout.readline().strip()
+        ok(reply, "a reply to %s (%s)" % (line, self.p.stderr.read() if self.p.poll() is not None else "running"))
+        code, _, text = reply.partition(" ")
+        return int(code), text
+
+    def stop(self):
+        if self.p.poll() is None:
+            stop_pid(self.p.pid, grace=2.0, popen=self.p)
+
+
+@test(timeout=600)
+def cap_reached_under_systemd():
+    """sockmapd.socket and sockmapd@.service as shipped, MaxConnections=2, in a booted container
+    with Sendmail restarted as the README says: two sessions hold both connections; the third
+    session's connections are accepted and closed by systemd ("Too many incoming connections"),
+    which Sendmail answers 451 4.3.0 -- deferred, unlike a connection closed under a live session.
+    So a full cap is safe, and closing idle connections to make room would not be."""
+    s = site()
+    ct = container.Container(container.layer_root("sendmail", PACKAGES), "sendmail-cap")
+    prepare_names(ct)
+    with open(sockmapd_path(), "rb") as f:
+        ct.write("/usr/local/sbin/sockmapd", f.read(), mode=0o755)
+    units = os.path.join(REPO, "units")
+    for unit in ("sockmapd.socket", "sockmapd@.service"):
+        with open(os.path.join(units, unit)) as f:
+            ct.write("/etc/systemd/system/" + unit, f.read().replace("@SBINDIR@", "/usr/local/sbin"))
+    ct.write("/etc/systemd/system/sockmapd.socket.d/cap.conf", "[Socket]\nMaxConnections=2\n")
+    os.makedirs(ct.path("/etc/systemd/system/sockets.target.wants"), exist_ok=True)
+    os.symlink("/etc/systemd/system/sockmapd.socket", ct.path("/etc/systemd/system/sockets.target.wants/sockmapd.socket"))
+    cfg = {"sysconfig": {"loglevel": "debug"},
+           "database": {"host": ["unix:/run/mysqld/mysqld.sock"], "username": "sockmapd"},
+           "postmaps": s.guide.maps}
+    ct.write("/etc/sockmapd/config.json", json.dumps(cfg), mode=0o644)
+    mc = ct.read("/etc/mail/sendmail.mc")
+    # The README's lines; the test's own: no refusal for the shared machine's load average.
+    mc = mc.replace("FEATURE(`access_db', , `skip')dnl\n", s.guide.mc.rstrip("\n") + "\n" +
+                    "define(`confREFUSE_LA', `100000')dnl\ndefine(`confQUEUE_LA', `100000')dnl\n")
+    ct.write("/etc/mail/sendmail.mc", mc)
+    ct.boot()
+    ct.run("useradd --system --no-create-home sockmapd; useradd -m alice; useradd -m bob")
+    ct.run("systemctl start mariadb")
+    ct.run("mariadb", input=s.guide.sql + "\nCREATE USER IF NOT EXISTS 'sockmapd'@'localhost' IDENTIFIED VIA unix_socket;"
+           "\nGRANT SELECT ON mail.* TO 'sockmapd'@'localhost';\n")
+    ct.run("systemctl restart sockmapd.socket")
+    for command in [c for c in s.guide.rebuild.splitlines() if c.strip()]:  # as the README writes them
+        ct.run(command + " 2>&1", timeout=scaled(180))
+    wait_for(lambda: ct.run("nc -z 127.0.0.1 25", check=False).rc == 0, timeout=60, msg="Sendmail on port 25")
+
+    first = Driver(ct, "127.0.0.2")
+    eq(first.send("MAIL alice@good.example")[0], 250, "first session")
+    second = Driver(ct, "127.0.0.3")
+    eq(second.send("MAIL alice@good.example")[0], 250, "second session")
+    wait_for(lambda: len(ct.run("systemctl list-units --no-legend 'sockmapd@*'").out.strip().splitlines()) == 2,
+             timeout=30, msg="two handlers")
+    third = Driver(ct, "127.0.0.4")
+    code, text = third.send("MAIL spammer@bad.example")
+    rcpt = third.send("RCPT info@example.org")
+    journal = ct.run("journalctl -u sockmapd.socket --no-pager").out
+    contains(journal, "Too many incoming connections", "systemd dropped the third session's connections")
+    eq((code, text[:5]), (451, "4.3.0"), "MAIL at the cap")
+    eq((rcpt[0], rcpt[1][:5]), (451, "4.3.0"), "RCPT at the cap")
+    # The two sessions that hold the connections still get every answer.
+    eq(first.send("RCPT y@relay.example")[0], 250, "RELAY in the first session")
+    eq(second.send("RCPT nosuch@example.org")[0], 550, "unknown virtual user in the second session")
+    first.send("QUIT")
+    second.send("QUIT")
+    ct.stop()
 
 
 @test(timeout=OLD_IDLE_TIMEOUT + 200)
