@@ -27,15 +27,9 @@ namespace
 constexpr std::size_t max_config_size = 1 << 20;
 constexpr std::size_t max_init_command = 4096;
 
-[[noreturn]] void fail(const std::string& path, const std::string& what)
-{
-    throw ConfigError(path + ": " + what);
-}
-
 LogLevel parse_level(const std::string& s, const std::string& path)
 {
-    std::string l = s;
-    std::transform(l.begin(), l.end(), l.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    const std::string l = ascii_lower(s);
     if (l == "error" || l == "err")
         return LogLevel::Error;
     if (l == "warning" || l == "warn")
@@ -44,32 +38,24 @@ LogLevel parse_level(const std::string& s, const std::string& path)
         return LogLevel::Info;
     if (l == "debug")
         return LogLevel::Debug;
-    fail(path, "must be one of error, warning, info, debug, not \"" + s + "\"");
-}
-
-bool has_control_or_space(std::string_view s)
-{
-    return std::any_of(s.begin(), s.end(), [](char c) {
-        const auto u = static_cast<unsigned char>(c);
-        return u <= 0x20 || u == 0x7f;
-    });
+    fail_at(path, "must be one of error, warning, info, debug, not \"" + s + "\"");
 }
 
 void check_port_text(const std::string& s, const std::string& path)
 {
     if (!parse_port(s))
-        fail(path, "must be a port number 1-65535, not \"" + s + "\"");
+        fail_at(path, "must be a port number 1-65535, not \"" + s + "\"");
 }
 
 void check_identifier(const std::string& s, const std::string& path, bool required)
 {
     if (s.empty()) {
         if (required)
-            fail(path, "missing (required)");
+            fail_at(path, "missing (required)");
         return;
     }
     if (!valid_identifier(s))
-        fail(path, "\"" + s + "\" is not a valid identifier (letters, digits, _ and $, at most 64)");
+        fail_at(path, "\"" + s + "\" is not a valid identifier (" + std::string(identifier_rule) + ")");
 }
 
 // Each is one SQL statement the server checks on connect; here only what
@@ -80,11 +66,11 @@ void check_init_commands(const std::vector<std::string>& cmds, const std::string
         const std::string& c = cmds[i];
         const std::string where = cmds.size() > 1 ? path + "[" + std::to_string(i) + "]" : path;
         if (std::all_of(c.begin(), c.end(), [](unsigned char ch) { return std::isspace(ch); }))
-            fail(where, "is empty: give an SQL statement such as \"SET SESSION wsrep_sync_wait = 1\"");
+            fail_at(where, "is empty: give an SQL statement such as \"SET SESSION wsrep_sync_wait = 1\"");
         if (c.find('\0') != std::string::npos)
-            fail(where, "contains a NUL byte");
+            fail_at(where, "contains a NUL byte");
         if (c.size() > max_init_command)
-            fail(where, "is longer than " + std::to_string(max_init_command) + " bytes");
+            fail_at(where, "is longer than " + std::to_string(max_init_command) + " bytes");
     }
 }
 
@@ -92,11 +78,11 @@ void check_init_commands(const std::vector<std::string>& cmds, const std::string
 // digits that name no account as the id itself.
 void check_account_text(const std::string& s, const std::string& path, const char* what)
 {
-    if (s.empty() || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    if (!all_digits(s))
         return;
     constexpr unsigned long long max_id = 4294967294ULL; // (uid_t)-1 means "no id"
     if (!parse_decimal(s, max_id))
-        fail(path, "\"" + s + "\" is too large for a " + what + " id (at most " + std::to_string(max_id) + ")");
+        fail_at(path, "\"" + s + "\" is too large for a " + what + " id (at most " + std::to_string(max_id) + ")");
 }
 
 // sysconfig.allow: every entry checked, each problem named with its index.
@@ -205,7 +191,7 @@ MapConfig parse_map(const Json::Value& v, const std::string& path, Problems& out
     bool named = false;
     if (m.service.empty())
         p.add(path + ".service: missing (required): the map name clients ask for");
-    else if (has_control_or_space(m.service) || m.service.size() > max_map_name_length)
+    else if (!printable_name(m.service) || m.service.size() > max_map_name_length)
         p.add(path + ".service: \"" + m.service + "\" must be a word without spaces, at most " +
               std::to_string(max_map_name_length) + " bytes");
     else
@@ -219,12 +205,12 @@ MapConfig parse_map(const Json::Value& v, const std::string& path, Problems& out
 void check_query(const MapConfig& m, const std::string& path)
 {
     if (!m.table.empty() || !m.key.empty() || !m.value.empty() || !m.reason.empty())
-        fail(path + ".query", "give either query or table/key/value/reason, not both");
+        fail_at(path + ".query", "give either query or table/key/value/reason, not both");
     // The compiler the lookups use, so --offline sees what they would refuse.
     try {
         compile_query(m.query);
     } catch (const ConfigError& e) {
-        fail(path + ".query", e.what());
+        fail_at(path + ".query", e.what());
     }
 }
 
@@ -238,7 +224,7 @@ SearchOrder parse_search(const std::string& s, const std::string& path)
         return SearchOrder::Transport;
     if (s == "virtual")
         return SearchOrder::Virtual;
-    fail(path, "must be one of exact, access, transport, virtual, not \"" + s + "\"");
+    fail_at(path, "must be one of exact, access, transport, virtual, not \"" + s + "\"");
 }
 
 // `search` and the parent domain style that goes with it.
@@ -268,9 +254,8 @@ void parse_map_fields(MapConfig& m, Object& o, const std::string& path, Problems
     m.lowercase = o.boolean("lowercase", false);
     m.strip_extension = o.str("strip_extension");
     for (auto d : o.list("domain")) {
-        std::transform(d.begin(), d.end(), d.begin(),
-                       [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-        if (d.empty() || has_control_or_space(d) || d.find('@') != std::string::npos)
+        d = ascii_lower(d);
+        if (!printable_name(d) || d.find('@') != std::string::npos)
             p.add(path + ".domain: \"" + d + "\" is not a domain name");
         else
             m.domains.push_back(d);
@@ -290,10 +275,10 @@ void parse_map_fields(MapConfig& m, Object& o, const std::string& path, Problems
         try {
             ResultFormat{m.result_format};
         } catch (const ConfigError& e) {
-            fail(path + ".result_format", e.what());
+            fail_at(path + ".result_format", e.what());
         }
     });
-    if (m.strip_extension.size() > 8 || has_control_or_space(m.strip_extension) ||
+    if (m.strip_extension.size() > 8 || (!m.strip_extension.empty() && !printable_name(m.strip_extension)) ||
         m.strip_extension.find('@') != std::string::npos)
         p.add(path + ".strip_extension: must be a few delimiter characters such as \"+\"");
 }
@@ -314,25 +299,20 @@ void parse_maps(const Json::Value* maps, Config& c, Problems& p)
     }
 }
 
-std::string read_file(const std::string& path, const std::string& what)
+// util's read_file(), its failures as ConfigError naming `what`.
+std::string read_config_file(const std::string& path, const std::string& what)
 {
-    struct stat st {
-    };
-    if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
-        fail(what, path + " is a directory, not a file");
-    std::ifstream in(path, std::ios::binary);
-    if (!in)
-        fail(what, "cannot read " + path + ": " + std::strerror(errno));
-    // Read in small pieces: sizing the string to the 1 MiB limit up front
-    // zero-fills (and faults in) a megabyte in every handler.
     std::string text;
-    char chunk[16384];
-    while (in.read(chunk, sizeof chunk) || in.gcount() > 0) {
-        text.append(chunk, static_cast<std::size_t>(in.gcount()));
-        if (text.size() > max_config_size)
-            fail(what, path + " is larger than 1 MiB");
+    switch (const int err = read_file(path, text, max_config_size)) {
+    case 0:
+        return text;
+    case EISDIR:
+        fail_at(what, path + " is a directory, not a file");
+    case EFBIG:
+        fail_at(what, path + " is larger than 1 MiB");
+    default:
+        fail_at(what, "cannot read " + path + ": " + std::strerror(err));
     }
-    return text;
 }
 
 std::string resolve_password_file(const std::string& file, const std::string& config_path)
@@ -346,15 +326,6 @@ std::string resolve_password_file(const std::string& file, const std::string& co
 }
 
 } // namespace
-
-bool valid_identifier(std::string_view s)
-{
-    if (s.empty() || s.size() > 64)
-        return false;
-    return std::all_of(s.begin(), s.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '$';
-    });
-}
 
 const MapConfig* Config::find_map(std::string_view service) const
 {
@@ -384,10 +355,10 @@ Config parse_config(std::string_view text, const std::string& origin)
 
 Config load_config(const std::string& path)
 {
-    Config c = parse_config(read_file(path, "config"), path);
+    Config c = parse_config(read_config_file(path, "config"), path);
     if (!c.db.password_file.empty()) {
         const std::string file = resolve_password_file(c.db.password_file, path);
-        std::string pw = read_file(file, path + ": database.password_file");
+        std::string pw = read_config_file(file, path + ": database.password_file");
         while (!pw.empty() && (pw.back() == '\n' || pw.back() == '\r'))
             pw.pop_back();
         c.db.password = std::move(pw);

@@ -114,7 +114,4 @@ Config load_config(const std::string& path);
 // Does not read password_file (load_config does).
 Config parse_config(std::string_view text, const std::string& origin = "config");
 
-// True if `s` is an identifier we are willing to back-quote into SQL.
-bool valid_identifier(std::string_view s);
-
 } // namespace sockmapd

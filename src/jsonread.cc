@@ -1,8 +1,8 @@
 #include "jsonread.hh"
 
+#include "util.hh"
+
 #include <algorithm>
-#include <cctype>
-#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -15,18 +15,11 @@ namespace sockmapd
 namespace
 {
 
-bool iequals(std::string_view a, std::string_view b)
-{
-    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-               return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-           });
-}
-
 // Edit distance with adjacent transpositions ("vaule" is one step from
 // "value"), compared without case.
 std::size_t edit_distance(std::string_view a, std::string_view b)
 {
-    const auto low = [](char c) { return std::tolower(static_cast<unsigned char>(c)); };
+    const auto low = [](char c) { return ascii_lower(c); };
     std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
     for (std::size_t i = 0; i <= a.size(); ++i)
         d[i][0] = i;
@@ -124,7 +117,7 @@ const Json::Value* Object::get(const char* name)
         for (auto it = v_.begin(); it != v_.end(); ++it) {
             const char* end = nullptr;
             const char* begin = it.memberName(&end);
-            if (begin && iequals(std::string_view(begin, static_cast<std::size_t>(end - begin)), name)) {
+            if (begin && ascii_iequals(std::string_view(begin, static_cast<std::size_t>(end - begin)), name)) {
                 matched_.emplace(begin, end);
                 found = &*it;
                 break;
@@ -161,8 +154,8 @@ void Object::finish() const
     for (const auto& name : v_.getMemberNames()) {
         if (matched_.count(name))
             continue;
-        const auto same =
-            std::find_if(matched_.begin(), matched_.end(), [&](const std::string& m) { return iequals(m, name); });
+        const auto same = std::find_if(matched_.begin(), matched_.end(),
+                                       [&](const std::string& m) { return ascii_iequals(m, name); });
         if (same != matched_.end()) {
             problems_.add(member_path(name) + ": the same key as \"" + *same +
                           "\" (keys match without regard to case): give it once");
@@ -198,11 +191,12 @@ unsigned Object::num_or_throw(const char* name, unsigned def, unsigned min, unsi
         n = m->asUInt64();
     } else if (m->isString()) {
         const std::string s = m->asString();
-        if (s.empty() || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        if (!all_digits(s))
             fail_at(member_path(name), "must be a whole number, not \"" + s + "\"");
-        const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
-        if (ec != std::errc() || end != s.data() + s.size())
+        const auto v = parse_decimal(s);
+        if (!v)
             fail_at(member_path(name), range + ", not " + s);
+        n = *v;
     } else if (m->isDouble() && m->asDouble() >= 0 && std::floor(m->asDouble()) == m->asDouble()) {
         fail_at(member_path(name), range); // a whole number past 64 bits
     } else {

@@ -10,11 +10,6 @@ namespace sockmapd
 namespace
 {
 
-bool iequals(std::string_view a, std::string_view b)
-{
-    return a.size() == b.size() && ascii_lower(a) == ascii_lower(b);
-}
-
 // inet_pton() wants a C string; an address is short, a longer key is none.
 bool is_ip_address(std::string_view s, int family)
 {
@@ -42,15 +37,6 @@ std::optional<Address> split_address(std::string_view key)
     return Address{key.substr(0, at), key.substr(at + 1)};
 }
 
-std::string ascii_lower(std::string_view s)
-{
-    std::string out(s);
-    for (char& c : out)
-        if (c >= 'A' && c <= 'Z')
-            c = static_cast<char>(c - 'A' + 'a');
-    return out;
-}
-
 std::optional<std::string> strip_extension(std::string_view key, std::string_view delimiters)
 {
     if (delimiters.empty())
@@ -59,13 +45,13 @@ std::optional<std::string> strip_extension(std::string_view key, std::string_vie
     const std::string_view local = key.substr(0, at);
     const std::string_view rest = at == std::string_view::npos ? std::string_view() : key.substr(at);
     // Postfix's split_addr() leaves these alone, whatever the delimiter.
-    if (iequals(local, "postmaster") || iequals(local, "mailer-daemon"))
+    if (ascii_iequals(local, "postmaster") || ascii_iequals(local, "mailer-daemon"))
         return std::nullopt;
     if (delimiters.find('-') != std::string_view::npos) {
         constexpr std::string_view owner = "owner-", request = "-request";
-        if (local.size() >= owner.size() && iequals(local.substr(0, owner.size()), owner))
+        if (local.size() >= owner.size() && ascii_iequals(local.substr(0, owner.size()), owner))
             return std::nullopt;
-        if (local.size() > request.size() && iequals(local.substr(local.size() - request.size()), request))
+        if (local.size() > request.size() && ascii_iequals(local.substr(local.size() - request.size()), request))
             return std::nullopt;
     }
     const auto cut = local.find_first_of(delimiters);

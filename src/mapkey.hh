@@ -12,6 +12,7 @@
 #pragma once
 
 #include "config.hh"
+#include "util.hh" // ascii_lower
 
 #include <optional>
 #include <string>
@@ -28,10 +29,6 @@ struct Address {
 
 // Splits at the last '@'; nullopt for a key without one.  Either part may be empty.
 std::optional<Address> split_address(std::string_view key);
-
-// A-Z to a-z; every other byte unchanged (UTF-8 stays valid, non-ASCII
-// letters are not folded).
-std::string ascii_lower(std::string_view s);
 
 // The address without its extension ("user+tag@example.org" ->
 // "user@example.org", "user+tag" -> "user"), split at the first of

@@ -56,7 +56,7 @@ Reply reply_for(const LookupResult& r)
         if (r.text.empty())
             return with_word("NOTFOUND", "");
         if (r.text.size() > max_value_length)
-            return with_word("PERM", "result too long");
+            return reply_for(result_too_long());
         return with_word("OK", r.text);
     case Outcome::NotFound:
         return with_word("NOTFOUND", "");
@@ -76,6 +76,11 @@ Reply reply_for(const LookupResult& r)
 LookupResult malformed_request()
 {
     return {Outcome::PermFail, "request without map name and key"};
+}
+
+LookupResult result_too_long()
+{
+    return {Outcome::PermFail, "result too long"};
 }
 
 } // namespace sockmapd

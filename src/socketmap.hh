@@ -56,4 +56,8 @@ Reply reply_for(const LookupResult& result);
 // The outcome of a request that is not "<map> <key>".
 LookupResult malformed_request();
 
+// The outcome of an answer longer than max_value_length: PermFail "result
+// too long", whoever finds it (the rows' joiner, or reply_for()).
+LookupResult result_too_long();
+
 } // namespace sockmapd

@@ -9,11 +9,6 @@ namespace sockmapd
 namespace
 {
 
-bool identifier_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '$';
-}
-
 // Walks a query template once, copying SQL and turning each escape into a
 // '?'.  It knows just enough SQL lexing (strings, back-quoted identifiers,
 // comments) to tell where an escape stands.
@@ -260,6 +255,21 @@ void ResultFormat::append(std::string& out, std::string_view value) const
     }
 }
 
+bool identifier_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '$';
+}
+
+bool valid_identifier(std::string_view s)
+{
+    if (s.empty() || s.size() > 64)
+        return false;
+    for (const char c : s)
+        if (!identifier_char(c))
+            return false;
+    return true;
+}
+
 std::string quote_identifier(std::string_view name)
 {
     std::string out = "`";
@@ -295,7 +305,8 @@ StatementPlan build_statement(const MapConfig& map)
     }
     auto require_identifier = [&](const char* field, const std::string& value) {
         if (!valid_identifier(value))
-            throw ConfigError(prefix + field + " \"" + value + "\" is not a valid identifier");
+            throw ConfigError(prefix + field + " \"" + value + "\" is not a valid identifier (" +
+                              std::string(identifier_rule) + ")");
     };
     if (!map.database.empty())
         require_identifier("database", map.database);
@@ -404,7 +415,7 @@ bool ResultJoiner::add(const Column& value, const Column* reason)
 LookupResult ResultJoiner::finish() const
 {
     if (too_long_)
-        return {Outcome::PermFail, "result too long"};
+        return result_too_long();
     if (joined_.empty())
         return {Outcome::NotFound, {}};
     return {Outcome::Found, have_reason_ ? joined_ + " " + reason_ : joined_};

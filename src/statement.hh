@@ -75,6 +75,13 @@ struct StatementPlan {
     ResultFormat format;
 };
 
+// The one rule for SQL identifiers taken from the config (database, table
+// and column names): ASCII letters, digits, '_' and '$', 1 to 64 bytes;
+// identifier_rule says it in messages.
+bool identifier_char(char c);
+bool valid_identifier(std::string_view s);
+inline constexpr std::string_view identifier_rule = "letters, digits, _ and $, at most 64";
+
 // `name` back-quoted for SQL (backticks doubled).
 std::string quote_identifier(std::string_view name);
 

@@ -13,9 +13,37 @@
 namespace sockmapd
 {
 
+bool all_digits(std::string_view s)
+{
+    if (s.empty())
+        return false;
+    for (const char c : s)
+        if (c < '0' || c > '9')
+            return false;
+    return true;
+}
+
+std::string ascii_lower(std::string_view s)
+{
+    std::string out(s);
+    for (char& c : out)
+        c = ascii_lower(c);
+    return out;
+}
+
+bool ascii_iequals(std::string_view a, std::string_view b)
+{
+    if (a.size() != b.size())
+        return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (ascii_lower(a[i]) != ascii_lower(b[i]))
+            return false;
+    return true;
+}
+
 std::optional<std::uint64_t> parse_decimal(std::string_view s, std::uint64_t max)
 {
-    if (s.empty() || s.front() < '0' || s.front() > '9')
+    if (!all_digits(s))
         return std::nullopt;
     std::uint64_t v = 0;
     const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);

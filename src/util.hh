@@ -1,9 +1,10 @@
 // util — small helpers used across modules; none throws for bad input.
 //
-// parse_decimal() and parse_port() read plain ASCII digits (no sign, no
-// spaces, no leading '+') and answer nullopt for anything else, including a
-// value past `max`.  printable_name() is the rule for names that go into log
-// lines and state files.  host_port() writes "host:port", bracketing IPv6
+// all_digits() is the one digit check; parse_decimal() and parse_port()
+// read plain ASCII digits (no sign, no spaces, no leading '+') and answer
+// nullopt for anything else, including a value past `max`.  ascii_lower()
+// and ascii_iequals() fold A-Z only, whatever the locale.  printable_name()
+// is the rule for names that go into log lines and state files.  host_port() writes "host:port", bracketing IPv6
 // addresses.  read_file() reads a whole (small) file without throwing; lock_within()
 // takes a file lock with a bounded wait.  Fd
 // owns one file descriptor and closes it.  FunctionRef refers to a callable
@@ -23,8 +24,22 @@
 namespace sockmapd
 {
 
+// Non-empty and ASCII digits only.
+bool all_digits(std::string_view s);
+
 // Digits only, at most `max`; nullopt otherwise (empty, a sign, overflow).
 std::optional<std::uint64_t> parse_decimal(std::string_view s, std::uint64_t max = UINT64_MAX);
+
+// A-Z to a-z; every other byte unchanged (UTF-8 stays valid, non-ASCII
+// letters are not folded).
+inline char ascii_lower(char c)
+{
+    return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
+std::string ascii_lower(std::string_view s);
+
+// Equal when A-Z and a-z are taken as the same.
+bool ascii_iequals(std::string_view a, std::string_view b);
 
 // A TCP port, 1 to 65535, as digits.
 std::optional<unsigned> parse_port(std::string_view s);

@@ -1,4 +1,5 @@
 #include "config.hh"
+#include "statement.hh" // valid_identifier
 
 #include <boost/test/unit_test.hpp>
 

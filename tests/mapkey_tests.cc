@@ -67,14 +67,7 @@ BOOST_AUTO_TEST_CASE(splitting_at_the_last_at)
 
 BOOST_AUTO_TEST_CASE(lowercasing_is_ascii_only)
 {
-    BOOST_TEST(ascii_lower("Alice.Smith@EXAMPLE.Org") == "alice.smith@example.org");
-    // UTF-8 bytes are left alone: "Ä" stays "Ä", the text stays valid UTF-8.
-    BOOST_TEST(ascii_lower("M\xC3\x9C"
-                           "LLER@EX\xC3\x84MPLE.ORG") == "m\xC3\x9C"
-                                                         "ller@ex\xC3\x84mple.org");
-    BOOST_TEST(ascii_lower(std::string("A\0B", 3)) == std::string("a\0b", 3));
-    BOOST_TEST(ascii_lower("@[]`{}^_~") == "@[]`{}^_~"); // neighbours of A-Z, a-z untouched
-
+    // The folding itself is util's (util_tests); here, that the map applies it.
     BOOST_TEST(candidates(map_with(true, ""), "Bob@Example.ORG") == Keys{"bob@example.org"},
                boost::test_tools::per_element());
     BOOST_TEST(candidates(map_with(false, ""), "Bob@Example.ORG") == Keys{"Bob@Example.ORG"},

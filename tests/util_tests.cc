@@ -27,6 +27,30 @@ BOOST_AUTO_TEST_CASE(decimals_never_throw)
     BOOST_TEST(!parse_decimal("65536", 65535).has_value());
 }
 
+BOOST_AUTO_TEST_CASE(digits)
+{
+    for (const char* yes : {"0", "0123", "18446744073709551616"})
+        BOOST_TEST(all_digits(yes), yes);
+    for (const char* no : {"", " 1", "1 ", "+1", "-1", "1a", "\xd9\xa1", "1.0"})
+        BOOST_TEST(!all_digits(no), no);
+}
+
+BOOST_AUTO_TEST_CASE(ascii_case_folding)
+{
+    BOOST_TEST(ascii_lower("Alice.Smith@EXAMPLE.Org") == "alice.smith@example.org");
+    // UTF-8 bytes are left alone: "Ä" stays "Ä", the text stays valid UTF-8.
+    BOOST_TEST(ascii_lower("M\xC3\x9C"
+                           "LLER@EX\xC3\x84MPLE.ORG") == "m\xC3\x9C"
+                                                         "ller@ex\xC3\x84mple.org");
+    BOOST_TEST(ascii_lower(std::string("A\0B", 3)) == std::string("a\0b", 3));
+    BOOST_TEST(ascii_lower("@[]`{}^_~") == "@[]`{}^_~"); // neighbours of A-Z, a-z untouched
+    BOOST_TEST(ascii_iequals("PostMaster", "postmaster"));
+    BOOST_TEST(ascii_iequals("", ""));
+    BOOST_TEST(!ascii_iequals("postmaster", "postmaste"));
+    BOOST_TEST(!ascii_iequals("@", "`")); // 0x40 and 0x60 differ by the case bit but are no letters
+    BOOST_TEST(!ascii_iequals("\xC3\x84", "\xC3\xA4"));
+}
+
 BOOST_AUTO_TEST_CASE(ports)
 {
     BOOST_TEST(parse_port("1").value() == 1u);
