@@ -560,5 +560,48 @@ def pause_longer_than_the_old_idle_timeout_loses_nothing():
              msg="one connection lived through the pause")
 
 
+@test(timeout=240)
+def service_mode_cap_makes_a_session_wait():
+    """The service mode (Accept=no, --max-children 2) on Sendmail's port: with both handlers held by
+    open sessions, a third session's lookup waits in the socket's backlog, and is answered right as
+    soon as one session ends.  Runs after the paused session: it replaces the per-connection socket."""
+    s = site()
+    port = s.sockmapd.port
+    s.sockmapd.stop()
+    defer(s.sockmapd.start)
+    svc = SocketActivated(["-c", s.path, "--max-children", "2"], accept=False, port=port)
+    held = []
+    for ip in ("127.0.0.2", "127.0.0.3"):
+        c = smtplib.SMTP(timeout=scaled(60), source_address=(ip, 0))
+        defer(c.close)
+        c.connect("127.0.0.1", s.host.smtp_port)
+        c.ehlo("client.example")
+        eq(c.mail("alice@good.example")[0], 250, "a session holding a handler")
+        held.append(c)
+    third = {}
+
+    def run_third():
+        try:
+            third["session"] = s.session(s.OUTSIDE, "spammer@bad.example", ["info@example.org"])
+        except Exception as e:
+            third["error"] = "%s: %s" % (type(e).__name__, e)
+        third["at"] = time.monotonic()
+
+    t = threading.Thread(target=run_third, daemon=True)
+    t.start()
+    time.sleep(3)
+    ok(t.is_alive() and "at" not in third, "the third session waits while both handlers are held: %r" % third)
+    freed = time.monotonic()
+    held[0].quit()
+    t.join(scaled(60))
+    ok(not t.is_alive(), "the third session went on once a handler was free")
+    ok("error" not in third, "third session: %s" % third.get("error"))
+    expect(third["session"], "RCPT info@example.org", 550, "spam source")
+    ok(third["at"] - freed < scaled(30), "answered %.1fs after a handler was freed" % (third["at"] - freed))
+    eq(held[1].rcpt("y@relay.example")[0], 250, "the other held session keeps its answers")
+    held[1].quit()
+    svc.stop()
+
+
 if __name__ == "__main__":
     main()
