@@ -103,7 +103,6 @@ public:
 
     explicit HandlerTable(ReuseLimits limits) : limits_(limits) {}
     void set_limits(ReuseLimits limits) { limits_ = limits; }
-    const ReuseLimits& limits() const { return limits_; }
 
     std::size_t running() const { return handlers_.size(); }
     std::size_t idle() const;
