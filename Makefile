@@ -154,7 +154,7 @@ FUZZ_FLAGS    = -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Isrc $(PK
 FUZZERS      := netstring request config allow
 FUZZ_SRC_netstring := src/netstring.cc
 FUZZ_SRC_request   := src/socketmap.cc src/netstring.cc
-FUZZ_SRC_config    := src/config.cc src/allow.cc src/jsonread.cc src/endpoint.cc src/statement.cc src/mapkey.cc src/util.cc src/log.cc
+FUZZ_SRC_config    := src/config.cc src/allow.cc src/jsonread.cc src/endpoint.cc src/statement.cc src/mapkey.cc src/util.cc src/log.cc src/socketmap.cc src/netstring.cc
 FUZZ_SRC_allow     := src/allow.cc src/util.cc
 
 build/fuzz/%_fuzz: tests/fuzz/%_fuzz.cc $$(FUZZ_SRC_$$*)

@@ -1,6 +1,7 @@
 // libFuzzer target: config parsing never crashes; it either returns a
 // config whose maps are usable or throws ConfigError.
 #include "config.hh"
+#include "statement.hh" // valid_identifier()
 
 #include <cstdint>
 #include <cstdlib>
