@@ -25,43 +25,32 @@ std::string parse(std::string_view spec, unsigned default_port, Endpoint& ep)
         return {};
     }
     ep.port = default_port;
-    std::string_view host = spec;
-    std::string_view port;
-    bool has_port = false;
-    if (spec[0] == '[') {
-        const auto close = spec.find(']');
-        if (close == std::string_view::npos)
-            return quoted + "missing ']'";
-        host = spec.substr(1, close - 1);
-        const auto rest = spec.substr(close + 1);
-        if (!rest.empty()) {
-            if (rest[0] != ':')
-                return quoted + "expected ':port' after ']'";
-            port = rest.substr(1);
-            has_port = true;
-        }
-        if (host.find(':') == std::string_view::npos)
-            return quoted + "brackets are for IPv6 addresses";
-    } else if (const auto colon = spec.find(':'); colon != std::string_view::npos) {
-        if (spec.find(':', colon + 1) != std::string_view::npos)
-            return quoted + "an IPv6 address needs brackets: [" + std::string(spec) + "]:3306";
-        host = spec.substr(0, colon);
-        port = spec.substr(colon + 1);
-        has_port = true;
+    HostPort hp;
+    switch (split_host_port(spec, hp)) {
+    case HostPortError::None:
+        break;
+    case HostPortError::NoClosingBracket:
+        return quoted + "missing ']'";
+    case HostPortError::AfterBracket:
+        return quoted + "expected ':port' after ']'";
+    case HostPortError::Unbracketed:
+        return quoted + "an IPv6 address needs brackets: [" + std::string(spec) + "]:3306";
     }
-    if (has_port && port.empty())
+    if (hp.bracketed && hp.host.find(':') == std::string_view::npos)
+        return quoted + "brackets are for IPv6 addresses";
+    if (hp.port && hp.port->empty())
         return quoted + "empty port";
-    if (host.empty())
+    if (hp.host.empty())
         return quoted + "empty host name";
-    if (has_port) {
-        const auto p = parse_port(port);
+    if (hp.port) {
+        const auto p = parse_port(*hp.port);
         if (!p)
             return quoted + "port must be a number from 1 to 65535";
         ep.port = *p;
     }
     if (ep.port == 0 || ep.port > 65535)
         return quoted + "port must be a number from 1 to 65535";
-    ep.host = std::string(host);
+    ep.host = std::string(hp.host);
     return {};
 }
 
@@ -72,6 +61,35 @@ std::string Endpoint::name() const
     if (kind == Kind::Unix)
         return "unix:" + path;
     return host_port(host, port);
+}
+
+HostPortError split_host_port(std::string_view spec, HostPort& out)
+{
+    out = {};
+    if (!spec.empty() && spec.front() == '[') {
+        const auto close = spec.find(']');
+        if (close == std::string_view::npos)
+            return HostPortError::NoClosingBracket;
+        out.host = spec.substr(1, close - 1);
+        out.bracketed = true;
+        const auto rest = spec.substr(close + 1);
+        if (!rest.empty()) {
+            if (rest.front() != ':')
+                return HostPortError::AfterBracket;
+            out.port = rest.substr(1);
+        }
+        return HostPortError::None;
+    }
+    const auto colon = spec.find(':');
+    if (colon == std::string_view::npos) {
+        out.host = spec;
+        return HostPortError::None;
+    }
+    if (spec.find(':', colon + 1) != std::string_view::npos)
+        return HostPortError::Unbracketed;
+    out.host = spec.substr(0, colon);
+    out.port = spec.substr(colon + 1);
+    return HostPortError::None;
 }
 
 std::string database_suffix(std::string_view database)

@@ -30,6 +30,23 @@ struct Endpoint {
 
 std::optional<Endpoint> parse_endpoint(std::string_view spec, unsigned default_port, std::string* why = nullptr);
 
+// The split both address forms share (database.host here, --listen in
+// listen.cc): "[v6]:port", "[v6]", "host:port", "host", at the port's ':',
+// the brackets taken off.  Either part may be empty; the callers judge the
+// parts and word the errors.
+struct HostPort {
+    std::string_view host;
+    std::optional<std::string_view> port; // nullopt: no ':' at all
+    bool bracketed = false;
+};
+enum class HostPortError {
+    None,
+    NoClosingBracket, // "[::1"
+    AfterBracket,     // "[::1]x": something other than ":port" after ']'
+    Unbracketed,      // "::1:25": a second ':' outside brackets (IPv6 needs them)
+};
+HostPortError split_host_port(std::string_view spec, HostPort& out);
+
 // " (database mail)", or "" for no schema: what log lines add to name one.
 std::string database_suffix(std::string_view database);
 

@@ -1,5 +1,6 @@
 #include "listen.hh"
 
+#include "endpoint.hh" // split_host_port
 #include "gate.hh"
 #include "handlers.hh"
 #include "log.hh"
@@ -470,28 +471,27 @@ ListenOptions listen_options(const SysConfig& sys, const std::string& arg)
     o.address = unbracket(sys.listen);
     o.port = sys.port;
     if (!arg.empty()) {
-        std::string addr, port;
-        if (arg.front() == '[') {
-            const auto close = arg.find(']');
-            if (close == std::string::npos)
-                throw UsageError("--listen " + arg + ": bracketed address without ']'");
-            if (close == 1)
-                throw UsageError("--listen " + arg + ": empty brackets");
-            addr = arg.substr(1, close - 1);
-            if (close + 1 < arg.size()) {
-                if (arg[close + 1] != ':')
-                    throw UsageError("--listen " + arg + ": expected ':' after ']'");
-                port = arg.substr(close + 2);
-            }
-        } else if (const auto colon = arg.rfind(':'); colon == std::string::npos) {
-            if (!parse_decimal(arg))
-                throw UsageError("--listen " + arg + ": give PORT, ADDR:PORT or [IPv6]:PORT");
+        const std::string usage = "--listen " + arg + ": ";
+        // The split database.host uses (endpoint.hh), and PORT alone.
+        HostPort hp;
+        switch (split_host_port(arg, hp)) {
+        case HostPortError::None:
+            break;
+        case HostPortError::NoClosingBracket:
+            throw UsageError(usage + "bracketed address without ']'");
+        case HostPortError::AfterBracket:
+            throw UsageError(usage + "expected ':' after ']'");
+        case HostPortError::Unbracketed:
+            throw UsageError(usage + "an IPv6 address needs brackets: [ADDR]:PORT");
+        }
+        if (hp.bracketed && hp.host.empty())
+            throw UsageError(usage + "empty brackets");
+        std::string addr(hp.host), port(hp.port.value_or(""));
+        if (!hp.bracketed && !hp.port) {
+            if (!all_digits(arg))
+                throw UsageError(usage + "give PORT, ADDR:PORT or [IPv6]:PORT");
+            addr.clear();
             port = arg;
-        } else {
-            addr = arg.substr(0, colon);
-            port = arg.substr(colon + 1);
-            if (addr.find(':') != std::string::npos)
-                throw UsageError("--listen " + arg + ": an IPv6 address needs brackets: [ADDR]:PORT");
         }
         // What the argument says is a usage error; what is left of the
         // config, a config error.

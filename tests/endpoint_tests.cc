@@ -89,4 +89,41 @@ BOOST_AUTO_TEST_CASE(names_of_default_ports_and_messages)
     BOOST_TEST(why == "\"::1\": an IPv6 address needs brackets: [::1]:3306");
 }
 
+BOOST_AUTO_TEST_CASE(host_port_split_shared_with_listen)
+{
+    struct Case {
+        std::string spec;
+        HostPortError error;
+        std::string host;
+        std::optional<std::string> port;
+        bool bracketed;
+    };
+    const std::vector<Case> cases = {
+        {"db1", HostPortError::None, "db1", std::nullopt, false},
+        {"db1:3307", HostPortError::None, "db1", "3307", false},
+        {"db1:", HostPortError::None, "db1", "", false},
+        {":3307", HostPortError::None, "", "3307", false},
+        {"[::1]", HostPortError::None, "::1", std::nullopt, true},
+        {"[::1]:3307", HostPortError::None, "::1", "3307", true},
+        {"[]", HostPortError::None, "", std::nullopt, true},
+        {"[::1", HostPortError::NoClosingBracket, "", std::nullopt, false},
+        {"[::1]3307", HostPortError::AfterBracket, "", std::nullopt, false},
+        {"::1:3307", HostPortError::Unbracketed, "", std::nullopt, false},
+    };
+    for (const auto& c : cases) {
+        BOOST_TEST_CONTEXT(c.spec)
+        {
+            HostPort hp;
+            BOOST_TEST(static_cast<int>(split_host_port(c.spec, hp)) == static_cast<int>(c.error));
+            if (c.error == HostPortError::None) {
+                BOOST_TEST(hp.host == c.host);
+                BOOST_TEST(hp.port.has_value() == c.port.has_value());
+                if (hp.port && c.port)
+                    BOOST_TEST(*hp.port == *c.port);
+                BOOST_TEST(hp.bracketed == c.bracketed);
+            }
+        }
+    }
+}
+
 BOOST_AUTO_TEST_SUITE_END()
