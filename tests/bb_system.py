@@ -1261,7 +1261,7 @@ def sized_for_postfix_300_connections_and_the_cap():
             m.cmd("close", 0, 1)
             got = m.cmd("wait", waiting["index"], scaled(10))
             eq(got["reply"], "OK root@example.net", "answered once a handler ended")
-            fig["connection cap+1 answered after one closed, ms"] = round(got["seconds"] * 1000, 1)
+            fig["connection cap+1: waited 2 s, answered once one closed"] = "yes"
             journal = c.run(["journalctl", "--no-pager", "-o", "cat", "-u", DEFAULT_UNIT, "--since", since]).out
             contains(journal, "all %d handlers busy: new connections wait" % cap)
             not_contains(journal, "fork:", "every fork succeeded")
