@@ -87,15 +87,11 @@ Activation find_activation(bool force_inetd)
     a.from_systemd = n > 0;
     if (n == 1 && a.listeners.empty()) {
         a.conn.in_fd = a.conn.out_fd = SD_LISTEN_FDS_START;
-        a.conn.socket = true;
         a.conn.peer = peer_name(SD_LISTEN_FDS_START);
         return a;
     }
-    if (n == 0) {
-        a.conn.socket = sd_is_socket(0, AF_UNSPEC, 0, -1) > 0;
-        if (a.conn.socket)
-            a.conn.peer = peer_name(0);
-    }
+    if (n == 0)
+        a.conn.peer = peer_name(0); // "" for a pipe or a tty
     return a;
 }
 

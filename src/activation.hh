@@ -27,8 +27,7 @@ public:
 struct ClientConnection {
     int in_fd = 0;
     int out_fd = 1;
-    bool socket = false; // the connection is a socket (not a pipe or tty)
-    std::string peer;    // "127.0.0.1:40000", "unix", or "" for pipes
+    std::string peer; // "127.0.0.1:40000", "unix", or "" for pipes
 };
 
 struct PassedListener {

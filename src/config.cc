@@ -47,10 +47,12 @@ void check_port_text(const std::string& s, const std::string& path)
         fail_at(path, "must be a port number 1-65535, not \"" + s + "\"");
 }
 
-void check_identifier(const std::string& s, const std::string& path, bool required)
+enum class Presence { Required, Optional };
+
+void check_identifier(const std::string& s, const std::string& path, Presence presence)
 {
     if (s.empty()) {
-        if (required)
+        if (presence == Presence::Required)
             fail_at(path, "missing (required)");
         return;
     }
@@ -244,7 +246,7 @@ void parse_search_fields(MapConfig& m, Object& o, const std::string& path, Probl
 void parse_map_fields(MapConfig& m, Object& o, const std::string& path, Problems& p)
 {
     m.database = o.str("database");
-    p.guard([&] { check_identifier(m.database, path + ".database", true); });
+    p.guard([&] { check_identifier(m.database, path + ".database", Presence::Required); });
     m.table = o.str("table");
     m.key = o.str("key");
     m.value = o.str("value");
@@ -266,10 +268,10 @@ void parse_map_fields(MapConfig& m, Object& o, const std::string& path, Problems
     if (!m.query.empty()) {
         p.guard([&] { check_query(m, path); });
     } else {
-        p.guard([&] { check_identifier(m.table, path + ".table", true); });
-        p.guard([&] { check_identifier(m.key, path + ".key", true); });
-        p.guard([&] { check_identifier(m.value, path + ".value", false); });
-        p.guard([&] { check_identifier(m.reason, path + ".reason", false); });
+        p.guard([&] { check_identifier(m.table, path + ".table", Presence::Required); });
+        p.guard([&] { check_identifier(m.key, path + ".key", Presence::Required); });
+        p.guard([&] { check_identifier(m.value, path + ".value", Presence::Optional); });
+        p.guard([&] { check_identifier(m.reason, path + ".reason", Presence::Optional); });
     }
     p.guard([&] {
         try {

@@ -144,7 +144,6 @@ public:
     {
         ClientConnection conn;
         conn.in_fd = conn.out_fd = fd;
-        conn.socket = true;
         conn.peer = peer_name(fd);
         serve_connection(cfg_, conn, lookup_);
     }

@@ -110,7 +110,7 @@ BOOST_AUTO_TEST_CASE(accept_yes_connection_is_fd_3)
         const Activation a = find_activation(false);
         if (!a.from_systemd || !a.listeners.empty())
             return std::string("not a connection from systemd");
-        if (a.conn.in_fd != 3 || a.conn.out_fd != 3 || !a.conn.socket || a.conn.peer != "unix")
+        if (a.conn.in_fd != 3 || a.conn.out_fd != 3 || a.conn.peer != "unix")
             return "conn " + std::to_string(a.conn.in_fd) + " peer " + a.conn.peer;
         if ((fcntl(3, F_GETFD) & FD_CLOEXEC) == 0)
             return std::string("fd 3 not close-on-exec");
@@ -194,11 +194,22 @@ BOOST_AUTO_TEST_CASE(stdin_socket_is_a_socket_connection)
     const std::string r = with_fds({}, nullptr, false, [&sv] {
         dup2(sv[0], 0);
         const Activation a = find_activation(false);
-        return a.conn.socket && a.conn.peer == "unix" ? std::string() : std::string("stdin not seen as a socket");
+        return a.conn.peer == "unix" ? std::string() : std::string("stdin not seen as a socket");
     });
     BOOST_TEST(r == "");
     close(sv[0]);
     close(sv[1]);
+    // A pipe on stdin has no peer: logged as a pipe.
+    int p[2];
+    BOOST_REQUIRE(pipe(p) == 0);
+    const std::string q = with_fds({}, nullptr, false, [&p] {
+        dup2(p[0], 0);
+        const Activation a = find_activation(false);
+        return a.conn.peer.empty() ? std::string() : "a pipe with peer " + a.conn.peer;
+    });
+    BOOST_TEST(q == "");
+    close(p[0]);
+    close(p[1]);
 }
 
 BOOST_AUTO_TEST_CASE(dev_null_is_told_apart)
