@@ -206,6 +206,7 @@ private:
     Clock::time_point end_of_life_;
     Clock::time_point idle_deadline_;
     Clock::time_point frame_deadline_ = Clock::time_point::max(); // a request begun must end by then
+    bool warned_unknown_map_ = false;
     std::chrono::seconds stall_;
 };
 
@@ -234,7 +235,14 @@ void Session::answer(std::string_view payload)
     const auto req = split_request(payload);
     if (!req)
         log_info("request without map name and key");
-    const Reply reply = reply_for(req ? ask(lookup_, *req) : malformed_request());
+    const LookupResult result = req ? ask(lookup_, *req) : malformed_request();
+    // Sendmail takes PERM for "not found": a map missing from the config
+    // silently skips its blacklist.  Said once per session, at warning.
+    if (result.outcome == Outcome::NoSuchMap && !warned_unknown_map_) {
+        warned_unknown_map_ = true;
+        log_warning("unknown map \"" + log_escape(req->map) + "\": answered PERM, which Sendmail reads as not found");
+    }
+    const Reply reply = reply_for(result);
     if (reply.status == "OK")
         ++stats_.hits;
     else if (reply.status == "NOTFOUND")

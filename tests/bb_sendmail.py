@@ -403,6 +403,8 @@ def perm_is_not_found_for_sendmail():
     r = subprocess.run([sockmapd_path(), "-c", s.path, "--query", "access", "connect:192.0.2.66"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=sockmapd_env(), timeout=scaled(30))
     eq(r.returncode, 64, "--query names the missing map (%r)" % r.stderr)
+    warnings = re.findall(r"warning: unknown map \"access\": answered PERM", s.log())
+    ok(warnings, "the missing map is logged at warning")
 
     s.db.sql("CREATE TABLE IF NOT EXISTS mail.long_access (entry VARCHAR(255) PRIMARY KEY, action MEDIUMTEXT);"
              "REPLACE INTO mail.long_access VALUES ('from:spammer@bad.example', REPEAT('E', 100001));")
