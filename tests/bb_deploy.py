@@ -720,7 +720,7 @@ def man_pages_render_and_cover_everything():
     for code in ("0", "1", "64", "65", "70", "71", "75", "78"):
         ok(re.search(r"^\.B %s$" % code, prog, re.M), "exit status %s documented" % code)
     for word in ("SIGTERM", "LISTEN_FDS", "CREDENTIALS_DIRECTORY", "RUNTIME_DIRECTORY", "journal", "syslog",
-                 "postmap", "socketmap:inet:127.0.0.1:2224", "Krecipient socket"):
+                 "postmap", "socketmap:inet:127.0.0.1:2224", "socket -T<TMPF> inet:2224@127.0.0.1"):
         contains(prog, word)
     with open(pages["sockmapd.json.5"]) as f:
         conf = f.read().replace("\\-", "-")
