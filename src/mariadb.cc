@@ -36,11 +36,12 @@ std::string describe(unsigned code, const std::string& sqlstate, const std::stri
 // server during query") with errno ETIMEDOUT left by its poll(); the same
 // code also means "closed by the server", so errno and the elapsed time
 // tell the two apart.
-bool looks_timed_out(unsigned code, int saved_errno, SteadyClock::duration elapsed, unsigned timeout)
+TimedOut looks_timed_out(unsigned code, int saved_errno, SteadyClock::duration elapsed, unsigned timeout)
 {
     if (code != CR_SERVER_LOST && code != CR_SERVER_GONE_ERROR && code != CR_ERR_NET_READ && code != CR_ERR_NET_WRITE)
-        return false;
-    return saved_errno == ETIMEDOUT || (timeout > 0 && elapsed >= std::chrono::milliseconds(timeout * 1000 - 50));
+        return TimedOut::No;
+    const bool late = timeout > 0 && elapsed >= std::chrono::milliseconds(timeout * 1000 - 50);
+    return saved_errno == ETIMEDOUT || late ? TimedOut::Yes : TimedOut::No;
 }
 
 void set_option(MYSQL* m, mysql_option opt, const void* value, const char* what)
@@ -51,8 +52,9 @@ void set_option(MYSQL* m, mysql_option opt, const void* value, const char* what)
 
 } // namespace
 
-DbError::DbError(unsigned c, std::string state, std::string msg, bool to)
-    : std::runtime_error(describe(c, state, msg)), code(c), sqlstate(std::move(state)), timed_out(to)
+DbError::DbError(unsigned c, std::string state, std::string msg, TimedOut timeout)
+    : std::runtime_error(describe(c, state, msg)), code(c), sqlstate(std::move(state)),
+      timed_out(timeout == TimedOut::Yes)
 {
 }
 

@@ -30,10 +30,13 @@
 namespace sockmapd
 {
 
+// Whether a failure was a read or write timeout on an open connection.
+enum class TimedOut { No, Yes };
+
 class DbError : public std::runtime_error
 {
 public:
-    DbError(unsigned code, std::string sqlstate, std::string message, bool timed_out = false);
+    DbError(unsigned code, std::string sqlstate, std::string message, TimedOut timeout = TimedOut::No);
     unsigned code;        // mysql_errno: server ER_* or client CR_*
     std::string sqlstate; // e.g. "42S22"
     bool timed_out;       // a read/write timeout on an open connection

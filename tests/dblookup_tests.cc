@@ -332,7 +332,7 @@ BOOST_AUTO_TEST_CASE(every_host_failing_is_temp_or_timeout_never_notfound)
     const std::vector<Case> cases = {
         {connection_refused(), Outcome::TempFail, "no database host available"},
         {DbError(1045, "28000", "Access denied for user 'sockmapd'"), Outcome::TempFail, "database login refused"},
-        {DbError(2013, "HY000", "Lost connection to server during query", true), Outcome::Timeout,
+        {DbError(2013, "HY000", "Lost connection to server during query", TimedOut::Yes), Outcome::Timeout,
          "database query timed out"},
     };
     for (const auto& c : cases) {

@@ -40,7 +40,7 @@ DbError gone()
 
 DbError timed_out()
 {
-    return DbError(CR_SERVER_LOST, "HY000", "Lost connection to server during query", true);
+    return DbError(CR_SERVER_LOST, "HY000", "Lost connection to server during query", TimedOut::Yes);
 }
 
 // Three hosts a, b, c; records every connection attempt as "host/db".
