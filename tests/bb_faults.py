@@ -113,14 +113,21 @@ def timed(fn, *args):
 
 # ---------------------------------------------------------------- failover
 
-@test
-def primary_killed_sessions_continue_on_second_host():
+def two_sessions_on_both_servers():
+    """Fresh down-marks, both servers, their config, and an open pipe and socket session on it.
+
+    (a, b, cfg, pipe, sock)."""
     fresh_state()
     a, b = servers()
     cfg = config([a, b])
     pipe = PipeSession(cfg)
-    sa = SocketActivated(["-c", cfg])
-    sock = SocketSession(sa)
+    sock = SocketSession(SocketActivated(["-c", cfg]))
+    return a, b, cfg, pipe, sock
+
+
+@test
+def primary_killed_sessions_continue_on_second_host():
+    a, b, cfg, pipe, sock = two_sessions_on_both_servers()
     for s, label in ((pipe, "pipe"), (sock, "socket")):
         eq(whoami(s), b"OK primary", label + " before the kill")
         all_expected(s, label + " before the kill")
@@ -142,12 +149,7 @@ def primary_killed_sessions_continue_on_second_host():
 
 @test
 def all_hosts_down_temp_then_ok_after_restart_same_connection():
-    fresh_state()
-    a, b = servers()
-    cfg = config([a, b])
-    pipe = PipeSession(cfg)
-    sa = SocketActivated(["-c", cfg])
-    sock = SocketSession(sa)
+    a, b, cfg, pipe, sock = two_sessions_on_both_servers()
     sessions = ((pipe, "pipe"), (sock, "socket"))
     for s, label in sessions:
         eq(whoami(s), b"OK primary", label)
