@@ -239,7 +239,9 @@ bench: deps deps-bench
 # The shipped sockmapd@.service against a plain unit of the same binary, and
 # each sandbox setting's share, under a real systemd: the system suite's
 # container (bench/systemd_bench.py; needs the tools of `make deps deps-deb`).
-# About 8 minutes a round on 2 shared vCPUs (70 unit variants).
+# About 8 minutes a round on 2 shared vCPUs (70 unit variants), then about
+# 2 minutes for what a mail through Postfix's smtpd pays after a pause, per
+# installed unit.
 SYSTEMD_BENCH_ROUNDS ?= 3
 bench-systemd: deps deps-deb
 	@mkdir -p $(BUILD)/bench
