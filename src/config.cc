@@ -129,6 +129,7 @@ SysConfig parse_sys(const Json::Value& v, Problems& p)
     s.allow = parse_allow(o, p);
     s.max_use = o.num("max_use", s.max_use, 1, 1000000);
     s.max_idle = o.num("max_idle", s.max_idle, 1, 86400);
+    s.core_dumps = o.boolean("core_dumps", false);
     o.finish();
     return s;
 }

@@ -39,6 +39,7 @@ struct SysConfig {
     // handler serves, and seconds it waits for the next before it exits.
     unsigned max_use = 100;
     unsigned max_idle = 100;
+    bool core_dumps = false; // false: non-dumpable once the password is read (no core, no ptrace)
 };
 
 struct TlsConfig {

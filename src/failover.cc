@@ -38,6 +38,19 @@ bool safe_dir(const std::string& dir)
     return st.st_uid == ::geteuid() && (st.st_mode & (S_IWGRP | S_IWOTH)) == 0;
 }
 
+// Root does not write into a directory another user owns (its files would
+// be unreadable to that user); others may use what they can write.
+bool root_may_use(const std::string& dir)
+{
+    if (::geteuid() != 0)
+        return true;
+    struct stat st {
+    };
+    // A directory that is not there holds nothing: reading and writing
+    // the state fail later, and say so.
+    return ::stat(dir.c_str(), &st) != 0 || st.st_uid == 0;
+}
+
 bool write_all(int fd, std::string_view data)
 {
     while (!data.empty()) {
@@ -60,6 +73,15 @@ int take_lock(const std::string& path)
     return fd;
 }
 
+// Once per process: the lookups and the gate both ask.
+void warn_no_runtime_dir(const std::string& why)
+{
+    static bool warned = false;
+    if (!warned)
+        log_warning("failover state: " + why + "; failed database hosts are remembered in this process only");
+    warned = true;
+}
+
 } // namespace
 
 std::string runtime_dir()
@@ -68,15 +90,31 @@ std::string runtime_dir()
         // systemd lists several directories separated by ':'; the first is ours.
         std::string dir(env);
         dir = dir.substr(0, dir.find(':'));
-        if (!dir.empty())
-            return dir;
+        if (!dir.empty()) {
+            if (root_may_use(dir))
+                return dir;
+            warn_no_runtime_dir("RUNTIME_DIRECTORY " + dir + " belongs to another user");
+            return {};
+        }
     }
-    if (::access("/run/sockmapd", W_OK | X_OK) == 0)
+    if (::access("/run/sockmapd", W_OK | X_OK) == 0 && root_may_use("/run/sockmapd"))
         return "/run/sockmapd";
     std::string dir = "/tmp/sockmapd-" + std::to_string(::geteuid());
-    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+        warn_no_runtime_dir("cannot create " + dir + ": " + std::strerror(errno));
         return {};
-    return safe_dir(dir) ? dir : std::string();
+    }
+    if (safe_dir(dir))
+        return dir;
+    warn_no_runtime_dir(dir + " is not a directory of uid " + std::to_string(::geteuid()) +
+                        " that only it may write (another user may have created it; give sockmapd a runtime "
+                        "directory: /run/sockmapd, or RUNTIME_DIRECTORY)");
+    return {};
+}
+
+std::string runtime_dir_for_command()
+{
+    return ::geteuid() == 0 ? std::string() : runtime_dir();
 }
 
 DownMap parse_state(std::string_view text, std::time_t now, unsigned retry_interval)

@@ -25,8 +25,15 @@ namespace sockmapd
 
 // The directory for the state file: $RUNTIME_DIRECTORY (its first entry),
 // else /run/sockmapd if writable, else /tmp/sockmapd-<uid> (created 0700,
-// used only if it is ours and not writable by others).  Empty: none usable.
+// used only if it is ours and not writable by others).  As root, never a
+// directory another user owns: files root creates there would lock that
+// user's handlers out of the state.  Empty: none usable, and a warning
+// says so (another user may have created /tmp/sockmapd-<uid> first).
 std::string runtime_dir();
+
+// For a command a person runs (--check-config, --query): runtime_dir(),
+// but none as root, whose files would be the service user's no longer.
+std::string runtime_dir_for_command();
 
 // The state file's text: one line per down host, "<until-epoch> <name>".
 // parse_state() skips malformed lines, drops expired marks and clamps marks

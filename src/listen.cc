@@ -4,6 +4,7 @@
 #include "gate.hh"
 #include "handlers.hh"
 #include "log.hh"
+#include "peerlimit.hh"
 #include "privileges.hh"
 #include "util.hh"
 
@@ -192,6 +193,8 @@ struct Loop {
     sigset_t old; // the signal mask to restore in handlers
     const std::function<std::unique_ptr<ConnectionServer>()>& make_server;
     std::function<bool(const sockaddr*)> admit = [](const sockaddr*) { return true; };
+    PeerLimit peers{0};                     // --max-per-peer
+    std::map<int, std::string> conn_keys{}; // accepted descriptor -> peer_key()
     unsigned long long served = 0;
     std::size_t reported_running = 0;
     unsigned long long reported_served = 0;
@@ -339,8 +342,28 @@ bool can_take(const Loop& lp)
     return lp.table.running() < lp.max_children || lp.table.next_idle();
 }
 
+// The per-peer limit: false (logged once per episode) when the handlers
+// already serve as many connections of `key` as allowed.
+bool admitted(Loop& lp, int conn, const std::string& key, const std::string& peer)
+{
+    unsigned serving = 0;
+    for (const auto& [pid, h] : lp.table.handlers())
+        if (h.conn)
+            if (const auto it = lp.conn_keys.find(h.conn.get()); it != lp.conn_keys.end() && it->second == key)
+                ++serving;
+    const PeerLimit::Admission a = lp.peers.admit(key, serving);
+    if (a == PeerLimit::Admission::No)
+        log_warning("closing new connections from " + key + " (" + peer + "): it has " + std::to_string(serving) +
+                    " handlers, the most --max-per-peer allows");
+    if (a != PeerLimit::Admission::Yes)
+        return false;
+    lp.conn_keys[conn] = key;
+    return true;
+}
+
 // Accepts one pending connection on `l` and hands it on, unless `admit`
-// refuses the peer (it is closed then); false when none was pending.
+// refuses the peer or it has its share of handlers (it is closed then);
+// false when none was pending.
 bool accept_one(Loop& lp, Listener& l)
 {
     sockaddr_storage ss{};
@@ -357,8 +380,13 @@ bool accept_one(Loop& lp, Listener& l)
         close(conn);
         return true;
     }
+    std::string peer = addr_name(reinterpret_cast<sockaddr*>(&ss));
+    if (!admitted(lp, conn, peer_key(reinterpret_cast<sockaddr*>(&ss), conn), peer)) {
+        close(conn);
+        return true;
+    }
     ++lp.served;
-    dispatch(lp, conn, addr_name(reinterpret_cast<sockaddr*>(&ss)));
+    dispatch(lp, conn, std::move(peer));
     return true;
 }
 
@@ -543,6 +571,7 @@ int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function
         warn_if_open(cfg.sys.allow, l.fd);
     Gate gate; // cfg is the reloaded config: its allow-list applies to the next connection
     lp.admit = [&](const sockaddr* peer) { return gate.admit(cfg.sys.allow, peer); };
+    lp.peers = PeerLimit(opt.max_per_peer);
     sigset_t wait_mask;
     lp.old = install_signals(wait_mask);
     std::string names;

@@ -15,7 +15,10 @@
 // another with it: handlers.hh).  A handler exits after sysconfig.max_use
 // connections or max_idle seconds without one.  At most max_children run
 // at once; past that, and only then, nothing is accepted and new
-// connections wait in the listen backlog.  STATUS= tells systemd how many
+// connections wait in the listen backlog.  At most max_per_peer (0: no
+// limit) connections of one client address (TCP) or user (unix socket,
+// SO_PEERCRED) are served at once; past that its new connections are
+// closed at once, so that one client cannot hold every handler.  STATUS= tells systemd how many
 // run and how many connections were served.
 // SIGHUP/SIGUSR1: `reload()`; when it returns true (it logs, and keeps the
 // old config, when the new one is broken) `cfg` holds the new config: every
@@ -46,6 +49,7 @@ struct ListenOptions {
     std::string port;
     std::vector<PassedListener> passed; // from systemd: nothing is bound
     unsigned max_children = 64;
+    unsigned max_per_peer = 0; // 0: no limit (peerlimit.hh)
 };
 
 // "[[ADDR:]PORT]" (ADDR may be "[v6]"); empty parts from `sys`.

@@ -26,6 +26,7 @@ struct LogState {
     LogSink sink = LogSink::Syslog;
     LogFacts facts;
     int file_fd = -1;
+    std::string file_path; // what file_fd was opened as
     bool syslog_open = false;
     bool tee = false;
 };
@@ -66,18 +67,55 @@ int syslog_priority(LogLevel l)
     return LOG_INFO;
 }
 
+constexpr char hex_digits[] = "0123456789abcdef";
+
+void append_hex(std::string& out, unsigned char u)
+{
+    out += '\\';
+    out += 'x';
+    out += hex_digits[u >> 4];
+    out += hex_digits[u & 15];
+}
+
+bool is_control(unsigned char u)
+{
+    return u < 0x20 || u == 0x7f;
+}
+
+// The sinks' guard: control characters as \xNN, whatever a caller passed.
+void append_one_line(std::string& out, std::string_view s)
+{
+    for (const char c : s) {
+        const auto u = static_cast<unsigned char>(c);
+        if (is_control(u))
+            append_hex(out, u);
+        else
+            out += c;
+    }
+}
+
+std::string one_line(std::string_view s)
+{
+    std::string out;
+    out.reserve(s.size());
+    append_one_line(out, s);
+    return out;
+}
+
 // The message with its fields as NAME=value words, for the sinks that
 // have no fields of their own (file, stderr, syslog).
 std::string text_of(std::string_view msg, std::initializer_list<LogField> fields)
 {
-    std::string text(msg);
+    std::string text;
+    text.reserve(msg.size());
+    append_one_line(text, msg);
     for (const auto& f : fields) {
         if (f.value.empty() || !f.in_text)
             continue;
         text += ' ';
         text += f.name;
         text += '=';
-        text.append(f.value);
+        append_one_line(text, f.value);
     }
     return text;
 }
@@ -129,17 +167,66 @@ bool send_journal(LogLevel level, std::string_view msg, std::initializer_list<Lo
         return false;
     std::vector<std::string> items;
     items.reserve(3 + fields.size());
-    items.push_back("MESSAGE=" + std::string(msg));
+    items.push_back("MESSAGE=" + one_line(msg));
     items.push_back("PRIORITY=" + std::to_string(syslog_priority(level)));
     items.emplace_back("SYSLOG_IDENTIFIER=sockmapd");
     for (const auto& f : fields)
         if (!f.value.empty())
-            items.push_back(std::string(f.name) + "=" + std::string(f.value));
+            items.push_back(std::string(f.name) + "=" + one_line(f.value));
     std::vector<iovec> iov;
     iov.reserve(items.size());
     for (auto& i : items)
         iov.push_back({i.data(), i.size()});
     return sd_journal_sendv(iov.data(), static_cast<int>(iov.size())) >= 0;
+}
+
+// The log file: O_NOFOLLOW (a link planted at the path is refused, not
+// followed), O_NONBLOCK (a FIFO without reader fails instead of blocking),
+// then the descriptor itself is checked.  -1 with `why` set when refused.
+int open_log_file(const std::string& path, const LogFileOwner& owner, std::string& why)
+{
+    const int flags = O_WRONLY | O_APPEND | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC;
+    int fd = open(path.c_str(), flags);
+    bool created = false;
+    if (fd < 0 && errno == ENOENT) {
+        fd = open(path.c_str(), flags | O_CREAT | O_EXCL, 0640);
+        created = fd >= 0;
+    }
+    if (fd < 0) {
+        why = errno == ELOOP ? std::string("it is a symbolic link") : std::strerror(errno);
+        return -1;
+    }
+    // Created before the privilege drop: the account dropped to must be
+    // able to reopen it on a reload.
+    if (created && owner.set && geteuid() == 0 && fchown(fd, owner.uid, owner.gid) != 0) {
+        why = std::string("cannot give it to uid ") + std::to_string(owner.uid) + ": " + std::strerror(errno);
+        close(fd);
+        return -1;
+    }
+    struct stat st {
+    };
+    if (fstat(fd, &st) != 0)
+        why = std::strerror(errno);
+    else if (!S_ISREG(st.st_mode))
+        why = "not a regular file";
+    else if (st.st_nlink != 1)
+        why = "it has other hard links";
+    else if (st.st_uid != 0 && st.st_uid != geteuid() && !(owner.set && st.st_uid == owner.uid))
+        why = "owned by uid " + std::to_string(st.st_uid) + ", not by root or the user sockmapd runs as";
+    if (!why.empty()) {
+        close(fd);
+        return -1;
+    }
+    fcntl(fd, F_SETFL, O_APPEND);
+    return fd;
+}
+
+void close_log_file(LogState& s)
+{
+    if (s.file_fd >= 0)
+        close(s.file_fd);
+    s.file_fd = -1;
+    s.file_path.clear();
 }
 
 } // namespace
@@ -186,23 +273,30 @@ void log_init(const LogFacts& f)
     state().facts = f;
 }
 
-void log_setup(LogLevel level, const std::string& logfile)
+void log_setup(LogLevel level, const std::string& logfile, const LogFileOwner& owner)
 {
     LogState& s = state();
     s.level = level;
-    if (s.file_fd >= 0) {
-        close(s.file_fd);
-        s.file_fd = -1;
-    }
-    s.sink = default_sink(s.facts);
-    if (logfile.empty())
+    if (logfile.empty()) {
+        close_log_file(s);
+        s.sink = default_sink(s.facts);
         return;
-    s.file_fd = open(logfile.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-    if (s.file_fd >= 0) {
+    }
+    std::string why;
+    if (const int fd = open_log_file(logfile, owner, why); fd >= 0) {
+        close_log_file(s);
+        s.file_fd = fd;
+        s.file_path = logfile;
         s.sink = LogSink::File;
         return;
     }
-    log_warning("cannot open log file " + logfile + ": " + std::strerror(errno));
+    if (s.file_fd >= 0 && s.file_path == logfile) {
+        log_warning("cannot reopen log file " + logfile + ": " + why + "; still writing to the one opened before");
+        return;
+    }
+    close_log_file(s);
+    s.sink = default_sink(s.facts);
+    log_warning("cannot open log file " + logfile + ": " + why);
 }
 
 void log_setup_terminal(LogLevel level)
@@ -254,18 +348,15 @@ void log_msg(LogLevel level, std::string_view msg, std::initializer_list<LogFiel
 
 std::string log_escape(std::string_view s, std::size_t max)
 {
-    static const char hex[] = "0123456789abcdef";
     std::string out;
     for (const char c : s.substr(0, max)) {
         const auto u = static_cast<unsigned char>(c);
-        if (u < 0x20 || u == 0x7f || c == '\\' || c == '"') {
-            out += '\\';
-            out += 'x';
-            out += hex[u >> 4];
-            out += hex[u & 15];
-        } else {
+        // Bytes past ASCII too: a client's bytes need not be UTF-8, and
+        // some are control characters to a terminal (C1, U+2028).
+        if (is_control(u) || u >= 0x80 || c == '\\' || c == '"')
+            append_hex(out, u);
+        else
             out += c;
-        }
     }
     if (s.size() > max)
         out += "...";

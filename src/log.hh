@@ -9,12 +9,21 @@
 // line the journal refuses (its socket missing, say) goes to syslog.
 // Messages below the level set with log_setup() are dropped; callers on
 // the request path check log_enabled() before building a message.  Keys
-// from requests belong only in Debug messages; passwords never.
+// from requests belong only in Debug messages; passwords never.  Every
+// byte a client sent goes through log_escape(); as a second guard, every
+// sink writes control characters of messages and fields as \xNN, so no
+// message can make a line (or a journal field) of its own.
+//
+// The log file is opened without following a symbolic link, and used only
+// when it is a regular file with one link, owned by root, by this
+// process's user or by the LogFileOwner given (the account --listen drops
+// to, which a file created before the drop is given to).
 #pragma once
 
 #include <initializer_list>
 #include <string>
 #include <string_view>
+#include <sys/types.h>
 #include <utility>
 
 namespace sockmapd
@@ -49,9 +58,19 @@ bool is_journal_stream(const char* journal_stream, int fd);
 // the facts are kept, and a forked handler logs where its parent did.
 // Without it the default sink is syslog.
 void log_init(const LogFacts& f);
+// The account that may own the log file besides root and this process's
+// user (sysconfig.run_as_user); a file created while root is given to it.
+struct LogFileOwner {
+    bool set = false;
+    uid_t uid = 0;
+    gid_t gid = 0;
+};
+
 // At start-up and whenever the config is (re)loaded.  An unusable log
-// file is reported and the default sink used.
-void log_setup(LogLevel level, const std::string& logfile);
+// file is reported and the default sink used; on a reload that cannot
+// reopen the same path (after the privilege drop, say), the descriptor
+// opened before is kept.
+void log_setup(LogLevel level, const std::string& logfile, const LogFileOwner& owner = {});
 // Command-line modes (--check-config, --query) talk to a person: stderr.
 void log_setup_terminal(LogLevel level);
 // While on, errors and warnings also go to a private stderr when the sink
@@ -81,7 +100,9 @@ inline void log_debug(std::string_view m, std::initializer_list<LogField> f = {}
         log_msg(LogLevel::Debug, m, f);
 }
 
-// Makes bytes from a request safe to print in a log line (debug only).
+// Makes bytes from a client safe to print in a log line: every byte
+// outside printable ASCII, '\\' and '"' as \xNN; at most `max` bytes
+// of `s`, then "...".
 std::string log_escape(std::string_view s, std::size_t max = 200);
 
 } // namespace sockmapd

@@ -4,6 +4,7 @@
 #include "config.hh"
 #include "dblookup.hh"
 #include "dbrunner.hh"
+#include "failover.hh"
 #include "gate.hh"
 #include "listen.hh"
 #include "log.hh"
@@ -41,6 +42,7 @@ struct Options {
     std::string listen_arg;
     std::string go_port; // the Go sockmapd's -p PORT
     unsigned max_children = 64;
+    unsigned max_per_peer = 0;
 };
 
 // Answers every request TEMP: a handler whose config is broken must make
@@ -90,6 +92,21 @@ void print_problems(const std::string& problems)
     each_problem(problems, [](const std::string& line) { std::cerr << "sockmapd: " << line << '\n'; });
 }
 
+// As root, the account --listen drops to may own the log file (and gets
+// it when it is created now); listen_loop() reports an unknown one.
+LogFileOwner log_file_owner(const SysConfig& sys)
+{
+    if (::geteuid() != 0)
+        return {};
+    try {
+        const Identity id = resolve_identity(sys);
+        if (id.wanted)
+            return {true, id.uid, id.gid};
+    } catch (const ConfigError&) {
+    }
+    return {};
+}
+
 // Who reads the messages: a daemon logs them (the config's log), a person
 // running a command reads stderr.
 enum class Audience { Daemon, Person };
@@ -103,16 +120,18 @@ std::optional<Config> load_for(const std::string& path, Audience who)
     try {
         cfg = load_config(path);
     } catch (const ConfigError& e) {
+        protect_memory(SysConfig{}); // it may have read a password
         if (person)
             print_problems(e.what());
         else
             each_problem(e.what(), [](const std::string& line) { log_error(line); });
         return std::nullopt;
     }
+    protect_memory(cfg.sys);
     if (person)
         log_setup_terminal(std::min(cfg.sys.loglevel, LogLevel::Warning));
     else
-        log_setup(cfg.sys.loglevel, cfg.sys.logfile);
+        log_setup(cfg.sys.loglevel, cfg.sys.logfile, log_file_owner(cfg.sys));
     for (const auto& w : cfg.warnings) {
         if (person)
             std::cerr << "sockmapd: warning: " << w << '\n';
@@ -216,6 +235,7 @@ int listen_mode(const Options& opt, const std::vector<PassedListener>& passed)
         }
     }
     lo.max_children = opt.max_children;
+    lo.max_per_peer = opt.max_per_peer;
     prepare_connector(cfg.db.tls.enabled());
     // A new config serves new connections; running handlers finish theirs
     // with the old one, then exit.
@@ -237,7 +257,7 @@ int listen_mode(const Options& opt, const std::vector<PassedListener>& passed)
 
 int query(const Config& cfg, const std::string& map, const std::string& key)
 {
-    MariaDbRunner db(cfg.db);
+    MariaDbRunner db(cfg.db, HostState(runtime_dir_for_command(), cfg.db.retry_interval));
     DbLookup lookup(cfg, db);
     const LookupResult r = ask(lookup, {map, key});
     std::cout << reply_for(r).payload << '\n';
@@ -266,7 +286,7 @@ int check_maps_online(const Config& cfg)
     // Run as root (an administrator's check), down marks stay in this
     // process: a state file root created would be unreadable to the
     // service user's handlers afterwards.
-    MariaDbRunner db(cfg.db, HostState(::geteuid() == 0 ? std::string() : runtime_dir(), cfg.db.retry_interval));
+    MariaDbRunner db(cfg.db, HostState(runtime_dir_for_command(), cfg.db.retry_interval));
     int rc = EX_OK;
     for (const auto& map : cfg.maps) {
         const MapCheck c = db.check_map(map);
@@ -382,6 +402,11 @@ int main(int argc, char** argv)
                    "with --listen or the sockets of an Accept=no unit: most handlers at once (default: 64)")
         ->type_name("N")
         ->check(CLI::Range(1, 10000).description(""));
+    app.add_option("--max-per-peer", opt.max_per_peer,
+                   "with --listen or the sockets of an Accept=no unit: most handlers for one client address "
+                   "(TCP) or user (unix socket); more connections from it are closed (default: 0, no limit)")
+        ->type_name("N")
+        ->check(CLI::Range(0, 10000).description(""));
     app.footer("Exit status: 0 ok, 64 usage, 70 internal error, 75 temporary failure, 78 configuration error.\n"
                "--query: 0 found (OK), 1 not found (NOTFOUND), 64 no such map, 65 PERM (such as a result too long),\n"
                "75 TEMP or TIMEOUT (the database), 78 configuration error.\n"

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <grp.h>
 #include <pwd.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 namespace sockmapd
@@ -44,6 +45,12 @@ const group* find_group(const std::string& name)
     return gr;
 }
 
+void set_dumpable(bool on)
+{
+    if (prctl(PR_SET_DUMPABLE, on ? 1 : 0, 0, 0, 0) != 0)
+        log_warning(std::string("prctl(PR_SET_DUMPABLE): ") + std::strerror(errno));
+}
+
 std::string no_user(const std::string& name)
 {
     return "sysconfig.run_as_user: no user \"" + name + "\" on this system";
@@ -59,6 +66,7 @@ Identity resolve_identity(const SysConfig& sys)
 {
     Identity id;
     id.wanted = !sys.run_as_user.empty() || !sys.run_as_group.empty();
+    id.core_dumps = sys.core_dumps;
     id.uid = getuid();
     id.gid = getgid();
     if (!sys.run_as_user.empty()) {
@@ -122,10 +130,17 @@ bool drop_privileges(const Identity& id)
         log_error("cannot drop privileges: gid 0 could be regained after setgid");
         return false;
     }
+    // The kernel set the dumpable flag to fs.suid_dumpable with the ids.
+    set_dumpable(id.core_dumps);
     if (id.uid == 0)
         log_warning("run_as_user not set: handlers keep running as root");
     log_info("running as uid " + std::to_string(id.uid) + ", gid " + std::to_string(id.gid));
     return true;
+}
+
+void protect_memory(const SysConfig& sys)
+{
+    set_dumpable(sys.core_dumps);
 }
 
 } // namespace sockmapd

@@ -40,6 +40,10 @@ namespace
 
 constexpr std::size_t read_chunk = 16384;
 constexpr std::size_t flush_threshold = 65536;
+// One read may hold hundreds of requests.  While they are answered, the
+// replies so far go out at least this often, and the session's limits and
+// the peer are checked between two requests.
+constexpr auto batch_check_interval = std::chrono::milliseconds(50);
 
 bool is_socket(int fd)
 {
@@ -55,6 +59,15 @@ int ms_until(Clock::time_point now, Clock::time_point t)
         return 0;
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t - now).count() + 1;
     return static_cast<int>(std::min<long long>(ms, 24LL * 3600 * 1000));
+}
+
+// The client is gone for good: a pipe's reader closed (POLLERR), a socket
+// reset or shut in both directions (POLLHUP).  A client that only shut its
+// write side still gets its replies.
+bool peer_gone(int fd)
+{
+    pollfd p{fd, 0, 0};
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0;
 }
 
 // Output with a deadline: a client that stops reading its replies is
@@ -175,13 +188,14 @@ class Session
 {
 public:
     Session(int in_fd, int out_fd, Lookup& lookup, const SessionLimits& limits)
-        : reader_(in_fd), writer_(out_fd), lookup_(lookup), limits_(limits)
+        : out_fd_(out_fd), reader_(in_fd), writer_(out_fd), lookup_(lookup), limits_(limits)
     {
         const auto now = Clock::now();
         // A client that keeps its connection (Sendmail) does not notice a
         // close before its next lookup, so without an age limit only the
         // client or the idle timeout ends the session.
         end_of_life_ = limits.max_session.count() > 0 ? now + limits.max_session : Clock::time_point::max();
+        last_check_ = now;
         idle_deadline_ = now + limits.idle_timeout;
         stall_ = std::min(limits.idle_timeout, limits.stall);
     }
@@ -190,12 +204,14 @@ public:
 
 private:
     bool handle_input(std::string_view data); // false: end the session
+    bool between_requests();                  // false: end the session
     void answer(std::string_view payload);
     // A PERM reply saying why, then the end of the session.
     void end_on_framing_error(NetstringError e);
     bool flush();
     Clock::time_point next_deadline() const;
 
+    int out_fd_;
     Reader reader_;
     Writer writer_;
     Lookup& lookup_;
@@ -208,6 +224,7 @@ private:
     Clock::time_point frame_deadline_ = Clock::time_point::max(); // a request begun must end by then
     bool warned_unknown_map_ = false;
     std::chrono::seconds stall_;
+    Clock::time_point last_check_; // of between_requests(), or the last flush
 };
 
 Clock::time_point Session::next_deadline() const
@@ -222,7 +239,8 @@ bool Session::flush()
 {
     if (out_.empty())
         return true;
-    const bool ok = writer_.write_all(out_, Clock::now() + stall_);
+    last_check_ = Clock::now();
+    const bool ok = writer_.write_all(out_, last_check_ + stall_);
     out_.clear();
     if (!ok)
         stats_.end = EndReason::ClientGone;
@@ -249,10 +267,12 @@ void Session::answer(std::string_view payload)
         ++stats_.misses;
     else
         ++stats_.errors;
-    if (req && log_enabled(LogLevel::Debug))
-        log_debug("map " + std::string(req->map) + " key \"" + log_escape(req->key) +
-                      "\": " + log_escape(reply.payload),
-                  {{"SOCKMAP_MAP", req->map}, {"SOCKMAP_STATUS", reply.status}});
+    if (req && log_enabled(LogLevel::Debug)) {
+        // The map name is the client's too: a name no map has is any bytes.
+        const std::string map = log_escape(req->map);
+        log_debug("map " + map + " key \"" + log_escape(req->key) + "\": " + log_escape(reply.payload),
+                  {{"SOCKMAP_MAP", map}, {"SOCKMAP_STATUS", reply.status}});
+    }
     netstring_append(out_, reply.payload);
 }
 
@@ -263,6 +283,30 @@ void Session::end_on_framing_error(NetstringError e)
     netstring_append(out_, reply_for({Outcome::PermFail, describe(e)}).payload);
     flush();
     stats_.end = EndReason::ProtocolError;
+}
+
+// A batch of requests read at once is not answered past max_session, nor
+// for a client that went away: the replies so far go out every
+// batch_check_interval (a TCP peer that closed answers them with a reset)
+// and the peer is looked at then.
+bool Session::between_requests()
+{
+    const auto now = Clock::now();
+    if (now >= end_of_life_) {
+        flush();
+        stats_.end = EndReason::MaxSession;
+        return false;
+    }
+    if (out_.size() < flush_threshold && now - last_check_ < batch_check_interval)
+        return true;
+    if (!flush())
+        return false;
+    last_check_ = now;
+    if (peer_gone(out_fd_)) {
+        stats_.end = EndReason::ClientGone;
+        return false;
+    }
+    return true;
 }
 
 bool Session::handle_input(std::string_view data)
@@ -277,7 +321,7 @@ bool Session::handle_input(std::string_view data)
             answer(decoder_.payload());
             idle_deadline_ = Clock::now() + limits_.idle_timeout;
             frame_deadline_ = Clock::time_point::max();
-            if (out_.size() >= flush_threshold && !flush())
+            if (!between_requests())
                 return false;
             break;
         case NetstringDecoder::Status::Error:

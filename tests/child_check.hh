@@ -6,6 +6,7 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <fcntl.h>
 #include <functional>
 #include <string>
 #include <sys/wait.h>
@@ -39,4 +40,17 @@ inline std::string in_child(const std::function<std::string()>& body)
     waitpid(pid, &status, 0);
     BOOST_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     return out;
+}
+
+// In the child: fd 2 becomes the write end of a pipe; the returned read
+// end (non-blocking, -1 on failure) shows what was written to stderr.
+inline int stderr_to_pipe()
+{
+    int p[2];
+    if (pipe(p) != 0)
+        return -1;
+    dup2(p[1], 2);
+    close(p[1]);
+    fcntl(p[0], F_SETFL, O_NONBLOCK);
+    return p[0];
 }

@@ -106,6 +106,7 @@ BOOST_AUTO_TEST_CASE(numbers_work_too)
     BOOST_TEST(c.db.port == 3307u);
     BOOST_TEST(c.db.hosts[0].name() == "db1.example.org:3307"); // the port applies to the hosts
     BOOST_TEST(c.sys.idle_timeout == 30u);
+    BOOST_TEST(parse_config(with(go_config, R"("idle_timeout": "60")", R"("core_dumps": true)")).sys.core_dumps);
     BOOST_TEST(parse_config(with(go_config, R"("port": "2224")", R"("port": 2225)")).sys.port == "2225");
     const Config r = parse_config(
         with(go_config, R"("idle_timeout": "60")", R"("idle_timeout": "60", "max_use": 1, "max_idle": "30")"));
@@ -122,6 +123,7 @@ BOOST_AUTO_TEST_CASE(defaults)
     BOOST_TEST(parse_config(with(go_config, R"("max_session": "600")", R"("max_session": "0")")).sys.max_session == 0u);
     BOOST_TEST(c.sys.max_use == 100u); // Postfix's master.cf defaults
     BOOST_TEST(c.sys.max_idle == 100u);
+    BOOST_TEST(!c.sys.core_dumps);
     BOOST_TEST(c.db.connect_timeout == 2u);
     BOOST_TEST(c.db.read_timeout == 5u);
     BOOST_TEST(c.db.db_idle_timeout == 10u);

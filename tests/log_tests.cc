@@ -10,6 +10,7 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
@@ -277,12 +278,7 @@ BOOST_AUTO_TEST_CASE(log_file_and_the_start_up_tee)
         if (!mkdtemp(dir))
             return std::string("mkdtemp");
         const std::string file = std::string(dir) + "/s.log";
-        int p[2];
-        if (pipe(p) != 0)
-            return std::string("pipe");
-        dup2(p[1], 2);
-        close(p[1]);
-        fcntl(p[0], F_SETFL, O_NONBLOCK);
+        const int err_fd = stderr_to_pipe();
         LogFacts f;
         f.stderr_private = true;
         log_init(f);
@@ -293,7 +289,7 @@ BOOST_AUTO_TEST_CASE(log_file_and_the_start_up_tee)
         log_tee_stderr(false);
         log_error("after start-up");
         char buf[4096];
-        const ssize_t n = read(p[0], buf, sizeof buf);
+        const ssize_t n = read(err_fd, buf, sizeof buf);
         const std::string err = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
         std::string text;
         if (const int fd = open(file.c_str(), O_RDONLY); fd >= 0) {
@@ -315,6 +311,160 @@ BOOST_AUTO_TEST_CASE(escape_keeps_lines_single)
 {
     BOOST_TEST(log_escape("a\nb\"c\\") == "a\\x0ab\\x22c\\x5c");
     BOOST_TEST(log_escape(std::string(10, 'k'), 4) == "kkkk...");
+    // Past ASCII too: C1 controls (here CSI as UTF-8), bytes that are not UTF-8.
+    BOOST_TEST(log_escape("\xc2\x9b"
+                          "2J\xff\x1b") == "\\xc2\\x9b2J\\xff\\x1b");
+}
+
+namespace
+{
+
+std::string file_text(const std::string& path)
+{
+    std::string text;
+    if (const int fd = open(path.c_str(), O_RDONLY); fd >= 0) {
+        char buf[4096];
+        ssize_t n;
+        while ((n = read(fd, buf, sizeof buf)) > 0)
+            text.append(buf, static_cast<std::size_t>(n));
+        close(fd);
+    }
+    return text;
+}
+
+// A scratch directory for one child's log files.
+std::string scratch_dir()
+{
+    char dir[] = "/tmp/sockmapd-log-XXXXXX";
+    if (!mkdtemp(dir))
+        throw std::runtime_error("mkdtemp");
+    return dir;
+}
+
+void remove_dir(const std::string& dir)
+{
+    std::system(("rm -rf '" + dir + "'").c_str());
+}
+
+// The log file goes to the file sink, else the default one (a pipe on stderr here).
+std::string file_check(const std::function<std::string(const std::string& dir)>& body)
+{
+    return in_child([&] {
+        stderr_to_pipe();
+        LogFacts f;
+        f.stderr_private = true;
+        log_init(f);
+        const std::string dir = scratch_dir();
+        std::string r;
+        try {
+            r = body(dir);
+        } catch (const std::exception& e) {
+            r = e.what();
+        }
+        remove_dir(dir);
+        return r;
+    });
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(sinks_write_control_characters_escaped)
+{
+    BOOST_TEST(file_check([](const std::string& dir) {
+                   const std::string file = dir + "/s.log";
+                   log_setup(LogLevel::Info, file);
+                   log_info("a\nforged: line\x1b[2J", {{"SOCKMAP_MAP", "m\r\nx"}});
+                   const std::string text = file_text(file);
+                   if (std::count(text.begin(), text.end(), '\n') != 1 || text.find('\x1b') != std::string::npos)
+                       return "not one line: " + text;
+                   return missing(text, {"a\\x0aforged: line\\x1b[2J SOCKMAP_MAP=m\\x0d\\x0ax\n"});
+               }) == "");
+}
+
+// A log path the service user (or anyone who can write its directory) has
+// pointed elsewhere is not followed, and nothing but a regular file of
+// root, this process's user or run_as_user is written to.
+BOOST_AUTO_TEST_CASE(log_file_refuses_links_fifos_and_strangers)
+{
+    BOOST_TEST(file_check([](const std::string& dir) {
+                   const std::string target = dir + "/root-only", via = dir + "/link.log";
+                   const int t = open(target.c_str(), O_WRONLY | O_CREAT, 0600);
+                   close(t);
+                   if (symlink(target.c_str(), via.c_str()) != 0)
+                       return std::string("symlink");
+                   log_setup(LogLevel::Info, via);
+                   log_info("through the link");
+                   if (log_sink() == LogSink::File || !file_text(target).empty())
+                       return "followed the link: " + file_text(target);
+
+                   const std::string fifo = dir + "/fifo.log"; // would block an open for writing
+                   mkfifo(fifo.c_str(), 0600);
+                   log_setup(LogLevel::Info, fifo);
+                   if (log_sink() == LogSink::File)
+                       return std::string("took a FIFO");
+
+                   const std::string hard = dir + "/hard.log";
+                   if (link(target.c_str(), hard.c_str()) != 0)
+                       return std::string("link");
+                   log_setup(LogLevel::Info, hard);
+                   if (log_sink() == LogSink::File)
+                       return std::string("took a file with two links");
+
+                   const std::string theirs = dir + "/theirs.log";
+                   close(open(theirs.c_str(), O_WRONLY | O_CREAT, 0600));
+                   if (chown(theirs.c_str(), 12345, 12345) != 0)
+                       return std::string("chown");
+                   log_setup(LogLevel::Info, theirs);
+                   if (log_sink() == LogSink::File)
+                       return std::string("took a file of uid 12345");
+                   log_setup(LogLevel::Info, theirs, {true, 12345, 12345});
+                   if (log_sink() != LogSink::File)
+                       return std::string("refused run_as_user's file");
+                   return std::string();
+               }) == "");
+}
+
+// --listen as root with run_as_user: the file it creates before the drop
+// is the user's, so a reload after the drop reopens it; a file the user
+// cannot reopen keeps the descriptor opened before.
+BOOST_AUTO_TEST_CASE(reload_after_the_drop_keeps_the_log_file)
+{
+    BOOST_TEST(file_check([](const std::string& dir) {
+                   if (chmod(dir.c_str(), 0755) != 0)
+                       return std::string("chmod");
+                   const std::string created = dir + "/new.log", old = dir + "/old.log";
+                   const LogFileOwner owner{true, 65534, 65534};
+                   close(open(old.c_str(), O_WRONLY | O_CREAT, 0600)); // root's, from before
+                   log_setup(LogLevel::Info, created, owner);
+                   struct stat st {
+                   };
+                   if (stat(created.c_str(), &st) != 0 || st.st_uid != 65534 || st.st_gid != 65534)
+                       return "created as uid " + std::to_string(st.st_uid);
+                   if (setgid(65534) != 0 || setuid(65534) != 0)
+                       return std::string("setuid");
+                   log_setup(LogLevel::Info, created, owner);
+                   log_info("after the first reload");
+                   if (std::string m = missing(file_text(created), {"info: after the first reload"}); !m.empty())
+                       return m;
+                   return std::string();
+               }) == "");
+    BOOST_TEST(file_check([](const std::string& dir) {
+                   if (chmod(dir.c_str(), 0755) != 0)
+                       return std::string("chmod");
+                   const std::string old = dir + "/old.log";
+                   close(open(old.c_str(), O_WRONLY | O_CREAT, 0600)); // root's, from before
+                   const int reader = open(old.c_str(), O_RDONLY);
+                   log_setup(LogLevel::Info, old, {true, 65534, 65534});
+                   if (setgid(65534) != 0 || setuid(65534) != 0)
+                       return std::string("setuid");
+                   log_setup(LogLevel::Info, old, {true, 65534, 65534});
+                   log_info("after the reload");
+                   char buf[4096];
+                   const ssize_t n = read(reader, buf, sizeof buf);
+                   return missing(
+                       std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0),
+                       {"cannot reopen log file", "still writing to the one opened before", "info: after the reload"});
+               }) == "");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,10 +1,16 @@
+#include "log.hh"
 #include "netstring.hh"
 #include "session.hh"
 #include "socketmap.hh"
 
+#include "child_check.hh"
+
 #include <boost/test/unit_test.hpp>
 
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <map>
+#include <netinet/in.h>
 #include <string>
 #include <sys/socket.h>
 #include <thread>
@@ -280,6 +286,145 @@ BOOST_AUTO_TEST_CASE(unread_replies_end_at_stall_limit_not_idle_timeout)
     writer.join();
     close(sv[0]);
     close(sv[1]);
+}
+
+namespace
+{
+
+// Every lookup takes `delay`: a database query that takes its time.
+struct SlowLookup : TableLookup {
+    explicit SlowLookup(std::chrono::milliseconds d) : delay(d) {}
+    LookupResult lookup(std::string_view map, std::string_view key) override
+    {
+        std::this_thread::sleep_for(delay);
+        return TableLookup::lookup(map, key);
+    }
+    std::chrono::milliseconds delay;
+};
+
+std::string batch(int n)
+{
+    std::string in;
+    for (int i = 0; i < n; ++i)
+        in += ns("m a@x");
+    return in;
+}
+
+// A connected TCP pair on loopback: {client, server}.
+std::pair<int, int> tcp_pair()
+{
+    const int l = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof sa;
+    BOOST_REQUIRE(bind(l, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+    BOOST_REQUIRE(listen(l, 1) == 0);
+    BOOST_REQUIRE(getsockname(l, reinterpret_cast<sockaddr*>(&sa), &len) == 0);
+    const int c = socket(AF_INET, SOCK_STREAM, 0);
+    BOOST_REQUIRE(connect(c, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+    const int s = accept(l, nullptr, nullptr);
+    BOOST_REQUIRE(s >= 0);
+    close(l);
+    return {c, s};
+}
+
+} // namespace
+
+// Thirty requests sent at once to a map whose query takes 200 ms: the
+// session ends at max_session between two of them, not 6 s later.
+BOOST_AUTO_TEST_CASE(max_session_cuts_a_pipelined_batch)
+{
+    int sv[2];
+    BOOST_REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    SlowLookup t(std::chrono::milliseconds(200));
+    const std::string in = batch(30);
+    BOOST_REQUIRE(write(sv[0], in.data(), in.size()) == static_cast<ssize_t>(in.size()));
+    const auto start = Clock::now();
+    const SessionStats st = run_session(sv[1], sv[1], t, {std::chrono::seconds(30), std::chrono::seconds(1)});
+    const auto took_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+    BOOST_TEST(static_cast<int>(st.end) == static_cast<int>(EndReason::MaxSession));
+    BOOST_TEST(t.calls < 10);
+    BOOST_TEST(took_ms < 2500);
+    // The replies to what was answered reached the client.
+    fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    char buf[4096];
+    const ssize_t n = read(sv[0], buf, sizeof buf);
+    BOOST_TEST(std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0) == [&] {
+        std::string want;
+        for (int i = 0; i < t.calls; ++i)
+            want += ns("OK b@y");
+        return want;
+    }());
+    close(sv[0]);
+    close(sv[1]);
+}
+
+// A TCP client that sent thirty slow requests and closed at once: the
+// handler notices between two of them instead of answering all thirty.
+BOOST_AUTO_TEST_CASE(vanished_client_is_noticed_within_a_batch)
+{
+    const auto [client, server] = tcp_pair();
+    SlowLookup t(std::chrono::milliseconds(200));
+    const std::string in = batch(30);
+    BOOST_REQUIRE(write(client, in.data(), in.size()) == static_cast<ssize_t>(in.size()));
+    close(client);
+    const auto start = Clock::now();
+    const SessionStats st = run_session(server, server, t, {std::chrono::seconds(30), std::chrono::seconds(60)});
+    const auto took_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+    BOOST_TEST(static_cast<int>(st.end) == static_cast<int>(EndReason::ClientGone));
+    BOOST_TEST(t.calls <= 4);
+    BOOST_TEST(took_ms < 2000);
+    close(server);
+}
+
+// A client that only shut its write side still gets every reply.
+BOOST_AUTO_TEST_CASE(half_closed_client_gets_the_whole_batch)
+{
+    SlowLookup t(std::chrono::milliseconds(30));
+    SessionStats st;
+    const std::string out = converse(batch(10), t, &st);
+    BOOST_TEST(out == [] {
+        std::string want;
+        for (int i = 0; i < 10; ++i)
+            want += ns("OK b@y");
+        return want;
+    }());
+    BOOST_TEST(static_cast<int>(st.end) == static_cast<int>(EndReason::Eof));
+}
+
+// The map name is the client's: a debug log line shows it escaped, in the
+// message and in the SOCKMAP_MAP field alike.
+BOOST_AUTO_TEST_CASE(map_name_is_logged_escaped)
+{
+    BOOST_TEST(in_child([] {
+                   char dir[] = "/tmp/sockmapd-session-XXXXXX";
+                   if (!mkdtemp(dir))
+                       return std::string("mkdtemp");
+                   const std::string file = std::string(dir) + "/s.log";
+                   log_init(LogFacts{});
+                   log_setup(LogLevel::Debug, file);
+                   TableLookup t;
+                   converse(ns("x\n*\t*\t*\t*\t*\troot\ttouch\t/tmp/pwned\n#\x1b\xff k"), t);
+                   std::string text;
+                   if (const int fd = open(file.c_str(), O_RDONLY); fd >= 0) {
+                       char buf[8192];
+                       const ssize_t n = read(fd, buf, sizeof buf);
+                       text.assign(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+                       close(fd);
+                   }
+                   unlink(file.c_str());
+                   rmdir(dir);
+                   const std::string escaped =
+                       "x\\x0a*\\x09*\\x09*\\x09*\\x09*\\x09root\\x09touch\\x09/tmp/pwned\\x0a#\\x1b\\xff";
+                   if (text.find("map " + escaped + " key") == std::string::npos ||
+                       text.find("SOCKMAP_MAP=" + escaped) == std::string::npos)
+                       return "not escaped: " + text;
+                   if (text.find("\n*") != std::string::npos || text.find('\x1b') != std::string::npos ||
+                       text.find('\xff') != std::string::npos)
+                       return "raw bytes: " + text;
+                   return std::string();
+               }) == "");
 }
 
 BOOST_AUTO_TEST_SUITE_END()
