@@ -643,6 +643,14 @@ def postfix_proxymap_over_the_unix_socket():
     replies = smtp(c, "someone@example.com", "postmaster@example.org", "nobody@example.org")
     eq([code for code, _ in replies], [250, 250, 550], "\n".join(l for _, l in replies))
     eq(lookup(c, "recipient postmaster@example.org")[0][:7], b"<error ", "nothing on 127.0.0.1:2224 any more")
+    # The socket's group keeps other local users out (README, "Security notes").
+    as_postfix = c.run(["postmap", "-q", "postmaster@example.org", "socketmap:unix:/run/sockmapd.sock:recipient"],
+                       user="postfix", check=False)
+    eq((as_postfix.rc, as_postfix.out), (0, "root@example.net\n"), "a member of the group postfix")
+    as_other = c.run(["postmap", "-q", "postmaster@example.org", "socketmap:unix:/run/sockmapd.sock:recipient"],
+                     user="nobody", check=False)
+    ne(as_other.rc, 0, "another local user")
+    contains(as_other.err, "Permission denied")
 
 
 @test(timeout=600)
@@ -677,6 +685,72 @@ def xinetd_with_the_shipped_file():
     contains(re.sub(r"\s+", " ", sec), "else to syslog (facility `mail`; in the journal under `xinetd.service`",
              "the README says so")
     eq(units_left(c), [], "no socket-activated handlers")
+    # A flood of connections past xinetd's default rate (50 a second) leaves
+    # the service up: the file sets no rate limit.
+    made, took = flood(c, 200)
+    ok(made == 200 and took < 3, "the flood: %d connections in %.1fs" % (made, took))
+    wait_for(answers, timeout=scaled(20), interval=0.5, msg="xinetd answers after the flood")
+    xinetd_log = c.run(["journalctl", "--no-pager", "-o", "cat", "-u", "xinetd.service", "--since", since]).out
+    not_contains(xinetd_log, "excessive incoming connections")
+    # The handlers share the failover state in the package's /run/sockmapd.
+    cfg = json.loads(c.read("/etc/sockmapd/config.json"))
+    cfg["database"]["host"] = ["127.0.0.1:3307", "unix:/run/mysqld/mysqld.sock"]
+    write_conffile(c, cfg)
+    eq(lookup(c, "recipient postmaster@example.org"), [b"OK root@example.net"], "a dead first host")
+    eq(c.run(["stat", "-c", "%U", "/run/sockmapd/failover.state"]).out.strip(), "sockmapd")
+    contains(c.read("/run/sockmapd/failover.state"), "127.0.0.1:3307")
+    handlers_log = c.run(["journalctl", "--no-pager", "-o", "cat", "-t", "sockmapd", "--since", since]).out
+    not_contains(handlers_log, "failover state")
+
+
+FLOOD = r"""
+import socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+made, started = 0, time.monotonic()
+for i in range(n):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=10).close()
+        made += 1
+    except OSError:
+        pass
+print(made, time.monotonic() - started)
+"""
+
+
+def flood(c, n, port=2224):
+    """n connections opened and closed at once, as fast as they go, from the container's network; (made, seconds)."""
+    r = subprocess.run(["nsenter", "-t", str(c.leader), "-n", sys.executable, "-c", FLOOD, str(port), str(n)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=scaled(120))
+    eq(r.returncode, 0, "flood: %r" % r.stderr[-300:])
+    made, took = r.stdout.split()
+    return int(made), float(took)
+
+
+@test(timeout=600)
+def connection_flood_leaves_the_socket_listening():
+    """Case 6b: 400 connections in a burst: the shipped socket stays; with systemd's default trigger limit it would fail."""
+    c = installed("flood")
+    configure(c, "file")
+    since = c.run(["date", "+%Y-%m-%d %H:%M:%S"]).out.strip()
+    made, took = flood(c, 400)
+    eq(made, 400, "connections made")
+    eq(c.run(["systemctl", "is-active", "sockmapd.socket"], check=False).out.strip(), "active")
+    # The flood's handlers end by themselves; then lookups are answered again.
+    wait_for(lambda: lookup(c, "recipient postmaster@example.org") == [b"OK root@example.net"],
+             timeout=scaled(30), interval=0.5, msg="answers after the flood")
+    log = c.run(["journalctl", "--no-pager", "-o", "cat", "-u", "sockmapd.socket", "--since", since]).out
+    not_contains(log, "Trigger limit hit")
+    # The same burst against systemd's default (200 in 2 s) fails the socket:
+    # the flood is strong enough to show what the setting prevents.
+    c.write("/etc/systemd/system/sockmapd.socket.d/override.conf",
+            "[Socket]\nTriggerLimitIntervalSec=2s\nTriggerLimitBurst=200\n")
+    c.run(["systemctl", "daemon-reload"])
+    c.run(["systemctl", "restart", "sockmapd.socket"])
+    flood(c, 400)
+    wait_for(lambda: c.run(["systemctl", "is-failed", "sockmapd.socket"], check=False).out.strip() == "failed",
+             timeout=scaled(10), msg="sockmapd.socket failed under the default trigger limit")
+    contains(c.run(["journalctl", "--no-pager", "-o", "cat", "-u", "sockmapd.socket", "--since", since]).out,
+             "Trigger limit hit")
 
 
 # Runs in the container's network namespace while a package is upgraded: a new
