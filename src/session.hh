@@ -4,8 +4,11 @@
 // the client closes (EndReason::Eof), sends no complete request for the
 // idle timeout, leaves a request unfinished or a reply unread for the stall
 // limit, the session passes its maximum age (if it has one: a max_session
-// of 0 is none), or the framing breaks (a PERM reply, then the end).  Memory is bounded by one read buffer, one
-// request and the pending replies.  It throws nothing for client
+// of 0 is none), or the framing breaks (a PERM reply, then the end).  The
+// age and a peer that hung up are also checked between the requests of
+// one read (a pipelined batch), whose replies go out at least every 50 ms.
+// Memory is bounded by one read buffer, one request and the pending
+// replies.  It throws nothing for client
 // behaviour; the Lookup decides every answer through reply_for().
 #pragma once
 
