@@ -230,6 +230,28 @@ def listen_handlers_follow_core_dumps_after_the_drop():
         eq(stop(p), 0)
 
 
+# ---------------------------------------------------------------- a pipelined batch
+
+SLOW_MAP = {"service": "slow", "database": "other", "query": "SELECT CONCAT(val, SLEEP(1)) FROM things WHERE name = %s"}
+
+
+@test(timeout=90)
+def batch_of_slow_lookups_from_a_vanished_client_is_cut_short():
+    """The review's case: 30 requests to a map whose query takes 1 s, sent at once by a client that closed."""
+    cfg = config(sysconfig={"max_session": 3, "loglevel": "info"}, extra_maps=[SLOW_MAP])
+    with SocketActivated(["-c", cfg]) as sa:
+        with socket.create_connection(("127.0.0.1", sa.port), timeout=scaled(10)) as s:
+            s.sendall(b"".join(encode(b"slow ping") for _ in range(30)))
+        wait_for(lambda: "session end" in read_log(cfg), timeout=20, msg="the session's end")
+    line = [l for l in read_log(cfg).splitlines() if "session end" in l][0]
+    m = re.search(r"session end \(([^)]*)\): (\d+) requests, .* (\d+) ms", line)
+    ok(m, line)
+    print("    %s" % line.split(": ", 2)[-1])
+    ok(m.group(1) in ("connection lost", "session time limit"), line)
+    ok(int(m.group(2)) <= 3, "answered %s of 30 for a client that had gone" % m.group(2))
+    ok(int(m.group(3)) < 5000, "the handler lived %s ms" % m.group(3))
+
+
 # ---------------------------------------------------------------- one client, every handler
 
 def connect_from(source, port):
