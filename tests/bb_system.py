@@ -647,8 +647,9 @@ def postfix_proxymap_over_the_unix_socket():
     as_postfix = c.run(["postmap", "-q", "postmaster@example.org", "socketmap:unix:/run/sockmapd.sock:recipient"],
                        user="postfix", check=False)
     eq((as_postfix.rc, as_postfix.out), (0, "root@example.net\n"), "a member of the group postfix")
+    c.run(["useradd", "--no-create-home", "someone"])  # a local user with a group of its own
     as_other = c.run(["postmap", "-q", "postmaster@example.org", "socketmap:unix:/run/sockmapd.sock:recipient"],
-                     user="nobody", check=False)
+                     user="someone", check=False)
     ne(as_other.rc, 0, "another local user")
     contains(as_other.err, "Permission denied")
 
@@ -698,7 +699,7 @@ def xinetd_with_the_shipped_file():
     write_conffile(c, cfg)
     eq(lookup(c, "recipient postmaster@example.org"), [b"OK root@example.net"], "a dead first host")
     eq(c.run(["stat", "-c", "%U", "/run/sockmapd/failover.state"]).out.strip(), "sockmapd")
-    contains(c.read("/run/sockmapd/failover.state"), "127.0.0.1:3307")
+    contains(c.run(["cat", "/run/sockmapd/failover.state"]).out, "127.0.0.1:3307")  # /run is the container's own
     handlers_log = c.run(["journalctl", "--no-pager", "-o", "cat", "-t", "sockmapd", "--since", since]).out
     not_contains(handlers_log, "failover state")
 
