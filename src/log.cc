@@ -191,6 +191,8 @@ int open_log_file(const std::string& path, const LogFileOwner& owner, std::strin
     if (fd < 0 && errno == ENOENT) {
         fd = open(path.c_str(), flags | O_CREAT | O_EXCL, 0640);
         created = fd >= 0;
+        if (fd < 0 && errno == EEXIST) // another handler created it just now
+            fd = open(path.c_str(), flags);
     }
     if (fd < 0) {
         why = errno == ELOOP ? std::string("it is a symbolic link") : std::strerror(errno);

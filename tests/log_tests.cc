@@ -23,6 +23,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <vector>
 
 using namespace sockmapd;
 
@@ -421,6 +422,39 @@ BOOST_AUTO_TEST_CASE(log_file_refuses_links_fifos_and_strangers)
                    if (log_sink() != LogSink::File)
                        return std::string("refused run_as_user's file");
                    return std::string();
+               }) == "");
+}
+
+// Handlers started at once for concurrent connections all create the
+// missing log file: each of them must end up writing to it.
+BOOST_AUTO_TEST_CASE(handlers_creating_the_log_file_at_once_all_use_it)
+{
+    BOOST_TEST(file_check([](const std::string& dir) {
+                   const std::string file = dir + "/new.log";
+                   int go[2];
+                   if (pipe(go) != 0)
+                       return std::string("pipe");
+                   std::vector<pid_t> kids;
+                   for (int i = 0; i < 32; ++i) {
+                       const pid_t pid = fork();
+                       if (pid == 0) {
+                           char c;
+                           close(go[1]);
+                           (void)!read(go[0], &c, 1); // all start together
+                           log_setup(LogLevel::Info, file);
+                           _exit(log_sink() == LogSink::File ? 0 : 1);
+                       }
+                       kids.push_back(pid);
+                   }
+                   close(go[0]);
+                   close(go[1]); // EOF: go
+                   int lost = 0;
+                   for (const pid_t pid : kids) {
+                       int status = 0;
+                       waitpid(pid, &status, 0);
+                       lost += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+                   }
+                   return lost == 0 ? std::string() : std::to_string(lost) + " of 32 did not use the log file";
                }) == "");
 }
 
