@@ -290,5 +290,40 @@ def map_feature_examples_as_written():
                     readme.run_shell(block, port=sa.port, pdir=pdir)
 
 
+def table_figures(text):
+    """The numbers in the value cells of the Markdown tables in `text` (not the first column, not "target")."""
+    figures = []
+    header = None
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if all(re.fullmatch(r":?-+:?", c) for c in cells if c):
+            continue
+        if header is None:
+            header = cells
+            continue
+        for name, cell in zip(header[1:], cells[1:]):
+            if name.lower() != "target":
+                figures += re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])", cell.replace("\u2212", "-"))
+    return figures
+
+
+@test
+def readme_performance_figures_come_from_the_results_file():
+    """Every figure of the README's "Performance" tables stands in the dated results file the section cites."""
+    sec = readme.section("Performance")
+    cited = sorted(set(re.findall(r"`(bench/[\w./-]+\.md)`", sec)))
+    eq(len(cited), 1, "the Performance section cites one results file: %r" % cited)
+    with open(os.path.join(REPO, cited[0])) as f:
+        results = f.read()
+    ok(re.search(r"\b20\d\d-\d\d-\d\d\b", results), "%s gives the date of its runs" % cited[0])
+    figures = sorted(set(table_figures(sec)), key=float)
+    ok(len(figures) >= 20, "figures found: %r" % figures)
+    eq([n for n in figures if not re.search(r"(?<![\d.])%s(?![\d])" % re.escape(n), results)], [],
+       "figures of the README's Performance tables not in %s" % cited[0])
+
+
 if __name__ == "__main__":
     main()
