@@ -325,5 +325,42 @@ def readme_performance_figures_come_from_the_results_file():
        "figures of the README's Performance tables not in %s" % cited[0])
 
 
+def log_shape(line):
+    """A log line with what varies from run to run replaced: time, pid, port, socket path, version, duration."""
+    line = re.sub(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} ", "TIME ", line)
+    line = re.sub(r"sockmapd\[\d+\]", "sockmapd[PID]", line)
+    line = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", line)
+    line = re.sub(r"unix:\S*mysqld\.sock", "unix:SOCKET", line)
+    line = re.sub(r"server \S+", "server VERSION", line)
+    return re.sub(r"\b\d+ ms\b", "N ms", line)
+
+
+@test(timeout=120)
+def logging_example_is_what_the_program_writes():
+    """The README's Logging example: the same connection at loglevel debug and at info, in a log file."""
+    example = [b for lang, b in readme.blocks("Logging") if lang == "" and "sockmapd[" in b]
+    eq(len(example), 1, "one log example in the Logging section")
+    want = [log_shape(line) for line in example[0].splitlines()]
+    db, cfg_path = sample_database()
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    got = {}
+    for level in ("debug", "info"):
+        cfg["sysconfig"].update({"loglevel": level, "logfile": tmpfile("%s.log" % level, content=b"")})
+        path = temp_config(cfg)
+        with SocketActivated(["-c", path]) as sa:
+            with sa.client() as c:
+                eq(c.ask("recipient", "postmaster@example.org"), b"OK root@example.net")
+                eq(c.ask("sender", "other@bad.example"), b"OK REJECT domain blacklisted")
+                eq(c.ask("nosuch", "x"), b"PERM unknown map")
+                c.shutdown_write()
+                c.read_until_eof(scaled(5))
+            wait_for(lambda: not sa.children(), timeout=scaled(10), msg="the handler ended")
+        with open(cfg["sysconfig"]["logfile"]) as f:
+            got[level] = [log_shape(line) for line in f.read().splitlines()]
+    eq(got["debug"], want, "the README's example at debug")
+    eq(got["info"], [w for w in want if " debug: " not in w], "the same at info: the lines the README names")
+
+
 if __name__ == "__main__":
     main()
