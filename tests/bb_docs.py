@@ -362,5 +362,38 @@ def logging_example_is_what_the_program_writes():
     eq(got["info"], [w for w in want if " debug: " not in w], "the same at info: the lines the README names")
 
 
+# Settings the README's prose names with a value that is deliberately not
+# the shipped one (what a test sets), with where it says so.
+NOT_SHIPPED = {("MaxConnections", "2"): "Tests: bb_sendmail at the cap"}
+
+
+def shipped_settings():
+    """{Setting: {values}} over the files of units/, @SBINDIR@ as installed."""
+    out = {}
+    for name in os.listdir(os.path.join(REPO, "units")):
+        for line in read(os.path.join(REPO, "units", name)).splitlines():
+            m = re.match(r"^([A-Z]\w+)=(.*)$", line.strip())
+            if m:
+                out.setdefault(m.group(1), set()).add(m.group(2).replace("@SBINDIR@", "/usr/sbin"))
+    return out
+
+
+@test
+def readme_unit_settings_are_the_shipped_ones():
+    """Every `Setting=value` the README's prose states, for a setting the units have, is a value they ship."""
+    units = shipped_settings()
+    prose = re.sub(r"^( *)```.*?^\1```$", "", read(readme.README), flags=re.M | re.S)
+    said = [(k, v) for k, v in re.findall(r"`([A-Z]\w+)=([^`]+)`", prose) if k in units]
+    ok(len(said) >= 5, "settings with values in the README: %r" % said)
+    eq(sorted(set("%s=%s (units: %s)" % (k, v, sorted(units[k])) for k, v in said
+                  if v not in units[k] and (k, v) not in NOT_SHIPPED)), [],
+       "README settings that no shipped unit has")
+    # The exposure the README gives the shipped units is the bound the
+    # booted system suite measures them against.
+    bound = re.search(r"ok\(score <= (\d+\.\d+)", read(os.path.join(REPO, "tests", "bb_system.py")))
+    ok(bound, "bb_system checks the units' exposure")
+    contains(prose, "exposure %s each" % bound.group(1), "the README's exposure of the shipped units")
+
+
 if __name__ == "__main__":
     main()
