@@ -22,7 +22,7 @@
 
 #include "config.hh"
 #include "dblookup.hh"
-#include "failover.hh"
+#include "hoststate.hh"
 #include "pool.hh"
 
 #include <map>

@@ -1,6 +1,6 @@
 #include "gate.hh"
 
-#include "failover.hh" // runtime_dir()
+#include "hoststate.hh" // runtime_dir()
 #include "log.hh"
 #include "util.hh"
 

@@ -25,7 +25,7 @@
 #pragma once
 
 #include "endpoint.hh"
-#include "failover.hh"
+#include "hoststate.hh"
 #include "lookup.hh"
 #include "mariadb.hh"
 #include "util.hh"

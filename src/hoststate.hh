@@ -1,4 +1,4 @@
-// failover — the memory of failed database hosts, shared between handlers.
+// hoststate — the down-marks of database hosts, shared between handlers.
 //
 // HostState remembers when a host failed and answers the order in which to
 // try the hosts: hosts not marked down first, in configured order, then the
@@ -54,13 +54,10 @@ public:
 
     // Re-reads the shared file and returns the order to try `hosts` in.
     std::vector<std::size_t> order(const std::vector<Endpoint>& hosts);
-    bool is_down(const Endpoint& host);
     void mark_down(const Endpoint& host);
-    // Clears a mark this process saw at its last read (order() or
-    // is_down()); touches the file only then.
+    // Clears a mark this process saw at its last read (order()); touches
+    // the file only then.
     void mark_up(const Endpoint& host);
-
-    const std::string& file() const { return file_; }
 
 private:
     void load(std::time_t now);

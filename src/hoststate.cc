@@ -1,4 +1,4 @@
-#include "failover.hh"
+#include "hoststate.hh"
 
 #include "log.hh"
 #include "util.hh"
@@ -244,14 +244,6 @@ std::vector<std::size_t> HostState::order(const std::vector<Endpoint>& hosts)
     const std::time_t now = wall_now();
     load(now);
     return try_order(hosts, down_, now);
-}
-
-bool HostState::is_down(const Endpoint& host)
-{
-    const std::time_t now = wall_now();
-    load(now);
-    auto it = down_.find(host.name());
-    return it != down_.end() && it->second > now;
 }
 
 void HostState::mark_down(const Endpoint& host)
