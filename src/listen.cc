@@ -106,15 +106,12 @@ void reset_signals(const sigset_t& old)
 // ---------------------------------------------------------------- sockets
 
 struct Listener {
-    int fd = -1;
+    Fd fd;            // closed with the Listener
     std::string name; // "127.0.0.1:2224", "[::1]:2224"
 };
 
 void close_all(std::vector<Listener>& ls)
 {
-    for (auto& l : ls)
-        if (l.fd >= 0)
-            close(l.fd);
     ls.clear();
 }
 
@@ -173,7 +170,7 @@ int bind_all(const ListenOptions& opt, std::vector<Listener>& out)
             code = (err == EADDRINUSE || err == EADDRNOTAVAIL) ? EX_TEMPFAIL : EX_OSERR;
             break;
         }
-        out.push_back({fd, name});
+        out.push_back({Fd(fd), name});
     }
     freeaddrinfo(res);
     if (code != EX_OK || out.empty()) {
@@ -368,7 +365,7 @@ bool accept_one(Loop& lp, Listener& l)
 {
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
-    const int conn = accept4(l.fd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC);
+    const int conn = accept4(l.fd.get(), reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC);
     if (conn < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
             log_error("accept on " + l.name + ": " + std::strerror(errno));
@@ -457,7 +454,7 @@ std::vector<Listener> adopt(const std::vector<PassedListener>& passed)
         std::string where = "?";
         if (getsockname(p.fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
             where = addr_name(reinterpret_cast<sockaddr*>(&ss));
-        ls.push_back({p.fd, p.name + " " + where});
+        ls.push_back({Fd(p.fd), p.name + " " + where});
     }
     return ls;
 }
@@ -568,7 +565,7 @@ int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function
         return EX_OSERR;
     }
     for (const auto& l : lp.ls)
-        warn_if_open(cfg.sys.allow, l.fd);
+        warn_if_open(cfg.sys.allow, l.fd.get());
     Gate gate; // cfg is the reloaded config: its allow-list applies to the next connection
     lp.admit = [&](const sockaddr* peer) { return gate.admit(cfg.sys.allow, peer); };
     lp.peers = PeerLimit(opt.max_per_peer);
@@ -601,7 +598,7 @@ int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function
         fds.clear();
         owners.clear();
         for (const auto& l : lp.ls)
-            fds.push_back({full ? -1 : l.fd, POLLIN, 0}); // a negative fd is ignored by poll
+            fds.push_back({full ? -1 : l.fd.get(), POLLIN, 0}); // a negative fd is ignored by poll
         for (const auto& [pid, h] : lp.table.handlers())
             if (h.ctl) {
                 fds.push_back({h.ctl.get(), POLLIN, 0});
