@@ -18,7 +18,7 @@ from harness import *  # noqa: E402,F401,F403
 
 SSL_USER, SSL_PASSWORD = "tlsuser", "tlspw"      # REQUIRE SSL
 X509_USER, X509_PASSWORD = "certuser", "certpw"  # REQUIRE X509: a client certificate signed by the CA
-FOUND = ("recipient", "postmaster@example.org", b"OK root@example.org")
+FOUND = ("recipient", "postmaster@example.org", fixture_reply("recipient", "postmaster@example.org"))
 
 _pki = {}
 _db = {}
