@@ -348,23 +348,24 @@ void remove_dir(const std::string& dir)
 }
 
 // The log file goes to the file sink, else the default one (a pipe on stderr here).
+// The scratch directory is made and removed outside the child, which may
+// have dropped root and could not remove what root left in it.
 std::string file_check(const std::function<std::string(const std::string& dir)>& body)
 {
-    return in_child([&] {
+    const std::string dir = scratch_dir();
+    const std::string r = in_child([&] {
         stderr_to_pipe();
         LogFacts f;
         f.stderr_private = true;
         log_init(f);
-        const std::string dir = scratch_dir();
-        std::string r;
         try {
-            r = body(dir);
+            return body(dir);
         } catch (const std::exception& e) {
-            r = e.what();
+            return std::string(e.what());
         }
-        remove_dir(dir);
-        return r;
     });
+    remove_dir(dir);
+    return r;
 }
 
 } // namespace
