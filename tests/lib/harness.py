@@ -572,9 +572,8 @@ def _socket_inodes(pid):
     return inodes
 
 
-def _tcp_listening(port, pid=None):
-    """Something (process `pid`, if given) listens on TCP `port`."""
-    want = ":%04X" % port
+def _tcp_sockets(match):
+    """Inodes of the TCP sockets (IPv4 and IPv6) whose /proc/net/tcp fields satisfy `match`."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -582,10 +581,17 @@ def _tcp_listening(port, pid=None):
                 next(f)
                 for line in f:
                     fields = line.split()
-                    if fields[1].endswith(want) and fields[3] == "0A":
+                    if match(fields):
                         inodes.add(fields[9])
         except OSError:
             pass
+    return inodes
+
+
+def _tcp_listening(port, pid=None):
+    """Something (process `pid`, if given) listens on TCP `port`."""
+    want = ":%04X" % port
+    inodes = _tcp_sockets(lambda f: f[1].endswith(want) and f[3] == "0A")
     if pid is None or not inodes:
         return bool(inodes)
     return bool(inodes & _socket_inodes(pid))
@@ -594,18 +600,7 @@ def _tcp_listening(port, pid=None):
 def tcp_connections_to(port, pid):
     """How many TCP connections process `pid` holds to a remote `port` (any state but LISTEN)."""
     want = ":%04X" % port
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    if fields[2].endswith(want) and fields[3] != "0A":
-                        inodes.add(fields[9])
-        except OSError:
-            pass
-    return len(inodes & _socket_inodes(pid))
+    return len(_tcp_sockets(lambda f: f[2].endswith(want) and f[3] != "0A") & _socket_inodes(pid))
 
 
 def _unix_listening(path, pid=None):
