@@ -437,7 +437,7 @@ class Container:
                     log("systemd-nspawn %d still running after SIGKILL" % p.pid)
 
     def reboot(self, timeout=60):
-        self.poweroff()
+        self.poweroff(timeout)  # a clean shutdown: the test's own time, not the cleanup's
         return self.boot(timeout)
 
     def stop(self):
