@@ -5,7 +5,7 @@
 
 Boots the system suite's container (tests/bb_system.py: Debian 12 under
 systemd-nspawn -b, the .deb built from the tree installed with apt, MariaDB
-with the example tables, the README's set-up with the password in the
+with the example tables, the README's quick start with the password in the
 config), then adds socket/service pairs on their own loopback ports:
 
   shipped   the installed sockmapd@.service as it is (under a socket of its own)
@@ -25,7 +25,7 @@ sequential new connections per second, in interleaved rounds; medians of the
 rounds.  Every reply is checked (OK with the expected value).
 
 Then what a mail sees, through the container's Postfix smtpd with the
-README's main.cf, for each of the two installed socket units on 2224 (the
+doc/postfix.md's main.cf, for each of the two installed socket units on 2224 (the
 default sockmapd-listener pair, then sockmapd.socket): an SMTP session after
 a pause longer than Postfix's 10 s socketmap idle limit (dict_sockmap.c,
 DICT_SOCKMAP_DEF_MAX_IDLE), so smtpd and trivial-rewrite reconnect, times

@@ -85,7 +85,7 @@ bool Pool::connect_next(Slot& slot, Tried& tried, std::optional<DbError>& last, 
             if (is_server_full(e.code)) {
                 // Up, but full: not a failed host for the others.  Logged
                 // at error: the server's limit is below what the handlers
-                // need (README, "Sizing for Postfix").
+                // need (doc/postfix.md, "Sizing").
                 log_error("database host " + slot.label(hosts_) +
                               " is full, not marked down (raise its max_connections or lower "
                               "db_idle_timeout): " +

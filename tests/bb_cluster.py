@@ -278,13 +278,11 @@ def failing_init_command_is_temp_and_a_check_failure():
 # ---------------------------------------------------------------- causal reads
 
 def readme_cluster_snippet():
-    """The database settings from the README's cluster section (a JSON fragment)."""
+    """The database settings of doc/clusters.md (a JSON fragment, its block "cluster-database")."""
     import json
-    with open(os.path.join(REPO, "README.md")) as f:
-        text = f.read()
-    section = text[text.index("## Clusters and replicas"):]
-    block = section[section.index("```json\n") + 8:]
-    return json.loads("{" + block[:block.index("```")] + "}")["database"]
+    import readme
+    lang, body = readme.block("doc/clusters.md", "cluster-database")
+    return json.loads("{" + body + "}")["database"]
 
 
 class ReadLock:
@@ -325,7 +323,7 @@ def causal_read_finds_a_row_just_written_on_another_node():
     for i in range(10):
         insert_alias(n1, "causal%d@example.org" % i, "c%d" % i)
         eq(one_shot(causal, ("recipient", "causal%d@example.org" % i)), [b"OK c%d" % i], "row %d" % i)
-    eq(one_shot(causal, ("syncwait", "example.org")), [b"OK 1"], "the README's setting")
+    eq(one_shot(causal, ("syncwait", "example.org")), [b"OK 1"], "the guide's setting")
     # node3 lagging (appliers paused by a read lock): without causal reads
     # the new row is NOTFOUND there, which would bounce mail; with them the
     # lookup waits until node3 has applied it.

@@ -6,7 +6,7 @@ break out of the template match exactly or not at all), Postfix-style
 quoted templates, the second column as reason, `result_format`, the
 `domain` list, `lowercase`, `strip_extension` (the full key first, the
 reduced key only after a NOTFOUND), --check-config on query maps, and the
-README's Postfix examples through Postfix's own postmap.
+doc/postfix.md's recipes through Postfix's own postmap.
 
 Lookups that must not reach the database are checked against a config whose
 database is a closed port: there any query is TEMP, so NOTFOUND proves no
@@ -358,7 +358,7 @@ def result_format_counts_against_the_reply_limit():
     eq(s.close(), 0)
 
 
-# ---------------------------------------------------------------- the README's Postfix examples
+# ---------------------------------------------------------------- doc/postfix.md's recipes
 
 
 def blacklist_map():

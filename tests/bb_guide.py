@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""bb_guide — the README's "Moving from the Go sockmapd", "Troubleshooting" and "The MTA in a DMZ" as written.
+"""bb_guide — doc/moving-from-go.md, postfix.md's "What Postfix says" and sizing, dmz-and-security.md, as written.
 
-Every fenced block of those two sections is taken from README.md and used:
+Each block is found by its file and marker (tests/lib/readme.py) and used:
 shell blocks run (`$ ` lines are commands, the other lines the output they
 must print; a line ending in "..." is a prefix), with the config path, the
 port and Postfix's config directory replaced by the test's own; unit
@@ -9,9 +9,10 @@ drop-ins are verified with systemd-analyze and applied; JSON is merged into
 a config; the DMZ section's nftables rules run in a network namespace of
 the test's own, its addresses replaced by loopback ones (the MTA 127.0.0.1,
 a stranger 127.0.0.2); systemd's IPAddressAllow= is enforced in
-bb_system.  A block added to any of these sections without a test here
-fails the count.  Also: the LICENSE file says what debian/copyright says, and a
-config edit reaches the next connection, not an open one.
+bb_system.  Outputs are those of config.example.sql (root@example.net).
+Also: modes-and-units.md's --listen command lines, each started and stopped;
+the LICENSE file says what debian/copyright says; and a config edit reaches
+the next connection under a unit per connection, not an open one.
 Run: SOCKMAPD=build/sockmapd tests/bb_guide.py [test-name-or-glob ...]
 """
 
@@ -27,13 +28,13 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F401,F403
 
-from readme import blocks, run_shell, section  # noqa: E402
+from readme import block, marked, prose, run_shell, sample_database  # noqa: E402
 
 UNITS = os.path.join(REPO, "units")
-
-MOVING = blocks("Moving from the Go sockmapd")
-TROUBLE = blocks("Troubleshooting")
-DMZ = blocks("The MTA in a DMZ")
+MOVING = "doc/moving-from-go.md"
+POSTFIX = "doc/postfix.md"
+DMZ = "doc/dmz-and-security.md"
+MODES = "doc/modes-and-units.md"
 
 
 def go_config(db=None, typo=False):
@@ -55,16 +56,17 @@ def go_config(db=None, typo=False):
     return path
 
 
-def dropin_applied(block, unit):
-    """The units as installed, with the README's drop-in for `unit`; verified.  Its directory."""
-    lang, body = block
+def dropin_applied(shown, unit):
+    """The units as installed, with the guide's drop-in for `unit`; verified.  Its directory."""
+    lang, body = shown
     eq(lang, "ini")
     d = tmpdir("units")
-    with open(os.path.join(UNITS, "sockmapd@.service")) as f:
-        service = f.read().replace("@SBINDIR@", os.path.dirname(sockmapd_path()))
-    with open(os.path.join(d, "sockmapd@.service"), "w") as f:
-        f.write(service)
-    shutil.copy(os.path.join(UNITS, "sockmapd.socket"), d)
+    for name in os.listdir(UNITS):
+        if name.endswith((".service", ".socket")):
+            with open(os.path.join(UNITS, name)) as f:
+                text = f.read().replace("@SBINDIR@", os.path.dirname(sockmapd_path()))
+            with open(os.path.join(d, name), "w") as f:
+                f.write(text)
     os.makedirs(os.path.join(d, unit + ".d"))
     with open(os.path.join(d, unit + ".d", "override.conf"), "w") as f:
         f.write(body + "\n")
@@ -93,29 +95,32 @@ def effective(d, unit, section_name, key):
 # ---------------------------------------------------------------- Moving from the Go sockmapd
 
 @test
-def moving_section_blocks_are_all_tested():
-    eq([lang for lang, _ in MOVING], ["sh", "sh", "ini", "", "json"])
+def moving_guide_blocks_are_all_tested():
+    eq(sorted(marked(MOVING)), ["moving-check", "moving-debug", "moving-every-address", "moving-summary-line",
+                                "moving-typo"])
 
 
 @test
 def moving_go_config_checks_as_it_is():
-    run_shell(MOVING[0], cfg=go_config())
+    run_shell(block(MOVING, "moving-check"), cfg=go_config())
 
 
 @test
 def moving_typo_is_an_error_naming_the_nearest_key():
-    run_shell(MOVING[1], cfg=go_config(typo=True))
+    run_shell(block(MOVING, "moving-typo"), cfg=go_config(typo=True))
 
 
 @test(timeout=60)
 def moving_socket_on_every_ipv4_address():
-    d = dropin_applied(MOVING[2], "sockmapd.socket")
-    listen = effective(d, "sockmapd.socket", "Socket", "ListenStream")
+    unit = "sockmapd-listener.socket"
+    contains(prose(MOVING), "`systemctl edit %s`" % unit, "the guide's drop-in is for the default socket")
+    d = dropin_applied(block(MOVING, "moving-every-address"), unit)
+    listen = effective(d, unit, "Socket", "ListenStream")
     eq(listen, ["0.0.0.0:2224"])
-    # That address, on a port of the test's own, answers on loopback.
+    # That address, on a port of the test's own, answers on loopback (the service mode, as the listener runs it).
     port = free_port()
     cfg = temp_config(base_config(None))
-    p = subprocess.Popen([require_tool("systemd-socket-activate"), "-l", listen[0].replace("2224", str(port)), "-a",
+    p = subprocess.Popen([require_tool("systemd-socket-activate"), "-l", listen[0].replace("2224", str(port)),
                           sockmapd_path(), "-c", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          env=sockmapd_env())
     defer(stop_pid, p.pid, popen=p)
@@ -133,7 +138,7 @@ def listening_any(port):
 @test(timeout=120)
 def moving_one_log_line_per_connection_keys_only_at_debug():
     db = shared_mariadb()
-    lang, line = MOVING[3]
+    lang, line = block(MOVING, "moving-summary-line")
     eq(lang, "")
     m = re.fullmatch(r"sockmapd\[\d+\]: (info: session end \(client closed\): 3 requests, 2 found, 1 not found, "
                      r"0 errors), \d+ ms", line)
@@ -149,7 +154,7 @@ def moving_one_log_line_per_connection_keys_only_at_debug():
     for key in ("postmaster@", "team@", "nobody-guide"):
         not_contains(err.decode(), key, "no key below debug")
     # The README's JSON, merged into the config: each request is logged with its key.
-    lang, body = MOVING[4]
+    lang, body = block(MOVING, "moving-debug")
     eq(lang, "json")
     debug = json.loads("{" + body + "}")
     cfg["sysconfig"].update(debug["sysconfig"])
@@ -159,51 +164,46 @@ def moving_one_log_line_per_connection_keys_only_at_debug():
     ok(len(err.decode().splitlines()) > 3, "a line per request at debug")
 
 
-# ---------------------------------------------------------------- Troubleshooting
-
-@test
-def troubleshooting_section_blocks_are_all_tested():
-    eq([lang for lang, _ in TROUBLE], ["sh", "sh", "sh", "sh", "sh", "ini"])
-
+# ---------------------------------------------------------------- What Postfix says (doc/postfix.md)
 
 @test(timeout=120)
 def troubleshooting_postmap_found_and_not_found():
-    cfg = temp_config(base_config(shared_mariadb()))
+    _, cfg = sample_database()
     with SocketActivated(["-c", cfg]) as sa:
-        run_shell(TROUBLE[0], port=sa.port, pdir=postfix_dir())
+        run_shell(block(POSTFIX, "postfix-says-found"), port=sa.port, pdir=postfix_dir())
 
 
 @test(timeout=120)
 def troubleshooting_postmap_database_down():
     cfg = temp_config(base_config(None, database={"connect_timeout": 1}))
     with SocketActivated(["-c", cfg]) as sa:
-        run_shell(TROUBLE[1], port=sa.port, pdir=postfix_dir())
+        run_shell(block(POSTFIX, "postfix-says-database-down"), port=sa.port, pdir=postfix_dir())
 
 
 @test(timeout=120)
 def troubleshooting_postmap_unknown_map():
     cfg = temp_config(base_config(None))
     with SocketActivated(["-c", cfg]) as sa:
-        run_shell(TROUBLE[2], port=sa.port, pdir=postfix_dir())
+        run_shell(block(POSTFIX, "postfix-says-unknown-map"), port=sa.port, pdir=postfix_dir())
 
 
 @test
 def troubleshooting_postmap_nothing_listening():
-    run_shell(TROUBLE[3], port=closed_port(), pdir=postfix_dir())
+    run_shell(block(POSTFIX, "postfix-says-nothing-listening"), port=closed_port(), pdir=postfix_dir())
 
 
 @test
 def troubleshooting_postfix_process_limit():
-    run_shell(TROUBLE[4], pdir=postfix_dir())
+    run_shell(block(POSTFIX, "postfix-process-limit"), pdir=postfix_dir())
 
 
 @test
 def troubleshooting_max_connections_dropin():
-    d = dropin_applied(TROUBLE[5], "sockmapd.socket")
+    d = dropin_applied(block(POSTFIX, "postfix-max-connections"), "sockmapd.socket")
     eq(effective(d, "sockmapd.socket", "Socket", "MaxConnections")[-1], "1024", "the drop-in's value wins")
-    eq(unit_value(os.path.join(UNITS, "sockmapd.socket"), "MaxConnections"), "512", "the README names the shipped cap")
-    contains(section("Troubleshooting"), "(`MaxConnections=512`)")
-    contains(section("Troubleshooting"), "`--max-children 512`")
+    eq(unit_value(os.path.join(UNITS, "sockmapd.socket"), "MaxConnections"), "512", "the guide names the shipped cap")
+    contains(prose(POSTFIX), "(`MaxConnections=512`)")
+    contains(prose(POSTFIX), "`--max-children 512`")
     contains(unit_value(os.path.join(UNITS, "sockmapd-listener.service"), "ExecStart"), "--max-children 512")
 
 
@@ -217,6 +217,9 @@ def unit_value(path, key):
 
 @test(timeout=60)
 def config_edit_reaches_the_next_connection_not_an_open_one():
+    """Under a unit per connection (sockmapd.socket): modes-and-units.md, "When a config change applies"."""
+    contains(prose(MODES), "Under `sockmapd.socket` and xinetd each handler reads the config file when its connection "
+             "starts: an edited file applies to the next connection")
     cfg = base_config(None)
     path = temp_config(cfg)
     with SocketActivated(["-c", path]) as sa:
@@ -237,34 +240,36 @@ def config_edit_reaches_the_next_connection_not_an_open_one():
 MTA, INSIDE = "192.0.2.25", "198.51.100.10"
 
 
-def on_loopback(block):
-    lang, body = block
+def on_loopback(shown):
+    lang, body = shown
     return lang, body.replace(INSIDE + ":2224", "127.0.0.1:2224").replace(MTA, "127.0.0.1")
 
 
 def dmz_allow(mta="127.0.0.1"):
-    """The README's sysconfig, its MTA being `mta`."""
-    lang, body = DMZ[1]
+    """The guide's sysconfig, its MTA being `mta`."""
+    lang, body = block(DMZ, "dmz-allow")
     eq(lang, "json")
     return json.loads("{" + body.replace(MTA, mta) + "}")["sysconfig"]
 
 
 @test
-def dmz_section_blocks_are_all_tested():
-    eq([lang for lang, _ in DMZ], ["ini", "json", "", "sh", "sh", "sh"])
+def dmz_guide_blocks_are_all_tested():
+    eq(sorted(marked(DMZ)), ["dmz-allow", "dmz-nft", "dmz-postmap", "dmz-postmap-stranger", "dmz-refused-log",
+                             "dmz-socket-dropin"])
 
 
 @test(timeout=60)
 def dmz_socket_on_the_inside_address_for_the_mta():
-    d = dropin_applied(DMZ[0], "sockmapd.socket")
-    eq(effective(d, "sockmapd.socket", "Socket", "ListenStream"), [INSIDE + ":2224"])
-    eq(effective(d, "sockmapd.socket", "Socket", "IPAddressAllow"), [MTA])
-    eq(effective(d, "sockmapd.socket", "Socket", "IPAddressDeny"), ["any"])
+    for unit in ("sockmapd-listener.socket", "sockmapd.socket"):
+        d = dropin_applied(block(DMZ, "dmz-socket-dropin"), unit)
+        eq(effective(d, unit, "Socket", "ListenStream"), [INSIDE + ":2224"])
+        eq(effective(d, unit, "Socket", "IPAddressAllow"), [MTA])
+        eq(effective(d, unit, "Socket", "IPAddressDeny"), ["any"])
 
 
 @test(timeout=120)
 def dmz_allow_list_refuses_a_stranger_with_the_logged_line():
-    lang, line = DMZ[2]
+    lang, line = block(DMZ, "dmz-refused-log")
     eq(lang, "")
     pattern = re.escape(line).replace("4711", r"\d+").replace(re.escape("203.0.113.9"), re.escape("127.0.0.2"))
     ok("(12 more since the last such message)" in line, line)
@@ -294,7 +299,7 @@ def dmz_allow_list_refuses_a_stranger_with_the_logged_line():
 
 @test(timeout=60)
 def dmz_firewall_rules_as_written():
-    lang, body = on_loopback(DMZ[3])
+    lang, body = on_loopback(block(DMZ, "dmz-nft"))
     eq(lang, "sh")
     nft = require_tool("nft")
     # No allow-list: what keeps the stranger out is the firewall alone.  In
@@ -307,10 +312,13 @@ def dmz_firewall_rules_as_written():
 
 @test(timeout=120)
 def dmz_postmap_from_the_mta():
-    sysconfig = dmz_allow()
-    cfg = temp_config(base_config(shared_mariadb(), sysconfig=sysconfig))
+    _, path = sample_database()
+    with open(path) as f:
+        cfg = json.load(f)
+    cfg["sysconfig"].update(dmz_allow())
+    cfg = temp_config(cfg)
     with SocketActivated(["-c", cfg]) as sa:
-        run_shell(on_loopback(DMZ[4]), port=sa.port, pdir=postfix_dir())
+        run_shell(on_loopback(block(DMZ, "dmz-postmap")), port=sa.port, pdir=postfix_dir())
     not_contains(read_log(cfg), "refused")
 
 
@@ -320,9 +328,42 @@ def dmz_postmap_from_a_host_not_in_the_list():
     cfg = temp_config(base_config(shared_mariadb(), sysconfig=dmz_allow(MTA)))
     reset_runtime_dir()
     with SocketActivated(["-c", cfg]) as sa:
-        run_shell(on_loopback(DMZ[5]), port=sa.port, pdir=postfix_dir())
+        run_shell(on_loopback(block(DMZ, "dmz-postmap-stranger")), port=sa.port, pdir=postfix_dir())
     contains(read_log(cfg), "warning: refused a connection from 127.0.0.1: not in sysconfig.allow")
     not_contains(read_log(cfg), "connected to database", "no database work for a refused client")
+
+
+# ---------------------------------------------------------------- --listen (doc/modes-and-units.md)
+
+@test(timeout=120)
+def listen_command_lines():
+    """Each command line of the guide's --listen block, on a port of the test's own: it listens where the line
+    says, answers, and stops on SIGTERM with exit 0."""
+    lang, body = block(MODES, "modes-listen")
+    eq(lang, "sh")
+    lines = [l.split("  #", 1)[0].strip() for l in body.splitlines() if l.strip()]
+    eq(len(lines), 3, "three command lines: %r" % lines)
+    for line in lines:
+        port = free_port()
+        cfg = base_config(None, sysconfig={"port": str(port), "listen": "127.0.0.1"})
+        path = temp_config(cfg)
+        line = line.replace("/etc/sockmapd/config.json", path).replace(":2224", ":%d" % port)
+        argv = [sockmapd_path()] + [a.strip("'") for a in line.split()[1:]]
+        host = "::1" if "[::1]" in line else "127.0.0.1"
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             env=sockmapd_env())
+        defer(stop_pid, p.pid, popen=p)
+
+        def answers():
+            try:
+                s = socket.create_connection((host, port), timeout=2)
+            except OSError:
+                return False
+            with Client(s) as c:
+                return c.ask("nosuch", "key") == b"PERM unknown map"
+        wait_for(answers, timeout=scaled(20), interval=0.2, msg="%r answering on %s port %d" % (line, host, port))
+        p.terminate()
+        eq(p.wait(scaled(20)), 0, "%r: exit status after SIGTERM" % line)
 
 
 # ---------------------------------------------------------------- LICENSE

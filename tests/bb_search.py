@@ -11,7 +11,7 @@ PERM; --check-config's warning for exact maps holding domain rows; and the
 same through Postfix's own client, postmap -q, and through a real Postfix
 smtpd: a private Postfix instance (its own config and queue directories,
 master on a free loopback port, stopped by pid) answering SMTP from this
-suite.  (bb_system runs the README's configuration in a booted Debian.)
+suite; and a real virtual(8) refusing a socketmap for its delivery tables (doc/postfix.md).  (bb_system runs the documented configuration in a booted Debian.)
 """
 
 import os
@@ -313,7 +313,17 @@ proxymap  unix  -       -       n       -       -       proxymap
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
-    def __init__(self, settings):
+    # For delivery: the queue manager, virtual(8) and what they talk to.
+    DELIVERY = """\
+qmgr      unix  n       -       n       300     1       qmgr
+virtual   unix  -       n       n       -       -       virtual
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+flush     unix  n       -       n       1000?   0       flush
+"""
+
+    def __init__(self, settings, delivery=False):
         self.postfix = require_tool("postfix")
         # Postfix's daemons run as its mail_owner: the path must be
         # traversable for it, which the suite's private directory is not.
@@ -343,7 +353,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         with open(os.path.join(self.etc, "main.cf"), "w") as f:
             f.write("\n".join(main) + "\n")
         with open(os.path.join(self.etc, "master.cf"), "w") as f:
-            f.write(self.SERVICES.format(listen="127.0.0.1:%d" % self.port))
+            f.write(self.SERVICES.format(listen="127.0.0.1:%d" % self.port) + (self.DELIVERY if delivery else ""))
         self.pid = None
         self.kids = []
         harness._register(self)
@@ -452,6 +462,50 @@ def through_a_real_smtpd():
     maillog = pf.maillog()
     contains(maillog, "reject: RCPT from")
     not_contains(maillog, "fatal")
+    pf.stop()
+    sa.stop()
+
+
+# ---------------------------------------------------------------- virtual(8) refuses a socketmap
+
+@test(timeout=300)
+def virtual8_refuses_socketmap_delivery_tables():
+    """doc/postfix.md: smtpd accepts a recipient through virtual_mailbox_maps = socketmap:..., and the real
+    virtual(8) refuses the same table ("not allowed for security-sensitive data"): the mail is deferred."""
+    import readme
+    db = shared_mariadb()
+    cfg = temp_config(base_config(db, extra_maps=[{
+        "service": "mailbox", "database": "mail",
+        "query": "SELECT maildir FROM mailbox WHERE local_part = %u AND domain = %d AND active = 1"}]))
+    sa = SocketActivated(["-c", cfg])
+    table = "socketmap:inet:127.0.0.1:%d:mailbox" % sa.port
+    pf = PostfixInstance([
+        "virtual_mailbox_domains = example.org",
+        "virtual_mailbox_maps = " + table,
+        "virtual_mailbox_base = /nonexistent",
+        "virtual_uid_maps = static:65534",
+        "virtual_gid_maps = static:65534",
+    ], delivery=True)
+    defer(pf.stop)
+    # smtpd opens the table without DICT_FLAG_NO_UNAUTH: the recipient is known, the mail accepted.
+    s = smtplib.SMTP("127.0.0.1", pf.port, timeout=scaled(60))
+    s.ehlo("client.test.invalid")
+    eq(s.sendmail("someone@example.com", ["alice@example.org"],
+                  "Subject: virtual(8)\r\n\r\nhello\r\n"), {}, "accepted")
+    s.quit()
+    wait_for(lambda: "status=deferred" in pf.maillog(), timeout=scaled(60), interval=0.5,
+             msg="virtual(8)'s verdict in %s" % pf.log)
+    got = [l for l in pf.maillog().splitlines() if "/virtual[" in l]
+    lang, body = readme.block("doc/postfix.md", "postfix-virtual8-refused")
+    want = body.splitlines()
+    ok(want, "the guide's log lines")
+    for line in want:
+        pattern = re.escape(line).replace("4711", r"\d+").replace(re.escape("..."), ".*")
+        pattern = pattern.replace(re.escape("127.0.0.1:2224"), re.escape("127.0.0.1:%d" % sa.port))
+        pattern = pattern.replace("4E1F2A0C3B", "[0-9A-F]+")
+        ok(any(re.search(pattern, g) for g in got), "virtual(8) logged %r:\n%s" % (line, "\n".join(got)))
+    # The lookup never reached sockmapd from virtual(8): only smtpd's (and cleanup's) recipient check.
+    not_contains(pf.maillog(), "status=sent")
     pf.stop()
     sa.stop()
 

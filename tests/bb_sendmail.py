@@ -5,11 +5,11 @@ Sendmail cannot share a root with Postfix, so it runs in a layer of its own over
 the system suites' cached Debian root (container.layer_root("sendmail"), built
 once with apt like the base root).  The container is not booted: systemd-nspawn
 runs a stub init in it, sharing the host's network namespace, and every command
-enters it with nsenter.  Sendmail is configured as the README's "Sendmail"
+enters it with nsenter.  Sendmail is configured as doc/sendmail.md's
 section says, on Debian's own sendmail.mc (only its listening port changed, and
 mail queued instead of delivered), and asks sockmapd on the host: the real
 binary under systemd-socket-activate -a (a handler per connection, as
-sockmapd.socket), a real mariadbd with the README's Sendmail tables.  Host
+sockmapd.socket), a real mariadbd with sendmail.md's tables.  Host
 names come from the container's /etc/hosts only (no DNS: loopback traffic
 only).  Sendmail's syslog reaches the suite through a socket bound at its
 /dev/log.  The SMTP client is Python's smtplib on the host.  One case boots a
@@ -30,7 +30,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F403
 import container  # noqa: E402
-from readme import blocks  # noqa: E402
+from readme import marked  # noqa: E402
 
 # sendmail-bin, and sensible-mda with procmail for local delivery; libjsoncpp25 for the sockmapd
 # binary the booted case runs inside (its other libraries are in the base root).
@@ -39,23 +39,23 @@ PACKAGES = ["sendmail", "libjsoncpp25"]
 OLD_IDLE_TIMEOUT = 120
 
 
-# ---------------------------------------------------------------- the README, as written
+# ---------------------------------------------------------------- doc/sendmail.md, as written
 
 class Guide:
-    """The Sendmail section's blocks, each used by a test (a block added without one fails the count)."""
+    """doc/sendmail.md's blocks, by marker, each used by a test (a block added without one fails the count)."""
+
+    NAMES = ["sendmail-blacklist-map", "sendmail-bt", "sendmail-maps", "sendmail-mc", "sendmail-rebuild",
+             "sendmail-tables"]
 
     def __init__(self):
-        got = blocks("Sendmail")
-        by = {}
-        for lang, body in got:
-            by.setdefault(lang, []).append(body)
-        eq(sorted((k, len(v)) for k, v in by.items()), [("json", 2), ("m4", 1), ("sh", 2), ("sql", 1)],
-           "the Sendmail section's blocks, by language")
-        self.mc = by["m4"][0]
-        self.sql = by["sql"][0]
-        self.maps = json.loads(by["json"][0])
-        self.blacklist_map = json.loads(by["json"][1])
-        self.rebuild, self.check = by["sh"]
+        got = marked("doc/sendmail.md")
+        eq(sorted(got), self.NAMES, "doc/sendmail.md's blocks")
+        eq([got[n][0] for n in self.NAMES], ["json", "sh", "json", "m4", "sh", "sql"])
+        self.mc = got["sendmail-mc"][1]
+        self.sql = got["sendmail-tables"][1]
+        self.maps = json.loads(got["sendmail-maps"][1])
+        self.blacklist_map = json.loads(got["sendmail-blacklist-map"][1])
+        self.rebuild, self.check = got["sendmail-rebuild"][1], got["sendmail-bt"][1]
 
 
 # ---------------------------------------------------------------- Sendmail's syslog
@@ -196,11 +196,11 @@ def expect(session, cmd, code, text=None):
 # ---------------------------------------------------------------- the site: MariaDB, sockmapd, Sendmail
 
 class Site:
-    """The README's set-up: its tables in a real MariaDB, its maps with every other setting at its default
+    """The guide's set-up: its tables in a real MariaDB, its maps with every other setting at its default
     (idle_timeout and max_session too), sockmapd under systemd-socket-activate -a, Sendmail with its lines."""
 
     # Client addresses of the SMTP sessions: outside clients are 127.0.0.2 (no Connect: entry, not a
-    # relay client) and 127.0.0.66 (the test's own Connect: REJECT row, beside the README's 192.0.2.66).
+    # relay client) and 127.0.0.66 (the test's own Connect: REJECT row, beside the guide's 192.0.2.66).
     OUTSIDE = "127.0.0.2"
     LISTED = "127.0.0.66"
 
@@ -224,11 +224,11 @@ class Site:
         self.configure()
 
     def configure(self):
-        """sendmail.mc changed as the README says, then its commands; only the ports are the test's."""
+        """sendmail.mc changed as doc/sendmail.md says, then its commands; only the ports are the test's."""
         h = self.host
         mc = h.ct.read("/etc/mail/sendmail.mc")
         old = "FEATURE(`access_db', , `skip')dnl\n"
-        contains(mc, old, "Debian's sendmail.mc has the line the README replaces")
+        contains(mc, old, "Debian's sendmail.mc has the line the guide replaces")
         lines = self.guide.mc.rstrip("\n").replace("inet:2224@", "inet:%d@" % self.sockmapd.port) + "\n"
         mc = mc.replace(old, lines)
         # The test's own: a free port instead of 25, no submission port, mail queued (not sent to the
@@ -237,7 +237,7 @@ class Site:
         mc = "".join(line for line in mc.splitlines(True) if "MSP-v4" not in line)
         h.ct.write("/etc/mail/sendmail.mc", mc)
         commands = [c for c in self.guide.rebuild.splitlines() if c.strip()]
-        eq(commands, ["make -C /etc/mail", "systemctl restart sendmail"], "the README's commands")
+        eq(commands, ["make -C /etc/mail", "systemctl restart sendmail"], "the guide's commands")
         r = h.run(commands[0] + " 2>&1")
         cf = h.ct.read("/etc/mail/sendmail.cf")
         for name in ("access", "virtuser"):
@@ -320,7 +320,7 @@ def _paused_session():
 
 @test(timeout=900)  # a cold cache builds the Sendmail layer (and the base root) first
 def readme_setup_answers_through_smtp():
-    """The README's lines and tables: blacklists, Connect:, RELAY, virtual users, the catch-all, case."""
+    """The guide's lines and tables: blacklists, Connect:, RELAY, virtual users, the catch-all, case."""
     s = site()
     # Started first, checked last: the pause overlaps the other cases.
     _paused["started"] = time.monotonic()
@@ -352,7 +352,7 @@ def readme_setup_answers_through_smtp():
 
 @test
 def readme_bt_check_prints_the_values():
-    """The README's `sendmail -bt` line, as written."""
+    """The guide's `sendmail -bt` line, as written."""
     s = site()
     r = s.host.run(s.guide.check.strip())
     contains(r.out, "spam source", "/map access")
@@ -417,7 +417,7 @@ def perm_is_not_found_for_sendmail():
 
 @test(timeout=120)
 def result_format_gives_sendmail_its_error_text():
-    """The README's result_format map over a Postfix-style blacklist: 550 5.7.1 with the reason;
+    """The guide's result_format map over a Postfix-style blacklist: 550 5.7.1 with the reason;
     the reason column's Postfix form (REJECT text): 553 5.3.0."""
     s = site()
     maps = [m for m in s.guide.maps if m["service"] != "access"]
@@ -484,7 +484,7 @@ class Driver:
 @test(timeout=600)
 def cap_reached_under_systemd():
     """sockmapd.socket and sockmapd@.service as shipped, MaxConnections=2, in a booted container
-    with Sendmail restarted as the README says: two sessions hold both connections; the third
+    with Sendmail restarted as doc/sendmail.md says: two sessions hold both connections; the third
     session's connections are accepted and closed by systemd ("Too many incoming connections"),
     which Sendmail answers 451 4.3.0 -- deferred, unlike a connection closed under a live session.
     So a full cap is safe, and closing idle connections to make room would not be."""
@@ -505,7 +505,7 @@ def cap_reached_under_systemd():
            "postmaps": s.guide.maps}
     ct.write("/etc/sockmapd/config.json", json.dumps(cfg), mode=0o644)
     mc = ct.read("/etc/mail/sendmail.mc")
-    # The README's lines; the test's own: no refusal for the shared machine's load average.
+    # The guide's lines; the test's own: no refusal for the shared machine's load average.
     mc = mc.replace("FEATURE(`access_db', , `skip')dnl\n", s.guide.mc.rstrip("\n") + "\n" +
                     "define(`confREFUSE_LA', `100000')dnl\ndefine(`confQUEUE_LA', `100000')dnl\n")
     ct.write("/etc/mail/sendmail.mc", mc)
@@ -515,7 +515,7 @@ def cap_reached_under_systemd():
     ct.run("mariadb", input=s.guide.sql + "\nCREATE USER IF NOT EXISTS 'sockmapd'@'localhost' IDENTIFIED VIA unix_socket;"
            "\nGRANT SELECT ON mail.* TO 'sockmapd'@'localhost';\n")
     ct.run("systemctl restart sockmapd.socket")
-    for command in [c for c in s.guide.rebuild.splitlines() if c.strip()]:  # as the README writes them
+    for command in [c for c in s.guide.rebuild.splitlines() if c.strip()]:  # as the guide writes them
         ct.run(command + " 2>&1", timeout=scaled(180))
     wait_for(lambda: ct.run("nc -z 127.0.0.1 25", check=False).rc == 0, timeout=60, msg="Sendmail on port 25")
 

@@ -12,8 +12,11 @@ by its systemd-nspawn pid after its case, whatever happens.
 
 To add a case: `c = installed()` gives a booted container with the package
 installed (MariaDB running, the example tables loaded when `tables=True`);
-`configure(c)` follows the README's set-up steps; `lookup(c, ...)` and
-`Session(c)` talk to the socket.
+`configure(c)` follows the README's quick start (its grant, password file
+and checks, with the example's four maps); `lookup(c, ...)` and `Session(c)`
+talk to the socket.  The blocks of README.md and doc/*.md these cases use
+are found by file and marker (tests/lib/readme.py); quick_start_as_written
+runs the README's quick start step by step, as a newcomer would.
 """
 
 import json
@@ -29,8 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 from harness import *  # noqa: E402,F403
 import container  # noqa: E402
 import debpkg  # noqa: E402
-
-README = os.path.join(REPO, "README.md")
+import readme  # noqa: E402
 PASSWORD = "Sys-pw.7f3c9e1a"          # the database password the cases set; searched for in the journal
 TEMP_CONFIG_ERROR = b"TEMP sockmapd configuration error"
 
@@ -172,49 +174,50 @@ class Session:
                 stop_pid(self.p.pid, popen=self.p)
 
 
-# ---------------------------------------------------------------- the README, as written
-
-def readme_section(title):
-    with open(README) as f:
-        text = f.read()
-    m = re.search(r"^## %s\n(.*?)(?=^## )" % re.escape(title), text, re.M | re.S)
-    ok(m, "README section %r" % title)
-    return m.group(1)
-
+# ---------------------------------------------------------------- the documents, as written
 
 def code_blocks(text, lang=None):
     blocks = re.findall(r"^( *)```(\w*)\n(.*?)^\1```", text, re.M | re.S)
     return [re.sub(r"^" + indent, "", body, flags=re.M) for indent, l, body in blocks if lang is None or l == lang]
 
 
-def readme_setup_steps():
-    """The SQL, the password-file command and the shell lines of "Configure and enable the socket"."""
-    sec = readme_section("Configure and enable the socket")
-    sql = code_blocks(sec, "sql")
-    sh = code_blocks(sec, "sh")
-    eq(len(sql), 1, "one SQL block")
-    ok(len(sh) >= 2, "shell blocks")
-    m = re.search(r"`(install -m 0640 -g sockmapd /dev/null /etc/sockmapd/db-password)`", sec)
-    ok(m, "the password-file command")
-    ok('`"password_file": "db-password"`' in sec, "the password_file setting")
-    return sql[0], m.group(1), sh
+def shell_lines(body):
+    """The commands of a shell block without output: its lines, comments dropped."""
+    out = []
+    for line in body.splitlines():
+        line = line.split("  #", 1)[0].strip()
+        if line and not line.startswith("#"):
+            out.append(line)
+    return out
+
+
+def run_shown(c, name, path="README.md", subs=()):
+    """Runs a block's "$ " lines in the container as one script (stdout and stderr together); fails unless it
+    prints what the block shows.  Digits in the output are compared as digits, not as values."""
+    lang, body = readme.block(path, name)
+    eq(lang, "sh")
+    commands, want = readme.commands_and_output(body)
+    script = "exec 2>&1\n" + "\n".join(readme.replace_all(cmd, subs) for cmd in commands)
+    r = c.run(script, check=False, timeout=scaled(120))
+    readme.compare_output(r.out.splitlines(), want, "%s %s" % (path, name))
+    return r
 
 
 def configure(c, password_in="file"):
-    """The README's set-up steps as written; password_in: "file" (README), "config", or "none" (unix_socket)."""
-    sql, pwfile_cmd, sh = readme_setup_steps()
-    # The README's placeholders: this MTA is on the database host; the password is ours.
-    sql = sql.replace("'mta.example.org'", "'localhost'")
+    """The README's quick start, steps 2 to 4, with the example's own config (four maps, the package's
+    /etc/sockmapd/config.json); password_in: "file" (the quick start), "config", or "none" (unix_socket)."""
+    sql = readme.block("README.md", "quickstart-grant")[1]
+    # The quick start's password is the test's; "none": a user the database knows by its socket.
     if password_in == "none":
-        sql = sql.replace("IDENTIFIED BY '...'", "IDENTIFIED VIA unix_socket")
+        sql = sql.replace("IDENTIFIED BY 'change-me'", "IDENTIFIED VIA unix_socket")
     else:
-        sql = sql.replace("'...'", "'%s'" % PASSWORD)
+        sql = sql.replace("'change-me'", "'%s'" % PASSWORD)
     contains(sql, "localhost")
     c.run(["mariadb", "-e", sql])
     cfg = json.loads(c.read("/etc/sockmapd/config.json"))
     if password_in == "file":
-        c.run(pwfile_cmd)
-        c.run("cat > /etc/sockmapd/db-password", input=PASSWORD + "\n")
+        for line in shell_lines(readme.block("README.md", "quickstart-password")[1]):
+            c.run(line.replace("'change-me'", "'%s'" % PASSWORD))
         cfg["database"]["password_file"] = "db-password"
         cfg["database"].pop("password", None)
     elif password_in == "config":
@@ -224,15 +227,11 @@ def configure(c, password_in="file"):
     # The example's second host is not in this container: the local server alone.
     cfg["database"]["host"] = ["unix:/run/mysqld/mysqld.sock"]
     write_conffile(c, cfg)
-    for block in sh:
-        for line in block.splitlines():
-            line = line.split("  #", 1)[0].strip()
-            if not line or line.startswith("#"):
-                continue
-            if line.endswith(" -f"):
-                line = line[:-3] + " --no-pager -n 20"  # follow mode would not end
-            r = c.run(line, check=False, timeout=scaled(30))
-            eq(r.rc, 0, "README step %r: %s %s" % (line, r.out, r.err))
+    # Step 4's commands (--check-config, the reload, --query): their output is the two-map config's, run by
+    # quick_start_as_written; here they must succeed.
+    for line in readme.commands_and_output(readme.block("README.md", "quickstart-check")[1])[0]:
+        r = c.run(line, check=False, timeout=scaled(30))
+        eq(r.rc, 0, "README step %r: %s %s" % (line, r.out, r.err))
     return cfg
 
 
@@ -248,7 +247,7 @@ SOCKETS = {"listener": "sockmapd-listener.socket", "accept": "sockmapd.socket"}
 
 
 def use_accept_socket(c):
-    """The README's switch to sockmapd.socket (Accept=yes, a unit per connection), as written."""
+    """modes-and-units.md's switch to sockmapd.socket (Accept=yes, a unit per connection), as written."""
     listener_steps(c, 0)
     eq(c.run(["systemctl", "is-active", "sockmapd-listener.socket", "sockmapd-listener.service"],
              check=False).out.split(), ["inactive", "inactive"])
@@ -256,7 +255,7 @@ def use_accept_socket(c):
 
 
 def use_listener_socket(c):
-    """Back to the default pair: the README's switch the other way round."""
+    """Back to the default pair: the guide's switch the other way round."""
     for line in listener_block(0).splitlines()[::-1]:
         line = line.replace("enable --now", "ENABLE").replace("disable --now", "enable --now").replace(
             "ENABLE", "disable --now")
@@ -323,9 +322,92 @@ def installed_and_after_reboot():
     eq(failed_units(c), [], "failed units")
 
 
+@test(timeout=900)
+def quick_start_as_written():
+    """The README's quick start, step by step as a newcomer runs it, in a booted Debian 12 with Postfix: the
+    package, the example tables, the grant, the password file, the two-map config, its checks, the main.cf
+    lines, postmap, SMTP (550 for an unknown alias, 554 for a blacklisted sender), the outage; then "Operating
+    it": the status line and the password rotation."""
+    # Step 1: the build is this tree's package (built as written: dpkg-buildpackage -us -uc -b), installed with
+    # apt from the parent directory's name.
+    lang, body = readme.block("README.md", "quickstart-build")
+    steps = shell_lines(body)
+    eq(steps[0], "apt-get build-dep ./", "bb_docs simulates it against debian/control")
+    eq(steps[1], "dpkg-buildpackage -us -uc -b")
+    deb = os.path.basename(package())
+    eq(steps[2], "apt install ../" + deb, "the .deb the build makes")
+    c = installed("quickstart", tables=False)
+    eq(c.run(["systemctl", "is-active", "sockmapd-listener.socket"], check=False).out.strip(), "active",
+       "listening on 127.0.0.1:2224 once installed")
+    eq(lookup(c, "recipient postmaster@example.org")[0][:5], b"TEMP ", "TEMP until configured")
+    # Step 2: the tables, the grant, the password file.
+    for line in shell_lines(readme.block("README.md", "quickstart-tables")[1]):
+        c.run(line)
+    c.run(["mariadb", "-e", readme.block("README.md", "quickstart-grant")[1]])
+    for line in shell_lines(readme.block("README.md", "quickstart-password")[1]):
+        c.run(line)
+    eq(c.run(["stat", "-c", "%a %U:%G", "/etc/sockmapd/db-password"]).out.strip(), "640 root:sockmapd")
+    # Step 3: the config, as written, over the package's (an editor keeps owner and mode).
+    lang, body = readme.block("README.md", "quickstart-config")
+    eq(lang, "json")
+    c.run("cat > /etc/sockmapd/config.json", input=body + "\n")
+    eq(c.run(["stat", "-c", "%a %U:%G", "/etc/sockmapd/config.json"]).out.strip(), "640 root:sockmapd")
+    # Step 4: --check-config, the reload, --query.
+    run_shown(c, "quickstart-check")
+    # Step 5: main.cf, then postfix reload.
+    lang, body = readme.block("README.md", "quickstart-main-cf")
+    for setting in main_cf_settings(body):
+        c.run(["postconf", "-e", setting])
+    contains(readme.prose("README.md"), "Add to `/etc/postfix/main.cf`, then `postfix reload`")
+    c.run("postfix reload", timeout=scaled(60))
+    eq(c.run("postconf >/dev/null", check=False).err, "", "postconf warnings")
+    # Step 6: postmap, and what the README says SMTP clients get.
+    run_shown(c, "quickstart-postmap")
+    replies = smtp(c, "someone@example.com", "postmaster@example.org", "anyone@example.com", "nobody@example.org")
+    eq([code for code, _ in replies], [250, 250, 250, 550], "\n".join(l for _, l in replies))
+    contains(replies[3][1], "5.1.1")
+    contains(replies[3][1], "User unknown")
+    replies = smtp(c, "spammer@bad.example", "postmaster@example.org")
+    eq([code for code, _ in replies], [250, 554], "\n".join(l for _, l in replies))
+    contains(replies[1][1], "5.7.1")
+    contains(replies[1][1], "spam source")
+    # Step 7: the outage as written, then the same through SMTP, and the log lines the README names.
+    since = c.run(["date", "+%Y-%m-%d %H:%M:%S"]).out.strip()
+    run_shown(c, "quickstart-outage")
+    stop_database(c)
+    replies = smtp(c, "other@bad.example", "postmaster@example.org")
+    eq([code for code, _ in replies], [250, 451], "\n".join(l for _, l in replies))
+    contains(replies[1][1], "4.3.5")
+    contains(replies[1][1], "Server configuration error")
+    c.run(["postconf", "-e", "smtpd_sender_restrictions ="])
+    c.run("postfix reload", timeout=scaled(60))
+    replies = smtp(c, "someone@example.com", "someone@example.org")
+    eq([code for code, _ in replies], [250, 451], "an alias in the outage: " + "\n".join(l for _, l in replies))
+    start_database(c)
+    journal = c.run(["journalctl", "--no-pager", "-o", "cat", "--since", since]).out
+    contains(journal, "lookup error for \"postmaster@example.org\"", "Postfix's warning")
+    contains(journal, "no database host answered for map recipient", "sockmapd's error")
+    contains(journal, "cannot connect to database host unix:/run/mysqld/mysqld.sock")
+    eq(lookup(c, "recipient postmaster@example.org"), [b"OK root@example.net"], "back after the outage")
+    # Operating it: the status line; the password rotation (a restart, the new password read).
+    r = c.run(["systemctl", "show", "-P", "StatusText", "sockmapd-listener.service"])
+    lang, body = readme.block("README.md", "operate-status")
+    commands, want = readme.commands_and_output(body)
+    eq(commands, ["systemctl show -P StatusText sockmapd-listener.service"])
+    digits = lambda lines: [re.sub(r"\d+", "N", l) for l in lines]
+    readme.compare_output(digits(r.out.splitlines()), digits(want), "operate-status")
+    for line in shell_lines(readme.block("README.md", "operate-rotate")[1]):
+        c.run(line, timeout=scaled(60))
+    eq(lookup(c, "recipient postmaster@example.org", "sender other@mail.bad.example"),
+       [b"OK root@example.net", b"OK REJECT domain blacklisted"], "after the rotation")
+    eq(c.run(["mariadb", "-u", "sockmapd", "-pnew-secret", "-N", "-e", "SELECT 1"]).out.strip(), "1",
+       "the new password is the database's")
+    eq(failed_units(c), [], "failed units")
+
+
 @test(timeout=600)
 def readme_setup_steps_as_written():
-    """Case 2: the README's steps (user, grant, password file, checks, enable): OK and NOTFOUND."""
+    """Case 2: the quick start's steps (grant, password file, checks) with the example's four maps."""
     c = installed("readme")
     configure(c, "file")
     eq(lookup(c, "recipient postmaster@example.org", "recipient nobody@example.org",
@@ -471,10 +553,10 @@ def smtp(c, sender, *rcpts):
 
 
 def readme_main_cf():
-    """The main.cf lines of the README's Postfix section (comments dropped, continuations joined)."""
-    blocks = [b for b in code_blocks(readme_section("Postfix"), "") if "socketmap:" in b and "=" in b]
-    eq(len(blocks), 1, "one main.cf block in the README's Postfix section")
-    return main_cf_settings(blocks[0])
+    """The main.cf lines of doc/postfix.md, the example's four maps (comments dropped, continuations joined)."""
+    lang, body = readme.block("doc/postfix.md", "postfix-main-cf")
+    eq(lang, "")
+    return main_cf_settings(body)
 
 
 def main_cf_settings(text):
@@ -514,22 +596,27 @@ def sendmail_maps(text):
 
 @test
 def documented_examples_are_one_set_of_maps():
-    """config.example.json, the README's and the man pages' Postfix/Sendmail lines name the same maps."""
+    """config.example.json, the guides' and the man pages' Postfix/Sendmail lines name the same maps; the
+    quick start's maps are the example's, by the same names."""
     with open(os.path.join(REPO, "config.example.json")) as f:
         example = json.load(f)
     services = [m["service"] for m in example["postmaps"]]
     readme_cf = readme_main_cf()
     eq(main_cf_settings(man_example_lines("sockmapd.8", ".IR main.cf :")), readme_cf,
-       "sockmapd(8) EXAMPLES main.cf = the README's")
+       "sockmapd(8) EXAMPLES main.cf = postfix.md's")
     used = re.findall(r"socketmap:inet:127\.0\.0\.1:2224:(\w+)", " ".join(readme_cf))
-    eq(sorted(set(used)), sorted(services), "the README's main.cf uses every map of config.example.json, no other")
-    sendmail_section = readme_section("Sendmail")
-    readme_sendmail = sendmail_maps(code_blocks(sendmail_section, "m4")[0])
+    eq(sorted(set(used)), sorted(services), "postfix.md's main.cf uses every map of config.example.json, no other")
+    quick = json.loads(readme.block("README.md", "quickstart-config")[1])["postmaps"]
+    eq([m for m in quick if m not in example["postmaps"]], [], "the quick start's maps are the example's")
+    quick_cf = main_cf_settings(readme.block("README.md", "quickstart-main-cf")[1])
+    eq(sorted(set(re.findall(r"socketmap:inet:127\.0\.0\.1:2224:(\w+)", " ".join(quick_cf)))),
+       sorted(m["service"] for m in quick), "the quick start's main.cf uses its two maps")
+    readme_sendmail = sendmail_maps(readme.block("doc/sendmail.md", "sendmail-mc")[1])
     man_sendmail = sendmail_maps(man_example_lines("sockmapd.8", ".IR sendmail.mc"))
-    ok(readme_sendmail, "Sendmail maps in the README")
-    eq(man_sendmail, readme_sendmail, "sockmapd(8) Sendmail = the README's")
-    sendmail_services = [m["service"] for m in json.loads(code_blocks(sendmail_section, "json")[0])]
-    eq(sorted(readme_sendmail), sorted(sendmail_services), "the README's Sendmail maps are in its postmaps block")
+    ok(readme_sendmail, "Sendmail maps in sendmail.md")
+    eq(man_sendmail, readme_sendmail, "sockmapd(8) Sendmail = sendmail.md's")
+    sendmail_services = [m["service"] for m in json.loads(readme.block("doc/sendmail.md", "sendmail-maps")[1])]
+    eq(sorted(readme_sendmail), sorted(sendmail_services), "sendmail.md's Sendmail maps are in its postmaps block")
     json5 = man_example_lines("sockmapd.json.5", ".SH EXAMPLE")
     eq(json.loads(json5)["postmaps"], example["postmaps"], "sockmapd.json(5) EXAMPLE maps = config.example.json's")
     # Nothing in a check_*_access restriction is a map whose values are not access(5) actions.
@@ -540,7 +627,7 @@ def documented_examples_are_one_set_of_maps():
 
 @test(timeout=600)
 def postfix_smtpd_chrooted_with_the_readme_lines():
-    """Case 5: a real chrooted smtpd with the README's main.cf: 250, 550, 554 with the reason, 451 in an outage;
+    """Case 5: a real chrooted smtpd with postfix.md's main.cf: 250, 550, 554 with the reason, 451 in an outage;
     the example maps' search orders (a domain blacklist, an address row over its domain's, a catch-all, a
     transport by domain)."""
     c = installed("postfix")
@@ -617,25 +704,24 @@ def postfix_smtpd_chrooted_with_the_readme_lines():
 
 @test(timeout=600)
 def postfix_proxymap_over_the_unix_socket():
-    """Case 5b: the README's unix socket (systemctl edit block) through the unchrooted proxymap."""
+    """Case 5b: postfix.md's unix socket in /run (its systemctl edit block) through the unchrooted proxymap; then
+    its socket under the queue directory, named relative to it, for the chrooted smtpd itself."""
     c = installed("proxymap")
     configure(c, "file")
-    sec = readme_section("Configure and enable the socket")
-    dropin = [b for b in code_blocks(sec, "ini") if "/run/sockmapd.sock" in b]
-    eq(len(dropin), 1, "the README's socket drop-in")
-    contains(re.sub(r"\s+", " ", sec), "`systemctl edit sockmapd-listener.socket`, then `systemctl restart "
-             "sockmapd-listener.socket`")
-    c.write("/etc/systemd/system/sockmapd-listener.socket.d/override.conf", dropin[0])
+    lang, dropin = readme.block("doc/postfix.md", "postfix-run-socket")
+    eq(lang, "ini")
+    postfix = readme.prose("doc/postfix.md")
+    contains(postfix, "`systemctl edit sockmapd-listener.socket`, then `systemctl restart sockmapd-listener.socket`")
+    c.write("/etc/systemd/system/sockmapd-listener.socket.d/override.conf", dropin)
     c.run(["systemctl", "daemon-reload"])
     c.run(["systemctl", "restart", "sockmapd-listener.socket"], timeout=scaled(60))
     eq(c.run(["stat", "-c", "%a %U:%G", "/run/sockmapd.sock"]).out.strip(), "660 root:postfix")
-    postfix = re.sub(r"\s+", " ", readme_section("Postfix"))
     m = re.search(r"`(proxy:socketmap:unix:/run/sockmapd\.sock:\w+)`, listed in `proxy_read_maps`", postfix)
-    ok(m, "the README's proxymap form")
+    ok(m, "the guide's proxymap form")
     table = m.group(1)
     for setting in ("virtual_alias_domains = example.org", "virtual_alias_maps = " + table):
         c.run(["postconf", "-e", setting])
-    # The README: maps named in Postfix's own parameters are in proxy_read_maps already.
+    # The guide: maps named in Postfix's own parameters are in proxy_read_maps already.
     contains(postfix, "are in it by default")
     contains(c.run(["postconf", "-h", "proxy_read_maps"]).out, "$virtual_alias_maps")
     c.run(["systemctl", "restart", "postfix.service"], timeout=scaled(60))
@@ -643,7 +729,7 @@ def postfix_proxymap_over_the_unix_socket():
     replies = smtp(c, "someone@example.com", "postmaster@example.org", "nobody@example.org")
     eq([code for code, _ in replies], [250, 250, 550], "\n".join(l for _, l in replies))
     eq(lookup(c, "recipient postmaster@example.org")[0][:7], b"<error ", "nothing on 127.0.0.1:2224 any more")
-    # The socket's group keeps other local users out (README, "Security notes").
+    # The socket's group keeps other local users out (dmz-and-security.md, "A local user").
     as_postfix = c.run(["postmap", "-q", "postmaster@example.org", "socketmap:unix:/run/sockmapd.sock:recipient"],
                        user="postfix", check=False)
     eq((as_postfix.rc, as_postfix.out), (0, "root@example.net\n"), "a member of the group postfix")
@@ -653,18 +739,37 @@ def postfix_proxymap_over_the_unix_socket():
     ne(as_other.rc, 0, "another local user")
     contains(as_other.err, "Permission denied")
 
+    # The socket under Postfix's queue directory, named relative to it: the chrooted smtpd connects itself.
+    lang, dropin = readme.block("doc/postfix.md", "postfix-chroot-socket")
+    eq(lang, "ini")
+    c.write("/etc/systemd/system/sockmapd-listener.socket.d/override.conf", dropin)
+    c.run(["systemctl", "daemon-reload"])
+    c.run(["systemctl", "restart", "sockmapd-listener.socket"], timeout=scaled(60))
+    c.run(["systemctl", "restart", "sockmapd-listener.service"], timeout=scaled(60))
+    eq(c.run(["stat", "-c", "%a %U:%G", "/var/spool/postfix/sockmapd"]).out.strip(), "660 root:postfix")
+    relative = re.search(r"\(`(socketmap:unix:sockmapd:\w+)`\)", postfix)
+    absolute = re.search(r"`(socketmap:unix:/var/spool/postfix/sockmapd:\w+)`", postfix)
+    ok(relative and absolute, "the guide's two forms")
+    c.run(["postconf", "-e", "virtual_alias_maps = " + relative.group(1)])
+    c.run("postfix reload", timeout=scaled(60))
+    ok(re.search(r"^smtp\s+inet\s+n\s+-\s+y\s", c.read("/etc/postfix/master.cf"), re.M), "smtpd chrooted")
+    replies = smtp(c, "someone@example.com", "postmaster@example.org", "nobody@example.org")
+    eq([code for code, _ in replies], [250, 250, 550], "chrooted smtpd, relative socket: " +
+       "\n".join(l for _, l in replies))
+    as_postfix = c.run(["postmap", "-q", "postmaster@example.org", absolute.group(1)], user="postfix", check=False)
+    eq((as_postfix.rc, as_postfix.out), (0, "root@example.net\n"), "postmap with the absolute form")
+
 
 @test(timeout=600)
 def xinetd_with_the_shipped_file():
-    """Case 6: the README's xinetd steps: answers on 127.0.0.1:2224 and logs to syslog (facility mail)."""
+    """Case 6: modes-and-units.md's xinetd steps: answers on 127.0.0.1:2224 and logs to syslog (facility mail)."""
     c = installed("xinetd")
     configure(c, "file")
-    # xinetd takes the port the socket unit had: the README is for hosts without the socket.
+    # xinetd takes the port the socket unit had: the guide is for hosts without the socket.
     c.run(["systemctl", "disable", "--now", "sockmapd-listener.socket"])
-    sec = readme_section("xinetd")
-    sh = code_blocks(sec, "sh")
-    eq(len(sh), 1)
-    for line in sh[0].splitlines():
+    lang, body = readme.block("doc/modes-and-units.md", "modes-xinetd")
+    eq(lang, "sh")
+    for line in body.splitlines():
         line = line.split("  #", 1)[0].strip()
         if line:
             c.run(line, timeout=scaled(30))
@@ -683,8 +788,8 @@ def xinetd_with_the_shipped_file():
     ok(len(summaries) >= 2, "summaries through syslog: %r" % [e.get("MESSAGE") for e in entries])
     eq({(e.get("_TRANSPORT"), e.get("SYSLOG_FACILITY"), e.get("_SYSTEMD_UNIT"), e.get("_COMM")) for e in summaries},
        {("syslog", "2", "xinetd.service", "sockmapd")}, "where the handlers log")
-    contains(re.sub(r"\s+", " ", sec), "else to syslog (facility `mail`; in the journal under `xinetd.service`",
-             "the README says so")
+    contains(readme.prose("doc/modes-and-units.md"), "else to syslog (facility `mail`; in the journal under "
+             "`xinetd.service`", "the guide says so")
     eq(units_left(c), [], "no socket-activated handlers")
     # A flood of connections past xinetd's default rate (50 a second) leaves
     # the service up: the file sets no rate limit.
@@ -901,14 +1006,14 @@ def journal_since(c, since, unit):
 
 
 def listener_block(which):
-    """The README's "Service mode" shell block `which` (0: the switch to sockmapd.socket, 1: reload and status)."""
-    blocks = code_blocks(readme_section("Service mode: one process for all connections (Accept=no)"), "sh")
-    eq(len(blocks), 2, "two shell blocks")
-    return blocks[which]
+    """modes-and-units.md's shell block `which` (0: the switch to sockmapd.socket, 1: reload and status)."""
+    lang, body = readme.block("doc/modes-and-units.md", ["modes-switch-to-accept", "modes-reload-status"][which])
+    eq(lang, "sh")
+    return body
 
 
 def listener_steps(c, which):
-    """Runs the README's "Service mode" shell block `which` as written; their output."""
+    """Runs modes-and-units.md's shell block `which` as written; their output."""
     out = ""
     for line in listener_block(which).splitlines():
         r = c.run(line, check=False, timeout=scaled(30))
@@ -942,7 +1047,7 @@ def listener_pair_lookups_reload_outage_stop_and_journal():
     renamed = json.loads(json.dumps(cfg))
     renamed["postmaps"][0]["service"] = "recipient2"
     write_conffile(c, renamed)
-    status = listener_steps(c, 1)  # the README's reload and status lines
+    status = listener_steps(c, 1)  # the guide's reload and status lines
     contains(status, "handlers running")
     wait_for(lambda: any("reload: configuration read" in e.get("MESSAGE", "")
                          for e in journal_since(c, since, "sockmapd-listener.service")), msg="reload logged")
@@ -990,10 +1095,11 @@ def listener_pair_lookups_reload_outage_stop_and_journal():
 
 
 def dmz_dropin_on_loopback():
-    """The README's drop-in for sockmapd.socket, the MTA and the inside address both 127.0.0.1."""
-    blocks = code_blocks(readme_section("The MTA in a DMZ"), "ini")
-    eq(len(blocks), 1, "one unit drop-in in the DMZ section")
-    body = blocks[0].replace("198.51.100.10:2224", "127.0.0.1:2224").replace("192.0.2.25", "127.0.0.1")
+    """dmz-and-security.md's socket drop-in (for sockmapd.socket here), the MTA and the inside address both
+    127.0.0.1."""
+    lang, body = readme.block("doc/dmz-and-security.md", "dmz-socket-dropin")
+    eq(lang, "ini")
+    body = body.replace("198.51.100.10:2224", "127.0.0.1:2224").replace("192.0.2.25", "127.0.0.1")
     contains(body, "IPAddressAllow=127.0.0.1")
     return body
 
@@ -1024,13 +1130,12 @@ def who_may_connect_ip_address_allow_and_allow_list():
     eq(accepted(c), before, "systemd accepted nothing from the stranger: no handler started")
     not_contains(c.run("journalctl -b --no-pager", check=False).out, "does not support BPF/cgroup firewalling")
 
-    # sockmapd's own list (the README's JSON, the MTA 127.0.0.1); then a
+    # sockmapd's own list (the guide's JSON, the MTA 127.0.0.1); then a
     # boot under nspawn's default filter, where systemd cannot apply
     # IPAddressAllow= and says so once.
     cfg = json.loads(c.read("/etc/sockmapd/config.json"))
-    blocks = code_blocks(readme_section("The MTA in a DMZ"), "json")
-    eq(len(blocks), 1)
-    cfg["sysconfig"].update(json.loads("{" + blocks[0].replace("192.0.2.25", "127.0.0.1") + "}")["sysconfig"])
+    allow = readme.block("doc/dmz-and-security.md", "dmz-allow")[1]
+    cfg["sysconfig"].update(json.loads("{" + allow.replace("192.0.2.25", "127.0.0.1") + "}")["sysconfig"])
     write_conffile(c, cfg)
     c.nspawn_args = []
     c.reboot()
@@ -1309,14 +1414,14 @@ def sized_for_postfix_300_connections_and_the_cap():
     m.cmd("close", 0, 300)
     m.stop()
 
-    # The README's sizing.
-    sec = readme_section("Sizing for Postfix")
-    cnf = [b for b in code_blocks(sec, "ini") if "[mysqld]" in b]
-    eq(len(cnf), 1, "the README's MariaDB snippet")
+    # postfix.md's sizing.
+    lang, cnf = readme.block("doc/postfix.md", "postfix-mariadb-max-connections")
+    eq(lang, "ini")
+    contains(cnf, "[mysqld]")
     path = re.search(r"`(/etc/mysql/mariadb\.conf\.d/[\w-]+\.cnf)`, then `(systemctl restart mariadb)`",
-                     re.sub(r"\s+", " ", sec))
-    ok(path, "where the README puts it")
-    c.write(path.group(1), cnf[0])
+                     readme.prose("doc/postfix.md"))
+    ok(path, "where the guide puts it")
+    c.write(path.group(1), cnf)
     c.run(path.group(2), timeout=scaled(120))
     wait_active(c, "mariadb.service")
     eq(c.run(["mariadb", "-N", "-e", "SELECT @@max_connections"]).out.strip(), "600")
