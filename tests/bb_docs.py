@@ -196,7 +196,7 @@ def config_defaults_in_the_man_pages_are_the_programs():
 
 # ---------------------------------------------------------------- the shown blocks
 
-def test_sources():
+def suite_sources():
     """The text of every test suite and benchmark script: where block names are named."""
     out = []
     for d in ("tests", "bench"):
@@ -209,7 +209,7 @@ def test_sources():
 @test
 def every_shown_block_has_a_marker_a_test_names():
     """Every fenced block of README.md and doc/*.md: a marker, and a test naming it (or its prefix, "recipe-")."""
-    sources = test_sources()
+    sources = suite_sources()
     unmarked, unnamed, count = [], [], 0
     for path in readme.DOCS:
         for name, lang, body, line in readme.all_blocks(path):
