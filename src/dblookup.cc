@@ -6,7 +6,15 @@
 namespace sockmapd
 {
 
-DbLookup::DbLookup(const Config& cfg, StatementRunner& runner) : cfg_(cfg), runner_(runner) {}
+DbLookup::DbLookup(std::vector<MapConfig> maps, StatementRunner& runner) : maps_(std::move(maps)), runner_(runner) {}
+
+const MapConfig* DbLookup::find_map(std::string_view service) const
+{
+    for (const auto& m : maps_)
+        if (m.service == service)
+            return &m;
+    return nullptr;
+}
 
 const StatementPlan& DbLookup::plan_for(const MapConfig& map)
 {
@@ -18,7 +26,7 @@ const StatementPlan& DbLookup::plan_for(const MapConfig& map)
 
 LookupResult DbLookup::lookup(std::string_view map, std::string_view key)
 {
-    const MapConfig* mc = cfg_.find_map(map);
+    const MapConfig* mc = find_map(map);
     if (!mc)
         return {Outcome::NoSuchMap, {}};
     // log_debug() takes a finished string: build it only when it is wanted.
@@ -73,41 +81,43 @@ LookupResult DbLookup::search(const MapConfig& mc, const StatementPlan& plan, st
     const std::string& name = mc.service;
     const std::string_view map = name;
     LookupResult answer;
-    std::optional<DbError> failed;
-    try {
-        // The whole walk is one piece of work on one connection: when it
-        // breaks half-way it runs again from the start on the next host, and
-        // any other failure ends it.  Only NotFound moves on to a shorter
-        // key: after a failure the longer key's answer is unknown, and a
-        // shorter one might be wrong.
-        failed = runner_.run(mc, plan, [&](StatementRunner::Execute execute) {
-            for (const Step& step : steps) {
-                if (step.key != key && log_enabled(LogLevel::Debug))
-                    log_debug("lookup in " + name + " as: " + log_escape(step.key), {{"SOCKMAP_MAP", map}});
-                ResultJoiner joiner(plan);
-                execute(step.values, max_value_length, [&](const std::vector<Column>& cols) {
-                    if (cols.empty())
-                        return false;
-                    return joiner.add(cols[0], plan.has_reason && cols.size() > 1 ? &cols[1] : nullptr);
-                });
-                answer = joiner.finish();
-                if (answer.outcome != Outcome::NotFound)
-                    break;
-            }
-        });
-    } catch (const StatementMismatch&) {
-        return {Outcome::TempFail, "map " + name + " cannot be queried"};
-    } catch (const DbError&) {
-        return {Outcome::TempFail, "lookup failed in map " + name};
-    }
-    if (failed) {
-        if (failed->timed_out)
-            return {Outcome::Timeout, "database query timed out"};
-        if (is_login_error(failed->code))
-            return {Outcome::TempFail, "database login refused"};
-        if (is_server_full(failed->code))
-            return {Outcome::TempFail, "database server full (too many connections)"};
+    // The whole walk is one piece of work on one connection: when it breaks
+    // half-way it runs again from the start on the next host, and any other
+    // failure ends it.  Only NotFound moves on to a shorter key: after a
+    // failure the longer key's answer is unknown, and a shorter one might be
+    // wrong.
+    const RunOutcome ran = runner_.run(mc, plan, [&](StatementRunner::Execute execute) {
+        for (const Step& step : steps) {
+            if (step.key != key && log_enabled(LogLevel::Debug))
+                log_debug("lookup in " + name + " as: " + log_escape(step.key), {{"SOCKMAP_MAP", map}});
+            ResultJoiner joiner(plan);
+            const bool done = execute(step.values, max_value_length, [&](const Row& cols) {
+                if (cols.empty())
+                    return false;
+                return joiner.add(cols[0], plan.has_reason && cols.size() > 1 ? &cols[1] : nullptr);
+            });
+            if (!done)
+                return;
+            answer = joiner.finish();
+            if (answer.outcome != Outcome::NotFound)
+                return;
+        }
+    });
+    switch (ran) {
+    case RunOutcome::Ran:
+        break;
+    case RunOutcome::Unavailable:
         return {Outcome::TempFail, "no database host available"};
+    case RunOutcome::LoginRefused:
+        return {Outcome::TempFail, "database login refused"};
+    case RunOutcome::ServerFull:
+        return {Outcome::TempFail, "database server full (too many connections)"};
+    case RunOutcome::TimedOut:
+        return {Outcome::Timeout, "database query timed out"};
+    case RunOutcome::StatementFailed:
+        return {Outcome::TempFail, "lookup failed in map " + name};
+    case RunOutcome::Mismatch:
+        return {Outcome::TempFail, "map " + name + " cannot be queried"};
     }
     if (answer.outcome == Outcome::PermFail)
         log_error("map " + name + ": result longer than " + std::to_string(max_value_length) + " bytes, answered PERM",

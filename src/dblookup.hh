@@ -13,14 +13,18 @@
 // out: never a shorter key's answer after a failure.  Never throws from
 // lookup().
 //
-// StatementRunner is all DbLookup knows of the database: sockmapd's is
-// MariaDbRunner (dbrunner.hh: the pool of connections and Connector/C
-// behind it); unit tests hand it a table.
+// StatementRunner is all DbLookup knows of the database: a run answers
+// one RunOutcome, the only way a database failure reaches the lookup (no
+// driver error, no exception); rows arrive as row.hh's Row.  sockmapd's
+// runner is MariaDbRunner (dbrunner.hh: the pool of connections and
+// Connector/C behind it, where driver codes are classified); unit tests
+// hand it a table.  DbLookup holds the maps it answers, not the config
+// (no credentials).
 #pragma once
 
-#include "config.hh"
+#include "config.hh" // MapConfig
 #include "lookup.hh"
-#include "mariadb.hh" // Column, DbError
+#include "row.hh"
 #include "statement.hh"
 #include "util.hh"
 
@@ -33,14 +37,29 @@
 namespace sockmapd
 {
 
+// What became of a run, classified by the runner.  Four kinds: it ran;
+// the database is unavailable (every host failed, the last one in one of
+// three ways); the last host timed out; the map is broken on the server
+// (not failed over: every host holds the same schema).
+enum class RunOutcome {
+    Ran,             // the walk ran to its end on one connection
+    Unavailable,     // unreachable, lost, shutting down, ...
+    LoginRefused,    // unavailable: the login was refused (user, password, schema)
+    ServerFull,      // unavailable: the server was full (too many connections)
+    TimedOut,        // the last host let the query run past read_timeout
+    StatementFailed, // map broken: the server failed its statement (unknown column, missing table)
+    Mismatch,        // map broken: the server reads the statement otherwise than the plan
+};
+
 class StatementRunner
 {
 public:
     // Gets each row of a result; false: stop reading.
-    using Rows = FunctionRef<bool(const std::vector<Column>& row)>;
+    using Rows = FunctionRef<bool(const Row& row)>;
     // Executes the map's statement with `values` bound (one per '?');
-    // columns longer than `cap` arrive flagged too_long.  Throws DbError.
-    using Execute = FunctionRef<void(const std::vector<std::string_view>& values, std::size_t cap, Rows rows)>;
+    // columns longer than `cap` arrive flagged too_long.  false: the
+    // statement failed, the walk must end (run() says how it failed).
+    using Execute = FunctionRef<bool(const std::vector<std::string_view>& values, std::size_t cap, Rows rows)>;
     // One lookup's statements, all on one connection.
     using Walk = FunctionRef<void(Execute execute)>;
 
@@ -48,13 +67,9 @@ public:
 
     // Runs `walk` with `map`'s statement (from `plan`) on a connection to
     // map.database, failing over between hosts: when a connection breaks
-    // the walk may run again from its start on another host.  nullopt: the
-    // walk ran.  Otherwise every host failed; the last one's error (its
-    // timed_out set when that host let the query time out).  Throws DbError
-    // for an error of the statement itself (unknown column, missing table),
-    // StatementMismatch when the server reads the statement otherwise than
-    // the plan.
-    virtual std::optional<DbError> run(const MapConfig& map, const StatementPlan& plan, Walk walk) = 0;
+    // the walk may run again from its start on another host.  Never
+    // throws for a database failure.
+    virtual RunOutcome run(const MapConfig& map, const StatementPlan& plan, Walk walk) = 0;
 
     // When close_idle() has work (an idle connection); nullopt: never.
     virtual std::optional<Clock::time_point> next_wakeup() const { return std::nullopt; }
@@ -64,8 +79,8 @@ public:
 class DbLookup : public Lookup
 {
 public:
-    // Never connects here; `runner` must outlive the lookup.
-    DbLookup(const Config& cfg, StatementRunner& runner);
+    // Answers `maps`; never connects here; `runner` must outlive the lookup.
+    DbLookup(std::vector<MapConfig> maps, StatementRunner& runner);
 
     LookupResult lookup(std::string_view map, std::string_view key) override;
     std::optional<Clock::time_point> next_wakeup() const override { return runner_.next_wakeup(); }
@@ -77,11 +92,12 @@ private:
         std::string_view key;
         std::vector<std::string_view> values;
     };
+    const MapConfig* find_map(std::string_view service) const;
     const StatementPlan& plan_for(const MapConfig& map);
     LookupResult search(const MapConfig& map, const StatementPlan& plan, std::string_view key,
                         const std::vector<Step>& steps);
 
-    Config cfg_;
+    std::vector<MapConfig> maps_;
     StatementRunner& runner_;
     std::map<std::string, StatementPlan, std::less<>> plans_;
 };

@@ -81,6 +81,17 @@ std::string domain_rows_warning(PreparedLink& link, const MapConfig& map, const 
 
 } // namespace
 
+RunOutcome every_host_failed(const DbError& last)
+{
+    if (last.timed_out)
+        return RunOutcome::TimedOut;
+    if (is_login_error(last.code))
+        return RunOutcome::LoginRefused;
+    if (is_server_full(last.code))
+        return RunOutcome::ServerFull;
+    return RunOutcome::Unavailable;
+}
+
 MariaDbRunner::MariaDbRunner(const DatabaseConfig& db, HostState state)
     : db_(db), pool_(db_.hosts, std::move(state), db_.db_idle_timeout, connector(db_))
 {
@@ -90,30 +101,49 @@ MariaDbRunner::MariaDbRunner(const DatabaseConfig& db) : MariaDbRunner(db, HostS
 {
 }
 
-std::optional<DbError> MariaDbRunner::run(const MapConfig& map, const StatementPlan& plan, Walk walk)
+RunOutcome MariaDbRunner::run(const MapConfig& map, const StatementPlan& plan, Walk walk)
 {
     const std::string& name = map.service;
-    return pool_.run(map.database, name, [&](Pool::Link& pooled, const Endpoint& host) {
-        PreparedLink& link = static_cast<PreparedLink&>(pooled);
-        try {
-            DbStatement& stmt = prepared(link, map, plan);
-            walk([&](const std::vector<std::string_view>& values, std::size_t cap, Rows rows) {
-                stmt.run(values, cap, rows);
-            });
-        } catch (const StatementMismatch& e) {
-            log_error(e.what(), {{"SOCKMAP_MAP", name}, {"SOCKMAP_DB_HOST", host.name()}});
-            throw;
-        } catch (const DbError& e) {
-            if (!is_connection_error(e.code, e.sqlstate)) {
-                // The statement, not the server, is wrong: other hosts hold
-                // the same schema, so mail waits (TEMP) rather than bounces.
-                log_error("map " + name + ": query failed on " + host_label(host, map.database) + ": " + e.what(),
-                          {{"SOCKMAP_MAP", name}, {"SOCKMAP_DB_HOST", host.name()}});
-                link.stmts.erase(name);
+    std::optional<DbError> failed;
+    try {
+        failed = pool_.run(map.database, name, [&](Pool::Link& pooled, const Endpoint& host) {
+            PreparedLink& link = static_cast<PreparedLink&>(pooled);
+            try {
+                DbStatement& stmt = prepared(link, map, plan);
+                // The walk learns only that a statement failed; the error
+                // goes on to the pool, which fails over or gives it back.
+                std::optional<DbError> error;
+                walk([&](const std::vector<std::string_view>& values, std::size_t cap, Rows rows) {
+                    try {
+                        stmt.run(values, cap, rows);
+                        return true;
+                    } catch (DbError& e) {
+                        error.emplace(std::move(e));
+                        return false;
+                    }
+                });
+                if (error)
+                    throw DbError(std::move(*error));
+            } catch (const StatementMismatch& e) {
+                log_error(e.what(), {{"SOCKMAP_MAP", name}, {"SOCKMAP_DB_HOST", host.name()}});
+                throw;
+            } catch (const DbError& e) {
+                if (!is_connection_error(e.code, e.sqlstate)) {
+                    // The statement, not the server, is wrong: other hosts hold
+                    // the same schema, so mail waits (TEMP) rather than bounces.
+                    log_error("map " + name + ": query failed on " + host_label(host, map.database) + ": " + e.what(),
+                              {{"SOCKMAP_MAP", name}, {"SOCKMAP_DB_HOST", host.name()}});
+                    link.stmts.erase(name);
+                }
+                throw;
             }
-            throw;
-        }
-    });
+        });
+    } catch (const StatementMismatch&) {
+        return RunOutcome::Mismatch;
+    } catch (const DbError&) {
+        return RunOutcome::StatementFailed;
+    }
+    return failed ? every_host_failed(*failed) : RunOutcome::Ran;
 }
 
 MapCheck MariaDbRunner::check_map(const MapConfig& map)

@@ -8,8 +8,9 @@
 // (and, for query maps, of columns) must fit the plan, else
 // StatementMismatch.  An error of the statement itself is logged with the
 // host and drops that statement (it is prepared again next time); a
-// connection error is the pool's to fail over.  Logs name the map, never
-// the key.
+// connection error is the pool's to fail over.  What became of the run is
+// classified here, from the driver's codes, into the RunOutcome the lookup
+// gets.  Logs name the map, never the key.
 //
 // check_map() connects and prepares one map's statement, the
 // --check-config verdict: Ok, Wrong (a map's table, column, query,
@@ -23,6 +24,7 @@
 #include "config.hh"
 #include "dblookup.hh"
 #include "hoststate.hh"
+#include "mariadb.hh" // DbError
 #include "pool.hh"
 
 #include <map>
@@ -39,6 +41,9 @@ struct MapCheck {
     std::string warning; // empty: none
 };
 
+// What a run answers when every host failed, from the last one's error.
+RunOutcome every_host_failed(const DbError& last);
+
 class MariaDbRunner : public StatementRunner
 {
 public:
@@ -47,7 +52,7 @@ public:
     // Down-marks in the runtime directory, shared with other handlers.
     explicit MariaDbRunner(const DatabaseConfig& db);
 
-    std::optional<DbError> run(const MapConfig& map, const StatementPlan& plan, Walk walk) override;
+    RunOutcome run(const MapConfig& map, const StatementPlan& plan, Walk walk) override;
     std::optional<Clock::time_point> next_wakeup() const override { return pool_.next_wakeup(); }
     void close_idle(Clock::time_point now) override { pool_.close_idle(now); }
 

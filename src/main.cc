@@ -157,7 +157,7 @@ void serve_connection(const Config& cfg, const ClientConnection& conn, Lookup& l
 class ListenHandler : public ConnectionServer
 {
 public:
-    explicit ListenHandler(const Config& cfg) : cfg_(cfg), db_(cfg.db), lookup_(cfg, db_) {}
+    explicit ListenHandler(const Config& cfg) : cfg_(cfg), db_(cfg.db), lookup_(cfg.maps, db_) {}
 
     void serve(int fd) override
     {
@@ -188,7 +188,7 @@ int serve(const Options& opt, const ClientConnection& conn)
     if (!admit_connection(cfg->sys.allow, conn.in_fd))
         return EX_OK; // refused and logged: no reply, no database
     MariaDbRunner db(cfg->db);
-    DbLookup lookup(*cfg, db);
+    DbLookup lookup(cfg->maps, db);
     serve_connection(*cfg, conn, lookup);
     return EX_OK;
 }
@@ -258,7 +258,7 @@ int listen_mode(const Options& opt, const std::vector<PassedListener>& passed)
 int query(const Config& cfg, const std::string& map, const std::string& key)
 {
     MariaDbRunner db(cfg.db, HostState(runtime_dir_for_command(), cfg.db.retry_interval));
-    DbLookup lookup(cfg, db);
+    DbLookup lookup(cfg.maps, db);
     const LookupResult r = ask(lookup, {map, key});
     std::cout << reply_for(r).payload << '\n';
     switch (r.outcome) {

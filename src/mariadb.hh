@@ -16,6 +16,7 @@
 
 #include "config.hh"
 #include "endpoint.hh"
+#include "row.hh"  // Column, the rows run() hands out
 #include "util.hh" // FunctionRef
 
 #include <mysql.h>
@@ -83,12 +84,6 @@ public:
 private:
     std::unique_ptr<MYSQL, MysqlCloser> db_;
     unsigned read_timeout_;
-};
-
-struct Column {
-    bool null = true;
-    bool too_long = false; // longer than the cap given to run(); data empty
-    std::string_view data; // valid only during the row callback
 };
 
 class DbStatement

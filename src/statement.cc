@@ -1,7 +1,6 @@
 #include "statement.hh"
 
 #include "mapkey.hh"
-#include "mariadb.hh"
 
 namespace sockmapd
 {

@@ -14,6 +14,7 @@
 
 #include "config.hh"
 #include "lookup.hh"
+#include "row.hh"
 #include "socketmap.hh"
 
 #include <optional>
@@ -23,8 +24,6 @@
 
 namespace sockmapd
 {
-
-struct Column; // mariadb.hh: one column of a result row
 
 // A part of the key bound as one statement parameter.
 enum class KeyPart {

@@ -61,11 +61,27 @@ BOOST_AUTO_TEST_CASE(no_host_answering_is_the_last_error_and_the_walk_never_runs
     const MapConfig m = map_in("recipient", "dbmail");
     const StatementPlan plan = build_statement(m);
     bool walked = false;
-    const auto failed = db.run(m, plan, [&](StatementRunner::Execute) { walked = true; });
-    BOOST_TEST_REQUIRE(failed.has_value());
-    BOOST_TEST(!failed->timed_out);
+    const RunOutcome ran = db.run(m, plan, [&](StatementRunner::Execute) { walked = true; });
+    // Every host failed, and none timed out.
+    BOOST_TEST((ran == RunOutcome::Unavailable));
     BOOST_TEST(!walked);
     BOOST_TEST(!db.next_wakeup().has_value());
+}
+
+BOOST_AUTO_TEST_CASE(the_last_hosts_error_is_classified_here)
+{
+    struct Case {
+        DbError error;
+        RunOutcome outcome;
+    };
+    const std::vector<Case> cases = {
+        {DbError(2002, "HY000", "Can't connect to server on '127.0.0.1' (111)"), RunOutcome::Unavailable},
+        {DbError(1045, "28000", "Access denied for user 'sockmapd'"), RunOutcome::LoginRefused},
+        {DbError(1040, "08004", "Too many connections"), RunOutcome::ServerFull},
+        {DbError(2013, "HY000", "Lost connection to server during query", TimedOut::Yes), RunOutcome::TimedOut},
+    };
+    for (const auto& c : cases)
+        BOOST_TEST((every_host_failed(c.error) == c.outcome), c.error.what());
 }
 
 BOOST_AUTO_TEST_CASE(check_verdicts_without_a_server)
