@@ -17,7 +17,8 @@ A suite is a script tests/bb_<name>.py:
 Pieces:
   test framework   @test / @test(timeout=S), main(), eq/ok/contains/startswith/wait_for,
                    defer(fn) (per-test cleanup)
-  processes        MariaDB, shared_mariadb(), SocketActivated, spawn(), xinetd_style(),
+  processes        MariaDB, shared_mariadb(), SocketActivated, spawn(), spawn_as() (as another
+                   user, who may not reach the checkout), xinetd_style(),
                    run_pipe(), stop_pid(), pid_alive(), proc_children(), vm_hwm_kb()
   Postfix          postfix_dir() (a main.cf of the test's own), postmap(), postmap_outcome()
   protocol         encode(), decode_stream(), Client
@@ -51,8 +52,8 @@ __all__ = [
     "test", "main", "eq", "ne", "ok", "contains", "not_contains", "startswith",
     "wait_for", "defer", "TestTimeout", "scaled", "require_tool", "run_clients", "finish_conversation",
     # processes
-    "MariaDB", "SqlError", "shared_mariadb", "SocketActivated", "spawn", "xinetd_style", "run_pipe",
-    "sockmapd_path", "sockmapd_env", "sanitized", "pid_alive", "stop_pid", "free_port", "closed_port",
+    "MariaDB", "SqlError", "shared_mariadb", "SocketActivated", "spawn", "spawn_as", "xinetd_style", "run_pipe",
+    "sockmapd_path", "sockmapd_for_others", "others_can_enter", "sockmapd_env", "sanitized", "pid_alive", "stop_pid", "free_port", "closed_port",
     "proc_children", "vm_hwm_kb", "postfix_dir", "postmap", "postmap_outcome", "listening_on", "unit_settings",
     "tcp_connections_to",
     # protocol
@@ -101,12 +102,29 @@ def suite_dir():
     global _suite_dir
     if _suite_dir is None:
         # Short paths: unix socket names are limited to 107 bytes.
+        # Reachable by other users too (the nodes of bb_cluster, the handlers
+        # of bb_security run as nobody): not under a $TMPDIR of one's own.
         base = tempfile.gettempdir()
-        if len(base) > 40:
+        if len(base) > 40 or not others_can_enter(base):
             base = "/tmp"
         _suite_dir = tempfile.mkdtemp(prefix="sockmapd-%s-" % _suite_name()[:16], dir=base)
         os.chmod(_suite_dir, 0o755)
     return _suite_dir
+
+
+def others_can_enter(path):
+    """True if every directory from / down to `path` lets any user through (o+x)."""
+    path = os.path.realpath(path)
+    while True:
+        try:
+            if not os.stat(path).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+        parent = os.path.dirname(path)
+        if parent == path:
+            return True
+        path = parent
 
 
 def _next_name(prefix):
@@ -818,8 +836,31 @@ class _Proc:
         return "<process %d %s>" % (self.popen.pid, self.popen.args[:3])
 
 
-def _argv(config_path, args):
-    argv = [sockmapd_path()]
+_public_binary = None
+
+
+def sockmapd_for_others():
+    """The binary under test, where another user can run it.
+
+    A checkout under a directory only its owner may enter (as /root is)
+    keeps build/sockmapd from every other user: this is a copy of it in the
+    suite directory (0755 all the way down), made once a suite, wherever
+    the checkout is (so both places test the same thing).
+    """
+    global _public_binary
+    if _public_binary is None:
+        d = os.path.join(suite_dir(), "bin")
+        os.makedirs(d, mode=0o755, exist_ok=True)
+        os.chmod(d, 0o755)
+        copy = os.path.join(d, "sockmapd")
+        shutil.copyfile(sockmapd_path(), copy)
+        os.chmod(copy, 0o755)
+        _public_binary = copy
+    return _public_binary
+
+
+def _argv(config_path, args, binary=None):
+    argv = [binary or sockmapd_path()]
     if config_path is not None:
         argv += ["-c", config_path]
     return argv + [str(a) for a in args]
@@ -830,6 +871,21 @@ def spawn(config_path, args=(), env=None, stdin=subprocess.PIPE, stdout=subproce
     """Start `sockmapd [-c config] args` (Popen); stopped after the test if still running."""
     p = subprocess.Popen(_argv(config_path, args), stdin=stdin, stdout=stdout, stderr=stderr,
                          env=sockmapd_env(env), **popen_kw)
+    _Proc(p)
+    return p
+
+
+def spawn_as(pw, config_path, args=(), env=None, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+             stderr=subprocess.PIPE):
+    """spawn() as the user of the passwd entry `pw` (its uid, its gid, no other groups).
+
+    That user runs sockmapd_for_others(); it must be able to read the
+    config too (suite files are 0600 unless made otherwise).
+    """
+    if not others_can_enter(os.path.dirname(os.path.abspath(config_path))):
+        raise AssertionError("%s: the user %s cannot reach the config" % (config_path, pw.pw_name))
+    p = subprocess.Popen(_argv(config_path, args, sockmapd_for_others()), stdin=stdin, stdout=stdout,
+                         stderr=stderr, env=sockmapd_env(env), user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
     _Proc(p)
     return p
 
