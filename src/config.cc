@@ -2,7 +2,6 @@
 
 #include "jsonread.hh"
 #include "socketmap.hh" // max_map_name_length
-#include "statement.hh"
 #include "util.hh"
 
 #include <json/json.h>
@@ -45,19 +44,6 @@ void check_port_text(const std::string& s, const std::string& path)
 {
     if (!parse_port(s))
         fail_at(path, "must be a port number 1-65535, not \"" + s + "\"");
-}
-
-enum class Presence { Required, Optional };
-
-void check_identifier(const std::string& s, const std::string& path, Presence presence)
-{
-    if (s.empty()) {
-        if (presence == Presence::Required)
-            fail_at(path, "missing (required)");
-        return;
-    }
-    if (!valid_identifier(s))
-        fail_at(path, "\"" + s + "\" is not a valid identifier (" + std::string(identifier_rule) + ")");
 }
 
 // Each is one SQL statement the server checks on connect; here only what
@@ -179,11 +165,11 @@ DatabaseConfig parse_database(const Json::Value& v, Problems& p)
     return d;
 }
 
-void parse_map_fields(MapConfig& m, Object& o, const std::string& path, Problems& p);
+void parse_map_fields(CompiledMap& m, Object& o, const std::string& path, Problems& p);
 
-MapConfig parse_map(const Json::Value& v, const std::string& path, Problems& outer)
+CompiledMap parse_map(const Json::Value& v, const std::string& path, Problems& outer)
 {
-    MapConfig m;
+    CompiledMap m;
     Problems p;
     Object o(v, path, p);
     if (!v.isObject()) {
@@ -203,18 +189,6 @@ MapConfig parse_map(const Json::Value& v, const std::string& path, Problems& out
     // Past the name, messages name the map as well as its place in the list.
     outer.merge(p, named ? "; map \"" + m.service + "\"" : "");
     return m;
-}
-
-void check_query(const MapConfig& m, const std::string& path)
-{
-    if (!m.table.empty() || !m.key.empty() || !m.value.empty() || !m.reason.empty())
-        fail_at(path + ".query", "give either query or table/key/value/reason, not both");
-    // The compiler the lookups use, so --offline sees what they would refuse.
-    try {
-        compile_query(m.query);
-    } catch (const ConfigError& e) {
-        fail_at(path + ".query", e.what());
-    }
 }
 
 SearchOrder parse_search(const std::string& s, const std::string& path)
@@ -244,10 +218,11 @@ void parse_search_fields(MapConfig& m, Object& o, const std::string& path, Probl
     }
 }
 
-void parse_map_fields(MapConfig& m, Object& o, const std::string& path, Problems& p)
+void parse_map_fields(CompiledMap& m, Object& o, const std::string& path, Problems& p)
 {
     m.database = o.str("database");
-    p.guard([&] { check_identifier(m.database, path + ".database", Presence::Required); });
+    if (m.database.empty())
+        p.add(path + ".database: missing (required)");
     m.table = o.str("table");
     m.key = o.str("key");
     m.value = o.str("value");
@@ -266,21 +241,11 @@ void parse_map_fields(MapConfig& m, Object& o, const std::string& path, Problems
     parse_search_fields(m, o, path, p);
     o.finish();
 
-    if (!m.query.empty()) {
-        p.guard([&] { check_query(m, path); });
-    } else {
-        p.guard([&] { check_identifier(m.table, path + ".table", Presence::Required); });
-        p.guard([&] { check_identifier(m.key, path + ".key", Presence::Required); });
-        p.guard([&] { check_identifier(m.value, path + ".value", Presence::Optional); });
-        p.guard([&] { check_identifier(m.reason, path + ".reason", Presence::Optional); });
-    }
-    p.guard([&] {
-        try {
-            ResultFormat{m.result_format};
-        } catch (const ConfigError& e) {
-            fail_at(path + ".result_format", e.what());
-        }
-    });
+    // The map's one compilation: what a lookup would refuse is refused here.
+    if (auto plan = plan_map(m, [&](std::string_view field, const std::string& what) {
+            p.add(path + "." + std::string(field) + ": " + what);
+        }))
+        m.plan = std::move(*plan);
     if (m.strip_extension.size() > 8 || (!m.strip_extension.empty() && !printable_name(m.strip_extension)) ||
         m.strip_extension.find('@') != std::string::npos)
         p.add(path + ".strip_extension: must be a few delimiter characters such as \"+\"");
@@ -294,7 +259,7 @@ void parse_maps(const Json::Value* maps, Config& c, Problems& p)
     }
     for (Json::ArrayIndex i = 0; i < maps->size(); ++i) {
         const std::string path = "postmaps[" + std::to_string(i) + "]";
-        MapConfig m = parse_map((*maps)[i], path, p);
+        CompiledMap m = parse_map((*maps)[i], path, p);
         for (std::size_t j = 0; j < c.maps.size(); ++j)
             if (!m.service.empty() && c.maps[j].service == m.service)
                 p.add(path + ".service: \"" + m.service + "\" is already used by postmaps[" + std::to_string(j) + "]");
@@ -329,14 +294,6 @@ std::string resolve_password_file(const std::string& file, const std::string& co
 }
 
 } // namespace
-
-const MapConfig* Config::find_map(std::string_view service) const
-{
-    for (const auto& m : maps)
-        if (m.service == service)
-            return &m;
-    return nullptr;
-}
 
 Config parse_config(std::string_view text, const std::string& origin)
 {

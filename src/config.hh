@@ -5,13 +5,17 @@
 // Go sockmapd's files, whose scalar values are all JSON strings ("port":
 // "3306"), as well as real numbers and booleans.  Any
 // problem throws ConfigError whose message names the key path
-// ("postmaps[1].tabel: unknown key").  Nothing here touches the database.
+// ("postmaps[1].tabel: unknown key").  Each map is compiled here, once
+// (statement.hh plan_map(): its identifiers, query template and
+// result_format checked by the code that builds its statement), and
+// loaded with its plan.  Nothing here touches the database.
 #pragma once
 
 #include "allow.hh"
 #include "endpoint.hh"
-#include "errors.hh" // ConfigError
-#include "log.hh"    // LogLevel
+#include "errors.hh"    // ConfigError
+#include "log.hh"       // LogLevel
+#include "statement.hh" // CompiledMap
 
 #include <optional>
 #include <string>
@@ -68,44 +72,13 @@ struct DatabaseConfig {
     TlsConfig tls;
 };
 
-// The keys a lookup tries for one request (mapkey.hh): Postfix marks
-// socketmap tables as patterns and asks them for the full key only, so a
-// map that holds domain rows does the search Postfix does for its own
-// tables here.  Named after the manual page that documents each order.
-enum class SearchOrder {
-    Exact,     // the key alone (and its rewrites): Sendmail maps, Postfix maps of addresses only
-    Access,    // access(5): user@domain, domain, parent domains, user@; hosts, networks
-    Transport, // transport(5): user@domain, domain, parent domains (".parent")
-    Virtual,   // virtual(5): user@domain, @domain
-};
-
-struct MapConfig {
-    std::string service;  // the socketmap name
-    std::string database; // schema name
-    std::string table;
-    std::string key;
-    std::string value;         // empty: existence map, answers the key as stored
-    std::string reason;        // optional column appended as " <reason>"
-    std::string query;         // optional SELECT with %s %u %d instead of table/key/value
-    std::string result_format; // optional template, %s is the value
-    bool lowercase = false;
-    std::string strip_extension;      // delimiter(s) such as "+"; empty: off
-    std::vector<std::string> domains; // empty: every domain
-    SearchOrder search = SearchOrder::Exact;
-    // Parent domains are tried as "example.org" (true) or ".example.org"
-    // (false), as Postfix's parent_domain_matches_subdomains gives; its
-    // default lists smtpd_access_maps but not transport_maps, so the
-    // default here is true for access and false for transport.
-    bool parent_matches_subdomains = false;
-};
-
 struct Config {
     SysConfig sys;
     DatabaseConfig db;
-    std::vector<MapConfig> maps;
+    std::vector<CompiledMap> maps;     // each with its statement, compiled by the loader
     std::vector<std::string> warnings; // non-fatal findings (e.g. file readable by others)
 
-    const MapConfig* find_map(std::string_view service) const;
+    const CompiledMap* find_map(std::string_view service) const { return sockmapd::find_map(maps, service); }
 };
 
 // Reads and checks the file at `path`; throws ConfigError.

@@ -6,40 +6,17 @@
 namespace sockmapd
 {
 
-DbLookup::DbLookup(std::vector<MapConfig> maps, StatementRunner& runner) : maps_(std::move(maps)), runner_(runner) {}
-
-const MapConfig* DbLookup::find_map(std::string_view service) const
-{
-    for (const auto& m : maps_)
-        if (m.service == service)
-            return &m;
-    return nullptr;
-}
-
-const StatementPlan& DbLookup::plan_for(const MapConfig& map)
-{
-    auto it = plans_.find(map.service);
-    if (it == plans_.end())
-        it = plans_.emplace(map.service, build_statement(map)).first;
-    return it->second;
-}
+DbLookup::DbLookup(std::vector<CompiledMap> maps, StatementRunner& runner) : maps_(std::move(maps)), runner_(runner) {}
 
 LookupResult DbLookup::lookup(std::string_view map, std::string_view key)
 {
-    const MapConfig* mc = find_map(map);
+    const CompiledMap* mc = find_map(maps_, map);
     if (!mc)
         return {Outcome::NoSuchMap, {}};
     // log_debug() takes a finished string: build it only when it is wanted.
     if (log_enabled(LogLevel::Debug))
         log_debug("lookup in " + mc->service + ": " + log_escape(key), {{"SOCKMAP_MAP", map}});
 
-    const StatementPlan* plan = nullptr;
-    try {
-        plan = &plan_for(*mc);
-    } catch (const ConfigError& e) {
-        log_error(e.what(), {{"SOCKMAP_MAP", map}});
-        return {Outcome::TempFail, "map " + mc->service + " cannot be queried"};
-    }
     const KeyCandidates keys(*mc, key);
     if (!keys.searchable()) {
         if (log_enabled(LogLevel::Debug))
@@ -60,7 +37,7 @@ LookupResult DbLookup::lookup(std::string_view map, std::string_view key)
                           {{"SOCKMAP_MAP", map}});
             continue;
         }
-        auto values = bind_values(*plan, candidate);
+        auto values = bind_values(mc->plan, candidate);
         if (!values) {
             if (log_enabled(LogLevel::Debug))
                 log_debug("map " + mc->service + ": " + log_escape(candidate) +
@@ -72,12 +49,12 @@ LookupResult DbLookup::lookup(std::string_view map, std::string_view key)
     }
     if (steps.empty())
         return {Outcome::NotFound, {}};
-    return search(*mc, *plan, key, steps);
+    return search(*mc, key, steps);
 }
 
-LookupResult DbLookup::search(const MapConfig& mc, const StatementPlan& plan, std::string_view key,
-                              const std::vector<Step>& steps)
+LookupResult DbLookup::search(const CompiledMap& mc, std::string_view key, const std::vector<Step>& steps)
 {
+    const StatementPlan& plan = mc.plan;
     const std::string& name = mc.service;
     const std::string_view map = name;
     LookupResult answer;
@@ -86,7 +63,7 @@ LookupResult DbLookup::search(const MapConfig& mc, const StatementPlan& plan, st
     // failure ends it.  Only NotFound moves on to a shorter key: after a
     // failure the longer key's answer is unknown, and a shorter one might be
     // wrong.
-    const RunOutcome ran = runner_.run(mc, plan, [&](StatementRunner::Execute execute) {
+    const RunOutcome ran = runner_.run(mc, [&](StatementRunner::Execute execute) {
         for (const Step& step : steps) {
             if (step.key != key && log_enabled(LogLevel::Debug))
                 log_debug("lookup in " + name + " as: " + log_escape(step.key), {{"SOCKMAP_MAP", map}});

@@ -22,13 +22,11 @@
 // (no credentials).
 #pragma once
 
-#include "config.hh" // MapConfig
 #include "lookup.hh"
 #include "row.hh"
 #include "statement.hh"
 #include "util.hh"
 
-#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -65,11 +63,11 @@ public:
 
     virtual ~StatementRunner() = default;
 
-    // Runs `walk` with `map`'s statement (from `plan`) on a connection to
+    // Runs `walk` with `map`'s statement (map.plan) on a connection to
     // map.database, failing over between hosts: when a connection breaks
     // the walk may run again from its start on another host.  Never
     // throws for a database failure.
-    virtual RunOutcome run(const MapConfig& map, const StatementPlan& plan, Walk walk) = 0;
+    virtual RunOutcome run(const CompiledMap& map, Walk walk) = 0;
 
     // When close_idle() has work (an idle connection); nullopt: never.
     virtual std::optional<Clock::time_point> next_wakeup() const { return std::nullopt; }
@@ -80,7 +78,7 @@ class DbLookup : public Lookup
 {
 public:
     // Answers `maps`; never connects here; `runner` must outlive the lookup.
-    DbLookup(std::vector<MapConfig> maps, StatementRunner& runner);
+    DbLookup(std::vector<CompiledMap> maps, StatementRunner& runner);
 
     LookupResult lookup(std::string_view map, std::string_view key) override;
     std::optional<Clock::time_point> next_wakeup() const override { return runner_.next_wakeup(); }
@@ -92,14 +90,10 @@ private:
         std::string_view key;
         std::vector<std::string_view> values;
     };
-    const MapConfig* find_map(std::string_view service) const;
-    const StatementPlan& plan_for(const MapConfig& map);
-    LookupResult search(const MapConfig& map, const StatementPlan& plan, std::string_view key,
-                        const std::vector<Step>& steps);
+    LookupResult search(const CompiledMap& map, std::string_view key, const std::vector<Step>& steps);
 
-    std::vector<MapConfig> maps_;
+    std::vector<CompiledMap> maps_;
     StatementRunner& runner_;
-    std::map<std::string, StatementPlan, std::less<>> plans_;
 };
 
 } // namespace sockmapd

@@ -24,8 +24,9 @@ struct PreparedLink : Pool::Link {
 // The map's statement on `link`, prepared now if needed; throws DbError,
 // or StatementMismatch when its parameter or column count does not fit the
 // plan.
-DbStatement& prepared(PreparedLink& link, const MapConfig& map, const StatementPlan& plan)
+DbStatement& prepared(PreparedLink& link, const CompiledMap& map)
 {
+    const StatementPlan& plan = map.plan;
     auto it = link.stmts.find(map.service);
     if (it != link.stmts.end())
         return it->second;
@@ -101,7 +102,7 @@ MariaDbRunner::MariaDbRunner(const DatabaseConfig& db) : MariaDbRunner(db, HostS
 {
 }
 
-RunOutcome MariaDbRunner::run(const MapConfig& map, const StatementPlan& plan, Walk walk)
+RunOutcome MariaDbRunner::run(const CompiledMap& map, Walk walk)
 {
     const std::string& name = map.service;
     std::optional<DbError> failed;
@@ -109,7 +110,7 @@ RunOutcome MariaDbRunner::run(const MapConfig& map, const StatementPlan& plan, W
         failed = pool_.run(map.database, name, [&](Pool::Link& pooled, const Endpoint& host) {
             PreparedLink& link = static_cast<PreparedLink&>(pooled);
             try {
-                DbStatement& stmt = prepared(link, map, plan);
+                DbStatement& stmt = prepared(link, map);
                 // The walk learns only that a statement failed; the error
                 // goes on to the pool, which fails over or gives it back.
                 std::optional<DbError> error;
@@ -146,22 +147,16 @@ RunOutcome MariaDbRunner::run(const MapConfig& map, const StatementPlan& plan, W
     return failed ? every_host_failed(*failed) : RunOutcome::Ran;
 }
 
-MapCheck MariaDbRunner::check_map(const MapConfig& map)
+MapCheck MariaDbRunner::check_map(const CompiledMap& map)
 {
     MapCheck c;
-    StatementPlan plan;
-    try {
-        plan = build_statement(map);
-    } catch (const ConfigError& e) {
-        return {MapCheck::Verdict::Wrong, e.what(), {}};
-    }
     if (const auto it = unreachable_.find(map.database); it != unreachable_.end())
         return it->second;
     std::optional<DbError> failed;
     try {
         failed = pool_.run(map.database, map.service, [&](Pool::Link& pooled, const Endpoint&) {
             PreparedLink& link = static_cast<PreparedLink&>(pooled);
-            prepared(link, map, plan);
+            prepared(link, map);
             if (const auto probe = domain_rows_probe(map))
                 c.warning = domain_rows_warning(link, map, *probe);
         });

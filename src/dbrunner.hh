@@ -52,11 +52,11 @@ public:
     // Down-marks in the runtime directory, shared with other handlers.
     explicit MariaDbRunner(const DatabaseConfig& db);
 
-    RunOutcome run(const MapConfig& map, const StatementPlan& plan, Walk walk) override;
+    RunOutcome run(const CompiledMap& map, Walk walk) override;
     std::optional<Clock::time_point> next_wakeup() const override { return pool_.next_wakeup(); }
     void close_idle(Clock::time_point now) override { pool_.close_idle(now); }
 
-    MapCheck check_map(const MapConfig& map);
+    MapCheck check_map(const CompiledMap& map);
 
 private:
     DatabaseConfig db_;

@@ -11,7 +11,7 @@
 // at the last '@' (for %u / %d and the domain list).
 #pragma once
 
-#include "config.hh"
+#include "mapconfig.hh"
 #include "util.hh" // ascii_lower
 
 #include <optional>

@@ -281,41 +281,50 @@ std::string quote_identifier(std::string_view name)
     return out;
 }
 
-StatementPlan build_statement(const MapConfig& map)
+std::optional<StatementPlan> plan_map(const MapConfig& map, MapProblem problem)
 {
-    const std::string prefix = "postmaps \"" + map.service + "\": ";
+    bool ok = true;
+    const auto refuse = [&](std::string_view field, const std::string& what) {
+        problem(field, what);
+        ok = false;
+    };
+    const auto identifier = [&](std::string_view field, const std::string& value, bool required) {
+        if (value.empty()) {
+            if (required)
+                refuse(field, "missing (required)");
+        } else if (!valid_identifier(value)) {
+            refuse(field, "\"" + value + "\" is not a valid identifier (" + std::string(identifier_rule) + ")");
+        }
+    };
     StatementPlan plan;
-    try {
-        plan.format = ResultFormat(map.result_format);
-    } catch (const ConfigError& e) {
-        throw ConfigError(prefix + "result_format: " + e.what());
-    }
+    identifier("database", map.database, false);
     if (!map.query.empty()) {
+        if (!map.table.empty() || !map.key.empty() || !map.value.empty() || !map.reason.empty())
+            refuse("query", "give either query or table/key/value/reason, not both");
         try {
             CompiledQuery q = compile_query(map.query);
             plan.sql = std::move(q.sql);
             plan.params = std::move(q.params);
         } catch (const ConfigError& e) {
-            throw ConfigError(prefix + "query: " + e.what());
+            refuse("query", e.what());
         }
         plan.has_reason = true;
         plan.query = true;
-        return plan;
+    } else {
+        identifier("table", map.table, true);
+        identifier("key", map.key, true);
+        identifier("value", map.value, false);
+        identifier("reason", map.reason, false);
     }
-    auto require_identifier = [&](const char* field, const std::string& value) {
-        if (!valid_identifier(value))
-            throw ConfigError(prefix + field + " \"" + value + "\" is not a valid identifier (" +
-                              std::string(identifier_rule) + ")");
-    };
-    if (!map.database.empty())
-        require_identifier("database", map.database);
-    require_identifier("table", map.table);
-    require_identifier("key", map.key);
-    if (!map.value.empty())
-        require_identifier("value", map.value);
-    if (!map.reason.empty())
-        require_identifier("reason", map.reason);
-
+    try {
+        plan.format = ResultFormat(map.result_format);
+    } catch (const ConfigError& e) {
+        refuse("result_format", e.what());
+    }
+    if (!ok)
+        return std::nullopt;
+    if (plan.query)
+        return plan;
     plan.existence = map.value.empty();
     plan.has_reason = !map.reason.empty();
     plan.sql = "SELECT " + quote_identifier(plan.existence ? map.key : map.value);
@@ -327,6 +336,33 @@ StatementPlan build_statement(const MapConfig& map)
     plan.sql += quote_identifier(map.table) + " WHERE " + quote_identifier(map.key) + " = ?";
     plan.params = {KeyPart::Whole};
     return plan;
+}
+
+StatementPlan build_statement(const MapConfig& map)
+{
+    std::optional<std::string> first;
+    auto plan = plan_map(map, [&](std::string_view field, const std::string& what) {
+        if (!first)
+            first = "postmaps \"" + map.service + "\": " + std::string(field) + ": " + what;
+    });
+    if (!plan)
+        throw ConfigError(*first);
+    return std::move(*plan);
+}
+
+CompiledMap compile_map(const MapConfig& map)
+{
+    CompiledMap m{map, {}};
+    m.plan = build_statement(map);
+    return m;
+}
+
+const CompiledMap* find_map(const std::vector<CompiledMap>& maps, std::string_view service)
+{
+    for (const auto& m : maps)
+        if (m.service == service)
+            return &m;
+    return nullptr;
 }
 
 std::optional<std::string> domain_rows_probe(const MapConfig& map)

@@ -1,21 +1,25 @@
 // statement — what a map sends to the database and how rows become an
 // answer; pure code, no I/O.
 //
-// build_statement() turns a map into a StatementPlan: the SQL (a SELECT
-// built from validated, back-quoted identifiers, or the map's `query`
-// template compiled by compile_query()), the key parts to bind for its
-// '?'s, and the compiled result_format.  bind_values() picks those parts out
-// of one key.  ResultJoiner turns rows into the answer.  read_escape() is
+// plan_map() turns a map into a StatementPlan: the SQL (a SELECT built
+// from validated, back-quoted identifiers, or the map's `query` template
+// compiled by compile_query()), the key parts to bind for its '?'s, and the
+// compiled result_format.  It is the one check of a map's identifiers,
+// template and format: the loader calls it once per map and keeps the plan
+// with the map (CompiledMap); nothing compiles a map again.  bind_values()
+// picks the key parts out of one key.  ResultJoiner turns rows into the answer.  read_escape() is
 // the only reader of '%' escapes: query templates, result_format and the
 // config check all go through it.  Template problems throw ConfigError;
 // the messages of compile_query() and ResultFormat are the bare reason,
 // callers add the map or key path.
 #pragma once
 
-#include "config.hh"
+#include "errors.hh" // ConfigError
 #include "lookup.hh"
+#include "mapconfig.hh"
 #include "row.hh"
 #include "socketmap.hh"
+#include "util.hh" // FunctionRef
 
 #include <optional>
 #include <string>
@@ -84,11 +88,32 @@ inline constexpr std::string_view identifier_rule = "letters, digits, _ and $, a
 // `name` back-quoted for SQL (backticks doubled).
 std::string quote_identifier(std::string_view name);
 
+// One problem of a map's definition: the field ("table", "query",
+// "result_format") and what is wrong with it.
+using MapProblem = FunctionRef<void(std::string_view field, const std::string& what)>;
+
 // SELECT `value`[, `reason`] FROM `db`.`table` WHERE `key` = ?
 // (the key column instead of value for existence maps), or the map's
-// `query` compiled.  Throws ConfigError naming the map for a map it cannot
-// build (invalid identifiers, bad templates).
+// `query` compiled.  Every problem (a missing or invalid identifier, query
+// beside table/key/value/reason, a bad template or result_format) goes to
+// `problem`; nullopt when there was one.
+std::optional<StatementPlan> plan_map(const MapConfig& map, MapProblem problem);
+
+// plan_map() for one map alone: throws ConfigError("postmaps \"NAME\":
+// FIELD: WHAT") for its first problem.
 StatementPlan build_statement(const MapConfig& map);
+
+// A map as the lookups use it: the configured map and its plan, compiled
+// once, when the configuration is loaded.
+struct CompiledMap : MapConfig {
+    StatementPlan plan;
+};
+
+// `map` with build_statement(map); throws ConfigError.
+CompiledMap compile_map(const MapConfig& map);
+
+// The map named `service`; nullptr when none is.
+const CompiledMap* find_map(const std::vector<CompiledMap>& maps, std::string_view service);
 
 // --check-config's question for an exact table map: does the table hold a
 // key without a local part (a domain, "@domain", "user@")?  Postfix asks a
