@@ -44,11 +44,17 @@
 namespace sockmapd
 {
 
+// The handler cap without --max-children: room for what a Postfix at its
+// default limits sends (up to about 300 connections: 100 processes each
+// of smtpd, cleanup and trivial-rewrite) and more.  Handlers are forked as
+// connections come, so an unused cap costs nothing.
+inline constexpr unsigned default_max_children = 512;
+
 struct ListenOptions {
     std::string address; // numeric IPv4/IPv6 or host name
     std::string port;
     std::vector<PassedListener> passed; // from systemd: nothing is bound
-    unsigned max_children = 64;
+    unsigned max_children = default_max_children;
     unsigned max_per_peer = 0; // 0: no limit (peerlimit.hh)
 };
 

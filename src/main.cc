@@ -4,6 +4,7 @@
 #include "config.hh"
 #include "dblookup.hh"
 #include "dbrunner.hh"
+#include "fdlimit.hh"
 #include "gate.hh"
 #include "hoststate.hh"
 #include "listen.hh"
@@ -41,7 +42,7 @@ struct Options {
     bool listen = false;
     std::string listen_arg;
     std::string go_port; // the Go sockmapd's -p PORT
-    unsigned max_children = 64;
+    unsigned max_children = default_max_children;
     unsigned max_per_peer = 0;
 };
 
@@ -234,7 +235,11 @@ int listen_mode(const Options& opt, const std::vector<PassedListener>& passed)
             return EX_CONFIG;
         }
     }
-    lo.max_children = opt.max_children;
+    // Descriptors for every handler the cap allows, else a smaller cap, said once.
+    const HandlerCap cap = cap_for(opt.max_children, raise_descriptor_limit().soft);
+    if (!cap.warning.empty())
+        log_warning(cap.warning);
+    lo.max_children = cap.handlers;
     lo.max_per_peer = opt.max_per_peer;
     prepare_connector(cfg.db.tls.enabled());
     // A new config serves new connections; running handlers finish theirs
@@ -399,7 +404,8 @@ int main(int argc, char** argv)
                         ->excludes(check)
                         ->excludes(query_opt);
     app.add_option("--max-children", opt.max_children,
-                   "with --listen or the sockets of an Accept=no unit: most handlers at once (default: 64)")
+                   "with --listen or the sockets of an Accept=no unit: most handlers at once (default: " +
+                       std::to_string(default_max_children) + ")")
         ->type_name("N")
         ->check(CLI::Range(1, 10000).description(""));
     app.add_option("--max-per-peer", opt.max_per_peer,

@@ -89,7 +89,7 @@ BOOST_AUTO_TEST_CASE(accepted_forms)
             const ListenOptions o = listen_options(sys_with(c.sys_listen, c.sys_port), c.arg);
             BOOST_TEST(o.address == c.address);
             BOOST_TEST(o.port == c.port);
-            BOOST_TEST(o.max_children == 64u);
+            BOOST_TEST(o.max_children == default_max_children);
         }
     }
 }
