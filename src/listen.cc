@@ -14,6 +14,7 @@
 #include <csignal>
 #include <cstring>
 #include <ctime>
+#include <deque>
 #include <fcntl.h>
 #include <map>
 #include <netdb.h>
@@ -182,6 +183,11 @@ int bind_all(const ListenOptions& opt, std::vector<Listener>& out)
 
 // ---------------------------------------------------------------- handlers
 
+struct Untaken {
+    Fd conn;
+    std::string peer;
+};
+
 struct Loop {
     std::vector<Listener> ls;
     HandlerTable table;
@@ -192,6 +198,10 @@ struct Loop {
     std::function<bool(const sockaddr*)> admit = [](const sockaddr*) { return true; };
     PeerLimit peers{0};                     // --max-per-peer
     std::map<int, std::string> conn_keys{}; // accepted descriptor -> peer_key()
+    // Connections dead handlers never took, waiting for another: held
+    // here, not on a caller's stack, so that a handler forked meanwhile
+    // closes them (run_child) instead of keeping another client's socket.
+    std::deque<Untaken> redispatch{};
     unsigned long long served = 0;
     std::size_t reported_running = 0;
     unsigned long long reported_served = 0;
@@ -225,17 +235,11 @@ std::string status_text(int status)
     return "status " + std::to_string(status);
 }
 
-struct Untaken {
-    Fd conn;
-    std::string peer;
-};
-
-// Collects the handlers that have exited; returns the connections given to
-// one that died before taking them (untouched: another handler may serve
-// them).
-std::vector<Untaken> reap(Loop& lp)
+// Collects the handlers that have exited; the connections given to one
+// that died before taking them (untouched: another handler may serve them)
+// go to lp.redispatch.
+void reap(Loop& lp)
 {
-    std::vector<Untaken> untaken;
     int status = 0;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
@@ -250,7 +254,7 @@ std::vector<Untaken> reap(Loop& lp)
         std::string peer = h->peer;
         if (Fd conn = slot >= 0 ? lp.table.untaken(pid, lp.receipts.count(slot)) : Fd()) {
             what += ": the connection from " + peer + " it had not taken goes to another";
-            untaken.push_back({std::move(conn), std::move(peer)});
+            lp.redispatch.push_back({std::move(conn), std::move(peer)});
         } else if (h->conn) {
             what += ": its connection from " + peer + " is closed";
         }
@@ -258,16 +262,17 @@ std::vector<Untaken> reap(Loop& lp)
         lp.receipts.release(slot);
         lp.table.erase(pid);
     }
-    return untaken;
 }
 
 [[noreturn]] void run_child(int ctl, int conn, int slot, Loop& lp)
 {
+    // Every client socket the parent holds but this handler's own.
     close_all(lp.ls);
     for (const auto& [pid, h] : lp.table.handlers()) {
         close(h.ctl.get());
         close(h.conn.get());
     }
+    lp.redispatch.clear();
     unsetenv("NOTIFY_SOCKET"); // only the main process talks to systemd
     reset_signals(lp.old);
     int code = EX_OK;
@@ -407,6 +412,7 @@ void wait_children(Loop& lp, std::chrono::steady_clock::duration limit)
     while (lp.table.running() > 0 && std::chrono::steady_clock::now() < deadline) {
         pause_briefly();
         reap(lp);
+        lp.redispatch.clear();
     }
 }
 
@@ -418,6 +424,7 @@ void stop_children(Loop& lp)
 {
     HandlerTable& table = lp.table;
     reap(lp);
+    lp.redispatch.clear();
     if (table.running() == 0)
         return;
     log_info("stopping: " + std::to_string(table.running()) + " running handler(s) end after their current request");
@@ -587,8 +594,12 @@ int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function
     while (stop_signal == 0) {
         if (reload_signal != 0)
             reload_config(lp, cfg, reload);
-        for (auto& u : reap(lp))
+        reap(lp);
+        while (!lp.redispatch.empty()) {
+            Untaken u = std::move(lp.redispatch.front());
+            lp.redispatch.pop_front();
             dispatch(lp, u.conn.release(), std::move(u.peer));
+        }
         lp.table.retire_expired(Clock::now());
         const auto status_due = notify_status(lp);
         const bool full = !can_take(lp);

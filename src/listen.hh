@@ -10,9 +10,10 @@
 // before it reaches a handler (gate.hh); a listening socket open to other
 // hosts without an allow-list is warned about at start.  Each other
 // connection goes to an idle handler process, else to one forked for it
-// (the child closes the listening sockets, restores default signal
-// handling, calls `make_server()` once and serves one connection after
-// another with it: handlers.hh).  A handler exits after sysconfig.max_use
+// (the child closes the listening sockets and every client connection
+// but its own, restores default signal handling, calls `make_server()`
+// once and serves one connection after another with it: handlers.hh).
+// A handler exits after sysconfig.max_use
 // connections or max_idle seconds without one.  At most max_children run
 // at once; past that, and only then, nothing is accepted and new
 // connections wait in the listen backlog.  At most max_per_peer (0: no

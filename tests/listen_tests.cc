@@ -6,7 +6,10 @@
 #include <arpa/inet.h>
 #include <chrono>
 #include <csignal>
+#include <filesystem>
+#include <fstream>
 #include <netinet/in.h>
+#include <set>
 #include <string>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -180,7 +183,11 @@ struct Answer {
 class LoopProcess
 {
 public:
-    LoopProcess(const SysConfig& sys, unsigned max_children, bool reload_ok = true, unsigned reload_max_use = 100)
+    // `bind_itself`: the loop binds the port (as --listen does) instead of
+    // being passed the socket (as from systemd); only then does a stop
+    // drain the backlog.
+    LoopProcess(const SysConfig& sys, unsigned max_children, bool reload_ok = true, unsigned reload_max_use = 100,
+                bool bind_itself = false)
     {
         const int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         sockaddr_in a{};
@@ -191,6 +198,8 @@ public:
         socklen_t len = sizeof a;
         getsockname(l, reinterpret_cast<sockaddr*>(&a), &len);
         addr_ = a;
+        if (bind_itself)
+            close(l); // the port, free again for the loop to bind
         pid_ = fork();
         BOOST_REQUIRE(pid_ >= 0);
         if (pid_ == 0) {
@@ -198,7 +207,12 @@ public:
             Config cfg;
             cfg.sys = sys;
             ListenOptions o;
-            o.passed = {{l, "test"}};
+            if (bind_itself) {
+                o.address = "127.0.0.1";
+                o.port = std::to_string(ntohs(a.sin_port));
+            } else {
+                o.passed = {{l, "test"}};
+            }
             o.max_children = max_children;
             const auto reload = [&] {
                 if (reload_ok)
@@ -207,7 +221,19 @@ public:
             };
             _exit(listen_loop(cfg, o, reload, [] { return std::make_unique<WhoServer>(); }));
         }
-        close(l);
+        if (!bind_itself)
+            close(l);
+    }
+    pid_t pid() const { return pid_; }
+    // A connection once the loop listens (it binds after the fork).
+    int open_when_listening() const
+    {
+        for (int i = 0; i < 500; ++i) {
+            if (const int c = open(); c >= 0)
+                return c;
+            std::this_thread::sleep_for(10ms);
+        }
+        return -1;
     }
     ~LoopProcess()
     {
@@ -272,6 +298,60 @@ SysConfig reuse(unsigned max_use, unsigned max_idle = 100)
     s.max_use = max_use;
     s.max_idle = max_idle;
     return s;
+}
+
+// The first line a connection opened with open() was answered: "PID N".
+Answer first_answer(int c)
+{
+    char buf[64] = {};
+    Answer a;
+    if (c >= 0 && read(c, buf, sizeof buf - 1) > 0)
+        std::sscanf(buf, "%d %d", &a.pid, &a.n);
+    return a;
+}
+
+// The state letter of /proc/PID/stat ('T' stopped, 'Z' zombie), '?' if gone.
+char proc_state(pid_t pid)
+{
+    std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(f, line);
+    const auto paren = line.rfind(')');
+    return paren != std::string::npos && paren + 2 < line.size() ? line[paren + 2] : '?';
+}
+
+bool reaches_state(pid_t pid, char state)
+{
+    for (int i = 0; i < 1000; ++i) {
+        if (proc_state(pid) == state)
+            return true;
+        std::this_thread::sleep_for(10ms);
+    }
+    return false;
+}
+
+// The sockets a process holds, as the inodes /proc/PID/fd links name.
+std::set<std::string> socket_inodes(pid_t pid)
+{
+    std::set<std::string> out;
+    const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+        std::error_code ec;
+        const std::string target = std::filesystem::read_symlink(e.path(), ec).string();
+        if (!ec && target.rfind("socket:", 0) == 0)
+            out.insert(target);
+    }
+    return out;
+}
+
+bool holds_sockets(pid_t pid, std::size_t n)
+{
+    for (int i = 0; i < 1000; ++i) {
+        if (socket_inodes(pid).size() == n)
+            return true;
+        std::this_thread::sleep_for(10ms);
+    }
+    return false;
 }
 
 bool gone(pid_t pid)
@@ -408,6 +488,57 @@ BOOST_AUTO_TEST_CASE(a_failed_reload_keeps_the_handlers)
     const Answer b = loop.ask();
     BOOST_TEST(b.pid == a.pid);
     BOOST_TEST(b.n == 2);
+    BOOST_TEST(loop.stop() == 0);
+}
+
+// Two handlers die holding connections they never took (stopped while
+// idle, given one each, killed): both connections go to new handlers, and
+// the one forked first holds no copy of the other's connection (a fork
+// without exec keeps every descriptor the parent had open).
+BOOST_AUTO_TEST_CASE(a_redispatched_connection_is_not_inherited_by_another_handler)
+{
+    LoopProcess loop(reuse(100), 2);
+    const int held = loop.open();
+    const Answer a = first_answer(held);
+    const Answer b = loop.ask();
+    BOOST_REQUIRE(a.pid > 0);
+    BOOST_REQUIRE(b.pid > 0);
+    BOOST_REQUIRE(a.pid != b.pid);
+    close(held);
+    std::this_thread::sleep_for(300ms); // both report their connection done: idle
+    kill(a.pid, SIGSTOP);
+    kill(b.pid, SIGSTOP);
+    BOOST_REQUIRE(reaches_state(a.pid, 'T'));
+    BOOST_REQUIRE(reaches_state(b.pid, 'T'));
+    // What the loop holds before: its socket, the handlers' control
+    // sockets, anything this test process left open (inherited by every
+    // fork alike).
+    const std::set<std::string> before = socket_inodes(loop.pid());
+    const int c1 = loop.open(), c2 = loop.open();
+    BOOST_REQUIRE(c1 >= 0);
+    BOOST_REQUIRE(c2 >= 0);
+    BOOST_REQUIRE_MESSAGE(holds_sockets(loop.pid(), before.size() + 2), "the loop accepted both and gave them out");
+    loop.signal(SIGSTOP); // so that it reaps both deaths at once
+    BOOST_REQUIRE(reaches_state(loop.pid(), 'T'));
+    kill(a.pid, SIGKILL);
+    kill(b.pid, SIGKILL);
+    BOOST_REQUIRE(reaches_state(a.pid, 'Z'));
+    BOOST_REQUIRE(reaches_state(b.pid, 'Z'));
+    loop.signal(SIGCONT);
+    const Answer r1 = first_answer(c1), r2 = first_answer(c2);
+    BOOST_REQUIRE(r1.pid > 0);
+    BOOST_REQUIRE(r2.pid > 0);
+    BOOST_TEST(r1.pid != r2.pid);
+    BOOST_TEST((r1.n == 1 && r2.n == 1), "each served by a new handler");
+    const auto s1 = socket_inodes(r1.pid), s2 = socket_inodes(r2.pid);
+    std::vector<std::string> shared;
+    for (const auto& inode : s1)
+        if (s2.count(inode) && !before.count(inode))
+            shared.push_back(inode);
+    BOOST_TEST(shared.empty(), "handlers " << r1.pid << " and " << r2.pid << " share " << shared.size()
+                                           << " socket(s): one holds the other's client");
+    close(c1);
+    close(c2);
     BOOST_TEST(loop.stop() == 0);
 }
 
