@@ -637,10 +637,13 @@ int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function
     log_info(std::string("stopping on ") + strsignal(stop_signal));
     // Closing a listening socket resets the connections in its backlog.
     // systemd holds its own copy of passed sockets; ours are drained into
-    // handlers that answer what was sent, then end with the others.
+    // handlers that answer what was sent, then end with the others - no
+    // further than --max-children, as while running: a full backlog must
+    // not become a fork and database login per connection.  The rest are
+    // reset; their clients retry.
     if (opt.passed.empty())
         for (auto& l : lp.ls)
-            while (accept_one(lp, l)) {
+            while (can_take(lp) && accept_one(lp, l)) {
             }
     close_all(lp.ls);
     stop_children(lp);

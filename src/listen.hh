@@ -25,7 +25,10 @@
 // old config, when the new one is broken) `cfg` holds the new config: every
 // running handler finishes its connection and exits, no later connection
 // is served with the old config.
-// SIGTERM/SIGINT: STOPPING=1, stop accepting, shut the read side of each
+// SIGTERM/SIGINT: STOPPING=1, hand the connections waiting in the backlog
+// of a socket it bound to an idle handler or, while fewer than max_children
+// run, a new one (the rest are reset when it closes), stop accepting, shut
+// the read side of each
 // running handler's connection (it answers what it has read, then sees
 // EOF), idle handlers end at once; wait up to 5 s, then SIGTERM, and
 // SIGKILL 2 s later; return 0.

@@ -491,6 +491,60 @@ BOOST_AUTO_TEST_CASE(a_failed_reload_keeps_the_handlers)
     BOOST_TEST(loop.stop() == 0);
 }
 
+// The review's case: --max-children 2, both held, 50 more in the backlog,
+// then SIGTERM.  The backlog is drained no further than the cap: with both
+// handlers busy, no handler is started for the 50 (their connections are
+// reset when the socket closes).
+BOOST_AUTO_TEST_CASE(a_stop_drains_the_backlog_no_further_than_the_cap)
+{
+    LoopProcess loop(reuse(100), 2, true, 100, true);
+    const int h1 = loop.open_when_listening();
+    const Answer a = first_answer(h1);
+    const int h2 = loop.open();
+    const Answer b = first_answer(h2);
+    BOOST_REQUIRE(a.pid > 0);
+    BOOST_REQUIRE(b.pid > 0);
+    BOOST_REQUIRE(a.pid != b.pid);
+    std::vector<int> queued;
+    for (int i = 0; i < 50; ++i)
+        queued.push_back(loop.open());
+    BOOST_TEST(std::count(queued.begin(), queued.end(), -1) == 0, "50 connections wait in the backlog");
+    std::this_thread::sleep_for(200ms);
+    BOOST_TEST(loop.stop() == 0);
+    int started = 0;
+    for (const int c : queued) {
+        const Answer q = first_answer(c);
+        if (q.pid > 0 && q.pid != a.pid && q.pid != b.pid)
+            ++started;
+        close(c);
+    }
+    BOOST_TEST(started == 0, started << " handlers started past --max-children 2 at stop");
+    close(h1);
+    close(h2);
+}
+
+// Up to the cap, a stop still hands what waits to a handler: an idle one,
+// or one started while fewer than --max-children run.
+BOOST_AUTO_TEST_CASE(a_stop_serves_the_backlog_up_to_the_cap)
+{
+    LoopProcess loop(reuse(100), 3, true, 100, true);
+    const int h1 = loop.open_when_listening();
+    const Answer a = first_answer(h1);
+    BOOST_REQUIRE(a.pid > 0);
+    // The loop is stopped with SIGSTOP so that the next two wait in the backlog.
+    loop.signal(SIGSTOP);
+    BOOST_REQUIRE(reaches_state(loop.pid(), 'T'));
+    const int q1 = loop.open(), q2 = loop.open(), q3 = loop.open();
+    kill(loop.pid(), SIGTERM);
+    loop.signal(SIGCONT);
+    const Answer r1 = first_answer(q1), r2 = first_answer(q2), r3 = first_answer(q3);
+    BOOST_TEST(loop.stop() == 0);
+    const int served = (r1.pid > 0) + (r2.pid > 0) + (r3.pid > 0);
+    BOOST_TEST(served == 2, "two of the three fit under the cap of 3 beside the held one: " << served);
+    for (const int c : {h1, q1, q2, q3})
+        close(c);
+}
+
 // Two handlers die holding connections they never took (stopped while
 // idle, given one each, killed): both connections go to new handlers, and
 // the one forked first holds no copy of the other's connection (a fork
