@@ -43,6 +43,7 @@ import readme  # noqa: E402
 MAN8 = os.path.join(REPO, "doc", "sockmapd.8")
 MAN5 = os.path.join(REPO, "doc", "sockmapd.json.5")
 CONFIG_HH = os.path.join(REPO, "src", "config.hh")
+MAPCONFIG_HH = os.path.join(REPO, "src", "mapconfig.hh")
 
 
 def read(path):
@@ -145,8 +146,9 @@ def every_shipped_unit_is_in_the_man_page():
 # ---------------------------------------------------------------- defaults: config.hh is the source
 
 def struct_defaults():
-    """{(struct, field): default as text} from src/config.hh's member initialisers."""
-    text = read(CONFIG_HH)
+    """{(struct, field): default as text} from the member initialisers of
+    src/config.hh and src/mapconfig.hh (a map's own keys)."""
+    text = read(CONFIG_HH) + "\n" + read(MAPCONFIG_HH)
     out = {}
     for m in re.finditer(r"^struct (\w+) \{(.*?)^\};", text, re.M | re.S):
         for f in re.finditer(r"^\s+[\w:<>, ]+?\s(\w+)\s*=\s*([^;]+);", m.group(2), re.M):
