@@ -2,6 +2,7 @@
 
 #include "log.hh"
 #include "mariadb.hh"
+#include "rundir.hh"
 
 namespace sockmapd
 {

@@ -1,12 +1,10 @@
 #include "gate.hh"
 
-#include "hoststate.hh" // runtime_dir()
 #include "log.hh"
+#include "rundir.hh"
 #include "util.hh"
 
-#include <fcntl.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
@@ -18,7 +16,7 @@ namespace sockmapd
 namespace
 {
 
-constexpr const char* state_file_name = "refused.state";
+constexpr std::string_view state_file_stem = "refused"; // refused.state, refused.lock
 constexpr std::size_t max_state_file = 64 * 1024;
 
 const char how_to_restrict[] = "every host that reaches it may query every map. Set sysconfig.allow to the "
@@ -30,41 +28,9 @@ std::string more_text(unsigned long suppressed)
     return suppressed ? " (" + std::to_string(suppressed) + " more since the last such message)" : std::string();
 }
 
-// The whole (small) file behind `fd`; empty when unreadable or too large.
-std::string read_all(int fd)
+SharedFile state_file()
 {
-    std::string text;
-    char buf[4096];
-    for (off_t at = 0;;) {
-        const ssize_t n = ::pread(fd, buf, sizeof buf, at);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0 || text.size() + static_cast<std::size_t>(n) > max_state_file)
-            return n == 0 ? text : std::string();
-        text.append(buf, static_cast<std::size_t>(n));
-        at += n;
-    }
-}
-
-void write_all(int fd, const std::string& text)
-{
-    if (::ftruncate(fd, 0) != 0)
-        return;
-    std::size_t done = 0;
-    while (done < text.size()) {
-        const ssize_t n = ::pwrite(fd, text.data() + done, text.size() - done, static_cast<off_t>(done));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return;
-        done += static_cast<std::size_t>(n);
-    }
-}
-
-std::string state_file()
-{
-    const std::string dir = runtime_dir();
-    return dir.empty() ? std::string() : dir + "/" + state_file_name;
+    return SharedFile(runtime_dir(), state_file_stem, max_state_file);
 }
 
 } // namespace
@@ -72,17 +38,21 @@ std::string state_file()
 bool Gate::throttle(std::string& key, unsigned long& suppressed)
 {
     const std::time_t now = std::time(nullptr);
-    if (file_.empty())
+    if (!file_.usable())
         return throttle_.admit(key, now, suppressed);
     // Held for microseconds by each handler; a stopped holder costs at
     // most the bound, and the event is then logged.
-    const Fd fd(::open(file_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (!fd || !lock_within(fd.get(), std::chrono::milliseconds(200)))
-        return true;
-    throttle_.load(read_all(fd.get()), now);
-    const bool log = throttle_.admit(key, now, suppressed);
-    write_all(fd.get(), throttle_.save());
-    return log;
+    bool log = true;
+    int err = 0;
+    const auto done = file_.update(
+        std::chrono::milliseconds(200), SharedFile::WhenBusy::Skip,
+        [&](std::string_view text) -> std::optional<std::string> {
+            throttle_.load(text, now);
+            log = throttle_.admit(key, now, suppressed);
+            return throttle_.save();
+        },
+        err);
+    return done == SharedFile::Update::Busy || done == SharedFile::Update::Unreadable || log;
 }
 
 bool Gate::admit(const AllowList& allow, const sockaddr* peer)

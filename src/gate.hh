@@ -12,8 +12,8 @@
 // (fd 3, or stdin under xinetd / StandardInput=socket): it finds the peer
 // with getpeername(); a descriptor that is not a socket (a pipe) is always
 // admitted.  Handlers share the once-a-minute rule through a small file in
-// runtime_dir() (refused.state, under an advisory lock; unusable: every
-// refusal is logged).
+// the runtime directory (rundir.hh: refused.state; when it cannot be read
+// or locked in time, the refusal is logged).
 //
 // warn_if_open() logs at warning, once, when a socket's local address is
 // not loopback-only and no allow-list is set: every host that reaches it
@@ -21,6 +21,7 @@
 #pragma once
 
 #include "allow.hh"
+#include "rundir.hh"
 
 #include <string>
 
@@ -30,8 +31,8 @@ namespace sockmapd
 class Gate
 {
 public:
-    // `state_file` empty: the throttle lives in this process.
-    explicit Gate(std::string state_file = {}) : file_(std::move(state_file)) {}
+    // `state_file` none: the throttle lives in this process.
+    explicit Gate(SharedFile state_file = {}) : file_(std::move(state_file)) {}
 
     bool admit(const AllowList& allow, const sockaddr* peer);
     // The warning of warn_if_open() for the socket address `address`
@@ -42,7 +43,7 @@ private:
     // Whether to log an event for `key` now (see LogThrottle::admit).
     bool throttle(std::string& key, unsigned long& suppressed);
 
-    std::string file_;
+    SharedFile file_;
     LogThrottle throttle_;
 };
 

@@ -3,14 +3,9 @@
 #include "log.hh"
 #include "util.hh"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <charconv>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
 
 namespace sockmapd
@@ -20,102 +15,14 @@ namespace
 {
 
 constexpr std::size_t max_state_file = 64 * 1024;
-constexpr const char* state_file_name = "failover.state";
-constexpr const char* lock_file_name = "failover.lock";
+constexpr std::string_view state_file_stem = "failover"; // failover.state, failover.lock
 
 std::time_t wall_now()
 {
     return std::time(nullptr);
 }
 
-// A directory we may keep state in: a real directory, ours, not writable by others.
-bool safe_dir(const std::string& dir)
-{
-    struct stat st {
-    };
-    if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-        return false;
-    return st.st_uid == ::geteuid() && (st.st_mode & (S_IWGRP | S_IWOTH)) == 0;
-}
-
-// Root does not write into a directory another user owns (its files would
-// be unreadable to that user); others may use what they can write.
-bool root_may_use(const std::string& dir)
-{
-    if (::geteuid() != 0)
-        return true;
-    struct stat st {
-    };
-    // A directory that is not there holds nothing: reading and writing
-    // the state fail later, and say so.
-    return ::stat(dir.c_str(), &st) != 0 || st.st_uid == 0;
-}
-
-bool write_all(int fd, std::string_view data)
-{
-    while (!data.empty()) {
-        ssize_t n = ::write(fd, data.data(), data.size());
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        data.remove_prefix(static_cast<std::size_t>(n));
-    }
-    return true;
-}
-
-// Without the lock we only risk losing a concurrent mark.
-int take_lock(const std::string& path)
-{
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd >= 0)
-        lock_within(fd, std::chrono::milliseconds(1000)); // else proceed unlocked
-    return fd;
-}
-
-// Once per process: the lookups and the gate both ask.
-void warn_no_runtime_dir(const std::string& why)
-{
-    static bool warned = false;
-    if (!warned)
-        log_warning("failover state: " + why + "; failed database hosts are remembered in this process only");
-    warned = true;
-}
-
 } // namespace
-
-std::string runtime_dir()
-{
-    if (const char* env = std::getenv("RUNTIME_DIRECTORY"); env && *env) {
-        // systemd lists several directories separated by ':'; the first is ours.
-        std::string dir(env);
-        dir = dir.substr(0, dir.find(':'));
-        if (!dir.empty()) {
-            if (root_may_use(dir))
-                return dir;
-            warn_no_runtime_dir("RUNTIME_DIRECTORY " + dir + " belongs to another user");
-            return {};
-        }
-    }
-    if (::access("/run/sockmapd", W_OK | X_OK) == 0 && root_may_use("/run/sockmapd"))
-        return "/run/sockmapd";
-    std::string dir = "/tmp/sockmapd-" + std::to_string(::geteuid());
-    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-        warn_no_runtime_dir("cannot create " + dir + ": " + std::strerror(errno));
-        return {};
-    }
-    if (safe_dir(dir))
-        return dir;
-    warn_no_runtime_dir(dir + " is not a directory of uid " + std::to_string(::geteuid()) +
-                        " that only it may write (another user may have created it; give sockmapd a runtime "
-                        "directory: /run/sockmapd, or RUNTIME_DIRECTORY)");
-    return {};
-}
-
-std::string runtime_dir_for_command()
-{
-    return ::geteuid() == 0 ? std::string() : runtime_dir();
-}
 
 DownMap parse_state(std::string_view text, std::time_t now, unsigned retry_interval)
 {
@@ -161,81 +68,74 @@ std::vector<std::size_t> try_order(const std::vector<Endpoint>& hosts, const Dow
     return up;
 }
 
-HostState::HostState(std::string dir, unsigned retry_interval) : retry_interval_(retry_interval)
+HostState::HostState(const std::string& dir, unsigned retry_interval)
+    : file_(dir, state_file_stem, max_state_file), retry_interval_(retry_interval)
 {
-    if (!dir.empty()) {
-        file_ = dir + "/" + state_file_name;
-        lock_ = dir + "/" + lock_file_name;
-    }
 }
 
 void HostState::load(std::time_t now)
 {
-    if (file_.empty()) {
+    if (!file_.usable()) {
         std::erase_if(down_, [now](const auto& kv) { return kv.second <= now; });
         return;
     }
     std::string text;
     // Far larger than any real state (EFBIG) is garbage: read as empty.
-    const int err = read_file(file_, text, max_state_file, false);
+    const int err = file_.read(text);
     if (err == 0 || err == ENOENT || err == EFBIG) {
         down_ = parse_state(text, now, retry_interval_);
         return;
     }
+    unreadable(err);
+}
+
+void HostState::unreadable(int err)
+{
     if (!warned_) {
-        log_warning("failover state " + file_ + " unreadable (" + std::strerror(err) +
+        log_warning("failover state " + file_.path() + " unreadable (" + std::strerror(err) +
                     "); remembering failed hosts in this process only");
         warned_ = true;
     }
-    file_.clear();
+    file_.drop();
+}
+
+bool HostState::apply(const std::string& name, std::time_t until)
+{
+    if (until) {
+        down_[name] = until;
+        return true;
+    }
+    return down_.erase(name) != 0;
 }
 
 void HostState::update(const std::string& name, std::time_t until)
 {
     const std::time_t now = wall_now();
-    if (file_.empty()) {
+    if (!file_.usable()) {
         load(now);
-        if (until)
-            down_[name] = until;
-        else
-            down_.erase(name);
+        apply(name, until);
         return;
     }
-    Fd lock(take_lock(lock_));
-    load(now);
-    if (until)
-        down_[name] = until;
-    else if (down_.erase(name) == 0)
-        return; // nothing to clear
-    if (file_.empty())
-        return; // load() fell back to memory only
-
-    // Readers see the old file or the new one, never a torn one.
-    std::string tmp = file_ + ".XXXXXX";
-    int fd = ::mkstemp(tmp.data());
-    bool ok = fd >= 0;
-    int err = errno;
-    if (ok) {
-        ok = write_all(fd, format_state(down_));
-        err = errno;
-        if (::close(fd) != 0 && ok) {
-            ok = false;
-            err = errno;
-        }
-        if (ok && ::rename(tmp.c_str(), file_.c_str()) != 0) {
-            ok = false;
-            err = errno;
-        }
-        if (!ok)
-            ::unlink(tmp.c_str());
-    }
-    if (!ok) {
+    int err = 0;
+    const auto done = file_.update(
+        std::chrono::milliseconds(1000), SharedFile::WhenBusy::Proceed,
+        [&](std::string_view text) -> std::optional<std::string> {
+            down_ = parse_state(text, now, retry_interval_);
+            if (!apply(name, until))
+                return std::nullopt; // nothing to clear
+            return format_state(down_);
+        },
+        err);
+    if (done == SharedFile::Update::Unreadable) {
+        unreadable(err);
+        apply(name, until);
+    } else if (done == SharedFile::Update::Unwritable) {
         if (!warned_) {
-            log_warning("cannot write failover state " + file_ + " (" + std::strerror(err) +
+            log_warning("cannot write failover state " + file_.path() + " (" + std::strerror(err) +
                         "); remembering failed hosts in this process only");
             warned_ = true;
         }
-        file_.clear();
+        file_.drop();
     }
 }
 

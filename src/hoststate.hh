@@ -5,14 +5,15 @@
 // marked ones (also in order) as a last resort, so that when every host is
 // marked down they are still tried rather than answered TEMP untried.  A
 // mark lasts retry_interval seconds and is shared between handler processes
-// through a small state file in the runtime directory, replaced atomically
-// (write a temporary file, rename) under an advisory lock.  The file is only
+// through a small state file in the runtime directory (rundir.hh:
+// failover.state, replaced atomically under an advisory lock).  The file is only
 // a hint: unreadable, corrupt or unwritable files are ignored (the memory
 // then lives in this process only); nothing here throws after construction.
 // Which host to try when is decided by the Pool (pool.hh), not here.
 #pragma once
 
 #include "endpoint.hh"
+#include "rundir.hh"
 
 #include <ctime>
 #include <map>
@@ -22,18 +23,6 @@
 
 namespace sockmapd
 {
-
-// The directory for the state file: $RUNTIME_DIRECTORY (its first entry),
-// else /run/sockmapd if writable, else /tmp/sockmapd-<uid> (created 0700,
-// used only if it is ours and not writable by others).  As root, never a
-// directory another user owns: files root creates there would lock that
-// user's handlers out of the state.  Empty: none usable, and a warning
-// says so (another user may have created /tmp/sockmapd-<uid> first).
-std::string runtime_dir();
-
-// For a command a person runs (--check-config, --query): runtime_dir(),
-// but none as root, whose files would be the service user's no longer.
-std::string runtime_dir_for_command();
 
 // The state file's text: one line per down host, "<until-epoch> <name>".
 // parse_state() skips malformed lines, drops expired marks and clamps marks
@@ -49,8 +38,9 @@ std::vector<std::size_t> try_order(const std::vector<Endpoint>& hosts, const Dow
 class HostState
 {
 public:
-    // `dir` empty: keep the memory in this process only.
-    HostState(std::string dir, unsigned retry_interval);
+    // The state file in `dir` (runtime_dir()); empty: keep the memory in
+    // this process only.
+    HostState(const std::string& dir, unsigned retry_interval);
 
     // Re-reads the shared file and returns the order to try `hosts` in.
     std::vector<std::size_t> order(const std::vector<Endpoint>& hosts);
@@ -62,9 +52,12 @@ public:
 private:
     void load(std::time_t now);
     void update(const std::string& name, std::time_t until); // until 0: clear
+    // Sets (until) or clears (0) a mark in memory; false: nothing to clear.
+    bool apply(const std::string& name, std::time_t until);
+    // The file cannot be read: warned once, memory only from now on.
+    void unreadable(int err);
 
-    std::string file_; // empty: memory only
-    std::string lock_;
+    SharedFile file_; // none: memory only
     unsigned retry_interval_;
     DownMap down_;
     bool warned_ = false;

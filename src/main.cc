@@ -11,6 +11,7 @@
 #include "log.hh"
 #include "mariadb.hh"
 #include "privileges.hh"
+#include "rundir.hh"
 #include "session.hh"
 #include "socketmap.hh"
 #include "util.hh"

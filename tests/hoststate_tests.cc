@@ -1,19 +1,11 @@
 #include "hoststate.hh"
-#include "log.hh"
-
-#include "child_check.hh"
 
 #include <boost/test/unit_test.hpp>
 
-#include <fcntl.h>
-#include <sched.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
-#include <functional>
 
 #include <cstdlib>
 #include <fstream>
@@ -200,103 +192,6 @@ BOOST_AUTO_TEST_CASE(unusable_state_file_is_not_fatal)
     BOOST_TEST(marked_down(st, a)); // remembered in this process
     BOOST_CHECK_NO_THROW(st.mark_up(a));
     BOOST_TEST(!marked_down(st, a));
-}
-
-// In a child with private, empty /tmp and /run (a mount namespace) and
-// stderr a pipe: what runtime_dir() chose, and what it logged.  Needs
-// root, as the log suite does.
-std::string dir_choice(const std::function<std::string()>& body)
-{
-    return in_child([&] {
-        if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
-            mount("tmpfs", "/tmp", "tmpfs", 0, "mode=1777") != 0 || mount("tmpfs", "/run", "tmpfs", 0, nullptr) != 0)
-            return std::string("private /tmp and /run: ") + std::strerror(errno);
-        ::unsetenv("RUNTIME_DIRECTORY");
-        return body();
-    });
-}
-
-// stderr becomes a pipe; the returned fd reads what was logged.
-int capture_log()
-{
-    const int fd = stderr_to_pipe();
-    LogFacts f;
-    f.stderr_private = true;
-    log_init(f);
-    log_setup(LogLevel::Info, "");
-    return fd;
-}
-
-std::string drain(int fd)
-{
-    char buf[4096];
-    const ssize_t n = read(fd, buf, sizeof buf);
-    return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
-}
-
-BOOST_AUTO_TEST_CASE(runtime_dir_choice)
-{
-    BOOST_TEST(dir_choice([] {
-                   ::setenv("RUNTIME_DIRECTORY", "/run/x:/run/y", 1);
-                   if (runtime_dir() != "/run/x")
-                       return "RUNTIME_DIRECTORY: " + runtime_dir();
-                   ::unsetenv("RUNTIME_DIRECTORY");
-                   ::mkdir("/run/sockmapd", 0750);
-                   if (runtime_dir() != "/run/sockmapd")
-                       return "/run/sockmapd: " + runtime_dir();
-                   ::rmdir("/run/sockmapd");
-                   const std::string mine = "/tmp/sockmapd-" + std::to_string(::geteuid());
-                   if (runtime_dir() != mine)
-                       return mine + ": " + runtime_dir();
-                   return std::string();
-               }) == "");
-}
-
-// A command root runs, and root in a directory the service user owns:
-// files root created there would lock the handlers out of the state.
-BOOST_AUTO_TEST_CASE(root_leaves_the_service_users_directory_alone)
-{
-    BOOST_TEST(dir_choice([] {
-                   const int log = capture_log();
-                   ::mkdir("/run/sockmapd", 0750);
-                   if (::chown("/run/sockmapd", 12345, 12345) != 0)
-                       return std::string("chown");
-                   if (runtime_dir() != "/tmp/sockmapd-0")
-                       return "root took " + runtime_dir();
-                   if (!runtime_dir_for_command().empty())
-                       return "a command as root uses " + runtime_dir_for_command();
-                   ::setenv("RUNTIME_DIRECTORY", "/run/sockmapd", 1);
-                   if (!runtime_dir().empty())
-                       return std::string("root took RUNTIME_DIRECTORY of uid 12345");
-                   const std::string said = drain(log);
-                   if (said.find("RUNTIME_DIRECTORY /run/sockmapd belongs to another user") == std::string::npos)
-                       return "no warning: " + said;
-                   return std::string();
-               }) == "");
-}
-
-// Another local user created /tmp/sockmapd-<uid> first: no shared state,
-// and a warning says why.
-BOOST_AUTO_TEST_CASE(squatted_tmp_directory_is_refused_with_a_warning)
-{
-    BOOST_TEST(dir_choice([] {
-                   const int log = capture_log();
-                   const uid_t victim = 12346;
-                   const std::string dir = "/tmp/sockmapd-" + std::to_string(victim);
-                   if (::mkdir(dir.c_str(), 0777) != 0 || ::chown(dir.c_str(), 12347, 12347) != 0 ||
-                       ::chmod(dir.c_str(), 0777) != 0)
-                       return std::string("squat: ") + std::strerror(errno);
-                   if (setgid(victim) != 0 || setuid(victim) != 0)
-                       return std::string("setuid: ") + std::strerror(errno);
-                   if (!runtime_dir().empty())
-                       return "took the squatted " + runtime_dir();
-                   const std::string said = drain(log);
-                   if (said.find("warning: failover state: " + dir + " is not a directory of uid 12346") ==
-                           std::string::npos ||
-                       said.find("remembered in this process only") == std::string::npos)
-                       return "no warning: " + said;
-                   return std::string();
-               }) == "");
 }
 
 BOOST_AUTO_TEST_CASE(concurrent_writers_keep_a_valid_file)
