@@ -3,10 +3,44 @@
 #include "log.hh"
 #include "mapkey.hh"
 
+#include <algorithm>
+
 namespace sockmapd
 {
 
-DbLookup::DbLookup(std::vector<CompiledMap> maps, StatementRunner& runner) : maps_(std::move(maps)), runner_(runner) {}
+bool QueryBudget::affords(std::size_t n, Clock::time_point now)
+{
+    if (refilled_ == Clock::time_point{})
+        refilled_ = now;
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - refilled_).count();
+    if (ms > 0) {
+        const auto back = static_cast<unsigned long long>(ms) * per_second_ / 1000;
+        if (back > 0) {
+            left_ = static_cast<unsigned>(std::min<unsigned long long>(capacity_, left_ + back));
+            refilled_ = now;
+        }
+    } else if (ms < 0) {
+        refilled_ = now;
+    }
+    return n <= left_;
+}
+
+void QueryBudget::spend()
+{
+    if (left_ > 0)
+        --left_;
+}
+
+DbLookup::DbLookup(std::vector<CompiledMap> maps, StatementRunner& runner, QueryBudget budget)
+    : maps_(std::move(maps)), runner_(runner), budget_(budget)
+{
+}
+
+void DbLookup::session_started()
+{
+    budget_.fill();
+    warned_budget_ = false;
+}
 
 LookupResult DbLookup::lookup(std::string_view map, std::string_view key)
 {
@@ -20,10 +54,8 @@ LookupResult DbLookup::lookup(std::string_view map, std::string_view key)
     const KeyCandidates keys(*mc, key);
     if (!keys.searchable()) {
         if (log_enabled(LogLevel::Debug))
-            log_debug("map " + mc->service + ": domain longer than " + std::to_string(max_search_domain) +
-                          " bytes, not searched",
-                      {{"SOCKMAP_MAP", map}});
-        return {Outcome::PermFail, "domain too long to search"};
+            log_debug("map " + mc->service + ": " + keys.refusal() + ", not searched", {{"SOCKMAP_MAP", map}});
+        return {Outcome::PermFail, keys.refusal()};
     }
     // The steps that can match: the domain list and the key parts the
     // statement binds leave some out without asking, as Postfix does.
@@ -49,6 +81,19 @@ LookupResult DbLookup::lookup(std::string_view map, std::string_view key)
     }
     if (steps.empty())
         return {Outcome::NotFound, {}};
+    // All the walk may cost, or nothing: a TEMP after half a walk would
+    // have cost the same queries for no answer.
+    if (!budget_.affords(steps.size(), Clock::now())) {
+        if (!warned_budget_) {
+            warned_budget_ = true;
+            log_warning("map " + mc->service + ": the client's pipelined requests spent the session's query budget (" +
+                            std::to_string(budget_.capacity()) + " executions, " +
+                            std::to_string(budget_.per_second()) +
+                            " more a second): answered TEMP until it reads its replies; said once per session",
+                        {{"SOCKMAP_MAP", map}});
+        }
+        return {Outcome::TempFail, "query budget spent: read the replies before sending more"};
+    }
     return search(*mc, key, steps);
 }
 
@@ -68,6 +113,7 @@ LookupResult DbLookup::search(const CompiledMap& mc, std::string_view key, const
             if (step.key != key && log_enabled(LogLevel::Debug))
                 log_debug("lookup in " + name + " as: " + log_escape(step.key), {{"SOCKMAP_MAP", map}});
             ResultJoiner joiner(plan);
+            budget_.spend();
             const bool done = execute(step.values, max_value_length, [&](const Row& cols) {
                 if (cols.empty())
                     return false;

@@ -7,7 +7,8 @@
 // each in turn through the map's statement, the next only while the answer
 // is NotFound; the whole walk is one StatementRunner::run(), on one
 // connection.  The rows are joined by ResultJoiner.  Results: Found,
-// NotFound, PermFail "result too long" or "domain too long to search",
+// NotFound, PermFail "result too long" or KeyCandidates::refusal() (a domain
+// too long, too deep or with a label too long to search, nothing asked),
 // TempFail when the database failed at any step, refused the login or the
 // map's statement cannot be built or run, Timeout when the last host timed
 // out: never a shorter key's answer after a failure.  Never throws from
@@ -20,6 +21,10 @@
 // Connector/C behind it, where driver codes are classified); unit tests
 // hand it a table.  DbLookup holds the maps it answers, not the config
 // (no credentials).
+//
+// Every execution is paid from the session's QueryBudget; a lookup whose
+// walk the budget cannot pay is TempFail "query budget spent" without a
+// query, warned about once per session.
 #pragma once
 
 #include "lookup.hh"
@@ -74,15 +79,55 @@ public:
     virtual void close_idle(Clock::time_point /*now*/) {}
 };
 
+// A session's allowance of statement executions: `capacity` at the start,
+// one spent per execution, `per_second` back each second up to capacity,
+// and all of it back when the client has caught up with its replies
+// (Lookup::batch_over()).  A client that waits for each reply, as Postfix
+// and Sendmail do, starts every request with the whole capacity, which is
+// far more than one request may try (mapkey.hh max_candidate_keys): it is
+// never short.  A client that pipelines shares one capacity among all it
+// sent ahead, and the refill rate past it: pipelining does not multiply
+// what it may make the database do.
+class QueryBudget
+{
+public:
+    // 2048: a batch of a thousand pipelined lookups of a few keys each is
+    // answered whole; 1024 a second: a tenth of what one connection could
+    // make a local MariaDB run (the review measured 10,240 a second).
+    static constexpr unsigned default_capacity = 2048;
+    static constexpr unsigned default_per_second = 1024;
+
+    explicit QueryBudget(unsigned capacity = default_capacity, unsigned per_second = default_per_second)
+        : capacity_(capacity), per_second_(per_second), left_(capacity)
+    {
+    }
+    // Whether `n` executions can be paid at `now` (the refill counted).
+    bool affords(std::size_t n, Clock::time_point now);
+    // Pays one execution (never below zero).
+    void spend();
+    void fill() { left_ = capacity_; }
+    unsigned left() const { return left_; }
+    unsigned capacity() const { return capacity_; }
+    unsigned per_second() const { return per_second_; }
+
+private:
+    unsigned capacity_;
+    unsigned per_second_;
+    unsigned left_;
+    Clock::time_point refilled_{};
+};
+
 class DbLookup : public Lookup
 {
 public:
     // Answers `maps`; never connects here; `runner` must outlive the lookup.
-    DbLookup(std::vector<CompiledMap> maps, StatementRunner& runner);
+    DbLookup(std::vector<CompiledMap> maps, StatementRunner& runner, QueryBudget budget = QueryBudget());
 
     LookupResult lookup(std::string_view map, std::string_view key) override;
     std::optional<Clock::time_point> next_wakeup() const override { return runner_.next_wakeup(); }
     void wakeup(Clock::time_point now) override { runner_.close_idle(now); }
+    void session_started() override;
+    void batch_over() override { budget_.fill(); }
 
 private:
     // One key of the search and the values its statement binds.
@@ -94,6 +139,8 @@ private:
 
     std::vector<CompiledMap> maps_;
     StatementRunner& runner_;
+    QueryBudget budget_;
+    bool warned_budget_ = false;
 };
 
 } // namespace sockmapd

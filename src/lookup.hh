@@ -40,6 +40,14 @@ public:
     // (e.g. to close an idle database connection); nullopt: never.
     virtual std::optional<Clock::time_point> next_wakeup() const { return std::nullopt; }
     virtual void wakeup(Clock::time_point /*now*/) {}
+    // A client's session begins (a handler may serve many, one after
+    // another): what a session is allowed, and warned about once, starts
+    // afresh.
+    virtual void session_started() {}
+    // The client has every reply so far and has sent nothing more: the
+    // requests it pipelined are answered.  A client that waits for each
+    // reply (Postfix, Sendmail) is here before each request.
+    virtual void batch_over() {}
 };
 
 } // namespace sockmapd

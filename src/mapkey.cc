@@ -27,6 +27,26 @@ bool is_numeric_host(std::string_view s)
     return is_ip_address(s, AF_INET) || is_ip_address(s, AF_INET6);
 }
 
+struct Labels {
+    std::size_t count = 0;
+    bool empty = false; // a leading or trailing dot, or ".."
+    bool too_long = false;
+};
+
+Labels labels_of(std::string_view domain)
+{
+    Labels l;
+    for (std::size_t start = 0;; ++l.count) {
+        const auto dot = domain.find('.', start);
+        const std::size_t len = (dot == std::string_view::npos ? domain.size() : dot) - start;
+        l.empty = l.empty || len == 0;
+        l.too_long = l.too_long || len > max_label_length;
+        if (dot == std::string_view::npos)
+            return {l.count + 1, l.empty, l.too_long};
+        start = dot + 1;
+    }
+}
+
 } // namespace
 
 std::optional<Address> split_address(std::string_view key)
@@ -109,7 +129,7 @@ KeyCandidates::KeyCandidates(const MapConfig& map, std::string_view key)
             add(key.substr(at));
         break;
     }
-    if (!searchable_)
+    if (refusal_)
         keys_.clear();
 }
 
@@ -121,17 +141,31 @@ void KeyCandidates::add(std::string_view k)
 
 // The domain at key[from..] and its parents, as Postfix's
 // check_domain_access() walks them: each step starts at the next '.',
-// kept (".parent") or skipped ("parent").
+// kept (".parent") or skipped ("parent").  Checked before any key is
+// asked: a name with an empty label is not a domain and has no parents
+// (Postfix never asks for an empty label); one that could cost a query
+// per byte is refused.
 void KeyCandidates::add_domain_walk(std::string_view key, std::size_t from, bool parent_style)
 {
     const std::string_view domain = key.substr(from);
     if (domain.size() > max_search_domain) {
-        searchable_ = false;
+        refusal_ = "domain too long to search";
         return;
     }
     add(domain);
     if (domain.empty() || domain.front() == '[' || is_numeric_host(domain))
         return;
+    const Labels labels = labels_of(domain);
+    if (labels.empty)
+        return;
+    if (labels.too_long) {
+        refusal_ = "domain label too long to search";
+        return;
+    }
+    if (labels.count > max_search_labels) {
+        refusal_ = "domain has too many labels to search";
+        return;
+    }
     for (std::size_t pos = from;;) {
         const auto next = key.find('.', pos + 1);
         if (next == std::string_view::npos)

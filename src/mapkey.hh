@@ -52,11 +52,15 @@ std::optional<std::string> strip_extension(std::string_view key, std::string_vie
 //   virtual    with '@': key, bare, @domain; without: key, bare
 // Parent domains are "b.example", "example" of "a.b.example" when
 // parent_matches_subdomains is set, else ".b.example", ".example"; an
-// address literal ("[192.0.2.1]") or an IP address has none.  Empty keys
-// and repeats are left out.  searchable() is false when the domain walk
-// would pass max_search_domain bytes (no keys then: the lookup answers
-// PERM rather than run hundreds of queries).  The views point into `key`
-// or into the object: it neither copies nor moves.
+// address literal ("[192.0.2.1]"), an IP address, and a name that is not a
+// domain name (an empty label: a leading or trailing dot or "..") have
+// none: the name itself is the only key of its walk.  Empty keys and
+// repeats are left out.  refusal() says why a key is not searched at all
+// (no keys then: the lookup answers PERM rather than run dozens of
+// queries): its domain would be walked and passes max_search_domain bytes,
+// has a label over max_label_length bytes or more than max_search_labels
+// labels.  So no key has more than max_candidate_keys candidates.  The
+// views point into `key` or into the object: it neither copies nor moves.
 class KeyCandidates
 {
 public:
@@ -67,7 +71,9 @@ public:
     const std::string_view* begin() const { return keys_.data(); }
     const std::string_view* end() const { return keys_.data() + keys_.size(); }
     std::size_t size() const { return keys_.size(); }
-    bool searchable() const { return searchable_; }
+    bool searchable() const { return refusal_ == nullptr; }
+    // The PERM text when not searchable(), else nullptr.
+    const char* refusal() const { return refusal_; }
 
 private:
     void add(std::string_view k);
@@ -77,12 +83,24 @@ private:
     std::string folded_;
     std::string reduced_;
     std::vector<std::string_view> keys_;
-    bool searchable_ = true;
+    const char* refusal_ = nullptr;
 };
 
 // The longest domain (or host name) a search walks: a DNS name is at most
 // 253 bytes, 255 with a trailing dot and an address literal's brackets.
 inline constexpr std::size_t max_search_domain = 255;
+// A DNS label is at most 63 bytes (RFC 1035).
+inline constexpr std::size_t max_label_length = 63;
+// The most labels a walked domain may have.  A DNS name may have 127, and
+// Postfix walks them all, a query each; mail domains and client host names
+// have a handful (reverse names of dynamic pools, the deepest in use, under
+// ten), so 32 is never reached by mail and keeps one request to a few
+// dozen queries.
+inline constexpr std::size_t max_search_labels = 32;
+// The most keys one request tries, reached by `access` with '@': the key,
+// its bare form, the domain and its parents, and user@ of both.  (IPv6
+// networks are at most 9, `transport` 2 + the walk, `virtual` 3, `exact` 2.)
+inline constexpr std::size_t max_candidate_keys = 4 + max_search_labels;
 
 // False when the map has a domain list and the key is not an address with a
 // non-empty local part and a listed domain (compared without case).

@@ -61,6 +61,14 @@ int ms_until(Clock::time_point now, Clock::time_point t)
     return static_cast<int>(std::min<long long>(ms, 24LL * 3600 * 1000));
 }
 
+// Input waits to be read: the client sent more without waiting for the
+// replies so far.
+bool input_pending(int fd)
+{
+    pollfd p{fd, POLLIN, 0};
+    return poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
+}
+
 // The client is gone for good: a pipe's reader closed (POLLERR), a socket
 // reset or shut in both directions (POLLHUP).  A client that only shut its
 // write side still gets its replies.
@@ -188,7 +196,7 @@ class Session
 {
 public:
     Session(int in_fd, int out_fd, Lookup& lookup, const SessionLimits& limits)
-        : out_fd_(out_fd), reader_(in_fd), writer_(out_fd), lookup_(lookup), limits_(limits)
+        : in_fd_(in_fd), out_fd_(out_fd), reader_(in_fd), writer_(out_fd), lookup_(lookup), limits_(limits)
     {
         const auto now = Clock::now();
         // A client that keeps its connection (Sendmail) does not notice a
@@ -198,6 +206,7 @@ public:
         last_check_ = now;
         idle_deadline_ = now + limits.idle_timeout;
         stall_ = std::min(limits.idle_timeout, limits.stall);
+        lookup_.session_started();
     }
 
     SessionStats run();
@@ -211,6 +220,7 @@ private:
     bool flush();
     Clock::time_point next_deadline() const;
 
+    int in_fd_;
     int out_fd_;
     Reader reader_;
     Writer writer_;
@@ -346,6 +356,8 @@ SessionStats Session::run()
         }
         if (const auto w = lookup_.next_wakeup(); w && *w <= now)
             lookup_.wakeup(now);
+        if (!input_pending(in_fd_))
+            lookup_.batch_over();
 
         const ssize_t n = reader_.read_until(buf.data(), buf.size(), now, next_deadline());
         if (n < 0) {

@@ -8,8 +8,9 @@
 // age and a peer that hung up are also checked between the requests of
 // one read (a pipelined batch), whose replies go out at least every 50 ms.
 // Memory is bounded by one read buffer, one request and the pending
-// replies.  It throws nothing for client
-// behaviour; the Lookup decides every answer through reply_for().
+// replies.  It throws nothing for client behaviour; the Lookup decides
+// every answer through reply_for().  The Lookup hears when a session
+// starts and when the client has caught up with its replies (lookup.hh).
 #pragma once
 
 #include "lookup.hh"

@@ -231,7 +231,11 @@ def a_domain_too_long_to_walk_is_perm():
         eq(s.ask(mapname, "x@" + domain), b"PERM domain too long to search", mapname)
     eq(s.ask("access", domain), b"PERM domain too long to search")
     eq(s.ask("virtual", "x@" + domain), NF, "virtual walks no domain")
-    eq(s.ask("access", "x@" + "a." * 120 + "bad.example"), b"OK REJECT domain blacklisted", "within the bound")
+    eq(s.ask("access", "x@" + "a." * 30 + "bad.example"), b"OK REJECT domain blacklisted", "32 labels: walked")
+    for mapname in ("access", "transport_search"):
+        eq(s.ask(mapname, "x@" + "a." * 31 + "bad.example"), b"PERM domain has too many labels to search", mapname)
+        eq(s.ask(mapname, "x@" + "a" * 64 + ".bad.example"), b"PERM domain label too long to search", mapname)
+    eq(s.ask("access", "x@sub..bad.example"), NF, "not a domain name: no parents")
     eq(s.close(), 0)
 
 

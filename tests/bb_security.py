@@ -303,5 +303,155 @@ def one_client_cannot_hold_every_handler():
     eq(stop(p), 0)
 
 
+# ---------------------------------------------------------------- one request, how many queries
+# The second review (issue 29): a key of 255 dots made 256 queries, and 40
+# of them pipelined 10,240.  Queries are counted in MariaDB's general log.
+
+BOUND = 36           # mapkey.hh max_candidate_keys: the key, its bare form, 32 labels, user@ of both
+BUDGET = 2048        # dblookup.hh QueryBudget: a session's executions sent ahead of the replies
+BUDGET_PER_SECOND = 1024
+
+SEARCH_MAPS = [
+    {"service": "access", "database": "mail", "table": "access_rules", "key": "k", "value": "action",
+     "reason": "reason", "search": "access", "strip_extension": "+"},
+    {"service": "transport_search", "database": "mail", "table": "transport_rules", "key": "k",
+     "value": "nexthop", "search": "transport", "strip_extension": "+"},
+]
+
+
+class GeneralLog:
+    """The shared MariaDB's general log, on for one test: a line per statement executed."""
+
+    def __init__(self, db):
+        self.db = db
+        self.path = tmpfile("general") + ".log"
+        db.sql("SET GLOBAL general_log_file = '%s'; SET GLOBAL general_log = 1;" % self.path)
+        defer(self.off)
+        self.mark()
+
+    def off(self):
+        self.db.sql("SET GLOBAL general_log = 0;")
+
+    def _lines(self):
+        try:
+            with open(self.path, "rb") as f:
+                return f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return []
+
+    def mark(self):
+        """Count from here on."""
+        self.start = len(self._lines())
+
+    def executed(self):
+        """The statements executed on the map tables since mark(): the text of each Execute line."""
+        return [l for l in self._lines()[self.start:]
+                if re.search(r"\sExecute\t", l) and ("access_rules" in l or "transport_rules" in l)]
+
+
+def deep_key(i, labels=32):
+    """The key with the most candidates (BOUND): an extension, and a domain of `labels` labels, all marked i."""
+    return "u%d+x@%st%d" % (i, "a." * (labels - 1), i)
+
+
+@test(timeout=120)
+def one_request_never_makes_more_queries_than_the_bound():
+    db = shared_mariadb()
+    glog = GeneralLog(db)
+    cfg = config(sysconfig={"loglevel": "info"}, extra_maps=SEARCH_MAPS)
+    dots = "u@" + "." * 255
+    cases = [
+        ("transport_search", dots, b"NOTFOUND ", 2),            # the review's 256: the key, the name
+        ("access", dots, b"NOTFOUND ", 3),                       # its 130: the key, the name, u@
+        ("access", deep_key(0), b"NOTFOUND ", BOUND),            # the most one request tries
+        ("transport_search", deep_key(0), b"NOTFOUND ", BOUND - 2),
+        ("access", deep_key(0, 33), b"PERM domain has too many labels to search", 0),
+        ("access", "u@" + "x" * 64 + ".bad.example", b"PERM domain label too long to search", 0),
+        ("access", "x@sub..bad.example", b"NOTFOUND ", 3),      # not a domain: no parents
+        ("access", "x@mail.bad.example", b"OK REJECT domain blacklisted", 3),
+    ]
+    worst = 0
+    for mapname, key, want, queries in cases:
+        glog.mark()
+        rc, out, err = run_pipe(cfg, encode("%s %s" % (mapname, key)))
+        eq(rc, 0, err)
+        eq(replies(out), [want], "%s %s" % (mapname, key[:40]))
+        wait_for(lambda: len(glog.executed()) >= queries, timeout=5, msg="%d queries logged" % queries)
+        time.sleep(0.2)
+        n = len(glog.executed())
+        eq(n, queries, "queries for %s %s" % (mapname, key[:40]))
+        worst = max(worst, n)
+    print("    most queries for one request: %d (bound %d)" % (worst, BOUND))
+
+
+def per_request(executed, n):
+    """How many of `executed` each deep_key(i) made: every key it tries carries its marks."""
+    counts = [0] * n
+    for line in executed:
+        m = re.search(r"'u(\d+)(?:\+x)?@", line) or re.search(r"t(\d+)'", line)
+        ok(m, "a query of no request: " + line)
+        counts[int(m.group(1))] += 1
+    return counts
+
+
+@test(timeout=120)
+def pipelined_requests_share_one_query_budget():
+    """Two hundred of the costliest requests in one write: each within the bound, all within the budget.
+
+    The budget refills at BUDGET_PER_SECOND: a database slower than that
+    answers every request, which is then no sign of a missing budget.
+    """
+    db = shared_mariadb()
+    glog = GeneralLog(db)
+    cfg = config(sysconfig={"loglevel": "info"}, extra_maps=SEARCH_MAPS)
+    n = 200
+    warned = 0
+    stream = b"".join(encode("access %s" % deep_key(i)) for i in range(n))
+    for how in ("pipe", "socket"):
+        glog.mark()
+        started = time.monotonic()
+        if how == "pipe":
+            rc, out, err = run_pipe(cfg, stream, timeout=60)
+            eq(rc, 0, err)
+            got = replies(out)
+        else:
+            with SocketActivated(["-c", cfg]) as sa:
+                c = sa.client(timeout=scaled(30))
+                c.send_raw(stream)
+                got = [c.read_reply(30) for _ in range(n)]
+                c.close()
+        secs = time.monotonic() - started
+        eq(len(got), n)
+        answered = got.count(b"NOTFOUND ")
+        temp = got.count(b"TEMP query budget spent: read the replies before sending more")
+        eq(answered + temp, n, "every reply NOTFOUND or the budget's TEMP: %r" % set(got))
+        if BUDGET + BUDGET_PER_SECOND * secs < (n - 1) * BOUND:
+            ok(temp > 0, "%d requests of %d queries each, all answered in %.2fs: no budget" % (n, BOUND, secs))
+        else:
+            print("    %s: the database took %.2fs, the budget's refill covered every request" % (how, secs))
+        warned += temp > 0
+        wait_for(lambda: len(glog.executed()) >= answered * BOUND, timeout=10, msg="the queries logged")
+        time.sleep(0.3)
+        executed = glog.executed()
+        counts = per_request(executed, n)
+        eq(max(counts), BOUND, "%s: the most queries one request made" % how)
+        ok(len(executed) <= BUDGET + BUDGET_PER_SECOND * secs + BOUND,
+           "%s: %d queries in %.2fs, past the budget" % (how, len(executed), secs))
+        print("    %s: %d requests pipelined: %d answered, %d TEMP, %d queries in %.2fs (before: %d)"
+              % (how, n, answered, temp, len(executed), secs, n * BOUND))
+    text = read_log(cfg)
+    eq(text.count("spent the session's query budget"), warned, "warned once per session: " + text[-2000:])
+
+
+@test(timeout=60)
+def a_client_that_waits_for_each_reply_is_never_out_of_budget():
+    cfg = config(sysconfig={"loglevel": "info"}, extra_maps=SEARCH_MAPS)
+    with SocketActivated(["-c", cfg]) as sa:
+        with sa.client(timeout=scaled(10)) as c:
+            for i in range(2 * BUDGET // BOUND):  # twice the budget, a request at a time
+                eq(c.ask("access", deep_key(i % 100)), b"NOTFOUND ")
+    not_contains(read_log(cfg), "query budget")
+
+
 if __name__ == "__main__":
     main()

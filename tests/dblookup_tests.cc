@@ -106,7 +106,10 @@ MapConfig query_map(const std::string& query)
 
 // A lookup on one map over `runner`.
 struct Fixture {
-    explicit Fixture(const MapConfig& map) : maps{compile_map(map)} { lookup.emplace(maps, runner); }
+    explicit Fixture(const MapConfig& map, QueryBudget budget = QueryBudget()) : maps{compile_map(map)}
+    {
+        lookup.emplace(maps, runner, budget);
+    }
     LookupResult operator()(std::string_view key) { return lookup->lookup(maps[0].service, key); }
 
     std::vector<CompiledMap> maps;
@@ -392,6 +395,78 @@ BOOST_AUTO_TEST_CASE(domain_too_long_to_search_is_perm_without_asking)
     BOOST_TEST(is(r, Outcome::PermFail));
     BOOST_TEST(r.text == "domain too long to search");
     BOOST_TEST(f.runner.runs == 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_domain_too_deep_or_with_a_long_label_is_perm_without_asking)
+{
+    MapConfig m = table_map("access");
+    m.search = SearchOrder::Access;
+    Fixture f(m);
+    std::string deep = "example";
+    for (std::size_t i = 0; i < max_search_labels; ++i)
+        deep = "a." + deep;
+    LookupResult r = f("user@" + deep);
+    BOOST_TEST(is(r, Outcome::PermFail));
+    BOOST_TEST(r.text == "domain has too many labels to search");
+    r = f("user@" + std::string(64, 'l') + ".example");
+    BOOST_TEST(r.text == "domain label too long to search");
+    BOOST_TEST(f.runner.runs == 0);
+    // 255 dots: the review's 256 queries are now three (the key, the
+    // name, "user@"), the name being no domain to walk.
+    BOOST_TEST(is(f("user@" + std::string(255, '.')), Outcome::NotFound));
+    BOOST_TEST(f.runner.executed.size() == 3u);
+}
+
+BOOST_AUTO_TEST_CASE(query_budget_refills_with_time_and_at_once_when_the_client_waits)
+{
+    QueryBudget b(10, 1000);
+    const auto t0 = Clock::now();
+    BOOST_TEST(b.affords(10, t0));
+    BOOST_TEST(!b.affords(11, t0));
+    for (int i = 0; i < 12; ++i)
+        b.spend();
+    BOOST_TEST(b.left() == 0u);
+    BOOST_TEST(!b.affords(1, t0));
+    BOOST_TEST(b.affords(3, t0 + std::chrono::milliseconds(3)), "1000 a second: one a millisecond");
+    BOOST_TEST(!b.affords(4, t0 + std::chrono::milliseconds(3)));
+    BOOST_TEST(b.affords(10, t0 + std::chrono::seconds(60)));
+    BOOST_TEST(!b.affords(11, t0 + std::chrono::seconds(60)), "never past capacity");
+    for (int i = 0; i < 10; ++i)
+        b.spend();
+    b.fill();
+    BOOST_TEST(b.left() == 10u);
+}
+
+// The review's pipelined case, on a small budget: requests sent ahead share
+// it; past it each is TEMP without a query until the client catches up.
+BOOST_AUTO_TEST_CASE(pipelined_walks_share_one_budget_a_waiting_client_never_runs_out)
+{
+    MapConfig m = table_map("transport");
+    m.search = SearchOrder::Transport;
+    Fixture f(m, QueryBudget(20, 0));
+    f.lookup->session_started();
+    // Each walk: the address, a.b.c.example and 3 parents: 5 executions.
+    for (int i = 0; i < 4; ++i)
+        BOOST_TEST(is(f("u@a.b.c.example"), Outcome::NotFound));
+    BOOST_TEST(f.runner.executed.size() == 20u);
+    const LookupResult r = f("u@a.b.c.example");
+    BOOST_TEST(is(r, Outcome::TempFail));
+    BOOST_TEST(r.text == "query budget spent: read the replies before sending more");
+    BOOST_TEST(f.runner.executed.size() == 20u, "nothing asked past the budget");
+    f.lookup->batch_over();
+    BOOST_TEST(is(f("u@a.b.c.example"), Outcome::NotFound), "the client read its replies");
+    BOOST_TEST(f.runner.executed.size() == 25u);
+    // A client that waits for each reply never runs out.
+    for (int i = 0; i < 100; ++i) {
+        f.lookup->batch_over();
+        BOOST_TEST(is(f("u@a.b.c.example"), Outcome::NotFound));
+    }
+    // A new session starts with the whole budget.
+    for (int i = 0; i < 4; ++i)
+        f("u@a.b.c.example");
+    BOOST_TEST(is(f("u@a.b.c.example"), Outcome::TempFail));
+    f.lookup->session_started();
+    BOOST_TEST(is(f("u@a.b.c.example"), Outcome::NotFound));
 }
 
 BOOST_AUTO_TEST_CASE(a_walk_run_again_answers_from_the_new_run)

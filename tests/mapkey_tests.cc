@@ -188,10 +188,9 @@ BOOST_AUTO_TEST_CASE(search_orders)
         // Odd addresses: no empty key, no lone "@", no repeats.
         {searching(access), "@bad.example", {"@bad.example", "bad.example", "example"}},
         {searching(access), "u@", {"u@"}},
-        {searching(access), "u@bad.example.", {"u@bad.example.", "bad.example.", "example.", "u@"}},
-        {searching(access, false, "", false),
-         "u@bad.example.",
-         {"u@bad.example.", "bad.example.", ".example.", ".", "u@"}},
+        // A trailing dot is an empty label: no domain, no parents.
+        {searching(access), "u@bad.example.", {"u@bad.example.", "bad.example.", "u@"}},
+        {searching(access, false, "", false), "u@bad.example.", {"u@bad.example.", "bad.example.", "u@"}},
         {searching(access), "a@b@bad.example", {"a@b@bad.example", "bad.example", "example", "a@b@"}},
         // Keys without '@' (check_client_access, check_helo_access, ...).
         {searching(access),
@@ -242,22 +241,33 @@ BOOST_AUTO_TEST_CASE(search_orders)
 
 BOOST_AUTO_TEST_CASE(search_is_bounded)
 {
-    // A domain of 255 bytes is walked, one longer is not searched at all
-    // (the lookup answers PERM): a 10000-byte key of dots would be
-    // thousands of queries.
-    std::string domain;
-    while (domain.size() < max_search_domain)
-        domain += "a.";
-    domain.resize(max_search_domain);
+    // A domain of 32 labels is walked, one of 33 labels or longer than 255
+    // bytes is not searched at all (the lookup answers PERM): a 255-byte
+    // domain of 1-byte labels would be 128 queries.
+    std::string domain = "a";
+    for (std::size_t i = 1; i < max_search_labels; ++i)
+        domain += ".a";
     const KeyCandidates fits(searching(SearchOrder::Access), "u@" + domain);
     BOOST_TEST(fits.searchable());
-    BOOST_TEST(fits.size() == 2u + (max_search_domain + 1) / 2);
+    BOOST_TEST(fits.size() == 2u + max_search_labels);
+    const std::string label(max_label_length, 'l');
+    const std::string long_domain = label + "." + label + "." + label + "." + label; // 255 bytes
+    BOOST_TEST(KeyCandidates(searching(SearchOrder::Access), "u@" + long_domain).searchable());
     for (const auto order : {SearchOrder::Access, SearchOrder::Transport}) {
-        const KeyCandidates too_long(searching(order), "u@" + domain + "b");
+        const KeyCandidates too_long(searching(order), "u@" + long_domain + "b");
         BOOST_TEST(!too_long.searchable());
+        BOOST_TEST(too_long.refusal() == std::string("domain too long to search"));
         BOOST_TEST(too_long.size() == 0u);
+        const KeyCandidates too_deep(searching(order), "u@a." + domain);
+        BOOST_TEST(too_deep.refusal() == std::string("domain has too many labels to search"));
+        BOOST_TEST(too_deep.size() == 0u);
+        const KeyCandidates long_label(searching(order), "u@" + std::string(64, 'x') + ".example");
+        BOOST_TEST(long_label.refusal() == std::string("domain label too long to search"));
+        BOOST_TEST(KeyCandidates(searching(order), "u@" + std::string(63, 'x') + ".example").size() ==
+                   (order == SearchOrder::Access ? 4u : 3u));
     }
     BOOST_TEST(!KeyCandidates(searching(SearchOrder::Access), std::string(300, '.')).searchable());
+    BOOST_TEST(!KeyCandidates(searching(SearchOrder::Access), "a." + domain).searchable(), "a host name too");
     // The orders without a domain walk take any key, as exact always did.
     BOOST_TEST(KeyCandidates(searching(SearchOrder::Virtual), "u@" + domain + "b").size() == 2u);
     BOOST_TEST(KeyCandidates(searching(SearchOrder::Exact), "u@" + domain + "b").size() == 1u);
@@ -266,6 +276,58 @@ BOOST_AUTO_TEST_CASE(search_is_bounded)
     const KeyCandidates views(searching(SearchOrder::Access), sent);
     for (const std::string_view k : views)
         BOOST_TEST((k.data() >= sent.data() && k.data() + k.size() <= sent.data() + sent.size()));
+}
+
+// The review's key: 255 dots walked label by label were 256 queries.  A
+// name with an empty label (a leading or trailing dot, "..") is not a
+// domain: it is asked as it is, without parents.
+BOOST_AUTO_TEST_CASE(a_name_with_an_empty_label_has_no_parents)
+{
+    const MapConfig access = searching(SearchOrder::Access);
+    const MapConfig transport = searching(SearchOrder::Transport);
+    BOOST_TEST(candidates(transport, "u@" + std::string(255, '.')) ==
+                   (Keys{"u@" + std::string(255, '.'), std::string(255, '.')}),
+               boost::test_tools::per_element());
+    BOOST_TEST(candidates(access, "u@" + std::string(255, '.')) ==
+                   (Keys{"u@" + std::string(255, '.'), std::string(255, '.'), "u@"}),
+               boost::test_tools::per_element());
+    for (const std::string domain : {"a..example", ".example.org", "example.org.", "sub..", ".", ".."}) {
+        BOOST_TEST_CONTEXT(domain)
+        {
+            BOOST_TEST(candidates(access, "u@" + domain) == (Keys{"u@" + domain, domain, "u@"}),
+                       boost::test_tools::per_element());
+            BOOST_TEST(candidates(transport, "u@" + domain) == (Keys{"u@" + domain, domain}),
+                       boost::test_tools::per_element());
+            BOOST_TEST(candidates(access, domain) == Keys{domain}, boost::test_tools::per_element());
+        }
+    }
+}
+
+// No key, however built, has more candidates than max_candidate_keys.
+BOOST_AUTO_TEST_CASE(no_key_has_more_candidates_than_the_bound)
+{
+    std::vector<std::string> keys = {"::1:2:3:4:5:6:7", "1:2:3:4:5:6:7::", "1.2.3.4", "::ffff:1.2.3.4"};
+    for (const std::string& label : std::vector<std::string>{"a", "bb", std::string(63, 'c')})
+        for (std::size_t n = 1; n <= 130; ++n) {
+            std::string d = label;
+            for (std::size_t i = 1; i < n; ++i)
+                d += "." + label;
+            for (const std::string local : {"u", "u+ext", "+x", ""}) {
+                keys.push_back(local + "@" + d);
+                keys.push_back(local + "@" + d + ".");
+            }
+            keys.push_back(d);
+        }
+    std::size_t most = 0;
+    for (const auto order : {SearchOrder::Exact, SearchOrder::Access, SearchOrder::Transport, SearchOrder::Virtual})
+        for (const bool parent : {true, false}) {
+            MapConfig m = searching(order);
+            m.strip_extension = "+";
+            m.parent_matches_subdomains = parent;
+            for (const auto& k : keys)
+                most = std::max(most, KeyCandidates(m, k).size());
+        }
+    BOOST_TEST(most == max_candidate_keys);
 }
 
 BOOST_AUTO_TEST_CASE(domain_filter)

@@ -2,6 +2,7 @@
 #include "netstring.hh"
 #include "session.hh"
 #include "socketmap.hh"
+#include "util.hh"
 
 #include "child_check.hh"
 
@@ -9,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <functional>
 #include <map>
 #include <netinet/in.h>
 #include <string>
@@ -76,6 +78,24 @@ std::string converse(const std::string& input, Lookup& lookup, SessionStats* sta
     if (stats)
         *stats = st;
     return out;
+}
+
+// What `body` logged at `level` (into a scratch file); in a forked child,
+// which may change the log set-up.
+std::string logged(LogLevel level, const std::function<void()>& body)
+{
+    char dir[] = "/tmp/sockmapd-session-XXXXXX";
+    if (!mkdtemp(dir))
+        return "mkdtemp failed";
+    const std::string file = std::string(dir) + "/s.log";
+    log_init(LogFacts{});
+    log_setup(level, file);
+    body();
+    std::string text;
+    read_file(file, text, 1 << 20);
+    unlink(file.c_str());
+    rmdir(dir);
+    return text;
 }
 
 std::string ns(const std::string& s)
@@ -391,23 +411,10 @@ BOOST_AUTO_TEST_CASE(half_closed_client_gets_the_whole_batch)
 BOOST_AUTO_TEST_CASE(map_name_is_logged_escaped)
 {
     BOOST_TEST(in_child([] {
-                   char dir[] = "/tmp/sockmapd-session-XXXXXX";
-                   if (!mkdtemp(dir))
-                       return std::string("mkdtemp");
-                   const std::string file = std::string(dir) + "/s.log";
-                   log_init(LogFacts{});
-                   log_setup(LogLevel::Debug, file);
                    TableLookup t;
-                   converse(ns("x\n*\t*\t*\t*\t*\troot\ttouch\t/tmp/pwned\n#\x1b\xff k"), t);
-                   std::string text;
-                   if (const int fd = open(file.c_str(), O_RDONLY); fd >= 0) {
-                       char buf[8192];
-                       const ssize_t n = read(fd, buf, sizeof buf);
-                       text.assign(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
-                       close(fd);
-                   }
-                   unlink(file.c_str());
-                   rmdir(dir);
+                   const std::string text = logged(LogLevel::Debug, [&] {
+                       converse(ns("x\n*\t*\t*\t*\t*\troot\ttouch\t/tmp/pwned\n#\x1b\xff k"), t);
+                   });
                    const std::string escaped =
                        "x\\x0a*\\x09*\\x09*\\x09*\\x09*\\x09root\\x09touch\\x09/tmp/pwned\\x0a#\\x1b\\xff";
                    if (text.find("map " + escaped + " key") == std::string::npos ||
@@ -418,6 +425,52 @@ BOOST_AUTO_TEST_CASE(map_name_is_logged_escaped)
                        return "raw bytes: " + text;
                    return std::string();
                }) == "");
+}
+
+// What a Lookup hears: the session's start, and that the client caught up
+// with its replies - before each request of a client that waits for them,
+// not in the middle of a batch it sent at once.
+BOOST_AUTO_TEST_CASE(the_lookup_hears_when_the_client_has_caught_up)
+{
+    struct Hearing : TableLookup {
+        void session_started() override { events += 'S'; }
+        void batch_over() override { events += 'B'; }
+        LookupResult lookup(std::string_view map, std::string_view key) override
+        {
+            events += 'L';
+            return TableLookup::lookup(map, key);
+        }
+        std::string events;
+    };
+    Hearing pipelined;
+    std::string batch;
+    for (int i = 0; i < 50; ++i)
+        batch += ns("m a@x");
+    int sv[2];
+    BOOST_REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    BOOST_REQUIRE(write(sv[0], batch.data(), batch.size()) == static_cast<ssize_t>(batch.size()));
+    shutdown(sv[0], SHUT_WR);
+    run_session(sv[1], sv[1], pipelined, {});
+    close(sv[0]);
+    close(sv[1]);
+    BOOST_TEST(pipelined.events.substr(0, 2) == "SL", "the batch was there at the first read: " << pipelined.events);
+    BOOST_TEST(pipelined.events.find("LB") == pipelined.events.rfind("LB"), "no catching up mid-batch");
+
+    Hearing waiting;
+    BOOST_REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    std::thread server([&] { run_session(sv[1], sv[1], waiting, {}); });
+    for (int i = 0; i < 3; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20)); // the session is back at its read
+        const std::string req = ns("m a@x");
+        BOOST_REQUIRE(write(sv[0], req.data(), req.size()) == static_cast<ssize_t>(req.size()));
+        char buf[64];
+        BOOST_REQUIRE(read(sv[0], buf, sizeof buf) > 0);
+    }
+    shutdown(sv[0], SHUT_WR);
+    server.join();
+    close(sv[0]);
+    close(sv[1]);
+    BOOST_TEST(waiting.events.substr(0, 7) == "SBLBLBL", waiting.events);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
