@@ -230,6 +230,11 @@ def configure(c, password_in="file"):
     # Step 4's commands (--check-config, the reload, --query): their output is the two-map config's, run by
     # quick_start_as_written; here they must succeed.
     for line in readme.commands_and_output(readme.block("README.md", "quickstart-check")[1])[0]:
+        if password_in == "none" and line.startswith("sockmapd "):
+            # The database knows the OS user sockmapd by its socket, not root: modes-and-units.md says to
+            # check as that user.
+            contains(readme.prose("doc/modes-and-units.md"), "`runuser -u sockmapd -- sockmapd -c")
+            line = "runuser -u sockmapd -- " + line
         r = c.run(line, check=False, timeout=scaled(30))
         eq(r.rc, 0, "README step %r: %s %s" % (line, r.out, r.err))
     return cfg
@@ -794,7 +799,8 @@ def xinetd_with_the_shipped_file():
     # A flood of connections past xinetd's default rate (50 a second) leaves
     # the service up: the file sets no rate limit.
     made, took = flood(c, 200)
-    ok(made == 200 and took < 3, "the flood: %d connections in %.1fs" % (made, took))
+    # Past 50 a second, or the flood would not test the rate limit.
+    ok(made == 200 and made / took > 55, "the flood: %d connections in %.1fs" % (made, took))
     wait_for(answers, timeout=scaled(20), interval=0.5, msg="xinetd answers after the flood")
     xinetd_log = c.run(["journalctl", "--no-pager", "-o", "cat", "-u", "xinetd.service", "--since", since]).out
     not_contains(xinetd_log, "excessive incoming connections")
@@ -1120,6 +1126,9 @@ def who_may_connect_ip_address_allow_and_allow_list():
     # this boot lets the container's systemd load its cgroup packet filter.
     c = installed("allow", nspawn_args=["--system-call-filter=bpf"])
     configure(c, "file")
+    # The guide's drop-in on sockmapd.socket, switched to as modes-and-units.md says (the default pair holds
+    # the port otherwise, and NAccepted counts only Accept=yes connections).
+    use_accept_socket(c)
     c.write("/etc/systemd/system/sockmapd.socket.d/dmz.conf", dmz_dropin_on_loopback() + "\n")
     c.run(["systemctl", "daemon-reload"])
     c.run(["systemctl", "restart", "sockmapd.socket"])
@@ -1389,6 +1398,22 @@ def measure_300_idle_50_busy(c, unit, m):
     return fig
 
 
+def size_mariadb_as_postfix_md_says(c):
+    """postfix.md's sizing: max_connections where the guide puts it, MariaDB restarted, sockmapd answering."""
+    lang, cnf = readme.block("doc/postfix.md", "postfix-mariadb-max-connections")
+    eq(lang, "ini")
+    contains(cnf, "[mysqld]")
+    path = re.search(r"`(/etc/mysql/mariadb\.conf\.d/[\w-]+\.cnf)`, then `(systemctl restart mariadb)`",
+                     readme.prose("doc/postfix.md"))
+    ok(path, "where the guide puts it")
+    c.write(path.group(1), cnf)
+    c.run(path.group(2), timeout=scaled(120))
+    wait_active(c, "mariadb.service")
+    eq(c.run(["mariadb", "-N", "-e", "SELECT @@max_connections"]).out.strip(), "600")
+    wait_for(lambda: lookup(c, "recipient postmaster@example.org") == [b"OK root@example.net"], timeout=scaled(30),
+             msg="answering after the database restart")
+
+
 @test(timeout=1200)
 def sized_for_postfix_300_connections_and_the_cap():
     """The default unit holds Postfix's 300 (100 each of smtpd, cleanup, trivial-rewrite): with MariaDB's default
@@ -1403,30 +1428,25 @@ def sized_for_postfix_300_connections_and_the_cap():
     # MariaDB's default: 300 handlers that each look up at once do not fit.
     m = Many(c)
     m.open(300)
+    t0 = time.monotonic()
     replies = m.ask(0, 300)
+    took = time.monotonic() - t0
     answered = replies.count("OK root@example.net")
     full = replies.count("TEMP database server full (too many connections)")
-    print("    max_connections 151, 300 lookups at once: %d OK, %d TEMP server full" % (answered, full), flush=True)
+    print("    max_connections 151, 300 lookups at once: %d OK, %d TEMP server full, in %.1f s"
+          % (answered, full, took), flush=True)
     eq(answered + full, 300, "OK or TEMP, nothing else: %r" % sorted(set(replies)))
-    ok(50 <= answered <= 151, "the server's limit shows: %d OK" % answered)
+    ok(answered >= 50 and full > 0, "the server's limit shows: %d OK" % answered)
+    # A handler gives its database connection back after db_idle_timeout (10 s): lookups spread over
+    # longer than that (a loaded machine) may find a freed one.
+    if took < cfg["database"].get("db_idle_timeout", 10):
+        ok(answered <= 151, "no more OK than max_connections: %d OK" % answered)
     eq(c.run("cat /run/sockmapd/* 2>/dev/null", check=False).out.count("mysqld.sock"), 0,
        "a full server is not marked down")
     m.cmd("close", 0, 300)
     m.stop()
 
-    # postfix.md's sizing.
-    lang, cnf = readme.block("doc/postfix.md", "postfix-mariadb-max-connections")
-    eq(lang, "ini")
-    contains(cnf, "[mysqld]")
-    path = re.search(r"`(/etc/mysql/mariadb\.conf\.d/[\w-]+\.cnf)`, then `(systemctl restart mariadb)`",
-                     readme.prose("doc/postfix.md"))
-    ok(path, "where the guide puts it")
-    c.write(path.group(1), cnf)
-    c.run(path.group(2), timeout=scaled(120))
-    wait_active(c, "mariadb.service")
-    eq(c.run(["mariadb", "-N", "-e", "SELECT @@max_connections"]).out.strip(), "600")
-    wait_for(lambda: lookup(c, "recipient postmaster@example.org") == [b"OK root@example.net"], timeout=scaled(30),
-             msg="answering after the database restart")
+    size_mariadb_as_postfix_md_says(c)
 
     for unit in ("listener", "accept"):
         if unit == "accept":
@@ -1512,6 +1532,23 @@ def journal_sessions(c, since_epoch, unit_prefix):
     return out
 
 
+def burst_evidence(c, since):
+    """What the container logged since `since` of a burst gone wrong: every warning and error (Postfix's
+    lookup errors, sockmapd's TEMP, the database's), Postfix's rejects, the units' starts and stops; the
+    whole journal goes to a file of the suite directory (kept with KEEP_TMP=1)."""
+    c.run(["journalctl", "--sync"], check=False)
+    text = c.run(["journalctl", "--no-pager", "-o", "short-precise", "--since", since], check=False,
+                 timeout=scaled(60)).out
+    path = os.path.join(tmpdir("journal"), "burst.journal")
+    with open(path, "w") as f:
+        f.write(text)
+    pick = re.compile(r"warning|error|fatal|panic|reject|TEMP|denied|refused|limit|Too many|"
+                      r"Start|Stopp|Started|Stopped|Deactivated|Failed|killed", re.I)
+    lines = [l for l in text.splitlines() if pick.search(l)]
+    return "journal (%d lines, in %s), %d of them picked:\n%s" % (
+        len(text.splitlines()), path, len(lines), "\n".join(lines[:150]))
+
+
 @test(timeout=1200)
 def postfix_reconnects_after_pauses_and_a_burst_of_100_sessions():
     """A real smtpd with the README's main.cf, through the default unit and through sockmapd.socket: mails with
@@ -1559,10 +1596,17 @@ def postfix_reconnects_after_pauses_and_a_burst_of_100_sessions():
         print("    %s: 3 mails %d s apart: %d socketmap sessions, each closed by Postfix after %s ms" % (
             unit, gap, len(ended), "/".join(e["SOCKMAP_DURATION_MS"] for e in ended)), flush=True)
 
-    # 100 sessions at once (Postfix's process limit), through sockmapd.socket, then the default pair.
+    # 100 sessions at once (Postfix's process limit), through sockmapd.socket, then the default pair.  Each
+    # smtpd looks up in both maps: up to 200 handlers, each with its own database connection, past MariaDB's
+    # default max_connections (151).  Those past it answer TEMP (1040), and Postfix defers: 451 (what an
+    # earlier run of this case saw once in 100 sessions).  So the database is sized as postfix.md says,
+    # and the figure it must hold is shown: Max_used_connections of each burst.
+    size_mariadb_as_postfix_md_says(c)
     for unit in ("accept", "listener"):
         if unit == "listener":
             use_listener_socket(c)
+        c.run(["mariadb", "-e", "FLUSH STATUS"])
+        since = c.run(["date", "+%Y-%m-%d %H:%M:%S"]).out.strip()
         t0 = time.monotonic()
         r = subprocess.run(["nsenter", "-t", str(c.leader), "-n", sys.executable, "-c", SMTP_BURST, "100",
                             "someone@example.com", "postmaster@example.org", "nobody@example.org"],
@@ -1570,8 +1614,12 @@ def postfix_reconnects_after_pauses_and_a_burst_of_100_sessions():
         eq(r.returncode, 0, r.stderr[-800:])
         results = json.loads(r.stdout)
         took = time.monotonic() - t0
-        eq([res for res in results if res != [250, 250, 550]], [], "%s: every session's answers" % unit)
-        print("    %s: 100 SMTP sessions at once, all 250/250/550, in %.1f s" % (unit, took), flush=True)
+        wrong = [res for res in results if res != [250, 250, 550]]
+        if wrong:
+            raise AssertionError("%s: every session's answers: %r\n%s" % (unit, wrong, burst_evidence(c, since)))
+        used = c.run(["mariadb", "-N", "-e", "SHOW GLOBAL STATUS LIKE 'Max_used_connections'"]).out.split()[1]
+        print("    %s: 100 SMTP sessions at once, all 250/250/550, in %.1f s; database connections at most %s"
+              % (unit, took, used), flush=True)
         eq([u for u in failed_units(c) if u.startswith("sockmapd")], [], "failed units")
     log = c.run(["journalctl", "--no-pager", "-o", "cat", "-t", "postfix/smtpd"]).out
     not_contains(log, "lookup error", "no failed lookup in Postfix's log")

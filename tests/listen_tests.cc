@@ -4,6 +4,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <arpa/inet.h>
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <filesystem>
@@ -15,6 +16,7 @@
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
+#include <vector>
 
 using namespace sockmapd;
 
@@ -476,6 +478,38 @@ BOOST_AUTO_TEST_CASE(a_reload_retires_every_handler)
     BOOST_TEST(b.pid != a.pid);
     BOOST_TEST((b.n == 1 && c.n == 2 && c.pid == b.pid), "the new handler, reused");
     BOOST_TEST((d.pid != c.pid && d.n == 1), "max_use from the new config: 2");
+    BOOST_TEST(loop.stop() == 0);
+}
+
+// Handlers retire all the time here, by every path the parent has: after
+// their max_use-th connection (2), as soon as they are idle (max_idle 0:
+// retired at the loop's next turn) and at reloads, which come every few
+// milliseconds, while clients connect back to back.  A connection given to
+// a handler at the moment it retires is still served: every one is answered.
+BOOST_AUTO_TEST_CASE(no_connection_is_lost_to_a_handler_that_retires)
+{
+    LoopProcess loop(reuse(2, 0), 3, true, 2);
+    BOOST_REQUIRE(loop.ask().pid > 0); // the loop is up: SIGHUP is a reload now
+    std::atomic<bool> clients_done{false};
+    std::thread reloads([&] {
+        while (!clients_done) {
+            loop.signal(SIGHUP);
+            std::this_thread::sleep_for(3ms);
+        }
+    });
+    std::atomic<int> answered{0}, unanswered{0};
+    std::vector<std::thread> clients;
+    for (int t = 0; t < 4; ++t)
+        clients.emplace_back([&] {
+            for (int i = 0; i < 100; ++i)
+                ++(loop.ask().pid > 0 ? answered : unanswered);
+        });
+    for (auto& t : clients)
+        t.join();
+    clients_done = true;
+    reloads.join();
+    BOOST_TEST(unanswered.load() == 0);
+    BOOST_TEST(answered.load() == 400);
     BOOST_TEST(loop.stop() == 0);
 }
 
