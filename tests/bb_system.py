@@ -1596,12 +1596,9 @@ def postfix_reconnects_after_pauses_and_a_burst_of_100_sessions():
         print("    %s: 3 mails %d s apart: %d socketmap sessions, each closed by Postfix after %s ms" % (
             unit, gap, len(ended), "/".join(e["SOCKMAP_DURATION_MS"] for e in ended)), flush=True)
 
-    # 100 sessions at once (Postfix's process limit), through sockmapd.socket, then the default pair.  Each
-    # smtpd looks up in both maps: up to 200 handlers, each with its own database connection, past MariaDB's
-    # default max_connections (151).  Those past it answer TEMP (1040), and Postfix defers: 451 (what an
-    # earlier run of this case saw once in 100 sessions).  So the database is sized as postfix.md says,
-    # and the figure it must hold is shown: Max_used_connections of each burst.
-    size_mariadb_as_postfix_md_says(c)
+    # 100 sessions at once (Postfix's process limit), through sockmapd.socket, then the default pair, on
+    # MariaDB's default max_connections (151): the most database connections a burst used is shown (18 and
+    # 52 in a run on two loaded cores).  A wrong session prints the container's journal.
     for unit in ("accept", "listener"):
         if unit == "listener":
             use_listener_socket(c)
