@@ -5,6 +5,8 @@ SHELL := /bin/bash
 #
 #   make            build build/sockmapd
 #   make check      install what is missing, build, run every test suite
+#   make check-fast the loop while working: unit tests and the quick black-box
+#                   cases (no root, no container, not slow), a minute at most
 #   make demo       install what is missing (deps-demo), build, show real lookups
 #   make deps       install the Debian packages the build and tests need
 #   make install    DESTDIR= PREFIX= honoured
@@ -56,7 +58,8 @@ BUILD_DEPS := g++ make pkg-config libmariadb-dev libjsoncpp-dev libcli11-dev lib
               libssl-dev
 DEMO_DEPS  := mariadb-server-core mariadb-client-core systemd python3 postfix
 TEST_DEPS  := $(DEMO_DEPS) libboost-test-dev procps openssl xinetd valgrind \
-              time groff-base debootstrap systemd-container clang-format nftables
+              time groff-base debootstrap systemd-container clang-format nftables \
+              python3-pytest python3-pytest-xdist
 # bb_cluster's Galera nodes: the provider, and rsync state transfer, whose
 # scripts (wsrep_sst_rsync, wsrep_sst_common) come only with mariadb-server
 # (not -core, so that package is needed here, system service and all); they
@@ -68,7 +71,7 @@ FUZZ_DEPS  := clang libclang-rt-14-dev
 # binary; building it (GOPATH mode) needs Go and its one driver, nothing else.
 BENCH_DEPS := golang-go golang-github-go-sql-driver-mysql-dev
 
-.PHONY: format format-check all check unit blackbox deps deps-demo deps-deb deps-fuzz deps-bench demo install uninstall clean fuzz fuzz-run bench bench-systemd deb
+.PHONY: format format-check all check check-fast unit blackbox deps deps-demo deps-deb deps-fuzz deps-bench demo install uninstall clean fuzz fuzz-run bench bench-systemd deb
 
 all: $(BUILD)/sockmapd
 
@@ -126,9 +129,15 @@ deps-fuzz:
 deps-bench:
 	$(call apt_install,$(BENCH_DEPS))
 
+# The black-box suites run under pytest (tests/README.md), two side by side
+# (CHECK_JOBS=1: one after another); the last line is "N passed, N failed".
 check: deps
 	$(MAKE) -j2 $(BUILD)/sockmapd $(BUILD)/unit_tests
 	/usr/bin/python3 tests/run_all.py --build $(BUILD) $(RUN_ALL_FLAGS)
+
+check-fast: deps
+	$(MAKE) -j2 $(BUILD)/sockmapd $(BUILD)/unit_tests
+	/usr/bin/python3 tests/run_all.py --build $(BUILD) --fast $(RUN_ALL_FLAGS)
 
 # One layout for every C++ file (.clang-format); CI fails on a difference.
 FORMAT_SRC := $(wildcard src/*.cc src/*.hh tests/*.cc tests/fuzz/*.cc)

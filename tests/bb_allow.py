@@ -22,6 +22,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import harness  # noqa: E402
 from harness import *  # noqa: E402,F403
@@ -168,6 +170,7 @@ def on_routable_address(cfg):
     return read_log(cfg)
 
 
+@pytest.mark.root
 @test(timeout=60)
 def handler_on_a_routable_address_warns_without_a_list():
     fresh()

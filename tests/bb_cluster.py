@@ -29,8 +29,12 @@ import sys
 import threading
 import time
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F401,F403
+
+pytestmark = pytest.mark.slow  # a Galera cluster formed for the suite, nodes killed and rejoining
 
 PROVIDER = "/usr/lib/galera/libgalera_smm.so"
 CAUSAL = "SET SESSION wsrep_sync_wait = 1"

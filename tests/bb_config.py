@@ -15,6 +15,8 @@ import os
 import socket
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F401,F403
 
@@ -129,6 +131,7 @@ def number_too_large_is_a_config_error_in_every_mode():
         contains(err.decode(), want)
 
 
+@pytest.mark.slow
 @test(timeout=120)
 def go_config_with_capitalised_keys_answers():
     db = shared_mariadb()

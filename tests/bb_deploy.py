@@ -21,6 +21,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F403
 import debpkg  # noqa: E402
@@ -119,6 +121,7 @@ def installed_service(sbindir="/usr/sbin"):
 
 # ---------------------------------------------------------------- socket activation
 
+@pytest.mark.slow
 @test(timeout=120)
 def socket_activation_fd3_concurrent_lookups():
     cfg = config()
@@ -131,6 +134,7 @@ def socket_activation_fd3_concurrent_lookups():
         contains(line, "%d requests" % (3 * len(LOOKUPS)))
 
 
+@pytest.mark.slow
 @test(timeout=120)
 def socket_activation_inetd_concurrent_lookups():
     cfg = config()
@@ -203,6 +207,7 @@ def listen_sigint_exits_zero():
     eq(stop_and_wait(p, signal.SIGINT), 0)
 
 
+@pytest.mark.slow
 @test(timeout=60)
 def listen_max_children_caps_handlers():
     cfg = config()
@@ -334,6 +339,7 @@ def listen_run_as_group_only_and_numeric_user():
     eq(stop_and_wait(p), 0)
 
 
+@pytest.mark.slow
 @test(timeout=60)
 def listen_errors_exit_codes():
     cfg = config()
@@ -362,6 +368,7 @@ def listen_errors_exit_codes():
 
 # ---------------------------------------------------------------- Postfix's client
 
+@pytest.mark.slow
 @test(timeout=120)
 def postmap_single_keys():
     cfg = config()
@@ -389,6 +396,7 @@ def postmap_single_keys():
            (0, "root@example.org\n", ""))
 
 
+@pytest.mark.slow
 @test(timeout=120)
 def postmap_database_down_is_a_temporary_error():
     cfg = temp_config(base_config(None))  # a closed port: every lookup TEMP
@@ -400,6 +408,7 @@ def postmap_database_down_is_a_temporary_error():
     eq(postmap_outcome(rc, out, err)[0], "error", "exit 1 with a warning is not 'not found'")
 
 
+@pytest.mark.slow
 @test(timeout=120)
 def postmap_many_keys_one_connection():
     cfg = config()
@@ -425,6 +434,7 @@ def postmap_many_keys_one_connection():
                      "all keys on one connection")
 
 
+@pytest.mark.slow
 @test(timeout=120)
 def postmap_against_listen_mode():
     cfg = config()
@@ -500,6 +510,7 @@ class Xinetd:
             stop_pid(k, grace=2)
 
 
+@pytest.mark.slow
 @test(timeout=120)
 def xinetd_serves_with_the_shipped_file():
     cfg = config()
@@ -628,6 +639,7 @@ def tree(root):
     return out
 
 
+@pytest.mark.slow
 @test(timeout=120)
 def make_install_and_uninstall_destdir_prefix():
     dest = tmpdir("destdir")
@@ -662,6 +674,7 @@ def make_install_and_uninstall_destdir_prefix():
     eq(tree(dest), {}, "uninstall leaves no files")
 
 
+@pytest.mark.slow
 @test(timeout=60)
 def make_install_prefix_local():
     dest = tmpdir("destdir")
@@ -677,6 +690,7 @@ def make_install_prefix_local():
     eq(servers, ["/usr/local/sbin/sockmapd"], "the xinetd example runs the installed program")
 
 
+@pytest.mark.slow
 @test(timeout=120)
 def make_install_keeps_an_existing_config():
     dest = tmpdir("destdir")
@@ -739,6 +753,7 @@ def man_pages_render_and_cover_everything():
 
 # ---------------------------------------------------------------- Debian package
 
+@pytest.mark.slow
 @test(timeout=600)
 def debian_package_builds_and_is_lintian_clean():
     rc, out = make("deps-deb", timeout=540)

@@ -35,6 +35,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F401,F403
 
@@ -235,6 +237,7 @@ TRY = "doc/testing-and-benchmarks.md"
 POSTFIX = "doc/postfix.md"
 
 
+@pytest.mark.slow
 @test
 def try_it_from_a_shell():
     """The pipe block against config.example.json alone, the --query block with the sample data."""
@@ -255,6 +258,7 @@ def man_page_commands_are_in_the_documents():
     eq([c for c in commands if c not in blocks], [], "sockmapd(8) EXAMPLES commands no document shows")
 
 
+@pytest.mark.slow
 @test(timeout=120)
 def postfix_test_with_postmap():
     """postfix.md's postmap block as written, against config.example.sql through Postfix's postmap."""
@@ -263,6 +267,7 @@ def postfix_test_with_postmap():
         readme.run_shell(readme.block(POSTFIX, "postfix-postmap"), port=sa.port, pdir=postfix_dir())
 
 
+@pytest.mark.slow
 @test(timeout=180)
 def map_recipes_as_written():
     """Each recipe of postfix.md (recipe-NAME-sql, -map, -main-cf, -postmap): its SQL in a fresh database, its map,
@@ -528,6 +533,7 @@ def log_shape(line):
     return re.sub(r"\b\d+ ms\b", "N ms", line)
 
 
+@pytest.mark.slow
 @test(timeout=120)
 def logging_example_is_what_the_program_writes():
     """modes-and-units.md's log example: the same connection at loglevel debug and at info, in a log file."""

@@ -18,8 +18,12 @@ import sys
 import threading
 import time
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F401,F403
+
+pytestmark = pytest.mark.slow  # faults waited out: timeouts, restarts, failover
 
 CONNECT_TIMEOUT = 1
 READ_TIMEOUT = 2

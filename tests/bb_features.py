@@ -16,6 +16,8 @@ query was tried.
 import os
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F403
 
@@ -383,6 +385,7 @@ def domain_wide_blacklist():
     eq(s.close(), 0)
 
 
+@pytest.mark.slow
 @test(timeout=120)
 def postfix_examples_through_postmap():
     db = shared_mariadb()
@@ -407,6 +410,7 @@ def postfix_examples_through_postmap():
 # ---------------------------------------------------------------- statements and --check-config
 
 
+@pytest.mark.slow
 @test
 def query_statement_prepared_once_per_session():
     db = shared_mariadb()
@@ -426,6 +430,7 @@ def check_online(cfg):
     return rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
 
+@pytest.mark.slow
 @test
 def check_config_prepares_query_maps():
     db = shared_mariadb()
@@ -475,6 +480,7 @@ def broken_query_maps_answer_temp_not_notfound():
     eq(s.close(), 0)
 
 
+@pytest.mark.slow
 @test
 def template_errors_are_config_errors_naming_the_map():
     cases = [

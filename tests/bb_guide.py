@@ -25,6 +25,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F401,F403
 
@@ -110,6 +112,7 @@ def moving_typo_is_an_error_naming_the_nearest_key():
     run_shell(block(MOVING, "moving-typo"), cfg=go_config(typo=True))
 
 
+@pytest.mark.slow
 @test(timeout=60)
 def moving_socket_on_every_ipv4_address():
     unit = "sockmapd-listener.socket"
@@ -135,6 +138,7 @@ def listening_any(port):
         return any(line.split()[1] == "00000000:%04X" % port and line.split()[3] == "0A" for line in f.readlines()[1:])
 
 
+@pytest.mark.slow
 @test(timeout=120)
 def moving_one_log_line_per_connection_keys_only_at_debug():
     db = shared_mariadb()
@@ -166,6 +170,7 @@ def moving_one_log_line_per_connection_keys_only_at_debug():
 
 # ---------------------------------------------------------------- What Postfix says (doc/postfix.md)
 
+@pytest.mark.slow
 @test(timeout=120)
 def troubleshooting_postmap_found_and_not_found():
     _, cfg = sample_database()
@@ -173,6 +178,7 @@ def troubleshooting_postmap_found_and_not_found():
         run_shell(block(POSTFIX, "postfix-says-found"), port=sa.port, pdir=postfix_dir())
 
 
+@pytest.mark.slow
 @test(timeout=120)
 def troubleshooting_postmap_database_down():
     cfg = temp_config(base_config(None, database={"connect_timeout": 1}))
@@ -180,6 +186,7 @@ def troubleshooting_postmap_database_down():
         run_shell(block(POSTFIX, "postfix-says-database-down"), port=sa.port, pdir=postfix_dir())
 
 
+@pytest.mark.slow
 @test(timeout=120)
 def troubleshooting_postmap_unknown_map():
     cfg = temp_config(base_config(None))
@@ -187,11 +194,13 @@ def troubleshooting_postmap_unknown_map():
         run_shell(block(POSTFIX, "postfix-says-unknown-map"), port=sa.port, pdir=postfix_dir())
 
 
+@pytest.mark.slow
 @test
 def troubleshooting_postmap_nothing_listening():
     run_shell(block(POSTFIX, "postfix-says-nothing-listening"), port=closed_port(), pdir=postfix_dir())
 
 
+@pytest.mark.slow
 @test
 def troubleshooting_postfix_process_limit():
     run_shell(block(POSTFIX, "postfix-process-limit"), pdir=postfix_dir())
@@ -297,6 +306,7 @@ def dmz_allow_list_refuses_a_stranger_with_the_logged_line():
     ok(re.fullmatch(pattern, refused[0]), "%r is the README's line %r" % (refused[0], line))
 
 
+@pytest.mark.root
 @test(timeout=60)
 def dmz_firewall_rules_as_written():
     lang, body = on_loopback(block(DMZ, "dmz-nft"))
@@ -310,6 +320,7 @@ def dmz_firewall_rules_as_written():
     eq((rc, lines), (0, ["127.0.0.1 16:PERM unknown map,", "127.0.0.2 TimeoutError"]),
        "the MTA reaches sockmapd, the stranger's SYN is dropped")
 
+@pytest.mark.slow
 @test(timeout=120)
 def dmz_postmap_from_the_mta():
     _, path = sample_database()
@@ -322,6 +333,7 @@ def dmz_postmap_from_the_mta():
     not_contains(read_log(cfg), "refused")
 
 
+@pytest.mark.slow
 @test(timeout=120)
 def dmz_postmap_from_a_host_not_in_the_list():
     # The README's list as written: 127.0.0.1 (where postmap runs) is not in it.

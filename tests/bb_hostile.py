@@ -21,8 +21,12 @@ import sys
 import threading
 import time
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F401,F403
+
+pytestmark = pytest.mark.slow  # 50 MB streams, stalled clients, peak RSS
 
 IDLE = 2
 MiB = 1024
@@ -50,24 +54,6 @@ def record(case, peak_kb, secs, extra=""):
     print("    " + line, flush=True)
     ok(peak_kb > 0, "%s: no RSS sample" % case)
     ok(peak_kb < RSS_LIMIT_KB, "%s: peak RSS %d kB over %d kB" % (case, peak_kb, RSS_LIMIT_KB))
-
-
-def time_prefix():
-    """argv prefix running the handler under GNU time; (prefix, file that will hold its max RSS in kB)."""
-    out = tmpfile("maxrss")
-    return [require_tool("time"), "-f", "%M", "-o", out], out
-
-
-def maxrss_from(path, timeout=5):
-    """The %M figure GNU time wrote (waits for the file)."""
-    def read():
-        try:
-            with open(path) as f:
-                lines = f.read().split()
-            return int(lines[-1]) if lines and lines[-1].isdigit() else None
-        except OSError:
-            return None
-    return wait_for(read, timeout=timeout, msg="GNU time's report in %s" % path)
 
 
 def measured_socket_session():

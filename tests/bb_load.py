@@ -16,8 +16,12 @@ import resource
 import sys
 import time
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F401,F403
+
+pytestmark = pytest.mark.slow  # 200 connections x 200 lookups
 
 CONNECTIONS = int(os.environ.get("LOAD_CONNECTIONS", "200"))
 LOOKUPS = int(os.environ.get("LOAD_LOOKUPS", "200"))

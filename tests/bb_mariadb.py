@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F403
 
@@ -215,6 +217,7 @@ def failover_first_host_refusing():
     contains(err, dead)
 
 
+@pytest.mark.slow
 @test
 def retry_state_shared_between_processes():
     db = shared_db()
@@ -349,6 +352,7 @@ def query_exit_codes():
     eq(out, "", "no reply for a broken config")
 
 
+@pytest.mark.slow
 @test
 def check_config_online():
     db = shared_db()

@@ -15,8 +15,12 @@ import os
 import sys
 import time
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F401,F403
+
+pytestmark = pytest.mark.slow  # a primary and a replica, writes waited for
 
 REPL_USER = "repl"
 REPL_PASSWORD = "replpw"

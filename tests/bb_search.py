@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F403
 import harness  # noqa: E402
@@ -169,6 +171,7 @@ def virtual_order_and_the_domain_list():
     eq(s.close(), 0)
 
 
+@pytest.mark.slow
 @test
 def prepared_once_run_once_per_key_tried():
     db = shared_mariadb()
@@ -276,6 +279,7 @@ def a_bad_search_value_is_a_config_error():
         eq([status_word(r) for r in decode_stream(out)], [b"TEMP"])
 
 
+@pytest.mark.slow
 @test(timeout=120)
 def through_postmap():
     db = shared_mariadb()
@@ -413,6 +417,7 @@ flush     unix  n       -       n       1000?   0       flush
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+@pytest.mark.root
 @test(timeout=300)
 def through_a_real_smtpd():
     """A domain blacklist, an address row over its domain's, an @domain catch-all, and 451 in an outage."""

@@ -14,6 +14,8 @@ import json
 import os
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F401,F403
 
@@ -97,6 +99,7 @@ def wrong_password_not_in_temp_reasons_log_or_output():
         no_secret(out + err, "%s output" % args)
 
 
+@pytest.mark.slow
 @test
 def password_not_in_check_config_output():
     db = server()
@@ -242,6 +245,7 @@ def _keyed_session():
     )) + b"%d:" % (MAX_REQUEST + 1) + (KEY_MARK * 3000).encode()
 
 
+@pytest.mark.slow
 @test
 def keys_logged_only_at_debug():
     expected = [b"OK", b"NOTFOUND", b"TEMP", b"PERM", b"PERM", b"NOTFOUND", b"PERM"]

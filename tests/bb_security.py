@@ -20,8 +20,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F403
+
+pytestmark = pytest.mark.root  # switches to the user nobody for a local user's side
 
 # A map name that, logged raw, appends a cron line and a line of its own.
 FORGED_MAP = b"x\n*\t*\t*\t*\t*\troot\ttouch\t/tmp/pwned\n2026-01-01T00:00:00+0000\tsockmapd[1]:\terror:\t\x1b[2Jforged"

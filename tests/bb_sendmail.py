@@ -27,10 +27,14 @@ import sys
 import threading
 import time
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F403
 import container  # noqa: E402
 from readme import marked  # noqa: E402
+
+pytestmark = pytest.mark.container  # Sendmail in a layer over build/system (root)
 
 # sendmail-bin, and sensible-mda with procmail for local delivery; libjsoncpp25 for the sockmapd
 # binary the booted case runs inside (its other libraries are in the base root).

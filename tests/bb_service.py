@@ -28,6 +28,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import harness  # noqa: E402
 from harness import *  # noqa: E402,F403
@@ -232,6 +234,7 @@ def threads_connected(mdb):
     return int(mdb.sql("SHOW GLOBAL STATUS LIKE 'Threads_connected'").split()[-1]) - 1
 
 
+@pytest.mark.slow
 @test(timeout=180)
 def service_reuses_handlers_and_their_database_connection():
     """300 connections one after another, each one lookup, as Postfix makes them: at most
@@ -264,6 +267,7 @@ def service_reuses_handlers_and_their_database_connection():
         svc.stop()
 
 
+@pytest.mark.slow
 @test(timeout=90)
 def service_nothing_of_a_connection_reaches_the_next():
     """One handler (--max-children 1) serves each connection in turn: a half-read request,
@@ -378,6 +382,7 @@ def service_max_use_and_max_idle():
     eq(lookup(("127.0.0.1", port), "othermap", "ping"), b"OK pong")
 
 
+@pytest.mark.slow
 @test(timeout=60)
 def service_notifies_systemd():
     cfg = config()
@@ -455,6 +460,7 @@ def service_cap_makes_connections_wait_not_refused():
     eq(b.ask("othermap", "ping"), b"OK pong")
 
 
+@pytest.mark.slow
 @test(timeout=90)
 def service_stop_with_sessions_open():
     mdb = MariaDB(fixtures=True, name="stopping")
@@ -495,6 +501,7 @@ def service_stop_with_sessions_open():
     not_contains(log, "sending SIGTERM", "every handler ended by itself")
 
 
+@pytest.mark.slow
 @test(timeout=120)
 def service_outage_is_temp_and_back():
     mdb = MariaDB(fixtures=True, name="outage")
@@ -735,6 +742,7 @@ def listen_start_up_errors_reach_the_terminal_with_a_log_file():
     eq((p.returncode, err), (0, b""))
 
 
+@pytest.mark.slow
 @test
 def help_lists_query_exit_statuses_without_parser_noise():
     rc, out, err = run_pipe(None, b"", args=["--help"])

@@ -28,11 +28,16 @@ import sys
 import threading
 import time
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F403
 import container  # noqa: E402
 import debpkg  # noqa: E402
 import readme  # noqa: E402
+
+pytestmark = pytest.mark.container  # booted Debian under systemd-nspawn (root, build/system)
+
 PASSWORD = "Sys-pw.7f3c9e1a"          # the database password the cases set; searched for in the journal
 TEMP_CONFIG_ERROR = b"TEMP sockmapd configuration error"
 

@@ -13,8 +13,12 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F401,F403
+
+pytestmark = pytest.mark.slow  # a PKI and a TLS MariaDB of its own
 
 SSL_USER, SSL_PASSWORD = "tlsuser", "tlspw"      # REQUIRE SSL
 X509_USER, X509_PASSWORD = "certuser", "certpw"  # REQUIRE X509: a client certificate signed by the CA

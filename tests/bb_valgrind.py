@@ -18,8 +18,12 @@ import re
 import sys
 import time
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F401,F403
+
+pytestmark = pytest.mark.slow  # sockmapd under valgrind
 
 BROKEN_MAP = {"service": "broken", "database": "dbmail", "table": "no_such_table", "key": "k", "value": "v"}
 

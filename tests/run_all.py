@@ -1,38 +1,46 @@
 #!/usr/bin/python3
-"""Run every sockmapd test suite against a build directory; builds nothing.
+"""Run sockmapd's tests against a build directory; builds nothing.
 
-    tests/run_all.py --build build [--only unit,bb_core] [--skip bb_system] [--timeout SECS]
+    tests/run_all.py --build build [--only unit,bb_core] [--skip bb_system] [--fast] [--jobs N]
+                     [--timeout SECS] [-- PYTEST-ARGS...]
 
-Runs BUILD/unit_tests (Boost.Test), then each tests/bb_*.py in sorted order
-with SOCKMAPD=BUILD/sockmapd in the environment (the rest of the environment
-is passed through: KEEP_TMP, TIMEOUT_SCALE, ...), streaming their output.
+Runs BUILD/unit_tests (Boost.Test) and, beside them, the black-box suites
+tests/bb_*.py with pytest (tests/lib/harness_pytest.py), SOCKMAPD=BUILD/sockmapd
+in the environment (the rest of the environment is passed through: KEEP_TMP,
+TIMEOUT_SCALE, ...), streaming their output.  With --jobs 2 (the default)
+the suites run side by side on two pytest-xdist workers, a suite's cases
+together and in order, the container suites one after another.  --fast
+leaves out the cases marked root, container or slow (make check-fast).
 Prints a per-suite summary and, as the very last line, `N passed, N failed`.
-Exit status 1 if anything failed.  A suite that crashes, hangs past its
-time limit, or prints no result line counts as failed; nothing is skipped
-unless named with --skip (the sanitizer pass skips bb_system, which tests
-the .deb built from the tree, not the build directory's binary); skipped
-suites are listed in the summary.
+Exit status 1 if anything failed.  A suite that cannot be imported, a case
+that fails, errs in set-up or teardown, hangs past its time limit or skips
+counts as failed; nothing is left out unless named with --skip (the
+sanitizer pass skips bb_system, which tests the .deb built from the tree,
+not the build directory's binary); skipped suites are listed in the summary.
 """
 
 import argparse
 import glob
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RESULT_RE = re.compile(r"^(\d+) passed, (\d+) failed\s*$")
+FAST = "not root and not container and not slow"
 # Boost.Test report lines: "  12 test cases out of 14 passed" / "1 test case out of 1 failed"
 BOOST_RE = re.compile(r"^\s*(\d+) test cases? out of (\d+) (passed|failed|skipped|aborted)\b")
 BOOST_MODULE_RE = re.compile(r'^\s*Test module "[^"]*" has (passed|failed)')
 
 
-def run_streaming(cmd, env, timeout):
-    """Run cmd with stdout+stderr merged, echoing lines; (returncode or None if killed, lines, timed_out)."""
+def run_streaming(cmd, env, timeout, name, echo=True):
+    """Run cmd with stdout+stderr merged, echoing lines (unless not `echo`); (returncode or None if
+    killed, lines, timed_out)."""
     try:
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                              env=env, start_new_session=True)
@@ -44,9 +52,9 @@ def run_streaming(cmd, env, timeout):
 
     def on_timeout():
         timed_out.append(True)
-        print("run_all: %s exceeded %ds, stopping it" % (os.path.basename(cmd[-1]), timeout), flush=True)
+        print("run_all: %s exceeded %ds, stopping it" % (name, timeout), flush=True)
         try:
-            os.kill(p.pid, signal.SIGTERM)  # the suite stops its own servers on SIGTERM
+            os.kill(p.pid, signal.SIGTERM)  # the suites stop their own servers on SIGTERM
         except ProcessLookupError:
             return
         for _ in range(150):
@@ -66,7 +74,8 @@ def run_streaming(cmd, env, timeout):
         for raw in p.stdout:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             lines.append(line)
-            print(line, flush=True)
+            if echo:
+                print(line, flush=True)
         p.wait()
     finally:
         timer.cancel()
@@ -87,12 +96,15 @@ def describe_rc(rc):
     return "exit status %d" % rc
 
 
-def run_unit(build, env, timeout):
+def run_unit(build, env, timeout, echo=True):
     exe = os.path.join(build, "unit_tests")
     if not os.access(exe, os.X_OK):
         print("FAIL unit_tests: %s missing (make %s)" % (exe, exe), flush=True)
         return 0, 1, "binary missing"
-    rc, lines, timed_out = run_streaming([exe, "--report_level=detailed", "--color_output=no"], env, timeout)
+    rc, lines, timed_out = run_streaming([exe, "--report_level=detailed", "--color_output=no"], env, timeout,
+                                         "unit_tests", echo)
+    if not echo:
+        print("=== unit\n" + "\n".join(lines), flush=True)
     passed = failed = 0
     found = False
     in_module = False
@@ -122,21 +134,41 @@ def run_unit(build, env, timeout):
     return passed, failed, note
 
 
-def run_suite(path, env, timeout):
-    rc, lines, timed_out = run_streaming([sys.executable, path], env, timeout)
-    last = next((l for l in reversed(lines) if l.strip()), "")
-    m = RESULT_RE.match(last)
-    note = describe_rc(rc)
-    if timed_out:
-        passed = int(m.group(1)) if m else 0
-        return passed, (int(m.group(2)) if m else 0) + 1, "timed out"
-    if not m:
-        return 0, 1, "no result line (%s)" % note
-    passed, failed = int(m.group(1)), int(m.group(2))
-    if rc != 0 and failed == 0:
-        failed = 1
-        note = "result line clean but %s" % note
-    return passed, failed, note
+def run_blackbox(names, env, timeout, jobs, fast, extra):
+    """pytest over the named suites; [(name, passed, failed, note)] per suite."""
+    fd, report = tempfile.mkstemp(prefix="run_all-", suffix=".json")
+    os.close(fd)
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "-rfEP", "--durations=15",
+           "--continue-on-collection-errors", "--suite-report=" + report]
+    if fast:
+        cmd += ["-m", FAST]
+    if jobs > 1 and len(names) > 1:
+        cmd += ["-n", str(jobs), "--dist", "loadgroup"]
+    cmd += list(extra) + [os.path.join(HERE, n + ".py") for n in names]
+    started = time.monotonic()
+    rc, _, timed_out = run_streaming(cmd, env, timeout, "pytest")
+    took = time.monotonic() - started
+    try:
+        with open(report) as f:
+            counts = json.load(f)
+    except (OSError, ValueError):
+        counts = {}
+    finally:
+        os.unlink(report)
+    results = []
+    for name in names:
+        c = counts.get(name)
+        if c is None:
+            # Nothing reported: deselected throughout (--fast), or pytest never got to it.
+            if fast and rc in (0, 1, 5) and not timed_out:
+                results.append((name, 0, 0, "no case in this tier"))
+            else:
+                results.append((name, 0, 1, "no result (pytest %s)" % ("timed out" if timed_out else describe_rc(rc))))
+            continue
+        results.append((name, c["passed"], c["failed"], "%.1fs in its cases" % c["seconds"]))
+    if rc not in (0, 1, 5) or timed_out:  # 5: nothing collected (a tier without cases)
+        results.append(("pytest", 0, 1, "timed out" if timed_out else describe_rc(rc)))
+    return results, took
 
 
 def main():
@@ -146,8 +178,14 @@ def main():
                     help="suite names to run (unit, bb_core, ...); comma-separated or repeated")
     ap.add_argument("--skip", action="append", default=[],
                     help="suite names not to run; comma-separated or repeated")
+    ap.add_argument("--fast", action="store_true",
+                    help="leave out the cases marked root, container or slow (make check-fast)")
+    ap.add_argument("--jobs", "-j", type=int, default=int(os.environ.get("CHECK_JOBS", "2")),
+                    help="pytest-xdist workers for the black-box suites (default 2, env CHECK_JOBS; 1: one process)")
     ap.add_argument("--timeout", type=int, default=int(os.environ.get("SUITE_TIMEOUT", "1200")),
-                    help="seconds per suite (default 1200, env SUITE_TIMEOUT)")
+                    help="seconds per suite: the black-box run may take this times the number of suites"
+                         " (default 1200, env SUITE_TIMEOUT)")
+    ap.add_argument("pytest_args", nargs="*", help="after --: more arguments for pytest (-k NAME, -x, ...)")
     args = ap.parse_args()
 
     build = os.path.abspath(args.build)
@@ -160,36 +198,58 @@ def main():
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
 
-    suites = [("unit", None)]
-    suites += [(os.path.basename(p)[:-3], p) for p in sorted(glob.glob(os.path.join(HERE, "bb_*.py")))]
+    suites = ["unit"] + [os.path.basename(p)[:-3] for p in sorted(glob.glob(os.path.join(HERE, "bb_*.py")))]
     results = []
     if only:
-        unknown = only - {name for name, _ in suites}
-        for name in sorted(unknown):
+        for name in sorted(only - set(suites)):
             results.append((name, 0, 1, "no such suite"))
-        suites = [s for s in suites if s[0] in only]
-    unknown = skip - {name for name, _ in suites} - only
-    for name in sorted(unknown):
+        suites = [s for s in suites if s in only]
+    for name in sorted(skip - set(suites) - only):
         results.append((name, 0, 1, "--skip: no such suite"))
-    skipped = [name for name, _ in suites if name in skip]
-    suites = [s for s in suites if s[0] not in skip]
+    skipped = [s for s in suites if s in skip]
+    suites = [s for s in suites if s not in skip]
 
-    for name, path in suites:
-        print("=== %s" % name, flush=True)
-        started = time.monotonic()
-        if path is None:
-            p, f, note = run_unit(build, env, args.timeout)
+    started = time.monotonic()
+    blackbox = [s for s in suites if s != "unit"]
+    unit = []
+
+    def unit_tests(echo):
+        t0 = time.monotonic()
+        p, f, note = run_unit(build, env, args.timeout, echo)
+        unit.append(("unit", p, f, "%s, %.1fs" % (note, time.monotonic() - t0)))
+
+    # The unit tests mostly wait (timeouts, idle limits): beside the black-box suites they cost
+    # next to no wall time.  Their output follows when they are done.
+    beside = None
+    if "unit" in suites:
+        if blackbox:
+            beside = threading.Thread(target=unit_tests, args=(False,))
+            beside.start()
         else:
-            p, f, note = run_suite(path, env, args.timeout)
-        results.append((name, p, f, "%s, %.1fs" % (note, time.monotonic() - started)))
+            print("=== unit", flush=True)
+            unit_tests(True)
+    took = None
+    bb = []
+    if blackbox:
+        print("=== %s" % ", ".join(blackbox), flush=True)
+        bb, took = run_blackbox(blackbox, env, args.timeout * len(blackbox), args.jobs, args.fast, args.pytest_args)
+    if beside is not None:
+        beside.join()
+    results += unit + bb
 
     total_p = sum(r[1] for r in results)
     total_f = sum(r[2] for r in results)
     print("")
-    print("=== summary (%s)" % build)
+    print("=== summary (%s%s): %.0fs%s" % (build, ", fast tier" if args.fast else "", time.monotonic() - started,
+                                         "" if took is None else ", black-box %.0fs on %d worker(s)"
+                                         % (took, args.jobs if len(blackbox) > 1 else 1)))
     width = max([len(r[0]) for r in results] + [5])
+    empty = [r[0] for r in results if r[3] == "no case in this tier"]
     for name, p, f, note in results:
-        print("%-*s  %4d passed, %3d failed   %s%s" % (width, name, p, f, "FAILED  " if f else "", note))
+        if name not in empty:
+            print("%-*s  %4d passed, %3d failed   %s%s" % (width, name, p, f, "FAILED  " if f else "", note))
+    if empty:
+        print("no case in this tier: %s" % ", ".join(empty))
     if skipped:
         print("skipped on request: %s" % ", ".join(skipped))
     print("%d passed, %d failed" % (total_p, total_f), flush=True)

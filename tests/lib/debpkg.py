@@ -13,6 +13,7 @@ failure.  rebuild_with_version() unpacks a .deb with dpkg-deb -R, changes its
 Version and packs it again: what dpkg sees as an upgrade.
 """
 
+import fcntl
 import hashlib
 import os
 import re
@@ -79,17 +80,25 @@ def tree_digest():
 
 
 def tree_deb():
-    """(deb, seconds, built) for the tree as it is now: built once per content, kept under build/deb/."""
+    """(deb, seconds, built) for the tree as it is now: built once per content, kept under build/deb/.
+
+    Suites running side by side (make check's two workers) wait for each other's build."""
     top = os.path.join(REPO, "build", "deb")
+    os.makedirs(top, exist_ok=True)
+    with open(os.path.join(REPO, "build", "deb.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _tree_deb(top)
+
+
+def _tree_deb(top):
     digest = tree_digest()
     outdir = os.path.join(top, digest)
     done = os.path.join(outdir, "done")
     if os.path.exists(done):
         with open(done) as f:
             return os.path.join(outdir, f.read().strip()), 0.0, False
-    if os.path.isdir(top):
-        for old in os.listdir(top):
-            shutil.rmtree(os.path.join(top, old), ignore_errors=True)
+    for old in os.listdir(top):
+        shutil.rmtree(os.path.join(top, old), ignore_errors=True)
     os.makedirs(outdir)
     deb, took = build_deb(outdir)
     with open(done, "w") as f:

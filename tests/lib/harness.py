@@ -1,6 +1,9 @@
-"""harness — a small black-box test kit for sockmapd (Python 3 standard library only).
+"""harness — helpers for sockmapd's black-box suites, run by pytest.
 
-A suite is a script tests/bb_<name>.py:
+A suite is a module tests/bb_<part>.py; pytest runs it (tests/conftest.py
+loads tests/lib/harness_pytest.py, which collects the cases and gives each
+the time limit and cleanup below).  A case is a plain pytest function using
+the fixtures of harness_pytest, or a function registered with @test:
 
     import os, sys
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
@@ -11,30 +14,36 @@ A suite is a script tests/bb_<name>.py:
         rc, out, err = run_pipe(temp_config(base_config()), encode(b"nosuch key"))
         eq(decode_stream(out)[0][:5], b"PERM ")
 
+    def test_found(mariadb):                       # the same, written for pytest
+        rc, out, err = run_pipe(temp_config(base_config(mariadb)), encode(b"recipient postmaster@example.org"))
+        assert replies(out) == [fixture_reply("recipient", "postmaster@example.org")]
+
     if __name__ == "__main__":
-        main()
+        main()                                     # = pytest tests/bb_<part>.py ARGS
+
+Run: pytest tests/bb_core.py -k NAME (tests/README.md).
 
 Pieces:
-  test framework   @test / @test(timeout=S), main(), eq/ok/contains/startswith/wait_for,
-                   defer(fn) (per-test cleanup)
-  processes        MariaDB, shared_mariadb(), SocketActivated, spawn(), spawn_as() (as another
-                   user, who may not reach the checkout), xinetd_style(),
-                   run_pipe(), stop_pid(), pid_alive(), proc_children(), vm_hwm_kb()
+  cases            @test / @test(timeout=S) (cases in registration order), main(),
+                   eq/ok/contains/startswith/wait_for, defer(fn) (per-case cleanup)
+  processes        MariaDB, shared_mariadb(), SocketActivated, serve() (sockmapd in each mode),
+                   spawn(), spawn_as() (as another user, who may not reach the checkout),
+                   xinetd_style(), run_pipe(), stop_pid(), pid_alive(), proc_children(), vm_hwm_kb()
   Postfix          postfix_dir() (a main.cf of the test's own), postmap(), postmap_outcome()
   protocol         encode(), decode_stream(), Client
   config           base_config(), write_config(), temp_config(), FIXTURE_MAPS
-  temp files       suite_dir(), tmpdir(), tmpfile(); removed at exit unless KEEP_TMP=1
+  temp files       suite_dir(), tmpdir(), tmpfile(); removed after the suite unless KEEP_TMP=1
 
 Every process started here is remembered and stopped by its pid: after the
-test that started it (objects created inside a test), or at exit (objects
-created outside a test, or marked with .keep_for_suite()).  Timeouts are
+case that started it (objects created inside a case or a function-scoped
+fixture), or after the suite (objects created outside a case, in a
+module-scoped fixture, or marked with .keep_for_suite()).  Timeouts are
 multiplied by the environment variable TIMEOUT_SCALE (e.g. 3 for sanitizer
 builds).
 """
 
 import atexit
 import ctypes
-import fnmatch
 import json
 import os
 import shutil
@@ -45,11 +54,10 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 
 __all__ = [
     # framework
-    "test", "main", "eq", "ne", "ok", "contains", "not_contains", "startswith",
+    "test", "main", "begin_suite", "end_suite", "begin_case", "end_case", "eq", "ne", "ok", "contains", "not_contains", "startswith",
     "wait_for", "defer", "TestTimeout", "scaled", "require_tool", "run_clients", "finish_conversation",
     # processes
     "MariaDB", "SqlError", "shared_mariadb", "SocketActivated", "spawn", "spawn_as", "xinetd_style", "run_pipe",
@@ -90,10 +98,13 @@ def scaled(seconds):
 # ---------------------------------------------------------------- temp files
 
 _suite_dir = None
+_suite = None
 _counter = 0
 
 
 def _suite_name():
+    if _suite:
+        return _suite
     return os.path.splitext(os.path.basename(sys.argv[0] or "suite"))[0] or "suite"
 
 
@@ -219,6 +230,20 @@ def _at_exit():
 
 
 atexit.register(_at_exit)
+
+
+def begin_suite(name):
+    """A suite (a module) starts: its temp and runtime directories are named after it and its own."""
+    global _suite
+    _suite = name
+
+
+def end_suite():
+    """After a suite's last case: stop what it kept, remove its directory; the next suite starts afresh."""
+    global _suite, _shared_db, _public_binary
+    _at_exit()
+    _shared_db = _public_binary = None  # both lived in the suite directory
+    _suite = None
 
 
 def _on_term(signum, frame):
@@ -356,9 +381,12 @@ _TESTS = []
 
 
 def test(fn=None, *, timeout=None, name=None):
-    """Register a test: `@test` or `@test(timeout=120)`.  Runs in registration order."""
+    """Register a case: `@test` or `@test(timeout=120)`.  Cases run in registration order.
+
+    pytest collects them from the module that defines them (tests/lib/harness_pytest.py);
+    pytest marks (@pytest.mark.slow) go on the function as on any other."""
     def register(f):
-        _TESTS.append((name or f.__name__, f, timeout or DEFAULT_TIMEOUT))
+        _TESTS.append((name or f.__name__, f, timeout or DEFAULT_TIMEOUT, f.__module__))
         return f
     if callable(fn):
         return register(fn)
@@ -366,110 +394,76 @@ def test(fn=None, *, timeout=None, name=None):
 
 
 def defer(fn, *args, **kwargs):
-    """Run fn(*args, **kwargs) after the current test, pass or fail (LIFO)."""
+    """Run fn(*args, **kwargs) after the current case, pass or fail (LIFO)."""
     _test_cleanups.append((fn, args, kwargs))
 
 
+_timer_limit = 0
+
+
 def _on_alarm(signum, frame):
-    raise TestTimeout("test timed out")
+    raise TestTimeout("timed out after %gs" % _timer_limit)
 
 
-def _run_one(name, fn, timeout):
+def begin_case(name, timeout):
+    """A case starts: what is started from now on is stopped after it; SIGALRM after scaled(timeout)."""
     global _current_test
     _current_test = name
-    limit = scaled(timeout)
+    start_timer(timeout)
+
+
+def start_timer(timeout):
+    """TestTimeout in the main thread after scaled(timeout) seconds; 0 stops it."""
+    global _timer_limit
+    _timer_limit = scaled(timeout) if timeout else 0
     signal.signal(signal.SIGALRM, _on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, limit)
-    started = time.monotonic()
-    failure = None
-    try:
-        fn()
-    except TestTimeout:
-        failure = "timed out after %gs\n%s" % (limit, traceback.format_exc())
-    except Exception as e:
-        failure = "%s\n%s" % (_one_line(e), traceback.format_exc())
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-    # Cleanups get their own time bound.
-    signal.setitimer(signal.ITIMER_REAL, scaled(60))
+    signal.setitimer(signal.ITIMER_REAL, _timer_limit)
+
+
+def end_case():
+    """After a case: its deferred functions (LIFO), then whatever it started, stopped by pid, within
+    scaled(60) s.  The first error is raised once all of it is done."""
+    global _current_test
+    first = None
+    start_timer(60)
     try:
         while _test_cleanups:
             cfn, cargs, ckw = _test_cleanups.pop()
             try:
                 cfn(*cargs, **ckw)
             except Exception as e:
-                if failure is None:
-                    failure = "cleanup failed: %s\n%s" % (_one_line(e), traceback.format_exc())
+                first = first or e
         _stop_scope("test")
         _reap_orphans()
     except TestTimeout:
-        failure = failure or "cleanup timed out"
+        first = first or TestTimeout("cleanup timed out")
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        start_timer(0)
         _current_test = None
-    return failure, time.monotonic() - started
-
-
-def _one_line(e):
-    text = str(e).strip() or type(e).__name__
-    if isinstance(e, AssertionError) and not str(e).strip():
-        text = "assertion failed"
-    first = text.splitlines()[0]
-    return first if len(first) <= 400 else first[:400] + "..."
+        del _test_cleanups[:]
+    if first is not None:
+        raise first
 
 
 def main(argv=None):
-    """Run the registered tests (all, or those named/globbed in argv); exit 1 if any failed.
+    """`tests/bb_x.py ARGS` is `pytest tests/bb_x.py ARGS` (e.g. -k NAME, --collect-only -q).
 
-    Prints `PASS name (secs)` or `FAIL name: reason` + traceback per test, then
-    exactly one final line `N passed, N failed`.  `--list` prints the names.
-    """
-    argv = sys.argv[1:] if argv is None else argv
-    if "--list" in argv:
-        for name, _, _ in _TESTS:
-            print(name)
-        return 0
-    patterns = [a for a in argv if not a.startswith("-")]
-    selected = [t for t in _TESTS if not patterns or any(fnmatch.fnmatchcase(t[0], p) for p in patterns)]
-    passed = failed = 0
-    if patterns and not selected:
-        print("FAIL selection: no test matches %s" % " ".join(patterns))
-        failed += 1
-    names = [t[0] for t in _TESTS]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        print("FAIL registry: duplicate test names: %s" % ", ".join(dupes))
-        failed += 1
-    signal.signal(signal.SIGALRM, _on_alarm)
-    completed = False
-    try:
-        for name, fn, timeout in selected:
-            failure, secs = _run_one(name, fn, timeout)
-            if failure is None:
-                passed += 1
-                print("PASS %s (%.2fs)" % (name, secs), flush=True)
-            else:
-                failed += 1
-                reason, _, rest = failure.partition("\n")
-                print("FAIL %s: %s" % (name, reason))
-                for line in rest.rstrip().splitlines():
-                    print("    " + line)
-                sys.stdout.flush()
-        completed = True
-    finally:
-        sys.stdout.flush()
-        signal.setitimer(signal.ITIMER_REAL, scaled(120))
-        try:
-            _at_exit()  # before the result line, which must be the last one
-        except TestTimeout:
-            print("FAIL cleanup: stopping servers timed out")
-            failed += 1
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        if not completed:
-            print("harness: interrupted after %d passed, %d failed" % (passed, failed), flush=True)
-    print("%d passed, %d failed" % (passed, failed), flush=True)
-    sys.exit(1 if failed else 0)
+    Names given bare, as the old runner took them (a glob's `*` dropped), become one -k:
+    `tests/bb_core.py framing_* pipe_eof` runs `pytest tests/bb_core.py -k "framing_ or pipe_eof"`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    options, names = [], []
+    while argv:
+        a = argv.pop(0)
+        if a.startswith("-"):
+            options.append(a)
+            if a in ("-k", "-m", "-n", "-p", "--dist", "--durations") and argv:
+                options.append(argv.pop(0))
+        else:
+            names.append(a.replace("*", "").replace("?", ""))
+    if names:
+        options += ["-k", " or ".join(names)]
+    path = os.path.abspath(sys.argv[0])
+    os.execv("/usr/bin/python3", ["/usr/bin/python3", "-m", "pytest", path] + options)
 
 
 def _show(v, limit=300):
@@ -867,9 +861,9 @@ def _argv(config_path, args, binary=None):
 
 
 def spawn(config_path, args=(), env=None, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-          stderr=subprocess.PIPE, **popen_kw):
-    """Start `sockmapd [-c config] args` (Popen); stopped after the test if still running."""
-    p = subprocess.Popen(_argv(config_path, args), stdin=stdin, stdout=stdout, stderr=stderr,
+          stderr=subprocess.PIPE, prefix=(), **popen_kw):
+    """Start `[prefix...] sockmapd [-c config] args` (Popen); stopped after the test if still running."""
+    p = subprocess.Popen(list(prefix) + _argv(config_path, args), stdin=stdin, stdout=stdout, stderr=stderr,
                          env=sockmapd_env(env), **popen_kw)
     _Proc(p)
     return p
@@ -1040,6 +1034,82 @@ class SocketActivated:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+# ---------------------------------------------------------------- sockmapd in each mode
+
+MODES = ("pipe", "fd3", "inetd", "service", "listen")
+
+
+class Served:
+    """sockmapd -c CONFIG served in one of MODES; .session() opens a conversation with it.
+
+    pipe: a process per session on pipes (PipeSession); fd3, inetd: systemd-socket-activate -a
+    (a handler per connection), without or with --inetd; service: without -a (the Accept=no
+    service: one process, its handlers); listen: sockmapd --listen 127.0.0.1:PORT.
+    .address is (host, port) for the socket modes, None for pipe; .pid the listening process.
+    Stopped after the case (or the suite, when started outside a case)."""
+
+    def __init__(self, mode, config_path, args=(), env=None):
+        if mode not in MODES:
+            raise ValueError("mode %r: one of %s" % (mode, ", ".join(MODES)))
+        self.mode, self.config, self.args, self.env = mode, config_path, [str(a) for a in args], env
+        self.activator = self.proc = self.address = None
+        if mode in ("fd3", "inetd", "service"):
+            self.activator = SocketActivated(["-c", config_path] + self.args, inetd=mode == "inetd",
+                                             accept=mode != "service", env=env)
+            self.address = self.activator.address
+        elif mode == "listen":
+            for attempt in range(3):
+                port = free_port()
+                self.proc = spawn(config_path, ["--listen", "127.0.0.1:%d" % port] + self.args, env=env,
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+                if _wait_listening_or_exit(self.proc, port):
+                    self.address = ("127.0.0.1", port)
+                    break
+            else:
+                raise AssertionError("sockmapd --listen: no free port after 3 tries")
+
+    @property
+    def pid(self):
+        if self.activator is not None:
+            return self.activator.proc.pid if self.activator.proc else None
+        return self.proc.pid if self.proc else None
+
+    def session(self, timeout=5.0):
+        """A Client on the socket, or for pipe a PipeSession (a process of its own); both .ask()."""
+        if self.mode == "pipe":
+            return PipeSession(self.config, self.args, env=self.env, timeout=timeout)
+        return Client(self.address, timeout=timeout)
+
+    def stop(self):
+        if self.activator is not None:
+            self.activator.stop()
+        if self.proc is not None:
+            stop_pid(self.proc.pid, grace=5.0, popen=self.proc)
+
+
+def _wait_listening_or_exit(proc, port):
+    """True once `proc` listens on `port`; False if it exited because the port was taken."""
+    deadline = time.monotonic() + scaled(10)
+    while not _tcp_listening(port, proc.pid):
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace")
+            if "in use" in err:
+                return False
+            raise AssertionError("sockmapd --listen exited (%s): %s" % (proc.returncode, err[-2000:]))
+        if time.monotonic() > deadline:
+            raise AssertionError("sockmapd --listen not listening on %d after %gs" % (port, scaled(10)))
+        time.sleep(0.02)
+    return True
+
+
+def serve(mode, config_path, args=(), env=None):
+    """Served(mode, config_path, args, env): sockmapd in one of MODES."""
+    return Served(mode, config_path, args, env)
+
+
+__all__ += ["MODES", "Served", "serve"]
 
 
 # ---------------------------------------------------------------- Postfix's client
@@ -1572,6 +1642,13 @@ class PipeSession:
                 pass
         return rc
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.popen.poll() is None:
+            self.close()
+
 
 class PeakRss:
     """Samples the peak RSS (VmHWM, kB) of processes in a background thread.
@@ -1675,6 +1752,27 @@ def sql_rows(db, text, timeout=60):
     return [dict(zip(header, line.split("\t"))) for line in lines[1:]]
 
 
+def time_prefix():
+    """argv prefix running sockmapd under GNU time; (prefix, file that will hold its max RSS in kB).
+
+    A child's ru_maxrss counts the RSS of the Python process that forked it (kept across exec):
+    GNU time's %M counts only its own small footprint besides sockmapd's."""
+    out = tmpfile("maxrss")
+    return [require_tool("time"), "-f", "%M", "-o", out], out
+
+
+def maxrss_from(path, timeout=5):
+    """The %M figure GNU time wrote (waits for the file)."""
+    def read():
+        try:
+            with open(path) as f:
+                lines = f.read().split()
+            return int(lines[-1]) if lines and lines[-1].isdigit() else None
+        except OSError:
+            return None
+    return wait_for(read, timeout=timeout, msg="GNU time's report in %s" % path)
+
+
 def percentile(values, p):
     """The p-th percentile (0..100) of `values`, nearest-rank."""
     if not values:
@@ -1704,7 +1802,8 @@ def wait_stopped(pid, timeout=5.0):
     return wait_for(stopped, timeout=timeout, interval=0.005, msg="process %d stopped" % pid)
 
 
-__all__ += ["status_word", "PipeSession", "PeakRss", "FakeDbHost", "sql_rows", "percentile", "wait_stopped"]
+__all__ += ["status_word", "PipeSession", "PeakRss", "FakeDbHost", "sql_rows", "percentile", "wait_stopped",
+            "time_prefix", "maxrss_from"]
 
 
 def expect(s, mapname, cases):
