@@ -466,6 +466,7 @@ def the_port_belongs_to_both_units_and_defaults_agree():
        "sockmapd.json(5)'s example sets idle_timeout below %d" % default)
 
 
+@pytest.mark.slow
 @test
 def the_packager_gets_build_dependencies_only():
     """8: the README's package build installs what debian/control's Build-Depends lists (apt-get build-dep), not

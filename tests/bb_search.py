@@ -477,6 +477,7 @@ def through_a_real_smtpd():
 
 # ---------------------------------------------------------------- virtual(8) refuses a socketmap
 
+@pytest.mark.slow
 @test(timeout=300)
 def virtual8_refuses_socketmap_delivery_tables():
     """doc/postfix.md: smtpd accepts a recipient through virtual_mailbox_maps = socketmap:..., and the real

@@ -150,9 +150,10 @@ def run_blackbox(names, env, timeout, jobs, fast, extra):
     took = time.monotonic() - started
     try:
         with open(report) as f:
-            counts = json.load(f)
+            counts = json.load(f)  # written at the end of pytest's session
+        reported = True
     except (OSError, ValueError):
-        counts = {}
+        counts, reported = {}, False  # pytest missing, or stopped before its end
     finally:
         os.unlink(report)
     results = []
@@ -160,7 +161,7 @@ def run_blackbox(names, env, timeout, jobs, fast, extra):
         c = counts.get(name)
         if c is None:
             # Nothing reported: deselected throughout (--fast), or pytest never got to it.
-            if fast and rc in (0, 1, 5) and not timed_out:
+            if fast and reported and rc in (0, 1, 5) and not timed_out:
                 results.append((name, 0, 0, "no case in this tier"))
             else:
                 results.append((name, 0, 1, "no result (pytest %s)" % ("timed out" if timed_out else describe_rc(rc))))

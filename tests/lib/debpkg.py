@@ -21,12 +21,17 @@ import shutil
 import subprocess
 import time
 
+from harness import scaled
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 
 
 def build_deb(outdir, timeout=540):
-    """Build the .deb from a copy of the tree under outdir; (deb path, seconds taken)."""
+    """Build the .deb from a copy of the tree under outdir; (deb path, seconds taken).
+
+    `timeout` is scaled by TIMEOUT_SCALE like every other wait: on a loaded machine the
+    compile alone takes longer."""
     src = os.path.join(outdir, "sockmapd-src")
     shutil.rmtree(src, ignore_errors=True)
     # A copy of the tree (no build output, no .git): artefacts stay out of the repo.
@@ -38,7 +43,7 @@ def build_deb(outdir, timeout=540):
     env["DEB_BUILD_OPTIONS"] = "nocheck parallel=%d" % (os.cpu_count() or 1)
     t0 = time.monotonic()
     r = subprocess.run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=src, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, timeout=timeout, env=env)
+                       stderr=subprocess.STDOUT, timeout=scaled(timeout), env=env)
     took = time.monotonic() - t0
     if r.returncode != 0:
         raise AssertionError("dpkg-buildpackage failed: " + r.stdout.decode(errors="replace")[-3000:])

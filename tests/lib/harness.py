@@ -44,6 +44,7 @@ builds).
 
 import atexit
 import ctypes
+import fcntl
 import json
 import os
 import shutil
@@ -1211,21 +1212,36 @@ class MariaDB:
 
     # -- life cycle
     def _initialise(self):
-        tool = require_tool("mariadb-install-db")
+        """A fresh datadir: a copy of the one mariadb-install-db made first in this run (TEST_CACHE_DIR,
+        set by tests/lib/harness_pytest.py for a pytest run and its workers), else its own."""
         t0 = time.monotonic()
-        cmd = [tool, "--no-defaults", "--datadir=" + self.datadir,
+        cache = os.environ.get("TEST_CACHE_DIR")
+        if cache and os.path.isdir(cache):
+            template = os.path.join(cache, "mariadb-datadir")
+            with open(os.path.join(cache, "mariadb-datadir.lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # one install-db, the other workers wait for it
+                if not os.path.isdir(template):
+                    shutil.rmtree(template + ".new", ignore_errors=True)
+                    self._install_db(template + ".new", self.dir)
+                    os.rename(template + ".new", template)
+            shutil.copytree(template, self.datadir, symlinks=True)
+        else:
+            self._install_db(self.datadir, self.dir)
+        self.init_seconds = time.monotonic() - t0
+
+    def _install_db(self, datadir, tmp):
+        cmd = [require_tool("mariadb-install-db"), "--no-defaults", "--datadir=" + datadir,
                "--auth-root-authentication-method=normal", "--skip-test-db",
                "--skip-name-resolve",
                # Its own temp files beside the datadir: bootstraps running at
                # the same time (other suites, other checkouts) share no /tmp.
-               "--tmpdir=" + self.dir] + self._innodb_args()
+               "--tmpdir=" + tmp] + self._innodb_args()
         if os.geteuid() == 0:
             cmd.append("--user=root")
         r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            timeout=scaled(120))
         if r.returncode != 0:
             raise AssertionError("mariadb-install-db failed (%d): %s" % (r.returncode, r.stdout.decode(errors="replace")[-3000:]))
-        self.init_seconds = time.monotonic() - t0
 
     @staticmethod
     def _innodb_args():

@@ -34,12 +34,16 @@ lacks a part fails, never skips), an error in set-up or teardown too.
 
 import json
 import os
+import shutil
+import sys
+import tempfile
+import threading
 
 import pytest
 
 import harness
 
-__all__ = ["pytest_addoption", "pytest_configure", "pytest_pycollect_makemodule", "pytest_pycollect_makeitem",
+__all__ = ["pytest_addoption", "pytest_configure", "pytest_unconfigure", "pytest_pycollect_makemodule", "pytest_pycollect_makeitem",
            "pytest_collection_modifyitems", "pytest_runtest_call", "_harness_suite", "_harness_case",
            "mariadb", "own_mariadb", "sockmapd_config", "sockmapd"]
 
@@ -59,8 +63,30 @@ def pytest_configure(config):
     for name, text in TIERS.items():
         config.addinivalue_line("markers", "%s: %s" % (name, text))
     config.addinivalue_line("markers", "timeout(seconds): the case's time limit (times TIMEOUT_SCALE)")
-    if config.getoption("--suite-report") and not hasattr(config, "workerinput"):
+    if hasattr(config, "workerinput"):
+        if threading.current_thread() is not threading.main_thread():
+            # Debian 12's execnet (1.9) now and then runs a worker outside the main thread, where
+            # no time limit (SIGALRM) can be set: this worker ends before it takes any case, and
+            # xdist starts another in its place ("replacing crashed worker").
+            sys.stderr.write("harness_pytest: worker %s not in the main thread; ending it\n"
+                             % config.workerinput.get("workerid"))
+            sys.stderr.flush()
+            os._exit(3)
+        return
+    if config.getoption("--suite-report"):
         config.pluginmanager.register(SuiteReport(config.getoption("--suite-report")), "harness-suite-report")
+    if not os.environ.get("TEST_CACHE_DIR"):
+        # What every suite would make alike, made once per run (MariaDB's initial datadir); the
+        # xdist workers, started after this, inherit the variable.
+        config._harness_cache = tempfile.mkdtemp(prefix="sockmapd-tests-cache-")
+        os.environ["TEST_CACHE_DIR"] = config._harness_cache
+
+
+def pytest_unconfigure(config):
+    cache = getattr(config, "_harness_cache", None)
+    if cache:
+        shutil.rmtree(cache, ignore_errors=True)
+        os.environ.pop("TEST_CACHE_DIR", None)
 
 
 # ---------------------------------------------------------------- collection
