@@ -59,7 +59,7 @@ BUILD_DEPS := g++ make pkg-config libmariadb-dev libjsoncpp-dev libcli11-dev lib
 DEMO_DEPS  := mariadb-server-core mariadb-client-core systemd python3 postfix
 TEST_DEPS  := $(DEMO_DEPS) libboost-test-dev procps openssl xinetd valgrind \
               time groff-base debootstrap systemd-container clang-format nftables \
-              python3-pytest python3-pytest-xdist
+              python3-pytest python3-pytest-xdist prometheus
 # bb_cluster's Galera nodes: the provider, and rsync state transfer, whose
 # scripts (wsrep_sst_rsync, wsrep_sst_common) come only with mariadb-server
 # (not -core, so that package is needed here, system service and all); they
@@ -194,6 +194,10 @@ install: $(BUILD)/sockmapd
 	install -D -m 0644 units/sockmapd-listener.socket $(DESTDIR)$(UNITDIR)/sockmapd-listener.socket
 	sed 's,@SBINDIR@,$(SBINDIR),g' units/sockmapd-listener.service > $(BUILD)/sockmapd-listener.service
 	install -D -m 0644 $(BUILD)/sockmapd-listener.service $(DESTDIR)$(UNITDIR)/sockmapd-listener.service
+	sed 's,@SBINDIR@,$(SBINDIR),g' units/sockmapd-metrics.service > $(BUILD)/sockmapd-metrics.service
+	install -D -m 0644 $(BUILD)/sockmapd-metrics.service $(DESTDIR)$(UNITDIR)/sockmapd-metrics.service
+	install -D -m 0644 units/sockmapd-metrics.timer $(DESTDIR)$(UNITDIR)/sockmapd-metrics.timer
+	install -D -m 0644 doc/sockmapd-alerts.yml $(DESTDIR)$(DOCDIR)/examples/sockmapd-alerts.yml
 	install -D -m 0644 config.example.json $(DESTDIR)$(DOCDIR)/config.example.json
 	sed 's,/usr/sbin/sockmapd,$(SBINDIR)/sockmapd,g' units/sockmapd.xinetd > $(BUILD)/sockmapd.xinetd
 	install -D -m 0644 $(BUILD)/sockmapd.xinetd $(DESTDIR)$(DOCDIR)/examples/sockmapd.xinetd
@@ -214,7 +218,8 @@ uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/sockmapd $(DESTDIR)$(MANDIR)/man8/sockmapd.8 \
 	      $(DESTDIR)$(MANDIR)/man5/sockmapd.json.5 $(DESTDIR)$(UNITDIR)/sockmapd.socket \
 	      $(DESTDIR)$(UNITDIR)/sockmapd@.service $(DESTDIR)$(UNITDIR)/sockmapd-listener.socket \
-	      $(DESTDIR)$(UNITDIR)/sockmapd-listener.service
+	      $(DESTDIR)$(UNITDIR)/sockmapd-listener.service $(DESTDIR)$(UNITDIR)/sockmapd-metrics.service \
+	      $(DESTDIR)$(UNITDIR)/sockmapd-metrics.timer
 	rm -rf $(DESTDIR)$(DOCDIR)
 
 clean:

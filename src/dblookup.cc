@@ -2,6 +2,7 @@
 
 #include "log.hh"
 #include "mapkey.hh"
+#include "stats.hh"
 
 #include <algorithm>
 
@@ -114,6 +115,7 @@ LookupResult DbLookup::search(const CompiledMap& mc, std::string_view key, const
                 log_debug("lookup in " + name + " as: " + log_escape(step.key), {{"SOCKMAP_MAP", map}});
             ResultJoiner joiner(plan);
             budget_.spend();
+            stats().executed(map);
             const bool done = execute(step.values, max_value_length, [&](const Row& cols) {
                 if (cols.empty())
                     return false;

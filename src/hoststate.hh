@@ -45,6 +45,7 @@ public:
     // Re-reads the shared file and returns the order to try `hosts` in.
     std::vector<std::size_t> order(const std::vector<Endpoint>& hosts);
     void mark_down(const Endpoint& host);
+    unsigned retry_interval() const { return retry_interval_; }
     // Clears a mark this process saw at its last read (order()); touches
     // the file only then.
     void mark_up(const Endpoint& host);

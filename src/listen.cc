@@ -6,6 +6,7 @@
 #include "log.hh"
 #include "peerlimit.hh"
 #include "privileges.hh"
+#include "stats.hh"
 #include "util.hh"
 
 #include <algorithm>
@@ -203,6 +204,7 @@ struct Loop {
     // closes them (run_child) instead of keeping another client's socket.
     std::deque<Untaken> redispatch{};
     unsigned long long served = 0;
+    bool waiting = false; // connections may wait in the backlog: every handler was busy
     std::size_t reported_running = 0;
     unsigned long long reported_served = 0;
     Clock::time_point reported_at{};
@@ -222,7 +224,10 @@ std::optional<Clock::time_point> notify_status(Loop& lp)
     lp.reported_running = running;
     lp.reported_served = lp.served;
     lp.reported_at = now;
-    sd_notifyf(0, "STATUS=%zu handlers running, %llu connections served", running, lp.served);
+    const StatsSummary sum = stats().summary();
+    sd_notifyf(0, "STATUS=%zu handlers running (%zu idle), %llu connections served, %llu lookups, %llu TEMP", running,
+               lp.table.idle(), lp.served, static_cast<unsigned long long>(sum.lookups),
+               static_cast<unsigned long long>(sum.temp));
     return std::nullopt;
 }
 
@@ -252,6 +257,7 @@ void reap(Loop& lp)
                            std::to_string(ms) + " ms)";
         const int slot = h->slot;
         std::string peer = h->peer;
+        stats().handler_exited(WIFSIGNALED(status));
         if (Fd conn = slot >= 0 ? lp.table.untaken(pid, lp.receipts.count(slot)) : Fd()) {
             what += ": the connection from " + peer + " it had not taken goes to another";
             lp.redispatch.push_back({std::move(conn), std::move(peer)});
@@ -318,6 +324,7 @@ void start_handler(Loop& lp, int conn, std::string peer)
         return;
     }
     lp.table.started(pid, Fd(sv[0]), Fd(conn), peer, Clock::now(), slot);
+    stats().handler_started();
     log_info("handler " + std::to_string(pid) + " for " + peer + " started (" + std::to_string(lp.table.running()) +
              " running)");
 }
@@ -354,6 +361,8 @@ bool admitted(Loop& lp, int conn, const std::string& key, const std::string& pee
             if (const auto it = lp.conn_keys.find(h.conn.get()); it != lp.conn_keys.end() && it->second == key)
                 ++serving;
     const PeerLimit::Admission a = lp.peers.admit(key, serving);
+    if (a != PeerLimit::Admission::Yes)
+        stats().refused(StatRefusal::PerPeer);
     if (a == PeerLimit::Admission::No)
         log_warning("closing new connections from " + key + " (" + peer + "): it has " + std::to_string(serving) +
                     " handlers, the most --max-per-peer allows");
@@ -376,9 +385,11 @@ bool accept_one(Loop& lp, Listener& l)
             log_error("accept on " + l.name + ": " + std::strerror(errno));
             pause_briefly(); // EMFILE and friends: do not spin
         }
+        lp.waiting = false; // the backlog is empty
         return false;
     }
     if (!lp.admit(reinterpret_cast<sockaddr*>(&ss))) {
+        stats().refused(StatRefusal::Allow);
         close(conn);
         return true;
     }
@@ -388,6 +399,9 @@ bool accept_one(Loop& lp, Listener& l)
         return true;
     }
     ++lp.served;
+    stats().accepted();
+    if (lp.waiting)
+        stats().waited_at_cap();
     dispatch(lp, conn, std::move(peer));
     return true;
 }
@@ -473,7 +487,9 @@ void reload_config(Loop& lp, const Config& cfg, const std::function<bool()>& rel
     log_info(std::string("reloading on ") + strsignal(reload_signal));
     reload_signal = 0;
     sd_notify(0, "RELOADING=1");
-    if (reload()) {
+    const bool ok = reload();
+    stats().reloaded(ok);
+    if (ok) {
         lp.table.retire_all();
         lp.table.set_limits(reuse_limits(cfg.sys));
     }
@@ -603,9 +619,14 @@ int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function
         lp.table.retire_expired(Clock::now());
         const auto status_due = notify_status(lp);
         const bool full = !can_take(lp);
-        if (full && !full_logged)
+        if (full && !full_logged) {
             log_warning("all " + std::to_string(opt.max_children) + " handlers busy: new connections wait");
+            stats().cap_reached();
+        }
         full_logged = full;
+        if (full)
+            lp.waiting = true;
+        stats().handlers(lp.table.running(), lp.table.idle(), opt.max_children);
         fds.clear();
         owners.clear();
         for (const auto& l : lp.ls)

@@ -14,14 +14,20 @@
 #include "rundir.hh"
 #include "session.hh"
 #include "socketmap.hh"
+#include "stats.hh"
 #include "util.hh"
 
 #include <CLI/CLI.hpp>
 
+#include <cerrno>
 #include <csignal>
+#include <cstring>
+#include <ctime>
+#include <fcntl.h>
 #include <iostream>
 #include <optional>
 #include <sstream>
+#include <sys/stat.h>
 #include <sysexits.h>
 #include <unistd.h>
 
@@ -45,6 +51,8 @@ struct Options {
     std::string go_port; // the Go sockmapd's -p PORT
     unsigned max_children = default_max_children;
     unsigned max_per_peer = 0;
+    bool stats = false;
+    std::string stats_file; // --stats FILE: written atomically; empty: stdout
 };
 
 // Answers every request TEMP: a handler whose config is broken must make
@@ -177,8 +185,22 @@ private:
     DbLookup lookup_;
 };
 
+// The names the counters keep apart (stats.hh): the maps and hosts of `cfg`.
+void configure_stats(const Config& cfg)
+{
+    std::vector<std::string> maps, hosts;
+    for (const auto& m : cfg.maps)
+        maps.push_back(m.service);
+    for (const auto& h : cfg.db.hosts)
+        hosts.push_back(h.name());
+    stats().configure(maps, hosts);
+}
+
 int serve(const Options& opt, const ClientConnection& conn)
 {
+    // A handler started afresh (Accept=yes, xinetd) counts in the file the
+    // other handlers and --stats share.
+    stats().open(runtime_dir());
     const std::optional<Config> cfg = load_for(opt.config, Audience::Daemon);
     if (!cfg) {
         const auto started = Clock::now();
@@ -187,8 +209,12 @@ int serve(const Options& opt, const ClientConnection& conn)
         log_summary(st, conn, Clock::now() - started);
         return EX_CONFIG;
     }
-    if (!admit_connection(cfg->sys.allow, conn.in_fd))
+    configure_stats(*cfg);
+    if (!admit_connection(cfg->sys.allow, conn.in_fd)) {
+        stats().refused(StatRefusal::Allow);
         return EX_OK; // refused and logged: no reply, no database
+    }
+    stats().accepted();
     MariaDbRunner db(cfg->db);
     DbLookup lookup(cfg->maps, db);
     serve_connection(*cfg, conn, lookup);
@@ -243,6 +269,10 @@ int listen_mode(const Options& opt, const std::vector<PassedListener>& passed)
     lo.max_children = cap.handlers;
     lo.max_per_peer = opt.max_per_peer;
     prepare_connector(cfg.db.tls.enabled());
+    // Before the first fork: every handler inherits the region, and it
+    // outlives each of them.
+    stats().open(runtime_dir());
+    configure_stats(cfg);
     // A new config serves new connections; running handlers finish theirs
     // with the old one, then exit.
     const bool bound_here = passed.empty();
@@ -254,6 +284,7 @@ int listen_mode(const Options& opt, const std::vector<PassedListener>& passed)
         }
         warn_unapplied(cfg.sys, fresh->sys, bound_here);
         cfg = std::move(*fresh);
+        configure_stats(cfg);
         log_info("reload: configuration read from " + opt.config + ", " + std::to_string(cfg.maps.size()) +
                  " maps; new connections use it");
         return true;
@@ -307,6 +338,51 @@ int check_maps_online(const Config& cfg)
     return rc;
 }
 
+// --stats [FILE]: every figure in the Prometheus text format, on stdout or
+// into FILE (a temporary file renamed over it, so that node_exporter's
+// textfile collector never reads half of one).  Without the counters'
+// file (nothing has served since boot, or another runtime directory) the
+// figures are zero and stderr says why.
+int report_stats(const std::string& file)
+{
+    const std::string path = stats_file_to_read();
+    const SharedRegion shm = peek_stats(path);
+    const std::time_t now = std::time(nullptr);
+    std::string text;
+    if (shm) {
+        text = format_prometheus(*static_cast<const StatsRegion*>(shm.data()), now, SOCKMAPD_VERSION);
+    } else {
+        std::cerr << "sockmapd: no counters in " << path << " (nothing served since it was made, or " << path
+                  << " is of another version): the figures are zero\n";
+        Stats empty;
+        empty.open_private();
+        text = format_prometheus(*empty.region(), now, SOCKMAPD_VERSION);
+    }
+    if (file.empty()) {
+        std::cout << text << std::flush;
+        return std::cout ? EX_OK : EX_IOERR;
+    }
+    const std::string tmp = file + ".tmp";
+    unlink(tmp.c_str());
+    Fd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+    bool ok = fd && fchmod(fd.get(), 0644) == 0;
+    for (std::string_view rest = text; ok && !rest.empty();) {
+        const ssize_t n = write(fd.get(), rest.data(), rest.size());
+        if (n < 0 && errno == EINTR)
+            continue;
+        ok = n > 0;
+        if (ok)
+            rest.remove_prefix(static_cast<std::size_t>(n));
+    }
+    ok = ok && close(fd.release()) == 0 && rename(tmp.c_str(), file.c_str()) == 0;
+    if (!ok) {
+        std::cerr << "sockmapd: --stats " << file << ": " << std::strerror(errno) << "\n";
+        unlink(tmp.c_str());
+        return EX_CANTCREAT;
+    }
+    return EX_OK;
+}
+
 const char no_connection[] =
     "no connection to serve: stdin is /dev/null and systemd passed no socket. "
     "To accept connections itself, run sockmapd --listen [[ADDR:]PORT] (or the Go sockmapd's -p PORT); "
@@ -315,6 +391,8 @@ const char no_connection[] =
 
 int run(const Options& opt)
 {
+    if (opt.stats)
+        return report_stats(opt.stats_file);
     if (!opt.check_config && opt.query.empty()) {
         Activation act;
         try {
@@ -404,6 +482,15 @@ int main(int argc, char** argv)
                         ->excludes(listen)
                         ->excludes(check)
                         ->excludes(query_opt);
+    auto* stats_opt = app.add_option("--stats", opt.stats_file,
+                                     "print the counters of the running service (Prometheus text format), "
+                                     "or write them to FILE atomically")
+                          ->expected(0, 1)
+                          ->type_name("[FILE]")
+                          ->excludes(check)
+                          ->excludes(query_opt)
+                          ->excludes(listen)
+                          ->excludes(go_port);
     app.add_option("--max-children", opt.max_children,
                    "with --listen or the sockets of an Accept=no unit: most handlers at once (default: " +
                        std::to_string(default_max_children) + ")")
@@ -431,6 +518,7 @@ int main(int argc, char** argv)
         return EX_USAGE;
     }
     opt.listen = listen->count() > 0 || go_port->count() > 0;
+    opt.stats = stats_opt->count() > 0;
     if (go_port->count() > 0) {
         if (!parse_port(opt.go_port)) {
             std::cerr << "sockmapd: -p " << opt.go_port << ": give a port number 1-65535\n";

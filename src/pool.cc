@@ -1,8 +1,10 @@
 #include "pool.hh"
 
 #include "log.hh"
+#include "stats.hh"
 
 #include <cstdint>
+#include <ctime>
 
 namespace sockmapd
 {
@@ -62,7 +64,8 @@ Pool::Slot& Pool::slot_for(const std::string& database)
     return *slot;
 }
 
-bool Pool::connect_next(Slot& slot, Tried& tried, std::optional<DbError>& last, std::optional<std::size_t> prefer)
+bool Pool::connect_next(Slot& slot, Tried& tried, std::optional<DbError>& last, std::optional<std::size_t> prefer,
+                        std::optional<std::size_t>& failed_on)
 {
     std::vector<std::size_t> order = state_.order(hosts_);
     if (prefer)
@@ -77,11 +80,14 @@ bool Pool::connect_next(Slot& slot, Tried& tried, std::optional<DbError>& last, 
             slot.link = connect_(host, slot.database);
             slot.confirmed = false;
             slot.last_used = Clock::now();
+            stats().host(host.name(), Stats::HostEvent::Connected);
             log_info("connected to database host " + slot.label(hosts_) + ", server " + slot.link->server_version(),
                      {{"SOCKMAP_DB_HOST", host.name()}});
             return true;
         } catch (const DbError& e) {
             last = e;
+            stats().host(host.name(), Stats::HostEvent::ConnectFailed);
+            failed_on = idx;
             if (is_server_full(e.code)) {
                 // Up, but full: not a failed host for the others.  Logged
                 // at error: the server's limit is below what the handlers
@@ -102,6 +108,7 @@ bool Pool::connect_next(Slot& slot, Tried& tried, std::optional<DbError>& last, 
                         e.what(),
                     {{"SOCKMAP_DB_HOST", host.name()}});
             state_.mark_down(host);
+            stats().host_marked(host.name(), std::time(nullptr) + state_.retry_interval());
         }
     }
     return false;
@@ -116,10 +123,11 @@ std::optional<DbError> Pool::run(const std::string& database, std::string_view m
     std::optional<DbError> last;
     std::optional<std::size_t> prefer;
     bool stale_retry_done = false;
+    std::optional<std::size_t> failed_on; // the last host that failed in this run
     for (;;) {
         bool opened_now = false;
         if (!slot.link) {
-            if (!connect_next(slot, tried, last, prefer)) {
+            if (!connect_next(slot, tried, last, prefer, failed_on)) {
                 log_error("no database host answered for map " + std::string(map) + database_suffix(database) +
                               (last ? std::string("; last error: ") + last->what() : std::string()),
                           {{"SOCKMAP_MAP", map}});
@@ -140,6 +148,8 @@ std::optional<DbError> Pool::run(const std::string& database, std::string_view m
                         {{"SOCKMAP_DB_HOST", hosts_[idx].name()}});
             slot.drop();
             last = e;
+            stats().host(hosts_[idx].name(), Stats::HostEvent::QueryFailed);
+            failed_on = idx;
             if (!opened_now && !e.timed_out && !stale_retry_done) {
                 // One fresh connection to the same host before calling it down.
                 stale_retry_done = true;
@@ -147,6 +157,7 @@ std::optional<DbError> Pool::run(const std::string& database, std::string_view m
                 prefer = idx;
             } else {
                 state_.mark_down(hosts_[idx]);
+                stats().host_marked(hosts_[idx].name(), std::time(nullptr) + state_.retry_interval());
                 if (e.timed_out)
                     drop_connections_to(idx);
             }
@@ -158,8 +169,11 @@ std::optional<DbError> Pool::run(const std::string& database, std::string_view m
         slot.last_used = Clock::now();
         if (!slot.confirmed) {
             state_.mark_up(hosts_[idx]);
+            stats().host_marked(hosts_[idx].name(), 0);
             slot.confirmed = true;
         }
+        if (failed_on && *failed_on != idx)
+            stats().failover(); // another host answered for one that failed
         return std::nullopt;
     }
 }

@@ -77,7 +77,9 @@ private:
     // Connects `slot` to the first host in order not yet in `tried`
     // (`prefer` first); false when none is left, `last` then holds the
     // last error.
-    bool connect_next(Slot& slot, Tried& tried, std::optional<DbError>& last, std::optional<std::size_t> prefer);
+    // `failed_on`: set to each host that fails.
+    bool connect_next(Slot& slot, Tried& tried, std::optional<DbError>& last, std::optional<std::size_t> prefer,
+                      std::optional<std::size_t>& failed_on);
     void drop_connections_to(std::size_t host);
 
     std::vector<Endpoint> hosts_;

@@ -3,6 +3,7 @@
 #include "log.hh"
 #include "netstring.hh"
 #include "socketmap.hh"
+#include "stats.hh"
 
 #include <algorithm>
 #include <array>
@@ -263,6 +264,7 @@ void Session::answer(std::string_view payload)
     const auto req = split_request(payload);
     if (!req)
         log_info("request without map name and key");
+    const auto asked = Clock::now();
     const LookupResult result = req ? ask(lookup_, *req) : malformed_request();
     // Sendmail takes PERM for "not found": a map missing from the config
     // silently skips its blacklist.  Said once per session, at warning.
@@ -271,6 +273,9 @@ void Session::answer(std::string_view payload)
         log_warning("unknown map \"" + log_escape(req->map) + "\": answered PERM, which Sendmail reads as not found");
     }
     const Reply reply = reply_for(result);
+    // A map no config names counts as "other", whatever the client sent.
+    stats().lookup(req && result.outcome != Outcome::NoSuchMap ? req->map : std::string_view(),
+                   stat_result(reply.status), Clock::now() - asked);
     if (reply.status == "OK")
         ++stats_.hits;
     else if (reply.status == "NOTFOUND")
@@ -385,7 +390,10 @@ SessionStats Session::run()
 SessionStats run_session(int in_fd, int out_fd, Lookup& lookup, const SessionLimits& limits)
 {
     Session s(in_fd, out_fd, lookup, limits);
-    return s.run();
+    const SessionStats st = s.run();
+    static_assert(static_cast<unsigned>(EndReason::ClientGone) + 1 == stats_session_ends);
+    stats().session_end(static_cast<unsigned>(st.end));
+    return st;
 }
 
 } // namespace sockmapd
