@@ -245,9 +245,14 @@ $(BUILD)/bench/dbfloor: bench/dbfloor.cc bench/client.hh
 	@mkdir -p $(@D)
 	$(CXX) $(ALL_CPPFLAGS) $(BENCH_FLAGS) -o $@ $< -Wl,--as-needed $(LDFLAGS) $(PKG_LIBS)
 
+# The same sources without the counters (stats.hh), to measure what counting costs.
+$(BUILD)/nostats/sockmapd: $(wildcard src/*.cc src/*.hh)
+	$(MAKE) BUILD=$(BUILD)/nostats CPPFLAGS="$(CPPFLAGS) -DSOCKMAPD_NO_STATS" $(BUILD)/nostats/sockmapd
+
 bench: deps deps-bench
-	$(MAKE) -j2 $(BUILD)/sockmapd $(BENCH_BINS)
+	$(MAKE) -j2 $(BUILD)/sockmapd $(BENCH_BINS) $(BUILD)/nostats/sockmapd
 	/usr/bin/python3 bench/run_bench.py --build $(BUILD) --rounds $(BENCH_ROUNDS) \
+	  --counting-off $(BUILD)/nostats/sockmapd \
 	  --json $(BUILD)/bench/results.json --markdown $(BUILD)/bench/results.md
 
 # The shipped sockmapd@.service against a plain unit of the same binary, and

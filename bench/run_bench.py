@@ -31,6 +31,9 @@ round and on the same keys:
                    connection, and the database logins 300 new connections
                    one after another make
   service max_use 1  the same with "max_use": 1, a process per connection
+  service, counting off  with --counting-off PATH: the service again, of a
+                   build without counters (SOCKMAPD_NO_STATS), its steady
+                   throughput against the first binary's service
   go               the Go sockmapd (github.com/ezplanet/sockmapd), which this
                    project replaces, when GO_SOCKMAPD names its binary: one
                    process with a database pool; the same steady and cold
@@ -73,6 +76,7 @@ from harness import (MariaDB, SocketActivated, Client, base_config, temp_config,
 ROWS = 100000
 KEYS = 20000
 MAP = "bench"
+COUNTING_OFF = "service, counting off"
 MAP_ACCESS = "bench_access"  # the same table with "search": "access" (issue 19)
 # The key sets of the search-order measurement: (name, map, key file).
 SEARCH_CASES = [("exact, hits", MAP, "hits"), ("exact, misses", MAP, "misses"),
@@ -229,6 +233,10 @@ class Bench:
             self.variants.append(Variant(name, os.path.abspath(path)))
         if not args.no_service:
             self.variants.append(Variant("service", self.variants[0].path, accept=False))
+            if args.counting_off:
+                # The same service built without its counters (SOCKMAPD_NO_STATS):
+                # what counting costs, measured in the same rounds (issue 34).
+                self.variants.append(Variant(COUNTING_OFF, os.path.abspath(args.counting_off), accept=False))
             self.variants.append(Variant("service max_use 1", self.variants[0].path, accept=False,
                                          sysconfig={"max_use": 1}))
         go = os.environ.get("GO_SOCKMAPD")
@@ -450,6 +458,9 @@ class Bench:
                 if gos:
                     m["ratio_cold_vs_go"] = m["smd_cold"]["p50_us"] / gos[0]["smd_cold"]["p50_us"]
                     m["ratio_steady_vs_go"] = m["smd"]["rps"] / gos[0]["smd"]["rps"]
+        if COUNTING_OFF in r["variants"] and "service" in r["variants"]:
+            on, off = r["variants"]["service"], r["variants"][COUNTING_OFF]
+            on["ratio_counting"] = on["smd"]["rps"] / off["smd"]["rps"]
         # Search orders: one persistent connection to the first binary, each
         # key set in turn (issue 19: each extra key is one more execution).
         # The cases take turns in short slices, so that all of them see the
@@ -619,6 +630,10 @@ class Bench:
                 ("first answer / warm lookup (p50)", first, "<= 3", first <= 3 if reused else None),
                 ("db logins per 300 new connections", logins, "<= 10", logins <= 10 if reused else None),
             ]
+            if v.name == "service" and any(x.name == COUNTING_OFF for x in self.variants):
+                counting = mv("ratio_counting")
+                ratios[v.name].append(("1 conn steady / counting compiled out", counting, ">= 0.98",
+                                       counting >= 0.98))
             if any(x.go for x in self.variants):
                 cold_go = mv("ratio_cold_vs_go")
                 steady_go = mv("ratio_steady_vs_go")
@@ -723,6 +738,8 @@ def main():
                     help="steady and cold measurements are taken in this many interleaved slices")
     ap.add_argument("--no-service", action="store_true",
                     help="leave out the Accept=no service (the first binary forking its handlers)")
+    ap.add_argument("--counting-off", metavar="PATH",
+                    help="sockmapd built with SOCKMAPD_NO_STATS: measured as the service beside the first binary's")
     ap.add_argument("--json", help="write every round's raw figures to this file")
     ap.add_argument("--markdown", help="write the summary tables as Markdown to this file")
     ap.add_argument("--variant", action="append", metavar="NAME=PATH",

@@ -207,6 +207,7 @@ struct Loop {
     bool waiting = false; // connections may wait in the backlog: every handler was busy
     std::size_t reported_running = 0;
     unsigned long long reported_served = 0;
+    std::uint64_t reported_lookups = 0;
     Clock::time_point reported_at{};
 };
 
@@ -216,15 +217,18 @@ struct Loop {
 std::optional<Clock::time_point> notify_status(Loop& lp)
 {
     const std::size_t running = lp.table.running();
-    if (running == lp.reported_running && lp.served == lp.reported_served)
+    // A handler's lookups are counted before it says it has finished its
+    // connection, which wakes this loop.
+    const StatsSummary sum = stats().summary();
+    if (running == lp.reported_running && lp.served == lp.reported_served && sum.lookups == lp.reported_lookups)
         return std::nullopt;
     const auto now = Clock::now();
     if (now < lp.reported_at + std::chrono::seconds(1))
         return lp.reported_at + std::chrono::seconds(1);
     lp.reported_running = running;
     lp.reported_served = lp.served;
+    lp.reported_lookups = sum.lookups;
     lp.reported_at = now;
-    const StatsSummary sum = stats().summary();
     sd_notifyf(0, "STATUS=%zu handlers running (%zu idle), %llu connections served, %llu lookups, %llu TEMP", running,
                lp.table.idle(), lp.served, static_cast<unsigned long long>(sum.lookups),
                static_cast<unsigned long long>(sum.temp));

@@ -55,6 +55,10 @@ def stats(rundir):
     return parse(stats_text(rundir))
 
 
+def sessions_ended(rundir):
+    return sum(v for (n, l), v in stats(rundir).items() if n == "sockmapd_sessions_total")
+
+
 def promtool(*args, stdin=None):
     tool = require_tool("promtool")
     return subprocess.run([tool] + list(args), input=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -131,7 +135,8 @@ def counters_equal_the_lookups_across_reused_retired_killed_handlers_and_a_reloa
         eq(c.ask("recipient", "k" * 10001), b"PERM key too long")
         count("recipient", "PERM")
     connections += 1
-    # A handler killed while idle: what it counted stays.
+    # A handler killed while idle (every session so far has ended): what it counted stays.
+    wait_for(lambda: sessions_ended(rundir) == connections, timeout=scaled(20), msg="sessions ended")
     idle = proc_children(proc.pid)
     ok(idle, "idle handlers")
     os.kill(idle[0], signal.SIGKILL)
@@ -152,8 +157,8 @@ def counters_equal_the_lookups_across_reused_retired_killed_handlers_and_a_reloa
     eq(ask(port, "othermap", "ping"), b"PERM unknown map", "othermap is gone")
     connections += 1
 
-    wait_for(lambda: sum(v for (n, l), v in stats(rundir).items() if n == "sockmapd_sessions_total") == connections,
-             timeout=scaled(20), msg="a session end counted for each connection")
+    wait_for(lambda: sessions_ended(rundir) == connections, timeout=scaled(20),
+             msg="a session end counted for each connection")
     s = stats(rundir)
     for (mapname, result), n in sorted(made.items()):
         eq(value(s, "sockmapd_lookups_total", map=mapname, result=result), n, "%s %s" % (mapname, result))

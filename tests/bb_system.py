@@ -843,6 +843,101 @@ def flood(c, n, port=2224):
     return int(made), float(took)
 
 
+# Fetches a URL from inside the container's network namespace (the host's python).
+FETCH = r"""
+import sys, urllib.request
+sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())
+"""
+
+
+def fetch(c, url):
+    r = subprocess.run(["nsenter", "-t", str(c.leader), "-n", sys.executable, "-c", FETCH, url],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=scaled(30))
+    return r.stdout.decode(errors="replace") if r.returncode == 0 else ""
+
+
+def sample(text, line_prefix):
+    """The value of the sample line starting with `line_prefix` (name and labels), or None."""
+    for line in text.splitlines():
+        if line.startswith(line_prefix + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+@test(timeout=1200)  # a cold cache builds the node-exporter layer (and the base root) first
+def metrics_scraped_by_node_exporter_and_prometheus():
+    """The installed package's counters through node_exporter's textfile collector (Debian's
+    prometheus-node-exporter, in a cached layer over the root) to a real Prometheus (the host's binary,
+    in the container's network namespace only), whose query API returns the lookups the test made."""
+    base()  # the package's Depends in the root's archive
+    layer = container.layer_root("node-exporter", ["prometheus-node-exporter"])
+    deb = package()
+    c = container.Container(layer, "metrics")
+    defer(c.stop)
+    contains(c.apt_install(["./" + os.path.basename(deb)], files=[deb]), "Setting up sockmapd")
+    c.boot()
+    wait_active(c, "mariadb.service")
+    c.write("/root/config.example.sql", open(os.path.join(REPO, "config.example.sql")).read())
+    c.run("mariadb < /root/config.example.sql")
+    configure(c, "file")
+    eq(c.run(["systemctl", "is-enabled", "sockmapd-metrics.timer"], check=False).out.strip(), "enabled")
+    wait_active(c, "prometheus-node-exporter.service")
+    before = sample(c.run(["sockmapd", "--stats"]).out, 'sockmapd_lookups_total{map="recipient",result="OK"}') or 0
+    n = 7
+    for _ in range(n):
+        eq(lookup(c, "recipient postmaster@example.org", "recipient nobody@example.org"),
+           [b"OK root@example.net", b"NOTFOUND "])
+    want = before + n
+    key = 'sockmapd_lookups_total{map="recipient",result="OK"}'
+    # The guide's scrape: its URL, fetched from inside the container.
+    url = re.search(r"http://\S+", readme.block("doc/monitoring.md", "monitoring-scrape")[1]).group(0)
+    wait_for(lambda: sample(fetch(c, url), key) == want, timeout=scaled(60),
+             msg="node_exporter serves %s %d" % (key, want))
+    scrape = fetch(c, url)
+    eq(sample(scrape, "node_textfile_scrape_error"), 0, "the textfile collector read the file")
+    print("    " + "\n    ".join(l for l in scrape.splitlines() if l.startswith("sockmapd_") and
+                                   not l.endswith(" 0") and "_bucket" not in l), flush=True)
+    # Prometheus scraping node_exporter, asked through its query API.
+    tool = require_tool("prometheus")
+    d = tmpdir("prometheus")
+    with open(os.path.join(d, "prometheus.yml"), "w") as f:
+        f.write("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: node\n"
+                "    static_configs:\n      - targets: ['127.0.0.1:9100']\n")
+    with open(os.path.join(d, "out"), "wb") as out:
+        prom = subprocess.Popen(["nsenter", "-t", str(c.leader), "-n", tool,
+                                 "--config.file=" + os.path.join(d, "prometheus.yml"),
+                                 "--storage.tsdb.path=" + os.path.join(d, "data"),
+                                 "--web.listen-address=127.0.0.1:9090"], stdout=out, stderr=out,
+                                start_new_session=True)
+    defer(stop_pid, prom.pid, 5.0, prom)
+    query = "http://127.0.0.1:9090/api/v1/query?query=" + \
+        "sockmapd_lookups_total%7Bmap%3D%22recipient%22%2Cresult%3D%22OK%22%7D"
+
+    def answered():
+        text = fetch(c, query)
+        m = re.search(r'"value":\[[0-9.]+,"([0-9.]+)"\]', text)
+        return m and float(m.group(1)) == want
+    wait_for(answered, timeout=scaled(90), interval=1, msg="Prometheus answers %d: %s" % (want, fetch(c, query)))
+    print("    Prometheus: " + fetch(c, query), flush=True)
+    eq(c.run(["systemctl", "is-failed", "sockmapd-metrics.service"], check=False).out.strip(), "inactive")
+    # The guide's commands for a person, and its drop-in for another textfile directory.
+    read = [c.run(line, timeout=scaled(30)).out for line in shell_lines(
+        readme.block("doc/monitoring.md", "monitoring-read")[1])]
+    contains(read[1], '%s %d' % (key, want))
+    ok(re.search(r"handlers running \(\d+ idle\), \d+ connections served, [1-9]\d* lookups, 0 TEMP", read[2]),
+       "the status line: %s" % read[2])
+    dropin = readme.block("doc/monitoring.md", "monitoring-dropin")[1]
+    c.write("/etc/systemd/system/sockmapd-metrics.service.d/override.conf", dropin)
+    c.run(["mkdir", "-p", "/srv/textfile"])
+    c.run(["systemctl", "daemon-reload"])
+    c.run(["systemctl", "start", "sockmapd-metrics.service"], timeout=scaled(30))
+    contains(c.read("/srv/textfile/sockmapd.prom"), "%s %d" % (key, want))
+    exposure = security_exposure(c, "sockmapd-listener.service")
+    eq(exposure, 1.1, "the listener's sandbox is unchanged")
+    print("    exposure: sockmapd-listener.service %.1f, sockmapd-metrics.service %.1f"
+          % (exposure, security_exposure(c, "sockmapd-metrics.service")), flush=True)
+
+
 @test(timeout=600)
 def connection_flood_leaves_the_socket_listening():
     """Case 6b: 400 connections in a burst, against the default pair and sockmapd.socket: both stay; with
