@@ -656,8 +656,11 @@ def make_install_and_uninstall_destdir_prefix():
         unitdir + "/sockmapd@.service": 0o644,
         unitdir + "/sockmapd-listener.socket": 0o644,
         unitdir + "/sockmapd-listener.service": 0o644,
+        unitdir + "/sockmapd-metrics.service": 0o644,
+        unitdir + "/sockmapd-metrics.timer": 0o644,
         "/usr/share/doc/sockmapd/config.example.json": 0o644,
         "/usr/share/doc/sockmapd/examples/sockmapd.xinetd": 0o644,
+        "/usr/share/doc/sockmapd/examples/sockmapd-alerts.yml": 0o644,
         "/etc/sockmapd/config.json": 0o640,
     }
     eq(files, want)
