@@ -138,6 +138,13 @@ def counters_equal_the_lookups_across_reused_retired_killed_handlers_and_a_reloa
     # A handler killed while idle (every session so far has ended): what it counted stays.
     wait_for(lambda: sessions_ended(rundir) == connections, timeout=scaled(20), msg="sessions ended")
     idle = proc_children(proc.pid)
+    # The last handler may have retired at max_use: a fresh one serves once and waits.
+    while not idle and connections < 20:
+        eq(ask(port, "othermap", "ping"), b"OK pong")
+        count("othermap", "OK")
+        connections += 1
+        wait_for(lambda: sessions_ended(rundir) == connections, timeout=scaled(20), msg="sessions ended")
+        idle = proc_children(proc.pid)
     ok(idle, "idle handlers")
     os.kill(idle[0], signal.SIGKILL)
     wait_for(lambda: "killed by" in log_text(cfg_dict), msg="the killed handler reaped")
@@ -170,7 +177,8 @@ def counters_equal_the_lookups_across_reused_retired_killed_handlers_and_a_reloa
         eq(value(s, "sockmapd_lookup_duration_seconds_bucket", map=mapname, le="+Inf"), total)
     eq(value(s, "sockmapd_other_requests_total", result="PERM"), 2, "unknown map twice (one after the reload)")
     # recipient's search walk tries the key and its rewrites: several statements per lookup.
-    ok(value(s, "sockmapd_statement_executions_total", map="othermap") == 6, "one statement per othermap lookup")
+    eq(value(s, "sockmapd_statement_executions_total", map="othermap"),
+       sum(n for (m, r), n in made.items() if m == "othermap"), "one statement per othermap lookup")
     ok(value(s, "sockmapd_statement_executions_total", map="recipient") >= 10, "statements of recipient")
     eq(value(s, "sockmapd_connections_accepted_total"), connections)
     eq(value(s, "sockmapd_sessions_total", end="client_closed"), connections)
