@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F403
 
@@ -104,6 +106,7 @@ def log_text(cfg_dict):
         return ""
 
 
+@pytest.mark.slow
 @test(timeout=180)
 def counters_equal_the_lookups_across_reused_retired_killed_handlers_and_a_reload():
     rundir = tmpdir("run")
@@ -239,6 +242,7 @@ def refusals_are_counted_by_reason():
     eq(value(s, "sockmapd_connections_accepted_total"), 1)
 
 
+@pytest.mark.slow
 @test(timeout=180)
 def outage_is_temp_counts_and_a_host_down_gauge_back_to_zero():
     rundir = tmpdir("run")
