@@ -4,7 +4,8 @@
 Two servers, "primary" and "secondary", both with the fixtures plus a marker
 row (transport "whoami" -> primary / secondary) that tells which host
 answered.  Sessions (pipes, and sockets through systemd-socket-activate) stay
-open across the fault.  A failure is always TEMP or TIMEOUT, never NOTFOUND
+open across the fault; an outage of the only database in every mode
+sockmapd serves in (MODES: pipe, fd3, inetd, service, listen).  A failure is always TEMP or TIMEOUT, never NOTFOUND
 or OK; every wait is bounded by the configured timeouts.
 Run: SOCKMAPD=build/sockmapd tests/bb_faults.py [test-name-or-glob ...]
 """
@@ -176,6 +177,34 @@ def all_hosts_down_temp_then_ok_after_restart_same_connection():
     log = read_log(cfg)
     contains(log, "warning")
     not_contains(log, MariaDB.APP_PASSWORD)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", MODES)
+def test_outage_is_temp_and_the_same_session_answers_again(mode):
+    """The only database stops under a live session, in each mode sockmapd serves in: every map's
+    lookup is TEMP with a reason (never NOTFOUND or OK), each within the connect timeout, an unknown
+    map still PERM, the session goes on; once the database is back, the same session answers again.
+    (--query's exit 75 is in bb_core, what Postfix makes of TEMP in bb_deploy.)"""
+    reset_runtime_dir()
+    db = MariaDB(fixtures=True, name="outage").start()
+    cfg = config([db], retry_interval=1)
+    s = serve(mode, cfg).session(timeout=30)
+    defer(s.close)
+    eq(s.ask("othermap", "ping"), b"OK pong", mode)
+    db.stop()
+    for m in ("recipient", "exists", "sender", "transport", "awkward", "othermap"):
+        reply, secs = timed(s.ask, m, "alice@example.org")
+        startswith(reply, b"TEMP ", "%s: map %s with the database stopped" % (mode, m))
+        failure(reply, "%s: map %s" % (mode, m))
+        ok(secs < scaled(2 * CONNECT_TIMEOUT + SLACK), "%s: TEMP took %.2fs" % (mode, secs))
+    startswith(s.ask("nosuch", "key"), b"PERM ", mode + ": unknown map")
+    db.start()
+    wait_for(lambda: s.ask("othermap", "ping") == b"OK pong", timeout=15, interval=0.5,
+             msg="%s: the same session answers again after the outage" % mode)
+    all_expected(s, mode + " after the outage")
+    if mode == "pipe":
+        eq(s.close(), 0, "the pipe session's exit status")
 
 
 @test

@@ -743,13 +743,16 @@ class Client:
             if self.eof or not self._recv(deadline):
                 raise EOFError("connection closed before a complete reply (pending %r)" % self.buf[:60])
 
-    def read_until_eof(self, timeout=None):
-        """Everything the server still sends until it closes; socket.timeout if it stays open."""
+    def read_until_eof(self, timeout=None, reset_ok=True):
+        """Everything the server still sends until it closes; socket.timeout if it stays open.
+        With reset_ok=False a reset (RST, not FIN) fails the case: the end was not a clean one."""
         deadline = time.monotonic() + (scaled(timeout) if timeout is not None else self.timeout)
         while not self.eof:
             try:
                 self._recv(deadline)
             except ConnectionResetError:
+                if not reset_ok:
+                    raise AssertionError("connection reset (after %r)" % self.buf[:80])
                 self.eof = True
         data, self.buf = self.buf, b""
         return data
