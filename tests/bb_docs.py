@@ -391,8 +391,9 @@ def the_default_unit_is_named_alike_everywhere():
     for text in [desc, control] + list(all_prose().values()):
         for wrong in ("is a per-connection handler", "lean per-connection handler", "started by systemd for each connection"):
             not_contains(text, wrong)
-    # The README's opening names the service and its socket.
-    opening = readme.text("README.md").split("## Quick start")[0]
+    # The README's opening (what comes before its first section, whatever that is called) names the
+    # service and its socket.
+    opening = re.split(r"^## ", readme.text("README.md"), 1, flags=re.M)[0]
     contains(" ".join(opening.split()), "`%s`, started by `%s`" % (service, default))
 
 
