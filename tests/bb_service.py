@@ -21,6 +21,8 @@ mode, start-up errors on the terminal with a log file set,
 import json
 import os
 import re
+import resource
+import select
 import signal
 import socket
 import subprocess
@@ -33,6 +35,8 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import harness  # noqa: E402
 from harness import *  # noqa: E402,F403
+from postfix import PostfixInstance  # noqa: E402
+import readme  # noqa: E402
 
 def config(mdb=None, **kw):
     return temp_config(base_config(mdb or shared_mariadb(), **kw))
@@ -536,6 +540,7 @@ def listener_units_settings():
     # loop holds each handler's connection.
     cap = int(re.search(r"--max-children (\d+)", svc[("Service", "ExecStart")][0]).group(1))
     ok(cap >= 301, "room for Postfix's 3 x 100 processes and a new connection: %d" % cap)
+    eq(cap, default_cap(), "the unit's cap is the program's default")
     ok(int(svc[("Service", "TasksMax")][0]) >= cap + 8, "TasksMax for %d handlers" % cap)
     ok(int(svc[("Service", "LimitNOFILE")][0]) >= 2 * cap + 64, "LimitNOFILE for %d handlers" % cap)
     ok(sock[("Socket", "Backlog")][0].isdigit())
@@ -601,7 +606,7 @@ def go_p_port_binds_every_ipv4_address():
     p = spawn(cfg, ["-p", str(port)], stdin=subprocess.DEVNULL)
     wait_for(lambda: listening_on(port), timeout=10, msg="listening")
     eq(listening_on(port), ["00000000:%04X" % port], "0.0.0.0 only, as the Go sockmapd")
-    wait_log(cfg, "listening on 0.0.0.0:%d" % port)
+    wait_log(cfg, "listening on 0.0.0.0:%d, at most %d handlers" % (port, default_cap()))
     eq(lookup(("127.0.0.1", port), "othermap", "ping"), b"OK pong")
     os.kill(p.pid, signal.SIGTERM)
     eq(p.wait(scaled(10)), 0)
@@ -712,6 +717,246 @@ def help_lists_query_exit_statuses_without_parser_noise():
     eq(rc, 75, out.decode())
     rc, out, err = run_pipe(tmpfile("broken", content="{"), b"", args=["--query", "othermap", "ping"])
     eq(rc, 78, err.decode())
+
+
+# ---------------------------------------------------------------- the program's defaults against Postfix
+
+def default_cap():
+    """The --max-children default, as --help states it."""
+    rc, out, err = run_pipe(None, b"", args=["--help"])
+    m = re.search(r"most handlers at once \(default: (\d+)\)", re.sub(r"\s+", " ", out.decode()))
+    ok(m, "the default in --help: %s" % out.decode())
+    return int(m.group(1))
+
+
+BURST = ("someone@good.example", "postmaster@example.org", "nobody@example.org")
+_postfix_alone = []
+
+
+def postfix_alone():
+    """The slowest of 100 SMTP sessions at once through the same Postfix with the table in main.cf (inline:), no
+    sockmapd: what Postfix and this machine take (seconds), once per run."""
+    if not _postfix_alone:
+        pf = PostfixInstance(["virtual_alias_domains = example.org",
+                              "virtual_alias_maps = inline:{ postmaster@example.org=root@example.net }"])
+        defer(pf.stop)
+        results = pf.smtp_burst(100, *BURST)
+        pf.stop()
+        eq([codes for codes, _ in results if codes != [250, 250, 550]], [], "Postfix alone: every session 250/250/550")
+        _postfix_alone.append(max(secs for _, secs in results))
+        print("    Postfix alone (inline: table): 100 SMTP sessions at once, the slowest %.1f s" % _postfix_alone[0],
+              flush=True)
+    return _postfix_alone[0]
+
+
+_sized_db = []
+
+
+def mariadb_sized_as_postfix_md_says():
+    """A MariaDB with the fixtures and the max_connections postfix.md gives a Postfix at its default limits (its
+    default 151 is fewer than the handlers a burst of 100 sessions keeps looking up), once per run."""
+    if not _sized_db:
+        lang, cnf = readme.block("doc/postfix.md", "postfix-mariadb-max-connections")
+        n = int(re.search(r"^max_connections = (\d+)$", cnf, re.M).group(1))
+        _sized_db.append(MariaDB(fixtures=True, max_connections=n).keep_for_suite().start())
+    return _sized_db[0]
+
+
+def burst_through(port, what):
+    """100 SMTP sessions at once through a real Postfix (smtpd's process limit, default_process_limit = 100) whose
+    virtual alias table is sockmapd on `port`: each MAIL FROM, then a known and an unknown recipient."""
+    alone = postfix_alone()
+    pf = PostfixInstance(["virtual_alias_domains = example.org",
+                          "virtual_alias_maps = socketmap:inet:127.0.0.1:%d:recipient" % port])
+    defer(pf.stop)
+    t0 = time.monotonic()
+    results = pf.smtp_burst(100, *BURST)
+    took = time.monotonic() - t0
+    wrong = [codes for codes, _ in results if codes != [250, 250, 550]]
+    slowest = max(secs or 0 for _, secs in results)
+    print("    %s: 100 SMTP sessions at once in %.1f s, the slowest %.1f s (Postfix alone %.1f s), %d wrong" % (
+        what, took, slowest, alone, len(wrong)), flush=True)
+    eq(wrong, [], "%s: every session 250/250/550" % what)
+    not_contains(pf.maillog(), "lookup error", "no failed lookup in Postfix's log")
+    # A few seconds more than Postfix alone at most: behind a full cap a session waits until Postfix gives up
+    # (60 s and more).  Postfix alone takes 2 s on a quiet machine, 20 s and more on a loaded one.
+    ok(slowest < alone + scaled(5), "%s: the slowest session took %.1f s, %.1f s with Postfix alone" % (
+        what, slowest, alone))
+    pf.stop()
+
+
+def most_running(cfg):
+    """The most handlers the log says ran at once."""
+    return max([int(n) for n in re.findall(r"started \((\d+) running\)", read_log(cfg))] or [0])
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@test(timeout=400)
+def postfix_burst_of_100_through_listen_on_the_defaults():
+    """--listen without --max-children holds what a Postfix at its default limits sends at once."""
+    cap = default_cap()
+    ok(cap >= 301, "room for Postfix's 3 x 100 processes and one more: %d" % cap)
+    cfg = config(mariadb_sized_as_postfix_md_says(), sysconfig={"listen": "127.0.0.1"})
+    port = free_port()
+    p = spawn(cfg, ["--listen", str(port)], stdin=subprocess.DEVNULL)
+    wait_for(lambda: listening_on(port), timeout=scaled(10), msg="listening")
+    wait_log(cfg, "listening on 127.0.0.1:%d, at most %d handlers" % (port, cap))
+    burst_through(port, "--listen")
+    print("    --listen: at most %d handlers ran at once" % most_running(cfg), flush=True)
+    not_contains(read_log(cfg), "handlers busy")
+    os.kill(p.pid, signal.SIGTERM)
+    eq(p.wait(scaled(20)), 0)
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@test(timeout=400)
+def postfix_burst_of_100_through_an_accept_no_socket_on_the_defaults():
+    """A bare Accept=no socket (systemd-socket-activate without --accept) and no --max-children: the same."""
+    cap = default_cap()
+    cfg = config(mariadb_sized_as_postfix_md_says())
+    port = free_port()
+    Service(cfg, ["127.0.0.1:%d" % port])
+    eq(lookup(("127.0.0.1", port), "othermap", "ping"), b"OK pong")
+    wait_log(cfg, "listening on sockets from systemd: ")
+    contains(log_of(cfg), "at most %d handlers" % cap)
+    burst_through(port, "Accept=no")
+    print("    Accept=no: at most %d handlers ran at once" % most_running(cfg), flush=True)
+    not_contains(read_log(cfg), "handlers busy")
+
+
+@test
+def raising_the_cap_as_postfix_md_says_keeps_the_limits_in_step():
+    """doc/postfix.md's drop-in for more than 512 connections: the shipped ExecStart= with another cap, and the
+    unit's limits and MariaDB's max_connections sized from it as the shipped unit's are (bb_system runs it)."""
+    lang, dropin = readme.block("doc/postfix.md", "postfix-raise-the-cap")
+    eq(lang, "ini")
+    lines = dict(re.findall(r"^(\w+)=(.+)$", dropin.replace("ExecStart=\n", "", 1), re.M))
+    shipped = unit_settings(os.path.join(UNITS, "sockmapd-listener.service"))[("Service", "ExecStart")][0]
+    cap = int(re.search(r"--max-children (\d+)", lines["ExecStart"]).group(1))
+    eq(re.sub(r"--max-children \d+", "", lines["ExecStart"]),
+       re.sub(r"--max-children \d+", "", shipped.replace("@SBINDIR@", "/usr/sbin")), "the shipped command line")
+    ok(cap > 1000, "room for 1000 connections and one more: %d" % cap)
+    ok(int(lines["TasksMax"]) >= cap + 8, "TasksMax for %d handlers" % cap)
+    ok(int(lines["LimitNOFILE"]) >= 2 * cap + 64, "LimitNOFILE for %d handlers" % cap)
+    ok(lines["MemoryMax"].endswith("G") and int(lines["MemoryMax"][:-1]) * 1024 >= cap, "about 1 MiB a handler")
+    lang, cnf = readme.block("doc/postfix.md", "postfix-mariadb-max-connections-1100")
+    ok(int(re.search(r"max_connections = (\d+)", cnf).group(1)) >= cap, "a database connection per handler")
+
+
+def hold(port, n):
+    """`n` connections, each sending a lookup; [Client] in order."""
+    clients = []
+    for _ in range(n):
+        c = Client(("127.0.0.1", port), timeout=60)
+        defer(c.close)
+        c.send_raw(encode(b"othermap ping"))
+        clients.append(c)
+    return clients
+
+
+def with_nofile(soft, hard):
+    """A preexec_fn: the descriptor limits a shell's `ulimit -Sn SOFT -Hn HARD` leaves."""
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def nofile_of(pid):
+    with open("/proc/%d/limits" % pid) as f:
+        row = [l for l in f if l.startswith("Max open files")][0].split()
+    return int(row[3]), int(row[4])
+
+
+def listen_with_nofile(db, args, soft, hard):
+    """(cfg, port, Popen): `sockmapd --listen PORT args` started with the descriptor limits (soft, hard)."""
+    cfg = config(db, sysconfig={"listen": "127.0.0.1", "loglevel": "info"})
+    port = free_port()
+    p = spawn(cfg, ["--listen", str(port)] + list(args), stdin=subprocess.DEVNULL, preexec_fn=with_nofile(soft, hard))
+    wait_for(lambda: listening_on(port), timeout=scaled(10), msg="listening")
+    return cfg, port, p
+
+
+@pytest.mark.slow
+@test(timeout=900)
+def listen_from_a_shell_with_1024_descriptors():
+    """--listen --max-children 1000 started with a soft RLIMIT_NOFILE of 1024 (a shell's default).  Kept at 1024
+    (as before sockmapd raised it), 600 connections at once meet EMFILE.  sockmapd raises the soft limit to the
+    hard one, and 600 connections at once (past the 480 handlers 1024 descriptors hold) are all
+    answered, no accept() or socketpair() failing.  With the hard limit 1024 as well (and the default cap) it says
+    so at start, with the figure to set, and runs the 480 handlers that fit: the other connections wait, not
+    closed, and are answered as handlers free."""
+    own_soft, own_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ok(own_hard >= 4096, "the test needs a hard descriptor limit of 4096 or more: %d" % own_hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (own_hard, own_hard))  # this side holds 600 sockets
+    defer(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (own_soft, own_hard)))
+    db = MariaDB(fixtures=True, max_connections=700).start()
+    n = 600
+
+    # What it was before sockmapd raised the limit: the soft limit put back to 1024 right after start (its
+    # handlers inherit it).  Past 480 handlers accept() or socketpair() fails: clients closed without a reply.
+    cfg, port, p = listen_with_nofile(db, ["--max-children", "1000"], 1024, own_hard)
+    resource.prlimit(p.pid, resource.RLIMIT_NOFILE, (1024, own_hard))
+    clients = hold(port, n)
+    replies, deadline = [], time.monotonic() + scaled(60)
+    for c in clients:
+        try:
+            replies.append(c.read_reply(timeout=max(0.1, deadline - time.monotonic())))
+        except (EOFError, OSError) as e:  # closed, reset, or no reply in time
+            replies.append(type(e).__name__)
+    closed = n - replies.count(b"OK pong")
+    emfile = read_log(cfg).count("Too many open files")
+    print("    soft limit 1024 kept (as before the raise), --max-children 1000: %d of %d connections not answered "
+          "(%s), %d EMFILE errors in the log" % (closed, n, sorted(set(r for r in replies if r != b"OK pong")),
+                                                emfile), flush=True)
+    ok(closed > 0 and emfile > 0, "EMFILE without the raise: %d closed, %d logged" % (closed, emfile))
+    for c in clients:
+        c.close()
+    os.kill(p.pid, signal.SIGTERM)
+    eq(p.wait(scaled(60)), 0)
+
+    # A hard limit above what the cap needs: the soft limit is raised, every connection gets its handler.
+    cfg, port, p = listen_with_nofile(db, ["--max-children", "1000"], 1024, own_hard)
+    eq(nofile_of(p.pid), (own_hard, own_hard), "the soft limit raised to the hard one")
+    t0 = time.monotonic()
+    clients = hold(port, n)
+    replies = [c.read_reply() for c in clients]
+    eq(sorted(set(replies)), [b"OK pong"], "%d connections at once" % n)
+    print("    soft limit 1024, hard %d: %d connections held, all answered in %.1f s, %d handlers" % (
+        own_hard, n, time.monotonic() - t0, len(proc_children(p.pid, recursive=False))), flush=True)
+    log = read_log(cfg)
+    not_contains(log, "Too many open files")
+    not_contains(log, "descriptor limit")
+    for c in clients:
+        c.close()
+    os.kill(p.pid, signal.SIGTERM)
+    eq(p.wait(scaled(60)), 0)
+
+    # The hard limit 1024 too, on the default cap: said once at start, on the terminal and in the log, in the
+    # words of doc/postfix.md; 480 handlers run, the connections past them wait.
+    cfg, port, p = listen_with_nofile(db, [], 1024, 1024)
+    lang, shown = readme.block("doc/postfix.md", "postfix-descriptor-limit-warning")
+    warning = shown.strip().split(": warning: ", 1)[1]
+    contains(warning, "room for 480 handlers, not --max-children %d" % default_cap())
+    wait_log(cfg, warning)
+    contains(log_of(cfg), "listening on 127.0.0.1:%d, at most 480 handlers" % port)
+    clients = hold(port, n)
+    replies = [c.read_reply() for c in clients[:480]]
+    eq(sorted(set(replies)), [b"OK pong"], "the first 480")
+    wait_log(cfg, "all 480 handlers busy")
+    time.sleep(1)
+    ready, _, _ = select.select([c.sock for c in clients[480:]], [], [], 1)
+    eq(len(ready), 0, "the connections past 480 wait: no reply, not closed")
+    for c in clients[:n - 480]:
+        c.close()
+    replies = [c.read_reply() for c in clients[480:]]
+    eq(sorted(set(replies)), [b"OK pong"], "answered once handlers freed")
+    log = log_of(cfg)
+    not_contains(log, "Too many open files")
+    eq(log.count("descriptor limit"), 1, "said once")
+    os.kill(p.pid, signal.SIGTERM)
+    out, err = p.communicate(timeout=scaled(60))
+    eq(p.returncode, 0)
+    contains(err.decode(), "]: warning: " + warning, "on the terminal too")
 
 
 if __name__ == "__main__":
