@@ -3,9 +3,10 @@
 
 The file is checked whole: every problem in one run, a line each with its
 key path; JSON syntax errors with line and column, once; a directory or a
-top-level array named as such; run_as_user/run_as_group looked up by
---check-config; numbers too large for their field are config errors (78)
-in every mode, never an internal error (70); keys match without regard to
+top-level array named as such, a missing file by its path; the Go
+sockmapd's file of strings (and a single host as a string) accepted;
+run_as_user/run_as_group looked up by --check-config; numbers too large
+for their field are config errors (78) in every mode, never an internal error (70); keys match without regard to
 case, as the Go sockmapd's did, and an unknown key names the nearest known one.
 Run: SOCKMAPD=build/sockmapd tests/bb_config.py [test-name-or-glob ...]
 """
@@ -52,6 +53,7 @@ def problems_in_several_sections_all_named():
     cfg["database"]["port"] = "33o6"
     cfg["postmaps"][2]["vaule"] = "x"
     cfg["postmaps"][4]["table"] = "a b"
+    cfg["postmaps"][1]["table"] = "recipients; DROP TABLE x"
     rc, path, lines = check_offline(cfg)
     eq(rc, EX_CONFIG)
     text = "\n".join(lines)
@@ -59,9 +61,10 @@ def problems_in_several_sections_all_named():
                  "sysconfig.colour: unknown key",
                  'database.port: must be a whole number, not "33o6"',
                  'postmaps[2].vaule: unknown key (did you mean "value"?); map "sender"',
+                 'postmaps[1].table: "recipients; DROP TABLE x" is not a valid identifier',
                  'postmaps[4].table: "a b" is not a valid identifier'):
         contains(text, "sockmapd: %s: %s" % (path, want))
-    eq(len(lines), 5, "one line per problem: %r" % lines)
+    eq(len(lines), 6, "one line per problem: %r" % lines)
 
 
 @test
@@ -76,7 +79,11 @@ def json_syntax_error_gives_line_and_column_once():
 
 
 @test
-def directory_top_level_array_and_empty_file():
+def missing_file_directory_top_level_array_and_empty_file():
+    missing = os.path.join(tmpdir("missing"), "none.json")
+    rc, out, err = run_pipe(missing, b"", args=["--check-config", "--offline"])
+    eq(rc, EX_CONFIG, "a missing file")
+    contains(err.decode(), missing)
     d = tmpdir("confdir")
     rc, out, err = run_pipe(d, b"", args=["--check-config", "--offline"])
     eq((rc, err.decode()), (EX_CONFIG, "sockmapd: config: %s is a directory, not a file\n" % d))
@@ -152,6 +159,41 @@ def go_config_with_capitalised_keys_answers():
     rc, path, lines = check_offline(text.replace('"Port": "3306"', '"Port": "3306", "port": "3307"'))
     eq((rc, lines), (EX_CONFIG, ['sockmapd: %s: database.Port: the same key as "port" (keys match without regard '
                                  'to case): give it once' % path]))
+
+
+@test
+def go_style_all_strings_and_a_host_string_load():
+    text = """{
+  "sysconfig": {
+    "port": "2224",
+    "listen": "127.0.0.1",
+    "logfile": "",
+    "loglevel": "info",
+    "idle_timeout": "120",
+    "max_session": "3600"
+  },
+  "database": {
+    "host": ["127.0.0.1"],
+    "port": "3306",
+    "username": "sockmapd",
+    "password": "secret",
+    "connect_timeout": "2",
+    "read_timeout": "5",
+    "write_timeout": "5"
+  },
+  "postmaps": [
+    {"service": "recipient", "database": "dbmail", "table": "dbmail_aliases",
+     "key": "alias", "value": "deliver_to"},
+    {"service": "sender", "database": "dbmail", "table": "sender_access",
+     "key": "sender", "value": "action", "reason": "reason"}
+  ]
+}
+"""
+    eq(check_offline(text)[::2], (0, []))
+    # A single host as a plain string, as the Go sockmapd wrote it.
+    eq(check_offline(text.replace('["127.0.0.1"]', '"127.0.0.1"'))[::2], (0, []), "host as a string")
+    # And the config every suite starts from.
+    eq(check_offline(good_config())[::2], (0, []), "base_config()")
 
 
 @test

@@ -3,8 +3,8 @@
 
 Protocol framing, reply policy without a database (unknown maps, --query on
 an unreachable host), activation modes (pipe, systemd fd 3, xinetd-style fd
-0/1/2 on one socket), timeouts, memory bound, config checks and the command
-line.  Concurrent clients under socket activation are bb_deploy's; a database
+0/1/2 on one socket), timeouts, memory bound, a broken config in a session
+and the command line (what --check-config says about a file: bb_config).  Concurrent clients under socket activation are bb_deploy's; a database
 outage in each mode, bb_faults's.
 Run: SOCKMAPD=build/sockmapd tests/bb_core.py [test-name-or-glob ...]
 """
@@ -454,95 +454,8 @@ def max_session_ends_busy_client():
             ok(1.5 <= closed <= scaled(4), "ended after %.2fs (max_session 2)" % closed)
 
 
-# ---------------------------------------------------------------- configuration
-
-def _check_offline(text):
-    return run_pipe(temp_config(text), b"", args=["--check-config", "--offline"])
-
-
-@test
-def config_unknown_key_exit_78():
-    cfg = base_config(None)
-    cfg["postmaps"][0]["tabel"] = cfg["postmaps"][0].pop("table")
-    rc, out, err = _check_offline(cfg)
-    eq(rc, EX_CONFIG, "exit status (stderr %r)" % err[:300])
-    contains(err, b"postmaps[0].tabel")
-
-
-@test
-def config_errors_name_the_key():
-    cases = []
-    cfg = base_config(None)
-    cfg["sysconfig"]["loglvl"] = "debug"
-    cases.append((cfg, b"sysconfig.loglvl"))
-    cfg = base_config(None)
-    cfg["sysconfig"]["idle_timeout"] = "soon"
-    cases.append((cfg, b"idle_timeout"))
-    cfg = base_config(None)
-    cfg["postmaps"][2]["vaule"] = "x"
-    cases.append((cfg, b"postmaps[2].vaule"))
-    cfg = base_config(None)
-    cfg["postmaps"][1]["table"] = "recipients; DROP TABLE x"
-    cases.append((cfg, b"postmaps[1].table"))
-    cfg = base_config(None)
-    cfg["database"]["conect_timeout"] = 1
-    cases.append((cfg, b"database.conect_timeout"))
-    for cfg, needle in cases:
-        rc, out, err = _check_offline(cfg)
-        eq(rc, EX_CONFIG, "exit status for %s (stderr %r)" % (needle, err[:300]))
-        contains(err, needle)
-
-
-@test
-def config_unreadable_or_invalid_exit_78():
-    rc, out, err = run_pipe(os.path.join(tmpdir("missing"), "none.json"), b"", args=["--check-config", "--offline"])
-    eq(rc, EX_CONFIG, "missing file")
-    ok(err.strip() != b"", "a message on stderr")
-    rc, out, err = _check_offline('{"sysconfig": {')
-    eq(rc, EX_CONFIG, "syntax error")
-    ok(err.strip() != b"", "a message on stderr")
-
-
-@test
-def config_go_style_all_strings_loads():
-    text = """{
-  "sysconfig": {
-    "port": "2224",
-    "listen": "127.0.0.1",
-    "logfile": "",
-    "loglevel": "info",
-    "idle_timeout": "120",
-    "max_session": "3600"
-  },
-  "database": {
-    "host": ["127.0.0.1"],
-    "port": "3306",
-    "username": "sockmapd",
-    "password": "secret",
-    "connect_timeout": "2",
-    "read_timeout": "5",
-    "write_timeout": "5"
-  },
-  "postmaps": [
-    {"service": "recipient", "database": "dbmail", "table": "dbmail_aliases",
-     "key": "alias", "value": "deliver_to"},
-    {"service": "sender", "database": "dbmail", "table": "sender_access",
-     "key": "sender", "value": "action", "reason": "reason"}
-  ]
-}
-"""
-    rc, out, err = _check_offline(text)
-    eq(rc, 0, "exit status (stderr %r)" % err[:300])
-    # A single host as a plain string, as the Go sockmapd wrote it.
-    rc, out, err = _check_offline(text.replace('["127.0.0.1"]', '"127.0.0.1"'))
-    eq(rc, 0, "host as a string: exit status (stderr %r)" % err[:300])
-
-
-@test
-def config_base_config_checks_offline():
-    rc, out, err = _check_offline(base_config(None))
-    eq(rc, 0, "exit status (stderr %r)" % err[:300])
-
+# ---------------------------------------------------------------- a broken config in a session
+# (what --check-config says about a file, and its exit status: bb_config)
 
 @test
 def broken_config_session_answers_temp():
