@@ -1305,7 +1305,9 @@ def who_may_connect_ip_address_allow_and_allow_list():
 #   wait I T         the reply of connection I within T s (after a probe that got none)
 #   busy A B S REQ   connections A..B-1 ask REQ over and over for S s: replies per status word
 MANY_CLIENT = r"""
-import json, socket, sys, time
+import json, resource, socket, sys, time
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (65536 if hard == resource.RLIM_INFINITY else hard, hard))  # past 1024
 conns, bufs = [], []
 def frame(req):
     return b"%d:%s," % (len(req), req)
@@ -1434,8 +1436,17 @@ def handler_pss_kib(c, unit):
         pids = c.run(["pgrep", "-P", main_pid], check=False).out.split()
     else:
         pids = c.run(["pgrep", "-x", "sockmapd"], check=False).out.split()
-    out = c.run("for p in %s; do awk '/^Pss:/ {print $2}' /proc/$p/smaps_rollup 2>/dev/null; done" % " ".join(pids))
-    return [int(x) for x in out.out.split()]
+    return [kib for _, kib in proc_fields(c, pids, "smaps_rollup", "Pss")]
+
+
+def proc_fields(c, pids, name, field):
+    """[(pid, the number after `field:`)] in /proc/PID/NAME, one grep for all (a process per pid takes minutes
+    with 1000 handlers on a busy machine); processes gone meanwhile left out."""
+    if not pids:
+        return []
+    out = c.run("grep -H '^%s:' %s 2>/dev/null" % (field, " ".join("/proc/%s/%s" % (p, name) for p in pids)),
+                check=False, timeout=scaled(120)).out
+    return [(int(m.group(1)), int(m.group(2))) for m in re.finditer(r"^/proc/(\d+)/\S+:\w+:\s+(\d+)", out, re.M)]
 
 
 def service_tasks_and_pss(c):
@@ -1443,13 +1454,29 @@ def service_tasks_and_pss(c):
     (the container has no memory or pids accounting of its own to ask)."""
     main_pid = c.run(["systemctl", "show", "-P", "MainPID", DEFAULT_UNIT]).out.strip()
     pids = [main_pid] + c.run(["pgrep", "-P", main_pid], check=False).out.split()
-    out = c.run("for p in %s; do awk '/^Threads:/ {print $2}' /proc/$p/status; "
-                "awk '/^Pss:/ {print -$2}' /proc/$p/smaps_rollup; done 2>/dev/null" % " ".join(pids)).out.split()
-    return sum(int(x) for x in out if int(x) > 0), round(-sum(int(x) for x in out if int(x) < 0) / 1024, 1)
+    tasks = sum(n for _, n in proc_fields(c, pids, "status", "Threads"))
+    return tasks, round(sum(kib for _, kib in proc_fields(c, pids, "smaps_rollup", "Pss")) / 1024, 1)
 
 
 def status_text(c):
     return c.run(["systemctl", "show", "-P", "StatusText", DEFAULT_UNIT]).out.strip()
+
+
+def sampling_db_connections(c, fn):
+    """(fn(), the database connections counted every 0.5 s while it ran)."""
+    samples, done = [], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            samples.append(db_connections(c))
+            time.sleep(0.5)
+    t = threading.Thread(target=sample)
+    t.start()
+    try:
+        return fn(), samples
+    finally:
+        done.set()
+        t.join()
 
 
 def measure_300_idle_50_busy(c, unit, m):
@@ -1478,20 +1505,9 @@ def measure_300_idle_50_busy(c, unit, m):
     # 50 busy beside the 300 idle.
     busy = m.count
     m.open(50, 0 if unit == "listener" else 0.05)
-    samples = []
-    done = threading.Event()
-
-    def sample():
-        while not done.is_set():
-            samples.append(db_connections(c))
-            time.sleep(0.5)
-    t = threading.Thread(target=sample)
-    t.start()
-    try:
-        counts = m.cmd("busy", busy, busy + 50, 5, "recipient postmaster@example.org")["counts"]
-    finally:
-        done.set()
-        t.join()
+    out, samples = sampling_db_connections(c, lambda: m.cmd("busy", busy, busy + 50, 5,
+                                                             "recipient postmaster@example.org"))
+    counts = out["counts"]
     eq(list(counts), ["OK"], "%s: 50 busy connections" % unit)
     fig["db connections, 300 idle + 50 busy (max)"] = max(samples)
     fig["lookups by the 50 busy in 5 s"] = counts["OK"]
@@ -1503,11 +1519,9 @@ def size_mariadb_as_postfix_md_says(c):
     lang, cnf = readme.block("doc/postfix.md", "postfix-mariadb-max-connections")
     eq(lang, "ini")
     contains(cnf, "[mysqld]")
-    path = re.search(r"`(/etc/mysql/mariadb\.conf\.d/[\w-]+\.cnf)`, then `(systemctl restart mariadb)`",
-                     readme.prose("doc/postfix.md"))
-    ok(path, "where the guide puts it")
-    c.write(path.group(1), cnf)
-    c.run(path.group(2), timeout=scaled(120))
+    path, restart = cnf_path_and_restart()
+    c.write(path, cnf)
+    c.run(restart, timeout=scaled(120))
     wait_active(c, "mariadb.service")
     eq(c.run(["mariadb", "-N", "-e", "SELECT @@max_connections"]).out.strip(), "600")
     wait_for(lambda: lookup(c, "recipient postmaster@example.org") == [b"OK root@example.net"], timeout=scaled(30),
@@ -1720,6 +1734,99 @@ def postfix_reconnects_after_pauses_and_a_burst_of_100_sessions():
         eq([u for u in failed_units(c) if u.startswith("sockmapd")], [], "failed units")
     log = c.run(["journalctl", "--no-pager", "-o", "cat", "-t", "postfix/smtpd"]).out
     not_contains(log, "lookup error", "no failed lookup in Postfix's log")
+
+
+def cnf_path_and_restart():
+    """Where postfix.md puts MariaDB's settings, and the command that applies them."""
+    m = re.search(r"`(/etc/mysql/mariadb\.conf\.d/[\w-]+\.cnf)`, then `(systemctl restart mariadb)`",
+                  readme.prose("doc/postfix.md"))
+    ok(m, "where the guide puts MariaDB's settings")
+    return m.group(1), m.group(2)
+
+
+@test(timeout=1800)
+def thousand_connections_with_the_cap_raised():
+    """postfix.md's "More than 512 connections at once" as written: the listener's drop-in (--max-children 1100
+    and the limits sized from it) and MariaDB's max_connections for it.  1000 connections held, each having
+    looked up: all answered; three new connections beside them answered at once (their times printed beside
+    the same with none held); Pss per handler and database connections at 300 and at 1000."""
+    c = installed("thousand")
+    configure(c, "file")
+    path, restart = cnf_path_and_restart()
+    lang, cnf = readme.block("doc/postfix.md", "postfix-mariadb-max-connections-1100")
+    eq(lang, "ini")
+    c.write(path, cnf)
+    c.run(restart, timeout=scaled(120))
+    wait_active(c, "mariadb.service")
+    want = re.search(r"max_connections = (\d+)", cnf).group(1)
+    eq(c.run(["mariadb", "-N", "-e", "SELECT @@max_connections"]).out.strip(), want)
+    lang, dropin = readme.block("doc/postfix.md", "postfix-raise-the-cap")
+    eq(lang, "ini")
+    cap = int(re.search(r"--max-children (\d+)", dropin).group(1))
+    # What `systemctl edit` writes, then the guide's restart.
+    c.write("/etc/systemd/system/sockmapd-listener.service.d/override.conf", dropin)
+    c.run(["systemctl", "daemon-reload"])
+    since = c.run(["date", "+%Y-%m-%d %H:%M:%S"]).out.strip()
+    c.run(["systemctl", "restart", DEFAULT_UNIT], timeout=scaled(60))
+    wait_active(c, DEFAULT_UNIT)
+    eq(c.run(["systemctl", "show", "-P", "LimitNOFILE", DEFAULT_UNIT]).out.strip(),
+       re.search(r"LimitNOFILE=(\d+)", dropin).group(1))
+    wait_for(lambda: lookup(c, "recipient postmaster@example.org") == [b"OK root@example.net"], timeout=scaled(30),
+             msg="answering after the restarts")
+
+    def probes(what):
+        """Three new connections one after another, each forking a handler that opens its database connection:
+        ms to each first answer."""
+        out = []
+        for _ in range(3):
+            probe = m.probe(scaled(5))
+            eq(probe["reply"], "OK root@example.net", what)
+            out.append(round(probe["seconds"] * 1000, 2))
+        return out
+
+    figures = {}
+    m = Many(c)
+    # The same with none held (the first may go to the idle handler the lookup above left): this machine's floor.
+    floor = probes("a new connection with none held")
+    for upto in (300, 1000):
+        m.open(upto - m.count)
+        t0 = time.monotonic()
+        replies, samples = sampling_db_connections(c, lambda: m.ask(0, upto))
+        eq(sorted(set(replies)), ["OK root@example.net"], "%d connections held, a lookup on each" % upto)
+        fig = figures[upto] = {"seconds for a lookup on each": round(time.monotonic() - t0, 1)}
+        # Each closes its database connection db_idle_timeout (10 s) after its lookup: on a busy machine the
+        # first are closed before the last have asked.
+        fig["db connections (most seen while asking)"] = max(samples + [db_connections(c)])
+        fig["db connections after"] = db_connections(c)
+        pss = handler_pss_kib(c, "listener")
+        ok(len(pss) >= upto, "%d handler processes for %d connections" % (len(pss), upto))
+        fig["handlers"] = len(pss)
+        fig["Pss per handler KiB (mean)"] = round(sum(pss) / len(pss))
+        fig["tasks, Pss MiB of the service"] = "%d, %.1f" % service_tasks_and_pss(c)
+    # Held and idle, as Postfix's processes hold theirs between mails: the handlers have given their database
+    # connections back (db_idle_timeout), which 1000 of them doing at once would otherwise weigh on the figure.
+    wait_for(lambda: db_connections(c) <= 1, timeout=scaled(60), interval=1, msg="database connections closed idle")
+    after = probes("connection 1001 with 1000 held")
+    figures[1000]["connections 1001-1003: first answer, ms"] = "/".join("%g" % x for x in after)
+    figures[1000]["the same with none held, ms"] = "/".join("%g" % x for x in floor)
+    tasks_max = int(c.run(["systemctl", "show", "-P", "TasksMax", DEFAULT_UNIT]).out)
+    print("    %-40s %12s %12s" % ("held connections", 300, 1000))
+    for key in figures[1000]:
+        print("    %-40s %12s %12s" % (key, figures[300].get(key, "-"), figures[1000][key]), flush=True)
+    # Answered, not waiting behind the cap, within the 1 s of the 300-connection case.  The issue's 10 ms is
+    # not asserted: on the shared 2-core machine a new connection with none held takes 16 to 72 ms itself.
+    ok(max(after) < 1000, "a new connection with 1000 held answered in %s ms (with none held %s)" % (after, floor))
+    ok(int(figures[1000]["tasks, Pss MiB of the service"].split(",")[0]) + 2 <= tasks_max, "within TasksMax")
+    journal = c.run(["journalctl", "--no-pager", "-o", "cat", "-u", DEFAULT_UNIT, "--since", since]).out
+    contains(journal, "at most %d handlers" % cap)
+    for bad in ("fork:", "Too many open files", "descriptor limit", "handlers busy"):
+        not_contains(journal, bad)
+    m.cmd("close", 0, m.count)
+    m.stop()
+    eq([u for u in failed_units(c) if u.startswith("sockmapd")], [], "failed units")
+    with open(os.path.join(tmpdir("figures"), "thousand.json"), "w") as f:
+        json.dump(figures, f)
+
 
 if __name__ == "__main__":
     main()
