@@ -218,6 +218,17 @@ void parse_search_fields(MapConfig& m, Object& o, const std::string& path, Probl
     }
 }
 
+CachePolicy parse_cache(const Json::Value& v, const std::string& path, Problems& p)
+{
+    CachePolicy c;
+    Object o(v, path, p);
+    c.ttl = o.num("ttl", 0, 0, 86400);
+    c.negative_ttl = o.num("negative_ttl", c.ttl, 0, 86400);
+    c.stale_if_error = o.num("stale_if_error", 0, 0, 7 * 86400);
+    o.finish();
+    return c;
+}
+
 void parse_map_fields(CompiledMap& m, Object& o, const std::string& path, Problems& p)
 {
     m.database = o.str("database");
@@ -239,6 +250,8 @@ void parse_map_fields(CompiledMap& m, Object& o, const std::string& path, Proble
             m.domains.push_back(d);
     }
     parse_search_fields(m, o, path, p);
+    if (const Json::Value* c = o.get("cache"))
+        m.cache = parse_cache(*c, path + ".cache", p);
     o.finish();
 
     // The map's one compilation: what a lookup would refuse is refused here.

@@ -5,6 +5,7 @@
 #include "stats.hh"
 
 #include <algorithm>
+#include <chrono>
 
 namespace sockmapd
 {
@@ -32,9 +33,45 @@ void QueryBudget::spend()
         --left_;
 }
 
-DbLookup::DbLookup(std::vector<CompiledMap> maps, StatementRunner& runner, QueryBudget budget)
-    : maps_(std::move(maps)), runner_(runner), budget_(budget)
+namespace
 {
+
+std::int64_t steady_ms()
+{
+    return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count();
+}
+
+// What a map's answers depend on, hashed: a reload that changes any of it
+// gives the map a new fingerprint, and the cache's old entries are never
+// met again (the cache policy itself is not in it: ages are judged by the
+// policy of the day).
+std::uint64_t map_fingerprint(const MapConfig& m, std::uint64_t database)
+{
+    std::uint64_t h = database;
+    for (const std::string* f : {&m.service, &m.database, &m.table, &m.key, &m.value, &m.reason, &m.query,
+                                 &m.result_format, &m.strip_extension})
+        h = hash_bytes(h, *f);
+    for (const auto& d : m.domains)
+        h = hash_bytes(h, d);
+    const std::string flags = {static_cast<char>(m.lowercase), static_cast<char>(m.search),
+                               static_cast<char>(m.parent_matches_subdomains)};
+    return hash_bytes(h, flags);
+}
+
+bool is_answer(Outcome o)
+{
+    return o == Outcome::Found || o == Outcome::NotFound;
+}
+
+} // namespace
+
+DbLookup::DbLookup(std::vector<CompiledMap> maps, StatementRunner& runner, QueryBudget budget, AnswerCache* cache,
+                   std::uint64_t database)
+    : maps_(std::move(maps)), runner_(runner), budget_(budget), cache_(cache && cache->usable() ? cache : nullptr),
+      now_ms_(steady_ms)
+{
+    for (const auto& m : maps_)
+        fingerprints_.emplace(m.service, map_fingerprint(m, database));
 }
 
 void DbLookup::session_started()
@@ -51,12 +88,68 @@ LookupResult DbLookup::lookup(std::string_view map, std::string_view key)
     // log_debug() takes a finished string: build it only when it is wanted.
     if (log_enabled(LogLevel::Debug))
         log_debug("lookup in " + mc->service + ": " + log_escape(key), {{"SOCKMAP_MAP", map}});
+    if (cache_ && mc->cache.enabled())
+        return cached(*mc, key);
+    return answer(*mc, key).result;
+}
 
+LookupResult DbLookup::cached(const CompiledMap& mc, std::string_view key)
+{
+    const std::string_view map = mc.service;
+    const std::uint64_t fp = fingerprints_.find(map)->second;
+    const CachePolicy& policy = mc.cache;
+    const std::int64_t asked_at = now_ms_();
+    std::optional<AnswerCache::Entry> hit = cache_->get(fp, map, key, asked_at);
+    if (hit) {
+        const unsigned fresh = hit->outcome == Outcome::Found ? policy.ttl : policy.negative_ttl;
+        if (hit->age_ms < std::int64_t{fresh} * 1000) {
+            if (log_enabled(LogLevel::Debug))
+                log_debug("map " + mc.service + ": answered from the cache (" + std::to_string(hit->age_ms / 1000) +
+                              " s old)",
+                          {{"SOCKMAP_MAP", map}});
+            return {hit->outcome, std::move(hit->text)};
+        }
+    }
+    Answer a = answer(mc, key);
+    const std::int64_t now = now_ms_();
+    if (a.from_database && is_answer(a.result.outcome)) {
+        const unsigned keep =
+            std::max(a.result.outcome == Outcome::Found ? policy.ttl : policy.negative_ttl, policy.stale_if_error);
+        if (keep != 0)
+            cache_->put(fp, map, key, a.result, now);
+        return std::move(a.result);
+    }
+    if (!a.unavailable || !hit)
+        return std::move(a.result);
+    // No database host answered: the last answer the database gave, if it
+    // is young enough, rather than TEMP.
+    const std::int64_t age = hit->age_ms + std::max<std::int64_t>(0, now - asked_at);
+    if (age > std::int64_t{policy.stale_if_error} * 1000)
+        return std::move(a.result);
+    std::uint64_t suppressed = 0;
+    if (cache_->stale_log_due(now, 60 * 1000, suppressed))
+        log_warning("map " + mc.service + ": " + a.result.text + ", answering from the cache an answer " +
+                        std::to_string(age / 1000) + " s old (stale_if_error " + std::to_string(policy.stale_if_error) +
+                        " s)" +
+                        (suppressed ? "; " + std::to_string(suppressed) + " more stale answers since the last line"
+                                    : std::string()),
+                    {{"SOCKMAP_MAP", map}, {"SOCKMAP_STALE_AGE", std::to_string(age / 1000), false}});
+    else if (log_enabled(LogLevel::Debug))
+        log_debug("map " + mc.service + ": stale answer for " + log_escape(key) + ", " + std::to_string(age / 1000) +
+                      " s old",
+                  {{"SOCKMAP_MAP", map}});
+    return {hit->outcome, std::move(hit->text)};
+}
+
+DbLookup::Answer DbLookup::answer(const CompiledMap& m, std::string_view key)
+{
+    const CompiledMap* mc = &m;
+    const std::string_view map = mc->service;
     const KeyCandidates keys(*mc, key);
     if (!keys.searchable()) {
         if (log_enabled(LogLevel::Debug))
             log_debug("map " + mc->service + ": " + keys.refusal() + ", not searched", {{"SOCKMAP_MAP", map}});
-        return {Outcome::PermFail, keys.refusal()};
+        return {{Outcome::PermFail, keys.refusal()}};
     }
     // The steps that can match: the domain list and the key parts the
     // statement binds leave some out without asking, as Postfix does.
@@ -81,7 +174,7 @@ LookupResult DbLookup::lookup(std::string_view map, std::string_view key)
         steps.push_back({candidate, std::move(*values)});
     }
     if (steps.empty())
-        return {Outcome::NotFound, {}};
+        return {{Outcome::NotFound, {}}};
     // All the walk may cost, or nothing: a TEMP after half a walk would
     // have cost the same queries for no answer.
     if (!budget_.affords(steps.size(), Clock::now())) {
@@ -93,12 +186,12 @@ LookupResult DbLookup::lookup(std::string_view map, std::string_view key)
                             " more a second): answered TEMP until it reads its replies; said once per session",
                         {{"SOCKMAP_MAP", map}});
         }
-        return {Outcome::TempFail, "query budget spent: read the replies before sending more"};
+        return {{Outcome::TempFail, "query budget spent: read the replies before sending more"}};
     }
     return search(*mc, key, steps);
 }
 
-LookupResult DbLookup::search(const CompiledMap& mc, std::string_view key, const std::vector<Step>& steps)
+DbLookup::Answer DbLookup::search(const CompiledMap& mc, std::string_view key, const std::vector<Step>& steps)
 {
     const StatementPlan& plan = mc.plan;
     const std::string& name = mc.service;
@@ -128,26 +221,30 @@ LookupResult DbLookup::search(const CompiledMap& mc, std::string_view key, const
                 return;
         }
     });
+    // unavailable: the outage a cached answer may stand in for.  A refused
+    // login is the configuration's fault, and a broken map the map's, which
+    // a stale answer would hide.
+    constexpr bool unavailable = true;
     switch (ran) {
     case RunOutcome::Ran:
         break;
     case RunOutcome::Unavailable:
-        return {Outcome::TempFail, "no database host available"};
+        return {{Outcome::TempFail, "no database host available"}, false, unavailable};
     case RunOutcome::LoginRefused:
-        return {Outcome::TempFail, "database login refused"};
+        return {{Outcome::TempFail, "database login refused"}};
     case RunOutcome::ServerFull:
-        return {Outcome::TempFail, "database server full (too many connections)"};
+        return {{Outcome::TempFail, "database server full (too many connections)"}, false, unavailable};
     case RunOutcome::TimedOut:
-        return {Outcome::Timeout, "database query timed out"};
+        return {{Outcome::Timeout, "database query timed out"}, false, unavailable};
     case RunOutcome::StatementFailed:
-        return {Outcome::TempFail, "lookup failed in map " + name};
+        return {{Outcome::TempFail, "lookup failed in map " + name}};
     case RunOutcome::Mismatch:
-        return {Outcome::TempFail, "map " + name + " cannot be queried"};
+        return {{Outcome::TempFail, "map " + name + " cannot be queried"}};
     }
     if (answer.outcome == Outcome::PermFail)
         log_error("map " + name + ": result longer than " + std::to_string(max_value_length) + " bytes, answered PERM",
                   {{"SOCKMAP_MAP", map}});
-    return answer;
+    return {std::move(answer), true};
 }
 
 } // namespace sockmapd

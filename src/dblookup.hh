@@ -14,6 +14,17 @@
 // out: never a shorter key's answer after a failure.  Never throws from
 // lookup().
 //
+// A map with "cache" (mapconfig.hh CachePolicy) and an AnswerCache
+// (cache.hh, the listener's) is looked up there first, under the key the
+// client sent, so a search walk is one entry: a found answer younger than
+// ttl, a NotFound younger than negative_ttl is the answer without the
+// database.  Otherwise the database is asked; a Found or NotFound it gives
+// is stored.  When no database host answered (RunOutcome Unavailable,
+// ServerFull, TimedOut: not a refused login, not a broken map, never
+// PermFail), an entry at most stale_if_error old is served instead of
+// TEMP/TIMEOUT, and logged (a warning at most once a minute for the whole
+// service).
+//
 // StatementRunner is all DbLookup knows of the database: a run answers
 // one RunOutcome, the only way a database failure reaches the lookup (no
 // driver error, no exception); rows arrive as row.hh's Row.  sockmapd's
@@ -27,11 +38,15 @@
 // query, warned about once per session.
 #pragma once
 
+#include "cache.hh"
 #include "lookup.hh"
 #include "row.hh"
 #include "statement.hh"
 #include "util.hh"
 
+#include <cstdint>
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -120,8 +135,11 @@ private:
 class DbLookup : public Lookup
 {
 public:
-    // Answers `maps`; never connects here; `runner` must outlive the lookup.
-    DbLookup(std::vector<CompiledMap> maps, StatementRunner& runner, QueryBudget budget = QueryBudget());
+    // Answers `maps`; never connects here; `runner` and `cache` (may be
+    // null: no cache) must outlive the lookup.  `database`: a hash of what
+    // else the answers depend on (the database hosts), in the cache's keys.
+    DbLookup(std::vector<CompiledMap> maps, StatementRunner& runner, QueryBudget budget = QueryBudget(),
+             AnswerCache* cache = nullptr, std::uint64_t database = 0);
 
     LookupResult lookup(std::string_view map, std::string_view key) override;
     std::optional<Clock::time_point> next_wakeup() const override { return runner_.next_wakeup(); }
@@ -129,18 +147,33 @@ public:
     void session_started() override;
     void batch_over() override { budget_.fill(); }
 
+    // Tests: the clock of the cache's ages, in milliseconds (by default
+    // steady_clock, which every process on the host shares).
+    void set_clock(std::function<std::int64_t()> now_ms) { now_ms_ = std::move(now_ms); }
+
 private:
     // One key of the search and the values its statement binds.
     struct Step {
         std::string_view key;
         std::vector<std::string_view> values;
     };
-    LookupResult search(const CompiledMap& map, std::string_view key, const std::vector<Step>& steps);
+    // An answer, and whether the database gave it or no host answered.
+    struct Answer {
+        LookupResult result;
+        bool from_database = false; // the walk ran: Found/NotFound may be stored
+        bool unavailable = false;   // no database host answered: a stale entry may stand in
+    };
+    LookupResult cached(const CompiledMap& map, std::string_view key);
+    Answer answer(const CompiledMap& map, std::string_view key);
+    Answer search(const CompiledMap& map, std::string_view key, const std::vector<Step>& steps);
 
     std::vector<CompiledMap> maps_;
     StatementRunner& runner_;
     QueryBudget budget_;
     bool warned_budget_ = false;
+    AnswerCache* cache_;
+    std::function<std::int64_t()> now_ms_;
+    std::map<std::string, std::uint64_t, std::less<>> fingerprints_; // map -> what its answers depend on
 };
 
 } // namespace sockmapd

@@ -1,6 +1,7 @@
 // sockmapd — answers socketmap lookups (Postfix, Sendmail) from MariaDB.
 // The thin main: command line, config, connection, session, exit code.
 #include "activation.hh"
+#include "cache.hh"
 #include "config.hh"
 #include "dblookup.hh"
 #include "dbrunner.hh"
@@ -19,6 +20,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -162,12 +164,28 @@ void serve_connection(const Config& cfg, const ClientConnection& conn, Lookup& l
     log_summary(st, conn, Clock::now() - started);
 }
 
+// What a map's answers depend on besides the map: the database hosts, the
+// user and init_command (for the answer cache's keys: a reload that points
+// the maps elsewhere never meets the old answers).
+std::uint64_t database_fingerprint(const DatabaseConfig& db)
+{
+    std::uint64_t h = hash_bytes(0x6462, db.username);
+    for (const auto& e : db.hosts)
+        h = hash_bytes(h, e.name());
+    for (const auto& c : db.init_command)
+        h = hash_bytes(h, c);
+    return h;
+}
+
 // A handler of the accept loop: one DbLookup for all its connections, each
 // a session of its own (its counters, peer and limits).
 class ListenHandler : public ConnectionServer
 {
 public:
-    explicit ListenHandler(const Config& cfg) : cfg_(cfg), db_(cfg.db), lookup_(cfg.maps, db_) {}
+    ListenHandler(const Config& cfg, AnswerCache& cache)
+        : cfg_(cfg), db_(cfg.db), lookup_(cfg.maps, db_, QueryBudget(), &cache, database_fingerprint(cfg.db))
+    {
+    }
 
     void serve(int fd) override
     {
@@ -215,6 +233,8 @@ int serve(const Options& opt, const ClientConnection& conn)
         return EX_OK; // refused and logged: no reply, no database
     }
     stats().accepted();
+    // No answer cache: this process serves one connection (Accept=yes,
+    // xinetd) and nothing outlives it to keep one (sockmapd.json(5), "cache").
     MariaDbRunner db(cfg->db);
     DbLookup lookup(cfg->maps, db);
     serve_connection(*cfg, conn, lookup);
@@ -289,7 +309,17 @@ int listen_mode(const Options& opt, const std::vector<PassedListener>& passed)
                  " maps; new connections use it");
         return true;
     };
-    return listen_loop(cfg, lo, reload, [&cfg] { return std::make_unique<ListenHandler>(cfg); });
+    // One answer cache for every handler this loop forks, for as long as it
+    // runs (a handler lives a few minutes, an outage longer).
+    AnswerCache cache;
+    if (!cache.usable())
+        log_warning(std::string("answer cache: cannot map its memory (") + std::strerror(errno) +
+                    "): maps with \"cache\" ask the database every time");
+    else if (std::any_of(cfg.maps.begin(), cfg.maps.end(), [](const MapConfig& m) { return m.cache.enabled(); }))
+        log_info("answer cache: " + std::to_string(cache.capacity()) + " entries of at most " +
+                 std::to_string(cache.max_payload()) + " bytes (map name, key and answer), " +
+                 std::to_string(cache.region_bytes() >> 20) + " MiB shared by the handlers");
+    return listen_loop(cfg, lo, reload, [&cfg, &cache] { return std::make_unique<ListenHandler>(cfg, cache); });
 }
 
 int query(const Config& cfg, const std::string& map, const std::string& key)

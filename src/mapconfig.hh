@@ -22,6 +22,17 @@ enum class SearchOrder {
     Virtual,   // virtual(5): user@domain, @domain
 };
 
+// "cache": how long the map's answers are reused (seconds), cache.hh.  All
+// zero: off, every lookup asks the database.
+struct CachePolicy {
+    unsigned ttl = 0;            // a found answer is reused this long
+    unsigned negative_ttl = 0;   // a NOTFOUND (default: ttl)
+    unsigned stale_if_error = 0; // an answer this old may still be served when no database host answers
+    bool enabled() const { return ttl != 0 || negative_ttl != 0 || stale_if_error != 0; }
+};
+
+// A field that changes a map's answers belongs in dblookup.cc's
+// map_fingerprint() too: the answer cache keys entries with it.
 struct MapConfig {
     std::string service;  // the socketmap name
     std::string database; // schema name
@@ -40,6 +51,7 @@ struct MapConfig {
     // default lists smtpd_access_maps but not transport_maps, so the
     // default here is true for access and false for transport.
     bool parent_matches_subdomains = false;
+    CachePolicy cache;
 };
 
 } // namespace sockmapd

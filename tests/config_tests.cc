@@ -221,6 +221,14 @@ BOOST_AUTO_TEST_CASE(errors_name_the_key)
          "postmaps[0].parent_domain_matches_subdomains: only for"},
         {with(minimal, R"("key": "k")", R"("key": "k", "search": "access", "parent_domain_matches_subdomains": "x")"),
          "postmaps[0].parent_domain_matches_subdomains: must be true or false"},
+        {with(minimal, R"("key": "k")", R"("key": "k", "cache": {"tll": 60})"),
+         "postmaps[0].cache.tll: unknown key (did you mean \"ttl\"?)"},
+        {with(minimal, R"("key": "k")", R"("key": "k", "cache": {"ttl": -1})"), "postmaps[0].cache.ttl: "},
+        {with(minimal, R"("key": "k")", R"("key": "k", "cache": {"stale_if_error": 604801})"),
+         "postmaps[0].cache.stale_if_error: "},
+        {with(minimal, R"("key": "k")", R"("key": "k", "cache": {"negative_ttl": "x"})"),
+         "postmaps[0].cache.negative_ttl: "},
+        {with(minimal, R"("key": "k")", R"("key": "k", "cache": 60)"), "postmaps[0].cache: must be an object"},
         {with(minimal, R"("host": "localhost")", R"("host": "localhost", "tls": {"cert": "/c"})"),
          "database.tls: cert and key go together"},
         {with(minimal, R"("host": "localhost")", R"("host": "localhost", "tls": {"cafile": "/c"})"),
@@ -452,6 +460,24 @@ BOOST_AUTO_TEST_CASE(search_order)
             BOOST_TEST(cfg.maps.at(0).parent_matches_subdomains == c.parent);
         }
     }
+}
+
+BOOST_AUTO_TEST_CASE(cache_policy)
+{
+    BOOST_TEST(!parse_config(minimal).maps.at(0).cache.enabled());
+    const auto policy = [](const std::string& fields) {
+        return parse_config(with(minimal, R"("key": "k")", R"("key": "k", "cache": )" + fields)).maps.at(0).cache;
+    };
+    const CachePolicy full = policy(R"({"ttl": 60, "negative_ttl": "30", "stale_if_error": 3600})");
+    BOOST_TEST(full.ttl == 60u);
+    BOOST_TEST(full.negative_ttl == 30u);
+    BOOST_TEST(full.stale_if_error == 3600u);
+    // negative_ttl follows ttl unless given; stale_if_error is 0 unless given.
+    const CachePolicy ttl = policy(R"({"TTL": 60})");
+    BOOST_TEST(ttl.negative_ttl == 60u);
+    BOOST_TEST(ttl.stale_if_error == 0u);
+    BOOST_TEST(policy(R"({"stale_if_error": 600})").enabled());
+    BOOST_TEST(!policy("{}").enabled());
 }
 
 BOOST_AUTO_TEST_CASE(init_command)

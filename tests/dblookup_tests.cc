@@ -493,3 +493,190 @@ BOOST_AUTO_TEST_CASE(wakeups_reach_the_runner)
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// The answer cache in front of the walk: a clock of the test's own, the
+// cache shared as the listener's handlers share it.
+namespace
+{
+
+CachePolicy policy(unsigned ttl, unsigned negative_ttl, unsigned stale)
+{
+    CachePolicy p;
+    p.ttl = ttl;
+    p.negative_ttl = negative_ttl;
+    p.stale_if_error = stale;
+    return p;
+}
+
+struct CachedFixture {
+    CachedFixture(MapConfig map, CachePolicy p, AnswerCache& c) : cache(c)
+    {
+        map.cache = p;
+        maps = {compile_map(map)};
+        lookup.emplace(maps, runner, QueryBudget(), &cache);
+        lookup->set_clock([this] { return now_ms; });
+    }
+    LookupResult operator()(std::string_view key) { return lookup->lookup(maps[0].service, key); }
+    void advance(int seconds) { now_ms += seconds * 1000LL; }
+
+    AnswerCache& cache;
+    std::vector<CompiledMap> maps;
+    TableRunner runner;
+    std::optional<DbLookup> lookup;
+    std::int64_t now_ms = 1000000;
+};
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(dblookup_cache)
+
+BOOST_AUTO_TEST_CASE(a_found_answer_is_reused_for_ttl_a_notfound_for_negative_ttl)
+{
+    AnswerCache cache;
+    CachedFixture f(table_map(), policy(60, 5, 0), cache);
+    f.runner.table[{"a@example.org"}] = {{"x@example.org"}};
+    BOOST_TEST(f("a@example.org").text == "x@example.org");
+    BOOST_TEST(is(f("b@example.org"), Outcome::NotFound));
+    BOOST_TEST(f.runner.runs == 2);
+    f.advance(4);
+    BOOST_TEST(f("a@example.org").text == "x@example.org");
+    BOOST_TEST(is(f("b@example.org"), Outcome::NotFound));
+    BOOST_TEST(f.runner.runs == 2);
+    // A row added is seen once the negative answer is older than negative_ttl.
+    f.runner.table[{"b@example.org"}] = {{"y@example.org"}};
+    f.advance(1);
+    BOOST_TEST(f("b@example.org").text == "y@example.org");
+    BOOST_TEST(f.runner.runs == 3);
+    // A row changed is seen after ttl.
+    f.runner.table[{"a@example.org"}] = {{"z@example.org"}};
+    f.advance(54);
+    BOOST_TEST(f("a@example.org").text == "x@example.org");
+    f.advance(1);
+    BOOST_TEST(f("a@example.org").text == "z@example.org");
+    BOOST_TEST(f.runner.runs == 4);
+}
+
+BOOST_AUTO_TEST_CASE(a_search_walk_is_one_entry_and_a_cached_miss_asks_nothing)
+{
+    AnswerCache cache;
+    MapConfig m = table_map();
+    m.search = SearchOrder::Access;
+    m.parent_matches_subdomains = true;
+    CachedFixture f(m, policy(60, 60, 0), cache);
+    f.runner.table[{"example.org"}] = {{"REJECT"}};
+    BOOST_TEST(f("user@a.example.org").text == "REJECT");
+    BOOST_TEST(is(f("user@example.net"), Outcome::NotFound));
+    const std::size_t executed = f.runner.executed.size();
+    BOOST_TEST(executed > 4u);
+    BOOST_TEST(f("user@a.example.org").text == "REJECT");
+    BOOST_TEST(is(f("user@example.net"), Outcome::NotFound));
+    BOOST_TEST(f.runner.executed.size() == executed);
+    BOOST_TEST(cache.entries() == 2u); // the keys the client sent, not the steps
+}
+
+BOOST_AUTO_TEST_CASE(when_no_host_answers_a_stale_answer_stands_in_for_stale_if_error)
+{
+    AnswerCache cache;
+    CachedFixture f(table_map(), policy(10, 10, 3600), cache);
+    f.runner.table[{"found@example.org"}] = {{"x@example.org"}};
+    BOOST_TEST(is(f("found@example.org"), Outcome::Found));
+    BOOST_TEST(is(f("missing@example.org"), Outcome::NotFound));
+    f.runner.every_host_fails = RunOutcome::Unavailable;
+    f.advance(11);
+    BOOST_TEST(f("found@example.org").text == "x@example.org");
+    BOOST_TEST(is(f("missing@example.org"), Outcome::NotFound));
+    BOOST_TEST(f.runner.runs == 4); // the database was asked first
+    BOOST_TEST(cache.stale_served() == 2u);
+    // Never seen: TEMP, as without a cache.
+    BOOST_TEST(is(f("new@example.org"), Outcome::TempFail));
+    // A timeout or a full server too.
+    f.runner.every_host_fails = RunOutcome::TimedOut;
+    BOOST_TEST(f("found@example.org").text == "x@example.org");
+    f.runner.every_host_fails = RunOutcome::ServerFull;
+    BOOST_TEST(f("found@example.org").text == "x@example.org");
+    // Past stale_if_error: TEMP again.
+    f.runner.every_host_fails = RunOutcome::Unavailable;
+    f.advance(3600 - 11);
+    BOOST_TEST(is(f("found@example.org"), Outcome::Found));
+    f.advance(1);
+    BOOST_TEST(is(f("found@example.org"), Outcome::TempFail));
+    BOOST_TEST(is(f("missing@example.org"), Outcome::TempFail));
+    // The database back: answers and the cache again.
+    f.runner.every_host_fails.reset();
+    BOOST_TEST(is(f("found@example.org"), Outcome::Found));
+    f.runner.every_host_fails = RunOutcome::Unavailable;
+    BOOST_TEST(is(f("found@example.org"), Outcome::Found));
+}
+
+BOOST_AUTO_TEST_CASE(stale_answers_hide_no_fault_of_the_map_or_the_login)
+{
+    AnswerCache cache;
+    CachedFixture f(table_map(), policy(0, 0, 3600), cache);
+    f.runner.table[{"k"}] = {{"v"}};
+    BOOST_TEST(is(f("k"), Outcome::Found));
+    BOOST_TEST(is(f("k"), Outcome::Found));
+    BOOST_TEST(f.runner.runs == 2); // ttl 0: always asked, kept for an outage
+    f.runner.statement_error = true;
+    BOOST_TEST(is(f("k"), Outcome::TempFail));
+    f.runner.statement_error = false;
+    f.runner.mismatch = true;
+    BOOST_TEST(is(f("k"), Outcome::TempFail));
+    f.runner.mismatch = false;
+    f.runner.every_host_fails = RunOutcome::LoginRefused;
+    BOOST_TEST(is(f("k"), Outcome::TempFail));
+    f.runner.every_host_fails = RunOutcome::Unavailable;
+    BOOST_TEST(is(f("k"), Outcome::Found));
+}
+
+BOOST_AUTO_TEST_CASE(failures_are_not_stored)
+{
+    AnswerCache cache;
+    CachedFixture f(table_map(), policy(60, 60, 3600), cache);
+    f.runner.table[{"k"}] = {{"v"}};
+    f.runner.every_host_fails = RunOutcome::Unavailable;
+    BOOST_TEST(is(f("k"), Outcome::TempFail));
+    f.runner.every_host_fails.reset();
+    BOOST_TEST(is(f("k"), Outcome::Found));
+    BOOST_TEST(f.runner.runs == 2);
+    f.runner.table[{"long"}] = {{std::string(max_value_length + 1, 'x')}};
+    BOOST_TEST(is(f("long"), Outcome::PermFail));
+    BOOST_TEST(is(f("long"), Outcome::PermFail));
+    BOOST_TEST(f.runner.runs == 4);
+}
+
+BOOST_AUTO_TEST_CASE(handlers_with_one_config_share_answers_a_changed_map_does_not)
+{
+    AnswerCache cache;
+    CachedFixture first(table_map(), policy(60, 60, 0), cache);
+    CachedFixture second(table_map(), policy(60, 60, 0), cache);
+    first.runner.table[{"k"}] = {{"old"}};
+    BOOST_TEST(first("k").text == "old");
+    BOOST_TEST(second("k").text == "old");
+    BOOST_TEST(second.runner.runs == 0);
+    MapConfig changed = table_map();
+    changed.table = "aliases2";
+    CachedFixture reloaded(changed, policy(60, 60, 0), cache);
+    reloaded.runner.table[{"k"}] = {{"new"}};
+    BOOST_TEST(reloaded("k").text == "new");
+    BOOST_TEST(reloaded.runner.runs == 1);
+    // Other database hosts (another `database` hash): other answers, whatever the map.
+    TableRunner elsewhere;
+    elsewhere.table[{"k"}] = {{"elsewhere"}};
+    DbLookup moved(first.maps, elsewhere, QueryBudget(), &cache, 42);
+    BOOST_TEST(moved.lookup("recipient", "k").text == "elsewhere");
+}
+
+BOOST_AUTO_TEST_CASE(maps_without_cache_ask_every_time)
+{
+    AnswerCache cache;
+    CachedFixture f(table_map(), CachePolicy{}, cache);
+    f.runner.table[{"k"}] = {{"v"}};
+    f("k");
+    f("k");
+    BOOST_TEST(f.runner.runs == 2);
+    BOOST_TEST(cache.entries() == 0u);
+    f.runner.every_host_fails = RunOutcome::Unavailable;
+    BOOST_TEST(is(f("k"), Outcome::TempFail));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
