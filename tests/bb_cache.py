@@ -2,14 +2,18 @@
 """bb_cache — a map's "cache": answers reused for ttl, served stale through a database outage.
 
 The accept loop (`sockmapd --listen`) with maps that set "cache", on the
-real binary and a real mariadbd of the suite's own. A row changed is seen
-after ttl, not before, and a cached answer costs no statement execution; a
-reload that changes a map answers from the new map at once while an
-unchanged map keeps its entries; handlers killed with SIGKILL in the middle
-of their work leave the cache usable and right for the next; a bad "cache"
-key is a config error naming it (exit 78); a handler per connection
-(Accept=yes, xinetd) has no cache. The cache module itself (bounds,
-eviction, a writer killed holding the lock) is tests/cache_tests.cc's.
+real binary and a real mariadbd of the suite's own: a real Postfix smtpd
+(lib/postfix.py; smtpd max_use 1, so no Postfix process keeps an answer of
+its own) gets 250/554/550 for warmed senders and recipients once the
+database is stopped, for stale_if_error; 451 past it and for keys never
+asked. A row changed is seen after ttl, not before, and a cached answer
+costs no statement execution; a reload that changes a map answers from the
+new map at once while an unchanged map keeps its entries; handlers killed
+with SIGKILL in the middle of their work leave the cache usable and right
+for the next; a bad "cache" key is a config error naming it (exit 78); a
+handler per connection (Accept=yes, xinetd) has no cache. The cache module
+itself (bounds, eviction, a writer killed holding the lock) is
+tests/cache_tests.cc's.
 """
 
 import json
@@ -27,6 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 import harness  # noqa: E402
 import readme  # noqa: E402
 from harness import *  # noqa: E402,F403
+from postfix import PostfixInstance  # noqa: E402
 
 GUIDE = "doc/cache.md"
 
@@ -84,6 +89,65 @@ class Listener:
 
 def executions(db):
     return global_status(db, "Com_stmt_execute")
+
+
+# ---------------------------------------------------------------- a real smtpd through an outage
+
+@pytest.mark.slow
+@pytest.mark.root
+@test(timeout=600)
+def postfix_keeps_its_answers_through_an_outage_for_stale_if_error():
+    db = MariaDB(fixtures=True, name="outage").start()
+    stale = max(30, int(scaled(15)))  # the warming and outage sessions fit in it on a loaded machine
+    maps = [cached(access_map(), 1, stale), cached(access_map("access_exact", search="exact"), 1, stale),
+            cached(virtual_map(), 1, stale)]
+    cfg = temp_config(base_config(db, extra_maps=maps, database={"retry_interval": 1, "connect_timeout": 1}))
+    sm = Listener(cfg)
+    table = lambda name: "socketmap:inet:127.0.0.1:%d:%s" % (sm.port, name)
+    pf = PostfixInstance([
+        "max_use = 1",  # a new smtpd per session: nothing cached on Postfix's side
+        "virtual_alias_domains = example.org, example.com",
+        "virtual_alias_maps = " + table("virtual"),
+        "smtpd_sender_restrictions = check_sender_access " + table("access"),
+        "smtpd_recipient_restrictions = check_recipient_access " + table("access_exact"),
+    ])
+    defer(pf.stop)
+    sessions = [
+        ("spammer@bad.example", ["list@example.org"], [250, 554]),        # the sender's own row
+        ("other@bad.example", ["list@example.org"], [250, 554]),          # its domain's row, found by the walk
+        ("friend@bad.example", ["list@example.org"], [250, 250]),
+        ("someone@good.example", ["anyone@example.org", "nobody@example.com", "spammer@bad.example"],
+         [250, 250, 550, 554]),                                            # catch-all, unknown, blacklisted
+    ]
+    warming = time.monotonic()
+    for sender, rcpts, want in sessions:
+        codes, text = pf.codes(sender, *rcpts)
+        eq(codes, want, "warming: " + text)
+    warmed = time.monotonic()  # every answer is at least as old as this from here on
+
+    db.stop()
+    for sender, rcpts, want in sessions:
+        codes, text = pf.codes(sender, *rcpts)
+        eq(codes, want, "the database stopped, within stale_if_error: " + text)
+    ok(time.monotonic() - warming < stale, "the outage sessions ran within stale_if_error; slow machine?")
+    ok(guide_line("cache-stale-line").search(sm.log()), "doc/cache.md's stale line in the log: " + sm.log()[-2000:])
+    # Keys never asked: TEMP, as without a cache.
+    codes, text = pf.codes("newcomer@bad.example", "list@example.org")
+    eq(codes, [250, 451], "a sender never seen: " + text)
+    codes, text = pf.codes("someone@good.example", "other@example.com")
+    eq(codes, [250, 451], "a recipient never seen: " + text)
+
+    # Past stale_if_error: 451, as without a cache.
+    time.sleep(max(0.0, warmed + stale + 1 - time.monotonic()))
+    for sender, rcpts, want in sessions:
+        codes, text = pf.codes(sender, *rcpts)
+        eq(codes, [250] + [451] * len(rcpts), "past stale_if_error: " + text)
+
+    db.start()
+    for sender, rcpts, want in sessions:
+        codes, text = pf.codes(sender, *rcpts)
+        eq(codes, want, "the database back: " + text)
+    not_contains(pf.maillog(), "fatal")
 
 
 # ---------------------------------------------------------------- ttl, and what a hit costs
