@@ -186,6 +186,19 @@ std::string peer_address(const sockaddr* peer)
     return buf;
 }
 
+std::string peer_network(const sockaddr* peer)
+{
+    const PeerBytes p = peer_bytes(peer);
+    if (!p.known || p.family == AllowRule::Family::Unix)
+        return peer_address(peer);
+    const bool v4 = p.family == AllowRule::Family::V4;
+    std::uint8_t net[16] = {};
+    std::memcpy(net, p.bytes, v4 ? 3 : 8);
+    char buf[INET6_ADDRSTRLEN] = "";
+    inet_ntop(v4 ? AF_INET : AF_INET6, net, buf, sizeof buf);
+    return std::string(buf) + (v4 ? "/24" : "/64");
+}
+
 bool loopback_only(const sockaddr* local)
 {
     const PeerBytes p = peer_bytes(local);

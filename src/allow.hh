@@ -13,9 +13,10 @@
 // matched as IPv4; a unix peer only by "unix"; any other family never.
 // Nothing here allocates while deciding or does I/O.
 //
-// LogThrottle keeps, per key (a peer address), when it was last logged and
-// how many events were not logged since, in a bounded table: it is what
-// keeps one address that keeps trying from flooding the log.  Its text
+// LogThrottle keeps, per key (a peer's network, peer_network()), when it was
+// last logged and how many events were not logged since, in a bounded
+// table: it is what keeps one client that keeps trying, from one address
+// or many of one network, from flooding the log.  Its text
 // form (save()/load()) lets handler processes share it through a file.
 #pragma once
 
@@ -66,6 +67,13 @@ private:
 // "2001:db8::1", an IPv4-mapped address as IPv4, "unix", or "unknown".
 std::string peer_address(const sockaddr* peer);
 
+// The network a peer's refusals are counted under: its /24 for IPv4 (an
+// IPv4-mapped address too), its /64 for IPv6 ("192.0.2.0/24",
+// "2001:db8:1:2::/64"); "unix" or "unknown" as peer_address() says.  One
+// host, or one customer of a provider, has many addresses of one network
+// and few networks.
+std::string peer_network(const sockaddr* peer);
+
 // A local address that only this host can reach: 127.0.0.0/8, ::1,
 // ::ffff:127.0.0.0/104, or a unix socket.
 bool loopback_only(const sockaddr* local);
@@ -76,7 +84,7 @@ public:
     // One logged event per key and `window` seconds.  At most `max_keys`
     // keys are tracked; when the table is full and nothing in it has
     // expired, new keys share one entry (overflow_key), so the table and
-    // the log stay bounded.
+    // the log stay bounded; the caller names the event it logs then.
     explicit LogThrottle(std::time_t window = 60, std::size_t max_keys = 256) : window_(window), max_keys_(max_keys) {}
 
     // True when an event for `key` at `now` is to be logged: the first one,

@@ -78,6 +78,7 @@ void DbLookup::session_started()
 {
     budget_.fill();
     warned_budget_ = false;
+    warned_too_long_ = false;
 }
 
 LookupResult DbLookup::lookup(std::string_view map, std::string_view key)
@@ -241,9 +242,12 @@ DbLookup::Answer DbLookup::search(const CompiledMap& mc, std::string_view key, c
     case RunOutcome::Mismatch:
         return {{Outcome::TempFail, "map " + name + " cannot be queried"}};
     }
-    if (answer.outcome == Outcome::PermFail)
-        log_error("map " + name + ": result longer than " + std::to_string(max_value_length) + " bytes, answered PERM",
+    if (answer.outcome == Outcome::PermFail && !warned_too_long_) {
+        warned_too_long_ = true; // the client may ask again and again
+        log_error("map " + name + ": result longer than " + std::to_string(max_value_length) +
+                      " bytes, answered PERM; said once per session",
                   {{"SOCKMAP_MAP", map}});
+    }
     return {std::move(answer), true};
 }
 

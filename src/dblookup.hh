@@ -35,7 +35,8 @@
 //
 // Every execution is paid from the session's QueryBudget; a lookup whose
 // walk the budget cannot pay is TempFail "query budget spent" without a
-// query, warned about once per session.
+// query, warned about once per session.  "result too long" is logged once
+// per session too: both are the client's to repeat.
 #pragma once
 
 #include "cache.hh"
@@ -171,6 +172,7 @@ private:
     StatementRunner& runner_;
     QueryBudget budget_;
     bool warned_budget_ = false;
+    bool warned_too_long_ = false;
     AnswerCache* cache_;
     std::function<std::int64_t()> now_ms_;
     std::map<std::string, std::uint64_t, std::less<>> fingerprints_; // map -> what its answers depend on

@@ -60,11 +60,18 @@ bool Gate::admit(const AllowList& allow, const sockaddr* peer)
     if (allow.admits(peer))
         return true;
     const std::string addr = peer_address(peer);
-    std::string key = addr;
+    const std::string network = peer_network(peer);
+    std::string key = network;
     unsigned long suppressed = 0;
     if (throttle(key, suppressed)) {
-        const std::string who = key == addr ? addr : "addresses not seen before (the table is full)";
-        log_warning("refused a connection from " + who + ": not in sysconfig.allow" + more_text(suppressed),
+        // Counted by network, so that decoys from one host or one
+        // provider's block fill one entry; past the table's bound the new
+        // networks share one line a minute, which names the address that
+        // made it.
+        const std::string shared = key == network ? std::string()
+                                                  : " (one line a minute for the networks not seen before: "
+                                                    "the table of networks is full)";
+        log_warning("refused a connection from " + addr + ": not in sysconfig.allow" + shared + more_text(suppressed),
                     {{"REMOTE_ADDR", addr, false}});
     }
     return false;

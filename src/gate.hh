@@ -4,8 +4,11 @@
 // Gate is for a process that sees many connections (the accept loop):
 // admit() answers whether a connection from `peer` may be served; when not,
 // it logs a warning naming the peer's address (REMOTE_ADDR), at most one
-// per address and minute, the next one saying how many were refused in
-// between, and the caller closes the connection without a word.  No
+// per network (a /24, a /64: peer_network()) and minute, the next one
+// saying how many were refused from that network in between, and the
+// caller closes the connection without a word.  Past 256 networks in a
+// minute (LogThrottle's table) the new ones share a line a minute, which
+// names the address that made it.  No
 // allocation or I/O when the peer is admitted.
 //
 // admit_connection() is the same for a handler that serves one connection

@@ -76,9 +76,13 @@ SessionLimits limits_of(const SysConfig& s)
 void log_summary(const SessionStats& st, const ClientConnection& conn, Clock::duration took)
 {
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(took).count();
+    // Malformed requests, warned about once, are counted here (when there
+    // were any: the usual line stays as it was).
+    const std::string malformed = std::to_string(st.malformed);
     const std::string msg = "session end (" + std::string(describe(st.end)) + "): " + std::to_string(st.requests) +
                             " requests, " + std::to_string(st.hits) + " found, " + std::to_string(st.misses) +
-                            " not found, " + std::to_string(st.errors) + " errors, " + std::to_string(ms) + " ms";
+                            " not found, " + std::to_string(st.errors) + " errors, " +
+                            (st.malformed ? malformed + " malformed, " : "") + std::to_string(ms) + " ms";
     const std::string requests = std::to_string(st.requests), hits = std::to_string(st.hits),
                       misses = std::to_string(st.misses), errors = std::to_string(st.errors),
                       duration = std::to_string(ms);
@@ -88,6 +92,7 @@ void log_summary(const SessionStats& st, const ClientConnection& conn, Clock::du
                    {"SOCKMAP_FOUND", hits, false},
                    {"SOCKMAP_NOTFOUND", misses, false},
                    {"SOCKMAP_ERRORS", errors, false},
+                   {"SOCKMAP_MALFORMED", malformed, false},
                    {"SOCKMAP_DURATION_MS", duration, false}});
 }
 

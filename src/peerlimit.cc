@@ -31,10 +31,25 @@ PeerLimit::Admission PeerLimit::admit(const std::string& key, unsigned running)
 {
     if (max_ == 0 || key.empty())
         return Admission::Yes;
-    if (running >= max_)
-        return refused_.insert(key).second ? Admission::No : Admission::NoAgain;
-    refused_.erase(key);
-    return Admission::Yes;
+    const auto it = refused_.find(key);
+    if (running < max_) {
+        if (it != refused_.end()) {
+            order_.erase(it->second);
+            refused_.erase(it);
+        }
+        return Admission::Yes;
+    }
+    if (it != refused_.end()) {
+        order_.splice(order_.begin(), order_, it->second); // still refused: kept
+        return Admission::NoAgain;
+    }
+    if (order_.size() >= capacity_) {
+        refused_.erase(order_.back());
+        order_.pop_back();
+    }
+    order_.push_front(key);
+    refused_.emplace(key, order_.begin());
+    return Admission::No;
 }
 
 } // namespace sockmapd

@@ -262,8 +262,10 @@ void Session::answer(std::string_view payload)
 {
     ++stats_.requests;
     const auto req = split_request(payload);
-    if (!req)
-        log_info("request without map name and key");
+    // The client's doing: said once, the rest counted in the end line.
+    if (!req && !stats_.malformed++)
+        log_warning("request without map name and key: answered PERM; more in this session are counted in its "
+                    "end line");
     const auto asked = Clock::now();
     const LookupResult result = req ? ask(lookup_, *req) : malformed_request();
     // Sendmail takes PERM for "not found": a map missing from the config

@@ -9,8 +9,10 @@
 // one read (a pipelined batch), whose replies go out at least every 50 ms.
 // Memory is bounded by one read buffer, one request and the pending
 // replies.  It throws nothing for client behaviour; the Lookup decides
-// every answer through reply_for().  The Lookup hears when a session
-// starts and when the client has caught up with its replies (lookup.hh).
+// every answer through reply_for().  A request that is not "<map> <key>"
+// is answered PERM, warned about once per session and counted
+// (SessionStats::malformed).  The Lookup hears when a session starts and
+// when the client has caught up with its replies (lookup.hh).
 #pragma once
 
 #include "lookup.hh"
@@ -37,7 +39,8 @@ struct SessionStats {
     std::uint64_t requests = 0;
     std::uint64_t hits = 0;
     std::uint64_t misses = 0;
-    std::uint64_t errors = 0; // TEMP, TIMEOUT and PERM replies
+    std::uint64_t errors = 0;    // TEMP, TIMEOUT and PERM replies
+    std::uint64_t malformed = 0; // of the errors: requests without a map name and key
     EndReason end = EndReason::Eof;
 };
 

@@ -191,6 +191,16 @@ BOOST_AUTO_TEST_CASE(peer_addresses_and_loopback)
         BOOST_TEST(!loopback_only(Peer(open).get()), open);
 }
 
+BOOST_AUTO_TEST_CASE(peer_networks)
+{
+    BOOST_TEST(peer_network(Peer("192.0.2.77").get()) == "192.0.2.0/24");
+    BOOST_TEST(peer_network(Peer("::ffff:192.0.2.77").get()) == "192.0.2.0/24");
+    BOOST_TEST(peer_network(Peer("2001:db8:1:2:3:4:5:6").get()) == "2001:db8:1:2::/64");
+    BOOST_TEST(peer_network(Peer("2001:db8::1").get()) == "2001:db8::/64");
+    BOOST_TEST(peer_network(Peer("unix").get()) == "unix");
+    BOOST_TEST(peer_network(nullptr) == "unknown");
+}
+
 BOOST_AUTO_TEST_CASE(throttle_logs_once_a_window_and_counts_the_rest)
 {
     LogThrottle t(60, 4);

@@ -287,10 +287,10 @@ def dmz_allow_list_refuses_a_stranger_with_the_logged_line():
     sysconfig["logfile"] = None  # the handler's stderr, as the README shows it
     cfg = temp_config(base_config(shared_mariadb(), sysconfig=sysconfig))
     reset_runtime_dir()
-    # The handlers' shared memory of refusals: 127.0.0.2 was last logged a
-    # minute ago and refused 12 times since.
+    # The handlers' shared memory of refusals, by network: 127.0.0.0/24 was
+    # last logged a minute ago and refused 12 times since.
     with open(os.path.join(runtime_dir(), "refused.state"), "w") as f:
-        f.write("%d 12 127.0.0.2\n" % (time.time() - 61))
+        f.write("%d 12 127.0.0.0/24\n" % (time.time() - 61))
     with SocketActivated(["-c", cfg]) as sa:
         s = socket.socket()
         s.settimeout(scaled(10))

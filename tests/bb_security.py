@@ -457,5 +457,72 @@ def a_client_that_waits_for_each_reply_is_never_out_of_budget():
     not_contains(read_log(cfg), "query budget")
 
 
+# ---------------------------------------------------------------- logs a client cannot flood
+
+@test(timeout=60)
+def five_thousand_malformed_requests_make_a_few_log_lines():
+    cfg = config(sysconfig={"loglevel": "info"})
+    rc, out, err = run_pipe(cfg, b"1:x," * 5000 + encode("othermap ping"))
+    eq(rc, 0, err)
+    got = replies(out)
+    eq(len(got), 5001)
+    eq(set(got[:5000]), {b"PERM request without map name and key"})
+    eq(got[-1], b"OK pong")
+    lines = read_log(cfg).splitlines()
+    print("    %d log lines for 5,000 malformed requests: %s" % (len(lines), [l.split(": ", 2)[-1][:70] for l in lines]))
+    ok(len(lines) <= 3, "%d lines" % len(lines))
+    eq(len([l for l in lines if "request without map name and key" in l]), 1)
+    contains([l for l in lines if "session end" in l][0], "5000 errors, 5000 malformed, ")
+
+
+@test(timeout=120)
+def the_address_past_256_decoys_is_logged():
+    """Decoys from one network share a line; 256 networks fill the refusal log's table, the 257th's address is named."""
+    cfg = config(sysconfig={"loglevel": "info", "allow": ["192.0.2.1"]})
+    port = free_port()
+    p = listen(cfg, port)
+    def refused(source):
+        s = connect_from(source, port)
+        try:
+            eq(s.recv(16), b"", "closed without a word")
+        except ConnectionResetError:
+            pass
+        s.close()
+    for i in range(300):
+        refused("127.0.0.%d" % (i % 250 + 2))   # one /24: one line, the rest counted
+    for i in range(255):
+        refused("127.1.%d.1" % i)                # 255 more networks: the table is full
+    refused("127.9.9.9")
+    wait_for(lambda: "127.9.9.9" in read_log(cfg), timeout=10, msg="the 257th network's address in the log")
+    eq(stop(p), 0)
+    text = read_log(cfg)
+    eq(text.count("refused a connection from"), 257)
+    contains(text, "refused a connection from 127.9.9.9: not in sysconfig.allow (one line a minute")
+    print("    %d refusals from 556 addresses of 257 networks: %d log lines" % (556, text.count("refused a connection")))
+
+
+# ---------------------------------------------------------------- stopping
+
+@test(timeout=90)
+def a_stop_with_50_waiting_starts_no_handler_past_the_cap():
+    cfg = config(sysconfig={"loglevel": "info"})
+    port = free_port()
+    p = listen(cfg, port, "--max-children", "2")
+    held = []
+    for _ in range(2):
+        c = Client(port)
+        defer(c.close)
+        eq(c.ask("othermap", "ping"), b"OK pong")
+        held.append(c)
+    waiting = [socket.create_connection(("127.0.0.1", port), timeout=scaled(10)) for _ in range(50)]
+    for s in waiting:
+        defer(s.close)
+        s.sendall(encode("othermap ping"))
+    time.sleep(0.3)
+    eq(stop(p), 0)
+    started = [l for l in read_log(cfg).splitlines() if re.search(r"handler \d+ for .* started", l)]
+    eq(len(started), 2, "handlers started: %r" % started)
+
+
 if __name__ == "__main__":
     main()

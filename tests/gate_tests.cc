@@ -144,8 +144,59 @@ BOOST_AUTO_TEST_CASE(tcp_peers_by_address_and_refusals_throttled_across_processe
                        return "one line for five refusals: " + t;
                    // What the next handler process reads: the refusals not logged.
                    const std::string state = text_of(dir + "/refused.state");
-                   if (state.find(" 4 127.0.0.2\n") == std::string::npos)
+                   if (state.find(" 4 127.0.0.0/24\n") == std::string::npos)
                        return "state: " + state;
+                   return std::string();
+               }) == "");
+}
+
+// The review's case: decoy addresses fill the refusal log's table before
+// the real one comes.  Decoys from one network share its line; past 256
+// networks the new ones share a line that names the address it is for.
+BOOST_AUTO_TEST_CASE(decoys_cannot_keep_an_address_out_of_the_log)
+{
+    BOOST_TEST(in_dir([](const std::string&, const std::string& log) {
+                   const AllowList allow = list_of({"192.0.2.1"});
+                   auto refused = [&](Gate& gate, const std::string& addr) {
+                       sockaddr_storage ss{};
+                       if (addr.find(':') != std::string::npos) {
+                           auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
+                           s6->sin6_family = AF_INET6;
+                           inet_pton(AF_INET6, addr.c_str(), &s6->sin6_addr);
+                       } else {
+                           auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
+                           s4->sin_family = AF_INET;
+                           inet_pton(AF_INET, addr.c_str(), &s4->sin_addr);
+                       }
+                       return !gate.admit(allow, reinterpret_cast<const sockaddr*>(&ss));
+                   };
+                   {
+                       Gate gate; // the accept loop's: the table in this process
+                       for (int i = 1; i <= 1000; ++i)
+                           if (!refused(gate, "2001:db8::" + std::to_string(i)))
+                               return std::string("a decoy admitted");
+                       if (!refused(gate, "2001:db8:0:1::5"))
+                           return std::string("admitted");
+                   }
+                   std::string t = text_of(log);
+                   if (count(t, "refused a connection from") != 2 ||
+                       count(t, "refused a connection from 2001:db8:0:1::5: not in sysconfig.allow\n") != 1)
+                       return "1000 decoys of one /64, then another /64: " + t;
+                   {
+                       Gate gate;
+                       for (int i = 0; i < 256; ++i)
+                           if (!refused(gate, "10." + std::to_string(i / 128) + "." + std::to_string(i % 128) + ".1"))
+                               return std::string("a decoy admitted");
+                       if (!refused(gate, "198.51.100.7") || !refused(gate, "203.0.113.8"))
+                           return std::string("admitted");
+                   }
+                   t = text_of(log);
+                   if (count(t, "refused a connection from 198.51.100.7: not in sysconfig.allow (one line a minute "
+                                "for the networks not seen before") != 1)
+                       return "the 257th network's address is not in the log: " +
+                              t.substr(t.size() > 600 ? t.size() - 600 : 0);
+                   if (count(t, "refused a connection from") != 2 + 257)
+                       return "one line a network, one for the rest: " + std::to_string(count(t, "refused"));
                    return std::string();
                }) == "");
 }

@@ -51,4 +51,34 @@ BOOST_AUTO_TEST_CASE(admits_up_to_the_limit_and_reports_once)
     BOOST_TEST((none.admit("10.0.0.1", 10000) == A::Yes));
 }
 
+// The review's case, scaled up: 10,000 addresses each refused once, none
+// admitted again (they went away), leave a bounded set.
+BOOST_AUTO_TEST_CASE(refusals_of_clients_that_went_away_stay_bounded)
+{
+    using A = PeerLimit::Admission;
+    PeerLimit one(1);
+    for (int i = 0; i < 10000; ++i)
+        BOOST_TEST((one.admit("10." + std::to_string(i / 256) + ".0." + std::to_string(i % 256), 1) == A::No));
+    BOOST_TEST(one.refused() <= PeerLimit::max_refused);
+    BOOST_TEST(one.refused() > 0u);
+}
+
+// A client still refused is kept while others come and go; one forgotten
+// is logged again at its next refusal.
+BOOST_AUTO_TEST_CASE(the_client_refused_longest_ago_is_forgotten_first)
+{
+    using A = PeerLimit::Admission;
+    PeerLimit limit(1, 3);
+    BOOST_TEST((limit.admit("flood", 1) == A::No));
+    BOOST_TEST((limit.admit("gone-1", 1) == A::No));
+    BOOST_TEST((limit.admit("flood", 1) == A::NoAgain));
+    BOOST_TEST((limit.admit("gone-2", 1) == A::No));
+    BOOST_TEST((limit.admit("gone-3", 1) == A::No)); // gone-1 is forgotten, not flood
+    BOOST_TEST(limit.refused() == 3u);
+    BOOST_TEST((limit.admit("flood", 1) == A::NoAgain));
+    BOOST_TEST((limit.admit("gone-1", 1) == A::No));
+    BOOST_TEST((limit.admit("gone-3", 0) == A::Yes)); // admitted: forgotten at once
+    BOOST_TEST(limit.refused() == 2u);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -427,6 +427,38 @@ BOOST_AUTO_TEST_CASE(map_name_is_logged_escaped)
                }) == "");
 }
 
+// The review's flood: 20 KB of "1:x," was 5,001 log lines.  Each is still
+// answered PERM; the session warns once and counts them.
+BOOST_AUTO_TEST_CASE(malformed_requests_are_warned_about_once_and_counted)
+{
+    BOOST_TEST(in_child([] {
+                   TableLookup t;
+                   SessionStats st;
+                   std::string flood;
+                   for (int i = 0; i < 5000; ++i)
+                       flood += "1:x,";
+                   std::string out;
+                   const std::string text =
+                       logged(LogLevel::Info, [&] { out = converse(flood + ns("m a@x"), t, &st); });
+                   std::size_t lines = 0;
+                   for (const char c : text)
+                       lines += c == '\n';
+                   if (lines > 1)
+                       return std::to_string(lines) + " log lines: " + text.substr(0, 500);
+                   if (text.find("request without map name and key") == std::string::npos)
+                       return "not warned: " + text;
+                   if (st.malformed != 5000 || st.errors != 5000 || st.requests != 5001 || st.hits != 1)
+                       return "counts: " + std::to_string(st.malformed) + " malformed, " + std::to_string(st.errors) +
+                              " errors";
+                   std::string want;
+                   for (int i = 0; i < 5000; ++i)
+                       want += ns("PERM request without map name and key");
+                   if (out != want + ns("OK b@y"))
+                       return "replies: " + out.substr(out.size() > 200 ? out.size() - 200 : 0);
+                   return std::string();
+               }) == "");
+}
+
 // What a Lookup hears: the session's start, and that the client caught up
 // with its replies - before each request of a client that waits for them,
 // not in the middle of a batch it sent at once.
