@@ -790,6 +790,7 @@ def most_running(cfg):
     return max([int(n) for n in re.findall(r"started \((\d+) running\)", read_log(cfg))] or [0])
 
 
+@pytest.mark.capacity
 @pytest.mark.slow
 @pytest.mark.root
 @test(timeout=400)
@@ -809,6 +810,7 @@ def postfix_burst_of_100_through_listen_on_the_defaults():
     eq(p.wait(scaled(20)), 0)
 
 
+@pytest.mark.capacity
 @pytest.mark.slow
 @pytest.mark.root
 @test(timeout=400)
@@ -876,6 +878,7 @@ def listen_with_nofile(db, args, soft, hard):
     return cfg, port, p
 
 
+@pytest.mark.capacity
 @pytest.mark.slow
 @test(timeout=900)
 def listen_from_a_shell_with_1024_descriptors():

@@ -51,6 +51,8 @@ TIERS = {
     "root": "needs root (switches users, network namespaces, chown)",
     "container": "boots a Debian under systemd-nspawn (needs root and build/system)",
     "slow": "takes more than a few seconds: not in make check-fast",
+    "capacity": "measures what the built binary holds at once (Postfix's bursts, hundreds of handlers): left out "
+                "for a sanitizer build, where it would measure the sanitizer",
 }
 
 
@@ -148,6 +150,14 @@ def pytest_collection_modifyitems(session, config, items):
         item.add_marker(pytest.mark.xdist_group(group))
     if getattr(config.option, "loadgroup", False):
         items.sort(key=lambda i: 0 if i.get_closest_marker("container") else 1)  # stable: order kept
+    if harness.sanitized():
+        # Said, not skipped silently: the run's output names what it left out and why.
+        out = [i for i in items if i.get_closest_marker("capacity")]
+        if out:
+            items[:] = [i for i in items if not i.get_closest_marker("capacity")]
+            config.hook.pytest_deselected(items=out)
+            sys.stderr.write("harness_pytest: a sanitizer build: left out %d capacity case(s): %s\n"
+                             % (len(out), ", ".join(i.name for i in out)))
 
 
 # ---------------------------------------------------------------- per suite, per case
