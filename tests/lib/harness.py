@@ -780,7 +780,7 @@ def sanitized():
     try:
         with open(sockmapd_path(), "rb") as f:
             return b"__asan_init" in f.read()
-    except OSError:
+    except (OSError, AssertionError):  # no binary: the cases that run it say so
         return False
 
 
