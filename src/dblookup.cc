@@ -108,6 +108,7 @@ LookupResult DbLookup::cached(const CompiledMap& mc, std::string_view key)
                 log_debug("map " + mc.service + ": answered from the cache (" + std::to_string(hit->age_ms / 1000) +
                               " s old)",
                           {{"SOCKMAP_MAP", map}});
+            stats().cache_hit(map);
             return {hit->outcome, std::move(hit->text)};
         }
     }
@@ -127,6 +128,7 @@ LookupResult DbLookup::cached(const CompiledMap& mc, std::string_view key)
     const std::int64_t age = hit->age_ms + std::max<std::int64_t>(0, now - asked_at);
     if (age > std::int64_t{policy.stale_if_error} * 1000)
         return std::move(a.result);
+    stats().stale_answer(map);
     std::uint64_t suppressed = 0;
     if (cache_->stale_log_due(now, 60 * 1000, suppressed))
         log_warning("map " + mc.service + ": " + a.result.text + ", answering from the cache an answer " +

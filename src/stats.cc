@@ -13,7 +13,7 @@ namespace
 {
 
 constexpr char stats_magic[8] = {'s', 'o', 'c', 'k', 's', 't', 'a', 't'};
-constexpr std::uint32_t stats_layout = 1;
+constexpr std::uint32_t stats_layout = 2; // 2: a map's cache_hits and stale_answers
 
 constexpr const char* result_labels[stats_results] = {"OK", "NOTFOUND", "TEMP", "TIMEOUT", "PERM"};
 constexpr const char* end_labels[stats_session_ends] = {"client_closed", "idle_timeout", "max_session",
@@ -117,6 +117,8 @@ private:
 struct MapSums {
     std::uint64_t results[stats_results] = {};
     std::uint64_t executions = 0;
+    std::uint64_t cache_hits = 0;
+    std::uint64_t stale_answers = 0;
     std::uint64_t latency[stats_latency_buckets] = {};
     std::uint64_t latency_sum_us = 0;
 };
@@ -302,6 +304,8 @@ std::string format_prometheus(const StatsRegion& r, std::time_t now, std::string
         for (std::size_t i = 0; i < stats_results; ++i)
             s.results[i] += get(m.results[i]);
         s.executions += get(m.executions);
+        s.cache_hits += get(m.cache_hits);
+        s.stale_answers += get(m.stale_answers);
         for (std::size_t i = 0; i < stats_latency_buckets; ++i)
             s.latency[i] += get(m.latency[i]);
         s.latency_sum_us += get(m.latency_sum_us);
@@ -340,6 +344,15 @@ std::string format_prometheus(const StatsRegion& r, std::time_t now, std::string
              "Statements executed for a map's lookups (a search walk runs one per key tried).");
     for (const auto& [name, s] : maps)
         w.sample("sockmapd_statement_executions_total", "map=\"" + name + "\"", s.executions);
+    w.family("sockmapd_cache_hits_total", "counter",
+             "Lookups answered from the answer cache within ttl (negative_ttl), without the database.");
+    for (const auto& [name, s] : maps)
+        w.sample("sockmapd_cache_hits_total", "map=\"" + name + "\"", s.cache_hits);
+    w.family("sockmapd_stale_answers_total", "counter",
+             "Lookups answered from the answer cache past ttl because no database host answered "
+             "(stale_if_error).");
+    for (const auto& [name, s] : maps)
+        w.sample("sockmapd_stale_answers_total", "map=\"" + name + "\"", s.stale_answers);
     w.family("sockmapd_lookup_duration_seconds", "histogram", "Time from a request read to its reply, by map.");
     for (const auto& [name, s] : maps) {
         std::uint64_t cumulative = 0;

@@ -63,6 +63,8 @@ struct MapCounters {
     char name[stats_name_size];
     Counter results[stats_results];
     Counter executions;
+    Counter cache_hits;                     // answered from the answer cache, fresh (cache.hh)
+    Counter stale_answers;                  // answered from it stale: no database host answered
     Counter latency[stats_latency_buckets]; // per bucket, not cumulative
     Counter latency_sum_us;
 };
@@ -154,6 +156,14 @@ public:
         (void)map;
 #endif
     }
+    void cache_hit(std::string_view map)
+    {
+        per_map(map, &MapCounters::cache_hits);
+    }
+    void stale_answer(std::string_view map)
+    {
+        per_map(map, &MapCounters::stale_answers);
+    }
     void session_end(unsigned reason)
     {
         if (reason < stats_session_ends)
@@ -210,6 +220,16 @@ private:
             f(*r_);
 #else
         (void)f;
+#endif
+    }
+    void per_map(std::string_view map, Counter MapCounters::*c)
+    {
+#ifndef SOCKMAPD_NO_STATS
+        if (r_)
+            if (MapCounters* m = find_map(map))
+                add(m->*c);
+#else
+        (void)map, (void)c;
 #endif
     }
     MapCounters* find_map(std::string_view name) const

@@ -3,6 +3,7 @@
 // without a server.  The real runner is dbrunner_tests' and the black-box
 // suites'.
 #include "dblookup.hh"
+#include "stats.hh"
 
 #include "mapkey.hh"
 
@@ -576,17 +577,24 @@ BOOST_AUTO_TEST_CASE(a_search_walk_is_one_entry_and_a_cached_miss_asks_nothing)
 
 BOOST_AUTO_TEST_CASE(when_no_host_answers_a_stale_answer_stands_in_for_stale_if_error)
 {
+    stats().open_private(); // the counters (stats.hh) see the hits and the stale answers
+    stats().configure({"recipient"}, {});
+    const MapCounters& counted = stats().region()->maps[0];
     AnswerCache cache;
     CachedFixture f(table_map(), policy(10, 10, 3600), cache);
     f.runner.table[{"found@example.org"}] = {{"x@example.org"}};
     BOOST_TEST(is(f("found@example.org"), Outcome::Found));
     BOOST_TEST(is(f("missing@example.org"), Outcome::NotFound));
+    BOOST_TEST(is(f("found@example.org"), Outcome::Found));
+    BOOST_TEST(counted.cache_hits.load() == 1u);
     f.runner.every_host_fails = RunOutcome::Unavailable;
     f.advance(11);
     BOOST_TEST(f("found@example.org").text == "x@example.org");
     BOOST_TEST(is(f("missing@example.org"), Outcome::NotFound));
     BOOST_TEST(f.runner.runs == 4); // the database was asked first
     BOOST_TEST(cache.stale_served() == 2u);
+    BOOST_TEST(counted.stale_answers.load() == 2u);
+    stats().close();
     // Never seen: TEMP, as without a cache.
     BOOST_TEST(is(f("new@example.org"), Outcome::TempFail));
     // A timeout or a full server too.

@@ -48,6 +48,10 @@ BOOST_AUTO_TEST_CASE(counts_by_map_and_result_and_other)
     s.lookup("b", StatResult::Temp, 20s);
     s.lookup("client's own name", StatResult::Perm, 1us);
     s.executed("a");
+    s.cache_hit("a");
+    s.cache_hit("a");
+    s.stale_answer("b");
+    s.cache_hit("client's own name"); // not a configured map: not counted
     BOOST_TEST(result_of(s, "a", StatResult::Ok) == 2U);
     BOOST_TEST(result_of(s, "b", StatResult::Temp) == 1U);
     BOOST_TEST(s.region()->other_results[static_cast<unsigned>(StatResult::Perm)].load() == 1U);
@@ -59,6 +63,9 @@ BOOST_AUTO_TEST_CASE(counts_by_map_and_result_and_other)
     BOOST_TEST(text.find("sockmapd_lookup_duration_seconds_bucket{map=\"b\",le=\"+Inf\"} 1\n") != std::string::npos);
     BOOST_TEST(text.find("sockmapd_lookup_duration_seconds_sum{map=\"a\"} 0.002300\n") != std::string::npos);
     BOOST_TEST(text.find("sockmapd_statement_executions_total{map=\"a\"} 1\n") != std::string::npos);
+    BOOST_TEST(text.find("sockmapd_cache_hits_total{map=\"a\"} 2\n") != std::string::npos);
+    BOOST_TEST(text.find("sockmapd_stale_answers_total{map=\"a\"} 0\n") != std::string::npos);
+    BOOST_TEST(text.find("sockmapd_stale_answers_total{map=\"b\"} 1\n") != std::string::npos);
     BOOST_TEST(text.find("sockmapd_other_requests_total{result=\"PERM\"} 1\n") != std::string::npos);
     BOOST_TEST(text.find("sockmapd_db_host_down{host=\"db1:3306\"} 0\n") != std::string::npos);
     BOOST_TEST(text.find("sockmapd_build_info{version=\"1.2.3\"} 1\n") != std::string::npos);
