@@ -232,6 +232,8 @@ clean:
 # only, medians of BENCH_ROUNDS rounds.  With GO_SOCKMAPD naming a binary of
 # the Go sockmapd (github.com/ezplanet/sockmapd, built by hand with the Go of
 # deps-bench; nothing here fetches or builds it), it is measured beside ours.
+# BENCH_BASELINE=PATH (an older sockmapd) is measured beside the answer
+# cache's "cache off" figure, in the same slices.
 BENCH_ROUNDS ?= 5
 BENCH_FLAGS   = -std=c++20 -O2 -g -Wall -Wextra -Wpedantic $(CXXFLAGS)
 BENCH_BINS   := $(addprefix $(BUILD)/bench/,loadclient nullanswer dbfloor)
@@ -253,6 +255,7 @@ bench: deps deps-bench
 	$(MAKE) -j2 $(BUILD)/sockmapd $(BENCH_BINS) $(BUILD)/nostats/sockmapd
 	/usr/bin/python3 bench/run_bench.py --build $(BUILD) --rounds $(BENCH_ROUNDS) \
 	  --counting-off $(BUILD)/nostats/sockmapd \
+	  $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE)) \
 	  --json $(BUILD)/bench/results.json --markdown $(BUILD)/bench/results.md
 
 # The shipped sockmapd@.service against a plain unit of the same binary, and

@@ -34,6 +34,16 @@ round and on the same keys:
   service, counting off  with --counting-off PATH: the service again, of a
                    build without counters (SOCKMAPD_NO_STATS), its steady
                    throughput against the first binary's service
+  answer cache     the first binary as the Accept=no service with the same
+                   table twice, without "cache" and with {"ttl": 60}: one
+                   connection's lookups/s on the usual keys for each, a hot
+                   key answered from the cache against the null answerer
+                   (target >= 0.8), and 10000 lookups over 1000 keys drawn
+                   Zipf-like (s = 1.1), new keys each round, counted in the
+                   server's statement executions (target <= 1200); with
+                   --baseline PATH (today's binary), the map without a
+                   cache on it too, in the same slices (cache off, target:
+                   no lower)
   go               the Go sockmapd (github.com/ezplanet/sockmapd), which this
                    project replaces, when GO_SOCKMAPD names its binary: one
                    process with a database pool; the same steady and cold
@@ -78,6 +88,9 @@ KEYS = 20000
 MAP = "bench"
 COUNTING_OFF = "service, counting off"
 MAP_ACCESS = "bench_access"  # the same table with "search": "access" (issue 19)
+MAP_CACHED = "bench_cached"  # the same table with "cache" (issue 35)
+CACHE = {"ttl": 60, "negative_ttl": 60}
+ZIPF_LOOKUPS, ZIPF_KEYS, ZIPF_S = 10000, 1000, 1.1
 # The key sets of the search-order measurement: (name, map, key file).
 SEARCH_CASES = [("exact, hits", MAP, "hits"), ("exact, misses", MAP, "misses"),
                 ("access, hits", MAP_ACCESS, "hits"), ("access, misses", MAP_ACCESS, "misses"),
@@ -269,6 +282,7 @@ class Bench:
         rnd = random.Random(6)
         keys = ["user%d@example.org" % rnd.randint(1, 2 * ROWS) for _ in range(KEYS)]
         self.present = sum(1 for k in keys if int(k[4:k.index("@")]) <= ROWS) / len(keys)
+        self.steady_keys = set(keys)  # the Zipf runs use none of these (the cache has them)
         self.keyfile = tmpfile("keys", content="\n".join(keys) + "\n")
 
         bench_map = [{"service": MAP, "database": "dbmail", "table": "bench_kv", "key": "k", "value": "v"},
@@ -329,6 +343,23 @@ class Bench:
             self.load("cold", addr, count=1, gap_us=0)
             self.load("refused", addr, count=1, gap_us=0, source="127.0.0.2")
         wait_no_children(self.allow_handler)
+        # The answer cache: the bench map without and with "cache", in one service.
+        cached_maps = bench_map[:1] + [dict(bench_map[0], service=MAP_CACHED, cache=CACHE)]
+        self.cfg_cache = temp_config(base_config(self.db, **dict(common, postmaps=cached_maps)))
+        self.cache_service = SocketActivated(["-c", self.cfg_cache], binary=first, accept=False)
+        self.hot_keys = tmpfile("keys-hot", content="user1@example.org\n")
+        self.baseline = None
+        if self.args.baseline:
+            self.cfg_baseline = temp_config(base_config(self.db, **common))
+            self.baseline = SocketActivated(["-c", self.cfg_baseline], binary=os.path.abspath(self.args.baseline),
+                                            accept=False)
+        for act in [self.cache_service] + ([self.baseline] if self.baseline else []):
+            with act.client() as c:
+                for mapname in ([MAP, MAP_CACHED] if act is self.cache_service else [MAP]):
+                    reply = c.ask(mapname, "user1@example.org")
+                    if reply != b"OK mbox1@mail.example.net":
+                        raise RuntimeError("cache service answered %r: %s" % (reply, act.log_text()[-2000:]))
+            wait_no_children(act)
         self.conn_tcp = "tcp:127.0.0.1:%d:%s:%s:dbmail" % (self.db.port, MariaDB.APP_USER, MariaDB.APP_PASSWORD)
         self.conn_unix = "unix:%s:%s:%s:dbmail" % (self.db.socket, MariaDB.APP_USER, MariaDB.APP_PASSWORD)
 
@@ -476,6 +507,7 @@ class Bench:
         r["search_ratio_hits"] = r["search"]["access, hits"]["rps"] / r["search"]["exact, hits"]["rps"]
         r["search_ratio_misses"] = r["search"]["access, misses"]["rps"] / r["search"]["exact, misses"]["rps"]
         r["allow"] = self.allow_round()
+        r["cache"] = self.cache_round(i)
         r["null16"] = self.load("steady", self.addr_null, conns=16, seconds=a.seconds / 2)
         wait_no_children(self.null)
         # Explanatory extras: the database part of a cold lookup over TCP and the unix socket.
@@ -511,6 +543,76 @@ class Bench:
         r["ratio_refused_floor"] = r["refused"]["rps"] / r["floor"]["rps"]
         r["ratio_handler_refused_served"] = r["handler_refused"]["rps"] / r["handler_served"]["rps"]
         return r
+
+    def executions(self):
+        return int(self.db.sql("SHOW GLOBAL STATUS LIKE 'Com_stmt_execute'").split()[-1])
+
+    def zipf_keys(self, i):
+        """ZIPF_LOOKUPS keys drawn from ZIPF_KEYS by rank with weight 1/rank^s; keys no other
+        measurement asks and new each round (the cache is cold for them), about half of them
+        absent from the table."""
+        rnd = random.Random(35 + i)
+        weights = [1.0 / (r ** ZIPF_S) for r in range(1, ZIPF_KEYS + 1)]
+        keys = []
+        n = 1 + i * 3 * ZIPF_KEYS
+        while len(keys) < ZIPF_KEYS:
+            k = "user%d@example.org" % (n if len(keys) % 2 == 0 else ROWS + n)
+            n += 1
+            if k not in self.steady_keys:
+                keys.append(k)
+        return rnd.choices(keys, weights=weights, k=ZIPF_LOOKUPS)
+
+    def cache_round(self, i):
+        """The answer cache: lookups/s with and without it, a hot cached key against the null
+        answerer, in interleaved slices; then the Zipf run's statement executions."""
+        n, secs = self.args.slices, self.args.seconds / self.args.slices
+        addr = "127.0.0.1:%d" % self.cache_service.port
+        parts = {k: [] for k in ("null_hot", "hot", "off", "on", "baseline_off")}
+        for _ in range(n):
+            parts["null_hot"].append(self.load("steady", self.addr_null, keyfile=self.hot_keys, seconds=secs))
+            parts["hot"].append(self.load("steady", addr, mapname=MAP_CACHED, keyfile=self.hot_keys, seconds=secs))
+            parts["off"].append(self.load("steady", addr, mapname=MAP, seconds=secs))
+            parts["on"].append(self.load("steady", addr, mapname=MAP_CACHED, seconds=secs))
+            if self.baseline:
+                parts["baseline_off"].append(self.load("steady", "127.0.0.1:%d" % self.baseline.port, seconds=secs))
+            wait_no_children(self.cache_service)
+        r = {k: merge(p) for k, p in parts.items() if p}
+        r["ratio_hot_null"] = r["hot"]["rps"] / r["null_hot"]["rps"]
+        if self.baseline:
+            r["ratio_off_baseline"] = r["off"]["rps"] / r["baseline_off"]["rps"]
+        keys = self.zipf_keys(i)
+        before = self.executions()
+        t0 = time.monotonic()
+        with Client(("127.0.0.1", self.cache_service.port), timeout=30) as c:
+            for k in keys:
+                reply = c.ask(MAP_CACHED, k)
+                if not (reply.startswith(b"OK ") or reply == b"NOTFOUND "):
+                    raise RuntimeError("cache service answered %r" % reply)
+        r["zipf_seconds"] = time.monotonic() - t0
+        r["zipf_executions"] = self.executions() - before
+        r["zipf_distinct"] = len(set(keys))
+        wait_no_children(self.cache_service)
+        return r
+
+    def cache_rows(self):
+        """(name, value) rows and (name, value, target, met) ratios of the cache measurement."""
+        m = self.med
+        rows = [("bare answerer (null), hot key, 1 conn", "%.0f /s" % m("cache", "null_hot", "rps")),
+                ("cache on, hot key, 1 conn", "%.0f /s" % m("cache", "hot", "rps")),
+                ("cache on (ttl 60), the usual keys, 1 conn", "%.0f /s" % m("cache", "on", "rps")),
+                ("cache off, the usual keys, 1 conn", "%.0f /s" % m("cache", "off", "rps"))]
+        if self.baseline:
+            rows.append(("cache off, --baseline binary, 1 conn", "%.0f /s" % m("cache", "baseline_off", "rps")))
+        rows.append(("Zipf run: %d lookups over %d keys, distinct drawn" % (ZIPF_LOOKUPS, ZIPF_KEYS),
+                     "%.0f" % m("cache", "zipf_distinct")))
+        hot = m("cache", "ratio_hot_null")
+        execs = m("cache", "zipf_executions")
+        ratios = [("hot key from the cache / bare answerer", hot, ">= 0.8", hot >= 0.8),
+                  ("Zipf run: statement executions", execs, "<= 1200", execs <= 1200)]
+        if self.baseline:
+            off = m("cache", "ratio_off_baseline")
+            ratios.append(("cache off / baseline binary", off, ">= 0.97", off >= 0.97))
+        return rows, ratios
 
     def allow_rows(self):
         """(name, connections/s, p50, p99) and the ratios of the allow-list measurement; medians over the rounds."""
@@ -680,6 +782,13 @@ class Bench:
             lines.append("%-44s %16s %9s %9s" % (name, "%.0f conns/s" % rps, fmt(p50), fmt(p99)))
         for name, val, target, met in allow_ratios:
             lines.append("  %-42s %8.2f %8s  %s" % (name, val, target, ("met" if met else "MISSED") if target else ""))
+        rows, cache_ratios = self.cache_rows()
+        lines += ["", "[answer cache] %s as the Accept=no service, map %s with \"cache\": %s"
+                  % (self.variants[0].name, MAP_CACHED, json.dumps(CACHE))]
+        for name, value in rows:
+            lines.append("%-44s %16s" % (name, value))
+        for name, val, target, met in cache_ratios:
+            lines.append("  %-42s %8.2f %8s  %s" % (name, val, target, "met" if met else "MISSED"))
         print("\n".join(lines), flush=True)
 
     def markdown(self):
@@ -725,6 +834,13 @@ class Bench:
             out.append("| %s | %.2f%s | | |" % (name, val, " (target %s) %s" % (target.replace(">=", "≥"),
                                                                                    "✓" if met else "✗")
                                                  if target else ""))
+        rows, cache_ratios = self.cache_rows()
+        out += ["", "| answer cache (%s, Accept=no service) | value |" % names[0], "|---|---:|"]
+        for name, value in rows:
+            out.append("| %s | %s |" % (name, value))
+        for name, val, target, met in cache_ratios:
+            out.append("| %s | %.2f (target %s) %s |" % (name, val, target.replace(">=", "≥").replace("<=", "≤"),
+                                                         "✓" if met else "✗"))
         return "\n".join(out) + "\n"
 
 
@@ -740,6 +856,8 @@ def main():
                     help="leave out the Accept=no service (the first binary forking its handlers)")
     ap.add_argument("--counting-off", metavar="PATH",
                     help="sockmapd built with SOCKMAPD_NO_STATS: measured as the service beside the first binary's")
+    ap.add_argument("--baseline", metavar="PATH",
+                    help="today's sockmapd binary: its lookups/s without a cache beside this one's")
     ap.add_argument("--json", help="write every round's raw figures to this file")
     ap.add_argument("--markdown", help="write the summary tables as Markdown to this file")
     ap.add_argument("--variant", action="append", metavar="NAME=PATH",
