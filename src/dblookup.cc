@@ -148,17 +148,16 @@ DbLookup::Answer DbLookup::answer(const CompiledMap& m, std::string_view key)
 {
     const CompiledMap* mc = &m;
     const std::string_view map = mc->service;
-    const KeyCandidates keys(*mc, key);
-    if (!keys.searchable()) {
+    keys_.assign(*mc, key);
+    if (!keys_.searchable()) {
         if (log_enabled(LogLevel::Debug))
-            log_debug("map " + mc->service + ": " + keys.refusal() + ", not searched", {{"SOCKMAP_MAP", map}});
-        return {{Outcome::PermFail, keys.refusal()}};
+            log_debug("map " + mc->service + ": " + keys_.refusal() + ", not searched", {{"SOCKMAP_MAP", map}});
+        return {{Outcome::PermFail, keys_.refusal()}};
     }
     // The steps that can match: the domain list and the key parts the
     // statement binds leave some out without asking, as Postfix does.
-    std::vector<Step> steps;
-    steps.reserve(keys.size());
-    for (const std::string_view candidate : keys) {
+    steps_.clear();
+    for (const Candidate& candidate : keys_) {
         if (!domain_allowed(*mc, candidate)) {
             if (log_enabled(LogLevel::Debug))
                 log_debug("map " + mc->service + ": " + log_escape(candidate) +
@@ -166,21 +165,20 @@ DbLookup::Answer DbLookup::answer(const CompiledMap& m, std::string_view key)
                           {{"SOCKMAP_MAP", map}});
             continue;
         }
-        auto values = bind_values(mc->plan, candidate);
-        if (!values) {
+        if (!bind_values(mc->plan, candidate, values_)) {
             if (log_enabled(LogLevel::Debug))
                 log_debug("map " + mc->service + ": " + log_escape(candidate) +
                               " lacks the part %u/%d need, not looked up",
                           {{"SOCKMAP_MAP", map}});
             continue;
         }
-        steps.push_back({candidate, std::move(*values)});
+        steps_.push_back(candidate);
     }
-    if (steps.empty())
+    if (steps_.empty())
         return {{Outcome::NotFound, {}}};
     // All the walk may cost, or nothing: a TEMP after half a walk would
     // have cost the same queries for no answer.
-    if (!budget_.affords(steps.size(), Clock::now())) {
+    if (!budget_.affords(steps_.size(), Clock::now())) {
         if (!warned_budget_) {
             warned_budget_ = true;
             log_warning("map " + mc->service + ": the client's pipelined requests spent the session's query budget (" +
@@ -191,10 +189,10 @@ DbLookup::Answer DbLookup::answer(const CompiledMap& m, std::string_view key)
         }
         return {{Outcome::TempFail, "query budget spent: read the replies before sending more"}};
     }
-    return search(*mc, key, steps);
+    return search(*mc, key);
 }
 
-DbLookup::Answer DbLookup::search(const CompiledMap& mc, std::string_view key, const std::vector<Step>& steps)
+DbLookup::Answer DbLookup::search(const CompiledMap& mc, std::string_view key)
 {
     const StatementPlan& plan = mc.plan;
     const std::string& name = mc.service;
@@ -206,13 +204,14 @@ DbLookup::Answer DbLookup::search(const CompiledMap& mc, std::string_view key, c
     // failure the longer key's answer is unknown, and a shorter one might be
     // wrong.
     const RunOutcome ran = runner_.run(mc, [&](StatementRunner::Execute execute) {
-        for (const Step& step : steps) {
+        for (const Candidate& step : steps_) {
             if (step.key != key && log_enabled(LogLevel::Debug))
                 log_debug("lookup in " + name + " as: " + log_escape(step.key), {{"SOCKMAP_MAP", map}});
+            bind_values(plan, step, values_);
             ResultJoiner joiner(plan);
             budget_.spend();
             stats().executed(map);
-            const bool done = execute(step.values, max_value_length, [&](const Row& cols) {
+            const bool done = execute(values_, max_value_length, [&](const Row& cols) {
                 if (cols.empty())
                     return false;
                 return joiner.add(cols[0], plan.has_reason && cols.size() > 1 ? &cols[1] : nullptr);

@@ -41,6 +41,7 @@
 
 #include "cache.hh"
 #include "lookup.hh"
+#include "mapkey.hh" // Candidate
 #include "row.hh"
 #include "statement.hh"
 #include "util.hh"
@@ -153,11 +154,6 @@ public:
     void set_clock(std::function<std::int64_t()> now_ms) { now_ms_ = std::move(now_ms); }
 
 private:
-    // One key of the search and the values its statement binds.
-    struct Step {
-        std::string_view key;
-        std::vector<std::string_view> values;
-    };
     // An answer, and whether the database gave it or no host answered.
     struct Answer {
         LookupResult result;
@@ -166,7 +162,7 @@ private:
     };
     LookupResult cached(const CompiledMap& map, std::string_view key);
     Answer answer(const CompiledMap& map, std::string_view key);
-    Answer search(const CompiledMap& map, std::string_view key, const std::vector<Step>& steps);
+    Answer search(const CompiledMap& map, std::string_view key);
 
     std::vector<CompiledMap> maps_;
     StatementRunner& runner_;
@@ -176,6 +172,11 @@ private:
     AnswerCache* cache_;
     std::function<std::int64_t()> now_ms_;
     std::map<std::string, std::uint64_t, std::less<>> fingerprints_; // map -> what its answers depend on
+    // Scratch of one lookup, kept to spare allocations: the key's
+    // candidates, those that can match, and the values one statement binds.
+    KeyCandidates keys_;
+    std::vector<Candidate> steps_;
+    std::vector<std::string_view> values_;
 };
 
 } // namespace sockmapd

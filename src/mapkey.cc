@@ -80,8 +80,11 @@ std::optional<std::string> strip_extension(std::string_view key, std::string_vie
     return std::string(local.substr(0, cut)) + std::string(rest);
 }
 
-KeyCandidates::KeyCandidates(const MapConfig& map, std::string_view key)
+void KeyCandidates::assign(const MapConfig& map, std::string_view key)
 {
+    keys_.clear();
+    reduced_.clear();
+    refusal_ = nullptr;
     // Without lowercase the key is used as sent: no copy.
     if (map.lowercase) {
         folded_ = ascii_lower(key);
@@ -94,8 +97,8 @@ KeyCandidates::KeyCandidates(const MapConfig& map, std::string_view key)
             bare = reduced_;
         }
     keys_.reserve(map.search == SearchOrder::Exact ? 2 : 8);
-    add(key);
     const auto at = key.rfind('@');
+    add(key, at);
     // A host name or address is not an address with an extension.
     if (map.search != SearchOrder::Access || at != std::string_view::npos)
         add(bare);
@@ -116,9 +119,9 @@ KeyCandidates::KeyCandidates(const MapConfig& map, std::string_view key)
         // "user@" of the key as sent, then of its bare form (Postfix's
         // check_mail_access); never a lone "@".
         if (at > 0)
-            add(key.substr(0, at + 1));
+            add(key.substr(0, at + 1), at);
         if (const auto bare_at = bare.rfind('@'); bare_at != std::string_view::npos && bare_at > 0)
-            add(bare.substr(0, bare_at + 1));
+            add(bare.substr(0, bare_at + 1), bare_at);
         break;
     case SearchOrder::Transport:
         if (at != std::string_view::npos)
@@ -126,17 +129,21 @@ KeyCandidates::KeyCandidates(const MapConfig& map, std::string_view key)
         break;
     case SearchOrder::Virtual:
         if (at != std::string_view::npos && at + 1 < key.size())
-            add(key.substr(at));
+            add(key.substr(at), 0);
         break;
     }
     if (refusal_)
         keys_.clear();
 }
 
-void KeyCandidates::add(std::string_view k)
+void KeyCandidates::add(std::string_view k, std::size_t at)
 {
-    if (!k.empty() && std::find(keys_.begin(), keys_.end(), k) == keys_.end())
-        keys_.push_back(k);
+    if (k.empty())
+        return;
+    for (const Candidate& c : keys_)
+        if (c.key == k)
+            return;
+    keys_.emplace_back(k, at);
 }
 
 // The domain at key[from..] and its parents, as Postfix's
@@ -152,7 +159,7 @@ void KeyCandidates::add_domain_walk(std::string_view key, std::size_t from, bool
         refusal_ = "domain too long to search";
         return;
     }
-    add(domain);
+    add(domain, std::string_view::npos);
     if (domain.empty() || domain.front() == '[' || is_numeric_host(domain))
         return;
     const Labels labels = labels_of(domain);
@@ -171,7 +178,7 @@ void KeyCandidates::add_domain_walk(std::string_view key, std::size_t from, bool
         if (next == std::string_view::npos)
             return;
         pos = parent_style ? next + 1 : next;
-        add(key.substr(pos));
+        add(key.substr(pos), std::string_view::npos);
     }
 }
 
@@ -180,7 +187,7 @@ void KeyCandidates::add_domain_walk(std::string_view key, std::size_t from, bool
 void KeyCandidates::add_network_walk(std::string_view addr, char delimiter)
 {
     for (;;) {
-        add(addr);
+        add(addr, std::string_view::npos);
         const auto cut = addr.rfind(delimiter);
         if (cut == std::string_view::npos)
             return;
@@ -188,14 +195,18 @@ void KeyCandidates::add_network_walk(std::string_view addr, char delimiter)
     }
 }
 
-bool domain_allowed(const MapConfig& map, std::string_view key)
+bool domain_allowed(const MapConfig& map, const Candidate& key)
 {
     if (map.domains.empty())
         return true;
-    const auto addr = split_address(key);
-    if (!addr || addr->local.empty() || addr->domain.empty())
+    if (!key.has_at() || key.at == 0 || key.at + 1 == key.key.size())
         return false;
-    return std::find(map.domains.begin(), map.domains.end(), ascii_lower(addr->domain)) != map.domains.end();
+    const std::string_view domain = key.domain();
+    // The listed domains are lower-cased by the loader.
+    for (const std::string& d : map.domains)
+        if (ascii_iequals(d, domain))
+            return true;
+    return false;
 }
 
 } // namespace sockmapd

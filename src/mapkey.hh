@@ -6,9 +6,11 @@
 // search order (config.hh SearchOrder), the tables Postfix searches itself
 // for hash or mysql tables but not for a socketmap.  A new rewrite step
 // belongs there, and the lookup tries exactly what it lists.
-// domain_allowed() applies the map's domain list (Postfix's
+// Each candidate is split once, when it is listed: a Candidate carries
+// where its last '@' is, for the domain list and the key parts a statement
+// binds.  domain_allowed() applies the map's domain list (Postfix's
 // db_common_check_domain rules) to each candidate; split_address() splits
-// at the last '@' (for %u / %d and the domain list).
+// at the last '@'.
 #pragma once
 
 #include "mapconfig.hh"
@@ -29,6 +31,21 @@ struct Address {
 
 // Splits at the last '@'; nullopt for a key without one.  Either part may be empty.
 std::optional<Address> split_address(std::string_view key);
+
+// One key to try, split at its last '@' once.
+struct Candidate {
+    Candidate(std::string_view k) : key(k), at(k.rfind('@')) {}
+    Candidate(const std::string& k) : Candidate(std::string_view(k)) {}
+    Candidate(const char* k) : Candidate(std::string_view(k)) {}
+    Candidate(std::string_view k, std::size_t last_at) : key(k), at(last_at) {}
+    operator std::string_view() const { return key; }
+    bool has_at() const { return at != std::string_view::npos; }
+    std::string_view local() const { return key.substr(0, at); }   // with has_at()
+    std::string_view domain() const { return key.substr(at + 1); } // with has_at()
+
+    std::string_view key;
+    std::size_t at; // the last '@'; npos: none
+};
 
 // The address without its extension ("user+tag@example.org" ->
 // "user@example.org", "user+tag" -> "user"), split at the first of
@@ -61,28 +78,34 @@ std::optional<std::string> strip_extension(std::string_view key, std::string_vie
 // has a label over max_label_length bytes or more than max_search_labels
 // labels.  So no key has more than max_candidate_keys candidates.  The
 // views point into `key` or into the object: it neither copies nor moves.
+// assign() lists another key's candidates in the same object, so that a
+// lookup that keeps one allocates nothing once it has grown.
 class KeyCandidates
 {
 public:
-    KeyCandidates(const MapConfig& map, std::string_view key);
+    KeyCandidates() = default;
+    KeyCandidates(const MapConfig& map, std::string_view key) { assign(map, key); }
     KeyCandidates(const KeyCandidates&) = delete;
     KeyCandidates& operator=(const KeyCandidates&) = delete;
 
-    const std::string_view* begin() const { return keys_.data(); }
-    const std::string_view* end() const { return keys_.data() + keys_.size(); }
+    const Candidate* begin() const { return keys_.data(); }
+    const Candidate* end() const { return keys_.data() + keys_.size(); }
     std::size_t size() const { return keys_.size(); }
     bool searchable() const { return refusal_ == nullptr; }
     // The PERM text when not searchable(), else nullptr.
     const char* refusal() const { return refusal_; }
+    void assign(const MapConfig& map, std::string_view key);
 
 private:
-    void add(std::string_view k);
+    // `at`: where k's last '@' is, when the caller knows it.
+    void add(std::string_view k, std::size_t at);
+    void add(std::string_view k) { add(k, k.rfind('@')); }
     void add_domain_walk(std::string_view key, std::size_t from, bool parent_style);
     void add_network_walk(std::string_view addr, char delimiter);
 
     std::string folded_;
     std::string reduced_;
-    std::vector<std::string_view> keys_;
+    std::vector<Candidate> keys_;
     const char* refusal_ = nullptr;
 };
 
@@ -104,6 +127,6 @@ inline constexpr std::size_t max_candidate_keys = 4 + max_search_labels;
 
 // False when the map has a domain list and the key is not an address with a
 // non-empty local part and a listed domain (compared without case).
-bool domain_allowed(const MapConfig& map, std::string_view key);
+bool domain_allowed(const MapConfig& map, const Candidate& key);
 
 } // namespace sockmapd

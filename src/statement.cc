@@ -379,28 +379,34 @@ std::optional<std::string> domain_rows_probe(const MapConfig& map)
     return sql;
 }
 
-std::optional<std::vector<std::string_view>> bind_values(const StatementPlan& plan, std::string_view key)
+bool bind_values(const StatementPlan& plan, const Candidate& key, std::vector<std::string_view>& out)
 {
-    const std::optional<Address> addr = split_address(key);
-    std::vector<std::string_view> out;
-    out.reserve(plan.params.size());
+    out.clear();
     for (const KeyPart part : plan.params) {
         switch (part) {
         case KeyPart::Whole:
-            out.push_back(key);
+            out.push_back(key.key);
             break;
         case KeyPart::Local:
-            if (!addr || addr->local.empty())
-                return std::nullopt;
-            out.push_back(addr->local);
+            if (!key.has_at() || key.at == 0)
+                return false;
+            out.push_back(key.local());
             break;
         case KeyPart::Domain:
-            if (!addr || addr->domain.empty())
-                return std::nullopt;
-            out.push_back(addr->domain);
+            if (!key.has_at() || key.at + 1 == key.key.size())
+                return false;
+            out.push_back(key.domain());
             break;
         }
     }
+    return true;
+}
+
+std::optional<std::vector<std::string_view>> bind_values(const StatementPlan& plan, std::string_view key)
+{
+    std::vector<std::string_view> out;
+    if (!bind_values(plan, Candidate(key), out))
+        return std::nullopt;
     return out;
 }
 

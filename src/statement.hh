@@ -17,6 +17,7 @@
 #include "errors.hh" // ConfigError
 #include "lookup.hh"
 #include "mapconfig.hh"
+#include "mapkey.hh" // Candidate
 #include "row.hh"
 #include "socketmap.hh"
 #include "util.hh" // FunctionRef
@@ -124,10 +125,12 @@ const CompiledMap* find_map(const std::vector<CompiledMap>& maps, std::string_vi
 // with a search order.
 std::optional<std::string> domain_rows_probe(const MapConfig& map);
 
-// The parameter values for one lookup (views into `key`); nullopt: the key
-// cannot match without asking, because the statement needs %u or %d and the
-// key has no '@', or the part it needs is empty ("@domain" for %u, "user@"
-// for %d), as Postfix suppresses such queries.
+// The parameter values for one lookup (views into `key`) in `out`; false:
+// the key cannot match without asking, because the statement needs %u or
+// %d and the key has no '@', or the part it needs is empty ("@domain" for
+// %u, "user@" for %d), as Postfix suppresses such queries.
+bool bind_values(const StatementPlan& plan, const Candidate& key, std::vector<std::string_view>& out);
+// The same, into a vector of its own; nullopt: false above.
 std::optional<std::vector<std::string_view>> bind_values(const StatementPlan& plan, std::string_view key);
 
 // Which values an answer takes: every row's, or only the first (an

@@ -135,7 +135,7 @@ BOOST_AUTO_TEST_CASE(candidates_in_order)
     const std::string sent = "plain@example.org";
     const KeyCandidates same(map_with(false, "+"), sent);
     BOOST_TEST(same.size() == 1u);
-    BOOST_TEST(static_cast<const void*>(same.begin()->data()) == static_cast<const void*>(sent.data()));
+    BOOST_TEST(static_cast<const void*>(same.begin()->key.data()) == static_cast<const void*>(sent.data()));
 }
 
 MapConfig searching(SearchOrder order, bool lowercase = false, std::string strip = "", std::optional<bool> parent = {})
