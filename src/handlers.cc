@@ -1,11 +1,18 @@
 #include "handlers.hh"
 
+#include "log.hh"
+#include "stats.hh"
+
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
+#include <ctime>
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <sysexits.h>
 #include <unistd.h>
 
 namespace sockmapd
@@ -168,13 +175,15 @@ const HandlerTable::Handler* HandlerTable::find(pid_t pid) const
     return it == handlers_.end() ? nullptr : &it->second;
 }
 
-void HandlerTable::started(pid_t pid, Fd ctl, Fd conn, std::string peer, Clock::time_point now, int slot)
+void HandlerTable::started(pid_t pid, Fd ctl, Fd conn, std::string peer, Clock::time_point now, int slot,
+                           std::string key)
 {
     Handler& h = handlers_[pid];
     h.slot = slot;
     h.ctl = std::move(ctl);
     h.conn = std::move(conn);
     h.peer = std::move(peer);
+    h.key = std::move(key);
     h.given = 1;
     h.started = h.idle_since = now;
     if (h.given >= limits_.max_use)
@@ -193,7 +202,7 @@ std::optional<pid_t> HandlerTable::next_idle() const
     return best;
 }
 
-void HandlerTable::given(pid_t pid, Fd conn, std::string peer)
+void HandlerTable::given(pid_t pid, Fd conn, std::string peer, std::string key)
 {
     const auto it = handlers_.find(pid);
     if (it == handlers_.end())
@@ -201,6 +210,7 @@ void HandlerTable::given(pid_t pid, Fd conn, std::string peer)
     Handler& h = it->second;
     h.conn = std::move(conn);
     h.peer = std::move(peer);
+    h.key = std::move(key);
     if (++h.given >= limits_.max_use)
         h.ctl.reset();
 }
@@ -220,6 +230,15 @@ Fd HandlerTable::untaken(pid_t pid, unsigned received)
     if (it == handlers_.end() || !it->second.conn || received >= it->second.given)
         return Fd();
     return std::move(it->second.conn);
+}
+
+unsigned HandlerTable::serving(const std::string& key) const
+{
+    unsigned n = 0;
+    for (const auto& [pid, h] : handlers_)
+        if (h.conn && h.key == key)
+            ++n;
+    return n;
 }
 
 void HandlerTable::retire(pid_t pid)
@@ -252,6 +271,209 @@ std::optional<Clock::time_point> HandlerTable::next_expiry() const
         if (is_idle(h) && (!t || h.idle_since + limits_.max_idle < *t))
             t = h.idle_since + limits_.max_idle;
     return t;
+}
+
+// ---------------------------------------------------------------- the pool
+
+namespace
+{
+
+void pause_briefly()
+{
+    const timespec ts{0, 100 * 1000 * 1000};
+    nanosleep(&ts, nullptr);
+}
+
+std::string status_text(int status)
+{
+    if (WIFEXITED(status))
+        return "exit " + std::to_string(WEXITSTATUS(status));
+    if (WIFSIGNALED(status))
+        return std::string("killed by ") + strsignal(WTERMSIG(status));
+    return "status " + std::to_string(status);
+}
+
+} // namespace
+
+// Receipts for the cap, and for the handlers stopping drains past it.
+HandlerPool::HandlerPool(unsigned max_children, ReuseLimits limits, MakeServer make_server,
+                         std::function<void()> in_child)
+    : max_children_(max_children), table_(limits), receipts_(max_children + 64), make_server_(std::move(make_server)),
+      in_child_(std::move(in_child))
+{
+}
+
+void HandlerPool::dispatch(Fd conn, std::string peer, std::string key)
+{
+    while (const auto pid = table_.next_idle()) {
+        if (give_connection(table_.find(*pid)->ctl.get(), conn.get())) {
+            if (log_enabled(LogLevel::Debug))
+                log_debug("connection from " + peer + " to handler " + std::to_string(*pid));
+            table_.given(*pid, std::move(conn), std::move(peer), std::move(key));
+            return;
+        }
+        table_.retire(*pid); // its end is gone: it died or is leaving
+    }
+    start(std::move(conn), std::move(peer), std::move(key));
+}
+
+void HandlerPool::start(Fd conn, std::string peer, std::string key)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+        log_error(std::string("socketpair: ") + std::strerror(errno));
+        pause_briefly();
+        return;
+    }
+    Fd ours(sv[0]), theirs(sv[1]);
+    const int slot = receipts_.take(1); // the first connection is inherited
+    const pid_t pid = fork();
+    if (pid == 0) {
+        ours.reset();
+        run_child(std::move(theirs), std::move(conn), slot);
+    }
+    theirs.reset();
+    if (pid < 0) {
+        log_error(std::string("fork: ") + std::strerror(errno));
+        receipts_.release(slot);
+        pause_briefly();
+        return;
+    }
+    table_.started(pid, std::move(ours), std::move(conn), peer, Clock::now(), slot, std::move(key));
+    stats().handler_started();
+    log_info("handler " + std::to_string(pid) + " for " + peer + " started (" + std::to_string(running()) +
+             " running)");
+}
+
+void HandlerPool::run_child(Fd ctl, Fd conn, int slot)
+{
+    // Every descriptor the parent holds for other handlers and clients.
+    table_.clear();
+    untaken_.clear();
+    in_child_();
+    int code = EX_OK;
+    try {
+        const std::unique_ptr<ConnectionServer> server = make_server_();
+        serve_connections(ctl.get(), std::move(conn), *server, receipts_.counter(slot));
+    } catch (const std::exception& e) {
+        log_error(std::string("handler: internal error: ") + e.what());
+        code = EX_SOFTWARE;
+    }
+    _exit(code);
+}
+
+void HandlerPool::watch(std::vector<pollfd>& fds)
+{
+    watch_from_ = fds.size();
+    owners_.clear();
+    for (const auto& [pid, h] : table_.handlers())
+        if (h.ctl) {
+            fds.push_back({h.ctl.get(), POLLIN, 0});
+            owners_.push_back(pid);
+        }
+}
+
+// A byte from a handler: it finished its connection.  EOF or an error:
+// it is gone or going.
+void HandlerPool::heard(const std::vector<pollfd>& fds)
+{
+    for (std::size_t i = 0; i < owners_.size() && watch_from_ + i < fds.size(); ++i) {
+        const pollfd& p = fds[watch_from_ + i];
+        if (p.revents == 0)
+            continue;
+        char buf[16];
+        const ssize_t n = recv(p.fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n > 0)
+            table_.finished(owners_[i], Clock::now());
+        else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            table_.retire(owners_[i]);
+    }
+    owners_.clear();
+}
+
+void HandlerPool::reap()
+{
+    collect(true);
+}
+
+// The handlers that have exited; the connections given to one that died
+// before taking them (untouched: another handler may serve them) go to
+// another when `redispatch`, else are closed (read nothing: the client
+// retries).
+void HandlerPool::collect(bool redispatch)
+{
+    int status = 0;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        const HandlerTable::Handler* h = table_.find(pid);
+        if (!h)
+            continue;
+        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - h->started).count();
+        std::string what = "handler " + std::to_string(pid) + " stopped (" + status_text(status) + ", " +
+                           std::to_string(h->given) + (h->given == 1 ? " connection, " : " connections, ") +
+                           std::to_string(ms) + " ms)";
+        const int slot = h->slot;
+        std::string peer = h->peer, key = h->key;
+        stats().handler_exited(WIFSIGNALED(status));
+        if (Fd conn = slot >= 0 ? table_.untaken(pid, receipts_.count(slot)) : Fd()) {
+            what += ": the connection from " + peer + " it had not taken goes to another";
+            untaken_.push_back({std::move(conn), std::move(peer), std::move(key)});
+        } else if (h->conn) {
+            what += ": its connection from " + peer + " is closed";
+        }
+        log_info(what);
+        receipts_.release(slot);
+        table_.erase(pid);
+    }
+    while (redispatch && !untaken_.empty()) {
+        Untaken u = std::move(untaken_.front());
+        untaken_.pop_front();
+        dispatch(std::move(u.conn), std::move(u.peer), std::move(u.key));
+    }
+    untaken_.clear();
+}
+
+std::optional<Clock::time_point> HandlerPool::retire_expired(Clock::time_point now)
+{
+    table_.retire_expired(now);
+    return table_.next_expiry();
+}
+
+void HandlerPool::wait_for_exit(std::chrono::steady_clock::duration limit)
+{
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (running() > 0 && std::chrono::steady_clock::now() < deadline) {
+        pause_briefly();
+        collect(false);
+    }
+}
+
+void HandlerPool::stop()
+{
+    collect(false);
+    if (running() == 0)
+        return;
+    log_info("stopping: " + std::to_string(running()) + " running handler(s) end after their current request");
+    for (const auto& [pid, h] : table_.handlers())
+        if (h.conn)
+            shutdown(h.conn.get(), SHUT_RD);
+    table_.retire_all();
+    wait_for_exit(std::chrono::seconds(5));
+    for (const auto& [pid, h] : table_.handlers()) {
+        log_warning("handler " + std::to_string(pid) + " still running, sending SIGTERM");
+        kill(pid, SIGTERM);
+    }
+    wait_for_exit(std::chrono::seconds(2));
+    std::vector<pid_t> left;
+    for (const auto& [pid, h] : table_.handlers())
+        left.push_back(pid);
+    for (const pid_t pid : left) {
+        log_warning("handler " + std::to_string(pid) + " ignored SIGTERM, killing it");
+        kill(pid, SIGKILL);
+        waitpid(pid, nullptr, 0);
+        receipts_.release(table_.find(pid)->slot);
+        table_.erase(pid);
+    }
 }
 
 } // namespace sockmapd

@@ -1,13 +1,20 @@
 // handlers — the accept loop's handler processes, each serving one
 // connection after another, as Postfix's master(8) reuses its daemons.
 //
-// The parent accepts; a handler is given connections over a control socket
-// of its own (a SOCK_SEQPACKET pair): give_connection() sends one with
-// SCM_RIGHTS, the handler answers one byte when it has finished it.  The
-// parent keeps a copy of the connection meanwhile (to end it gently at
-// stop) and closes it on that byte.
+// HandlerPool owns them: every handler process and every descriptor the
+// parent keeps for them (as Fd).  It starts one (fork, a control socket of
+// its own), dispatches a connection to an idle one or to a new one, hears
+// when one has finished a connection, reaps those that exit, retires them
+// (max_use, max_idle, a reload) and stops them all.  The accept loop
+// (listen.hh) only accepts, admits and hands a connection over.
 //
-// HandlerTable is the parent's bookkeeping, without system calls but
+// A handler is given connections over its control socket (a SOCK_SEQPACKET
+// pair): give_connection() sends one with SCM_RIGHTS, the handler answers
+// one byte when it has finished it.  The parent keeps a copy of the
+// connection meanwhile (to end it gently at stop) and closes it on that
+// byte.
+//
+// HandlerTable is the pool's bookkeeping, without system calls but
 // close(): the next connection goes to the handler idle for the shortest
 // time (its database connection is the warmest; the others reach max_idle
 // and go).  Retiring a handler is the parent's decision alone: it closes its
@@ -24,8 +31,9 @@
 // Receipts: how many connections each handler has taken off its control
 // socket, in memory shared with the handlers (no system call).  A handler
 // that dies between the parent's send and its receive leaves the connection
-// untouched: the parent sees the count short and gives it to another, so a
-// handler killed costs no later client anything.
+// untouched: the pool sees the count short and gives it to another, so a
+// handler killed costs no later client anything.  A handler forked
+// meanwhile closes every descriptor the pool holds but its own connection.
 #pragma once
 
 #include "lookup.hh" // Clock
@@ -33,8 +41,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
+#include <functional>
 #include <map>
+#include <memory>
 #include <optional>
+#include <poll.h>
 #include <string>
 #include <sys/types.h>
 #include <vector>
@@ -95,6 +107,7 @@ public:
         Fd ctl;  // the parent's end of the control socket; closed: retired
         Fd conn; // the parent's copy of the connection served; closed: idle
         std::string peer;
+        std::string key; // who the connection is from (peerlimit.hh peer_key())
         unsigned given = 0;
         int slot = -1; // in Receipts; -1: none
         Clock::time_point started;
@@ -110,15 +123,18 @@ public:
     const Handler* find(pid_t pid) const;
 
     // A new handler, busy with its first connection.
-    void started(pid_t pid, Fd ctl, Fd conn, std::string peer, Clock::time_point now, int slot = -1);
+    void started(pid_t pid, Fd ctl, Fd conn, std::string peer, Clock::time_point now, int slot = -1,
+                 std::string key = {});
     // The handler that takes the next connection: the one idle the
     // shortest time, not retired; nullopt when none is idle.
     std::optional<pid_t> next_idle() const;
     // `conn` was given to the idle handler `pid`; retires it when that was
     // its max_use-th.
-    void given(pid_t pid, Fd conn, std::string peer);
+    void given(pid_t pid, Fd conn, std::string peer, std::string key = {});
     // The handler finished its connection: the copy is closed, it is idle.
     void finished(pid_t pid, Clock::time_point now);
+    // How many connections from `key` the handlers serve now.
+    unsigned serving(const std::string& key) const;
     // Closes the handler's control socket: it gets nothing more.
     void retire(pid_t pid);
     void retire_all();
@@ -128,6 +144,8 @@ public:
     std::optional<Clock::time_point> next_expiry() const;
     // The process is gone: its descriptors are closed.
     void erase(pid_t pid) { handlers_.erase(pid); }
+    // In a handler just forked: the parent's descriptors closed, the table empty.
+    void clear() { handlers_.clear(); }
     // A connection given to `pid` that it never took (`received` of its
     // Receipts slot is short): the parent's copy, taken out of the table,
     // to give to another handler.  Closed Fd otherwise.
@@ -138,6 +156,71 @@ private:
 
     ReuseLimits limits_;
     std::map<pid_t, Handler> handlers_;
+};
+
+// The handler processes of one accept loop.  Nothing here throws but
+// std::bad_alloc; failures to start a handler are logged, and the
+// connection is closed (its client retries).
+class HandlerPool
+{
+public:
+    using MakeServer = std::function<std::unique_ptr<ConnectionServer>()>;
+
+    // At most `max_children` handlers (stopping may start a few more, up
+    // to 64, for the backlog it drains).  `in_child` runs first in each
+    // handler forked (the caller's own descriptors and signals), then
+    // `make_server` once.
+    HandlerPool(unsigned max_children, ReuseLimits limits, MakeServer make_server, std::function<void()> in_child);
+
+    std::size_t running() const { return table_.running(); }
+    std::size_t idle() const { return table_.idle(); }
+    void set_limits(ReuseLimits limits) { table_.set_limits(limits); }
+    // A connection can be served now: a handler is idle or may be started.
+    bool can_take() const { return running() < max_children_ || table_.next_idle(); }
+    unsigned serving(const std::string& key) const { return table_.serving(key); }
+
+    // `conn` (from `peer`, who is `key`) to the handler idle the shortest
+    // time; without one, to a new handler.
+    void dispatch(Fd conn, std::string peer, std::string key);
+
+    // The control sockets to wait on, appended to `fds`; after poll(),
+    // heard() with the same vector takes in what the handlers said.
+    void watch(std::vector<pollfd>& fds);
+    void heard(const std::vector<pollfd>& fds);
+    // Collects the handlers that have exited; a connection one was given
+    // and never took goes to another.
+    void reap();
+    // Retires the idle handlers past max_idle; when the next one will be.
+    std::optional<Clock::time_point> retire_expired(Clock::time_point now);
+    // A reload: every handler finishes what it serves and exits.
+    void retire_all() { table_.retire_all(); }
+    // Each handler answers what it has read, then reads EOF and ends as if
+    // the client had closed; idle handlers end at once.  Those still
+    // running after 5 s get SIGTERM, then SIGKILL 2 s later.
+    void stop();
+
+private:
+    void start(Fd conn, std::string peer, std::string key);
+    [[noreturn]] void run_child(Fd ctl, Fd conn, int slot);
+    void collect(bool redispatch);
+    void wait_for_exit(std::chrono::steady_clock::duration limit);
+
+    struct Untaken {
+        Fd conn;
+        std::string peer;
+        std::string key;
+    };
+
+    unsigned max_children_;
+    HandlerTable table_;
+    Receipts receipts_;
+    MakeServer make_server_;
+    std::function<void()> in_child_;
+    // Connections dead handlers never took, waiting for another: held
+    // here, so that a handler forked meanwhile closes them.
+    std::deque<Untaken> untaken_;
+    std::size_t watch_from_ = 0; // where watch() began in the caller's vector
+    std::vector<pid_t> owners_;  // the handler of each control socket watched
 };
 
 } // namespace sockmapd

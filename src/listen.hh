@@ -3,16 +3,15 @@
 // systemd passes from an Accept=no socket unit.
 //
 // listen_loop() takes the passed sockets, or binds every address ADDR
-// resolves to (SO_REUSEADDR, close-on-exec) when none were passed; then,
-// when root and run_as_user/run_as_group are set, drops privileges
-// (groups, gid, uid, each checked; root cannot be regained), tells systemd
-// READY=1, and accepts.  A peer outside sysconfig.allow is closed at once,
-// before it reaches a handler (gate.hh); a listening socket open to other
+// resolves to when none were passed (listeners.hh); then, when root and run_as_user/run_as_group are set, drops
+// privileges (groups, gid, uid, each checked; root cannot be regained), tells systemd READY=1, and accepts.  A peer
+// outside sysconfig.allow is closed at once, before it reaches a handler (gate.hh); a listening socket open to other
 // hosts without an allow-list is warned about at start.  Each other
-// connection goes to an idle handler process, else to one forked for it
-// (the child closes the listening sockets and every client connection
-// but its own, restores default signal handling, calls `make_server()`
-// once and serves one connection after another with it: handlers.hh).
+// connection goes to the handler pool (handlers.hh): to an idle handler
+// process, else to one forked for it (the child closes the listening
+// sockets and every client connection but its own, restores default
+// signal handling, calls `make_server()` once and serves one connection
+// after another with it).
 // A handler exits after sysconfig.max_use
 // connections or max_idle seconds without one.  At most max_children run
 // at once; past that, and only then, nothing is accepted and new
@@ -36,9 +35,9 @@
 // use or not available, 71 other bind or privilege-drop failures.
 #pragma once
 
-#include "activation.hh"
 #include "config.hh"
 #include "handlers.hh"
+#include "listeners.hh"
 
 #include <functional>
 #include <memory>
@@ -47,25 +46,6 @@
 
 namespace sockmapd
 {
-
-// The handler cap without --max-children: room for what a Postfix at its
-// default limits sends (up to about 300 connections: 100 processes each
-// of smtpd, cleanup and trivial-rewrite) and more.  Handlers are forked as
-// connections come, so an unused cap costs nothing.
-inline constexpr unsigned default_max_children = 512;
-
-struct ListenOptions {
-    std::string address; // numeric IPv4/IPv6 or host name
-    std::string port;
-    std::vector<PassedListener> passed; // from systemd: nothing is bound
-    unsigned max_children = default_max_children;
-    unsigned max_per_peer = 0; // 0: no limit (peerlimit.hh)
-};
-
-// "[[ADDR:]PORT]" (ADDR may be "[v6]"); empty parts from `sys`.
-// Throws UsageError for a malformed argument, ConfigError (naming the key)
-// for a bad sysconfig.listen or sysconfig.port the argument leaves in use.
-ListenOptions listen_options(const SysConfig& sys, const std::string& arg);
 
 // sysconfig.max_use and max_idle.
 ReuseLimits reuse_limits(const SysConfig& sys);

@@ -177,6 +177,22 @@ BOOST_AUTO_TEST_CASE(retire_all_at_reload_or_stop)
     BOOST_TEST(t.running() == 2u);
 }
 
+BOOST_AUTO_TEST_CASE(serving_counts_the_busy_handlers_of_one_peer)
+{
+    HandlerTable t({100, 100s});
+    t.started(11, open_fd(), open_fd(), "a:1", t0, -1, "a");
+    t.started(12, open_fd(), open_fd(), "a:2", t0, -1, "a");
+    t.started(13, open_fd(), open_fd(), "b:1", t0, -1, "b");
+    BOOST_TEST(t.serving("a") == 2u);
+    t.finished(11, t0);
+    BOOST_TEST(t.serving("a") == 1u, "an idle handler serves no one");
+    t.given(11, open_fd(), "b:2", "b");
+    BOOST_TEST(t.serving("b") == 2u, "the key goes with the connection, not the handler");
+    BOOST_TEST(t.serving("a") == 1u);
+    t.erase(12);
+    BOOST_TEST(t.serving("a") == 0u, "nothing is left behind when a handler is gone");
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(control_socket)
