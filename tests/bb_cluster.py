@@ -79,14 +79,13 @@ def run_as():
 class GaleraNode(MariaDB):
     """A MariaDB (harness) with wsrep on; `bootstrap` starts a new cluster."""
 
-    def __init__(self, index, gcomm_ports):
+    def __init__(self, index, gcomm_ports, ports):
+        """ports: (client, IST, SST), distinct from each other node's and from gcomm_ports."""
         super().__init__(name="node%d-" % index)
         self.index = index
         self.node_name = "node%d" % index
-        self.port = free_port()
+        self.port, self.ist_port, self.sst_port = ports
         self.gcomm_port = gcomm_ports[index - 1]
-        self.ist_port = free_port()
-        self.sst_port = free_port()
         self.peers = ",".join("127.0.0.1:%d" % p for p in gcomm_ports)
         self.bootstrap = False
         self.extra_wsrep = []
@@ -171,8 +170,9 @@ _cluster = []
 def cluster():
     """[node1, node2, node3], running and synced, kept for the suite."""
     if not _cluster:
-        gcomm = [free_port() for _ in range(3)]
-        nodes = [GaleraNode(i, gcomm).keep_for_suite() for i in (1, 2, 3)]
+        ports = free_ports(12)  # 3 nodes × (gcomm, client, IST, SST): a port picked twice breaks a join
+        gcomm = ports[:3]
+        nodes = [GaleraNode(i, gcomm, ports[3 * i:3 * i + 3]).keep_for_suite() for i in (1, 2, 3)]
         first = nodes[0]
         first.fixtures = True
         first.bootstrap = True

@@ -62,7 +62,7 @@ __all__ = [
     "wait_for", "defer", "TestTimeout", "scaled", "require_tool", "run_clients", "finish_conversation",
     # processes
     "MariaDB", "SqlError", "shared_mariadb", "SocketActivated", "spawn", "spawn_as", "xinetd_style", "run_pipe",
-    "sockmapd_path", "sockmapd_for_others", "others_can_enter", "sockmapd_env", "sanitized", "pid_alive", "stop_pid", "free_port", "closed_port",
+    "sockmapd_path", "sockmapd_for_others", "others_can_enter", "sockmapd_env", "sanitized", "pid_alive", "stop_pid", "free_port", "free_ports", "closed_port",
     "proc_children", "vm_hwm_kb", "postfix_dir", "postmap", "postmap_outcome", "listening_on", "unit_settings",
     "tcp_connections_to",
     # protocol
@@ -563,6 +563,21 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_ports(n):
+    """n distinct TCP ports on 127.0.0.1 that were free a moment ago (held together while picked:
+    free_port() called n times may give one port twice)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def closed_port():
