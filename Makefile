@@ -71,7 +71,7 @@ FUZZ_DEPS  := clang libclang-rt-14-dev
 # binary; building it (GOPATH mode) needs Go and its one driver, nothing else.
 BENCH_DEPS := golang-go golang-github-go-sql-driver-mysql-dev
 
-.PHONY: format format-check all check check-fast unit blackbox deps deps-demo deps-deb deps-fuzz deps-bench demo install uninstall clean fuzz fuzz-run bench bench-systemd deb
+.PHONY: format format-check all check check-fast unit blackbox deps deps-demo deps-deb deps-fuzz deps-bench demo install uninstall clean fuzz fuzz-run bench bench-instructions bench-systemd deb
 
 all: $(BUILD)/sockmapd
 
@@ -265,6 +265,12 @@ bench: deps deps-bench
 # 2 minutes for what a mail through Postfix's smtpd pays after a pause, per
 # installed unit.
 SYSTEMD_BENCH_ROUNDS ?= 3
+# Instructions per lookup (callgrind), with the counters and compiled out:
+# the figure bench/RESULTS.md compares across commits.
+bench-instructions: deps
+	$(MAKE) -j2 $(BUILD)/sockmapd $(BUILD)/nostats/sockmapd
+	/usr/bin/python3 bench/instructions.py --binary $(BUILD)/sockmapd --binary $(BUILD)/nostats/sockmapd
+
 bench-systemd: deps deps-deb
 	@mkdir -p $(BUILD)/bench
 	/usr/bin/python3 bench/systemd_bench.py --rounds $(SYSTEMD_BENCH_ROUNDS) --connections 30 \

@@ -157,6 +157,7 @@ DbLookup::Answer DbLookup::answer(const CompiledMap& m, std::string_view key)
     // The steps that can match: the domain list and the key parts the
     // statement binds leave some out without asking, as Postfix does.
     steps_.clear();
+    bound_ = no_step;
     for (const Candidate& candidate : keys_) {
         if (!domain_allowed(*mc, candidate)) {
             if (log_enabled(LogLevel::Debug))
@@ -166,12 +167,14 @@ DbLookup::Answer DbLookup::answer(const CompiledMap& m, std::string_view key)
             continue;
         }
         if (!bind_values(mc->plan, candidate, values_)) {
+            bound_ = no_step; // values_ may hold part of it
             if (log_enabled(LogLevel::Debug))
                 log_debug("map " + mc->service + ": " + log_escape(candidate) +
                               " lacks the part %u/%d need, not looked up",
                           {{"SOCKMAP_MAP", map}});
             continue;
         }
+        bound_ = steps_.size();
         steps_.push_back(candidate);
     }
     if (steps_.empty())
@@ -204,10 +207,16 @@ DbLookup::Answer DbLookup::search(const CompiledMap& mc, std::string_view key)
     // failure the longer key's answer is unknown, and a shorter one might be
     // wrong.
     const RunOutcome ran = runner_.run(mc, [&](StatementRunner::Execute execute) {
-        for (const Candidate& step : steps_) {
-            if (step.key != key && log_enabled(LogLevel::Debug))
+        for (std::size_t i = 0; i < steps_.size(); ++i) {
+            const Candidate& step = steps_[i];
+            if (log_enabled(LogLevel::Debug) && step.key != key)
                 log_debug("lookup in " + name + " as: " + log_escape(step.key), {{"SOCKMAP_MAP", map}});
-            bind_values(plan, step, values_);
+            // The check above left the last step's values bound: a one-key
+            // lookup binds once (a walk run again after a failover rebinds).
+            if (i != bound_) {
+                bind_values(plan, step, values_);
+                bound_ = i;
+            }
             ResultJoiner joiner(plan);
             budget_.spend();
             stats().executed(map);

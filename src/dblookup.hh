@@ -177,6 +177,9 @@ private:
     KeyCandidates keys_;
     std::vector<Candidate> steps_;
     std::vector<std::string_view> values_;
+    // The step of steps_ whose values values_ holds, or no_step.
+    static constexpr std::size_t no_step = static_cast<std::size_t>(-1);
+    std::size_t bound_ = no_step;
 };
 
 } // namespace sockmapd

@@ -18,11 +18,12 @@
 namespace sockmapd
 {
 
+LogLevel log_threshold = LogLevel::Info;
+
 namespace
 {
 
 struct LogState {
-    LogLevel level = LogLevel::Info;
     LogSink sink = LogSink::Syslog;
     LogFacts facts;
     int file_fd = -1;
@@ -278,7 +279,7 @@ void log_init(const LogFacts& f)
 void log_setup(LogLevel level, const std::string& logfile, const LogFileOwner& owner)
 {
     LogState& s = state();
-    s.level = level;
+    log_threshold = level;
     if (logfile.empty()) {
         close_log_file(s);
         s.sink = default_sink(s.facts);
@@ -315,11 +316,6 @@ void log_tee_stderr(bool on)
 LogSink log_sink()
 {
     return state().sink;
-}
-
-bool log_enabled(LogLevel level)
-{
-    return static_cast<int>(level) <= static_cast<int>(state().level);
 }
 
 void log_msg(LogLevel level, std::string_view msg, std::initializer_list<LogField> fields)

@@ -79,7 +79,13 @@ void log_setup_terminal(LogLevel level);
 void log_tee_stderr(bool on);
 LogSink log_sink();
 
-bool log_enabled(LogLevel level);
+// The level set with log_setup(); read inline, as the request path asks
+// before every message it might build.
+extern LogLevel log_threshold;
+inline bool log_enabled(LogLevel level)
+{
+    return static_cast<int>(level) <= static_cast<int>(log_threshold);
+}
 void log_msg(LogLevel level, std::string_view msg, std::initializer_list<LogField> fields = {});
 
 inline void log_error(std::string_view m, std::initializer_list<LogField> f = {})

@@ -51,7 +51,7 @@ Labels labels_of(std::string_view domain)
 
 std::optional<Address> split_address(std::string_view key)
 {
-    const auto at = key.rfind('@');
+    const auto at = last_at(key);
     if (at == std::string_view::npos)
         return std::nullopt;
     return Address{key.substr(0, at), key.substr(at + 1)};
@@ -61,7 +61,7 @@ std::optional<std::string> strip_extension(std::string_view key, std::string_vie
 {
     if (delimiters.empty())
         return std::nullopt;
-    const auto at = key.rfind('@');
+    const auto at = last_at(key);
     const std::string_view local = key.substr(0, at);
     const std::string_view rest = at == std::string_view::npos ? std::string_view() : key.substr(at);
     // Postfix's split_addr() leaves these alone, whatever the delimiter.
@@ -97,10 +97,10 @@ void KeyCandidates::assign(const MapConfig& map, std::string_view key)
             bare = reduced_;
         }
     keys_.reserve(map.search == SearchOrder::Exact ? 2 : 8);
-    const auto at = key.rfind('@');
+    const auto at = last_at(key);
     add(key, at);
     // A host name or address is not an address with an extension.
-    if (map.search != SearchOrder::Access || at != std::string_view::npos)
+    if (!bare.empty() && (map.search != SearchOrder::Access || at != std::string_view::npos))
         add(bare);
     switch (map.search) {
     case SearchOrder::Exact:
@@ -120,7 +120,7 @@ void KeyCandidates::assign(const MapConfig& map, std::string_view key)
         // check_mail_access); never a lone "@".
         if (at > 0)
             add(key.substr(0, at + 1), at);
-        if (const auto bare_at = bare.rfind('@'); bare_at != std::string_view::npos && bare_at > 0)
+        if (const auto bare_at = last_at(bare); bare_at != std::string_view::npos && bare_at > 0)
             add(bare.substr(0, bare_at + 1), bare_at);
         break;
     case SearchOrder::Transport:

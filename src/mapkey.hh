@@ -16,6 +16,7 @@
 #include "mapconfig.hh"
 #include "util.hh" // ascii_lower
 
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -32,9 +33,17 @@ struct Address {
 // Splits at the last '@'; nullopt for a key without one.  Either part may be empty.
 std::optional<Address> split_address(std::string_view key);
 
+// Where the last '@' of k is, or npos (memrchr: a lookup asks for every
+// key's, and the library's search is word-wise).
+inline std::size_t last_at(std::string_view k)
+{
+    const void* p = k.empty() ? nullptr : memrchr(k.data(), '@', k.size());
+    return p ? static_cast<std::size_t>(static_cast<const char*>(p) - k.data()) : std::string_view::npos;
+}
+
 // One key to try, split at its last '@' once.
 struct Candidate {
-    Candidate(std::string_view k) : key(k), at(k.rfind('@')) {}
+    Candidate(std::string_view k) : key(k), at(last_at(k)) {}
     Candidate(const std::string& k) : Candidate(std::string_view(k)) {}
     Candidate(const char* k) : Candidate(std::string_view(k)) {}
     Candidate(std::string_view k, std::size_t last_at) : key(k), at(last_at) {}
@@ -99,7 +108,7 @@ public:
 private:
     // `at`: where k's last '@' is, when the caller knows it.
     void add(std::string_view k, std::size_t at);
-    void add(std::string_view k) { add(k, k.rfind('@')); }
+    void add(std::string_view k) { add(k, last_at(k)); }
     void add_domain_walk(std::string_view key, std::size_t from, bool parent_style);
     void add_network_walk(std::string_view addr, char delimiter);
 

@@ -213,9 +213,10 @@ public:
     SessionStats run();
 
 private:
-    bool handle_input(std::string_view data); // false: end the session
-    bool between_requests();                  // false: end the session
-    void answer(std::string_view payload);
+    bool handle_input(std::string_view data);     // false: end the session
+    bool between_requests(Clock::time_point now); // false: end the session
+    // The reply appended to out_; returns when it was ready.
+    Clock::time_point answer(std::string_view payload);
     // A PERM reply saying why, then the end of the session.
     void end_on_framing_error(NetstringError e);
     bool flush();
@@ -258,7 +259,7 @@ bool Session::flush()
     return ok;
 }
 
-void Session::answer(std::string_view payload)
+Clock::time_point Session::answer(std::string_view payload)
 {
     ++stats_.requests;
     const auto req = split_request(payload);
@@ -275,12 +276,14 @@ void Session::answer(std::string_view payload)
         log_warning("unknown map \"" + log_escape(req->map) + "\": answered PERM, which Sendmail reads as not found");
     }
     const Reply reply = reply_for(result);
+    const auto answered = Clock::now();
+    const StatResult status = stat_result(reply.status);
     // A map no config names counts as "other", whatever the client sent.
-    stats().lookup(req && result.outcome != Outcome::NoSuchMap ? req->map : std::string_view(),
-                   stat_result(reply.status), Clock::now() - asked);
-    if (reply.status == "OK")
+    stats().lookup(req && result.outcome != Outcome::NoSuchMap ? req->map : std::string_view(), status,
+                   answered - asked);
+    if (status == StatResult::Ok)
         ++stats_.hits;
-    else if (reply.status == "NOTFOUND")
+    else if (status == StatResult::NotFound)
         ++stats_.misses;
     else
         ++stats_.errors;
@@ -291,6 +294,7 @@ void Session::answer(std::string_view payload)
                   {{"SOCKMAP_MAP", map}, {"SOCKMAP_STATUS", reply.status}});
     }
     netstring_append(out_, reply.payload);
+    return answered;
 }
 
 void Session::end_on_framing_error(NetstringError e)
@@ -306,9 +310,8 @@ void Session::end_on_framing_error(NetstringError e)
 // for a client that went away: the replies so far go out every
 // batch_check_interval (a TCP peer that closed answers them with a reset)
 // and the peer is looked at then.
-bool Session::between_requests()
+bool Session::between_requests(Clock::time_point now)
 {
-    const auto now = Clock::now();
     if (now >= end_of_life_) {
         flush();
         stats_.end = EndReason::MaxSession;
@@ -334,13 +337,14 @@ bool Session::handle_input(std::string_view data)
             if (decoder_.mid_frame() && frame_deadline_ == Clock::time_point::max())
                 frame_deadline_ = Clock::now() + stall_;
             return true;
-        case NetstringDecoder::Status::Frame:
-            answer(decoder_.payload());
-            idle_deadline_ = Clock::now() + limits_.idle_timeout;
+        case NetstringDecoder::Status::Frame: {
+            const auto answered = answer(decoder_.payload());
+            idle_deadline_ = answered + limits_.idle_timeout;
             frame_deadline_ = Clock::time_point::max();
-            if (!between_requests())
+            if (!between_requests(answered))
                 return false;
             break;
+        }
         case NetstringDecoder::Status::Error:
             end_on_framing_error(decoder_.error());
             return false;

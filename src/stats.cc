@@ -150,12 +150,6 @@ StatResult stat_result(std::string_view status)
     return StatResult::Perm;
 }
 
-Stats& stats()
-{
-    static Stats s;
-    return s;
-}
-
 void Stats::open(const std::string& dir)
 {
     close();
@@ -182,7 +176,7 @@ void Stats::open_private()
 
 void Stats::close()
 {
-    maps_.clear();
+    forget_maps();
     hosts_.clear();
     r_ = nullptr;
     shm_.reset();
@@ -190,7 +184,7 @@ void Stats::close()
 
 void Stats::configure(const std::vector<std::string>& maps, const std::vector<std::string>& hosts)
 {
-    maps_.clear();
+    forget_maps();
     if (!r_)
         return;
     for (const auto& m : maps)

@@ -125,7 +125,7 @@ public:
     // The names that get slots; the others count as "other".
     void configure(const std::vector<std::string>& maps, const std::vector<std::string>& hosts);
 
-    void lookup(std::string_view map, StatResult result, Clock::duration took)
+    [[gnu::always_inline]] void lookup(std::string_view map, StatResult result, Clock::duration took)
     {
 #ifndef SOCKMAPD_NO_STATS
         if (!r_)
@@ -232,10 +232,25 @@ private:
         (void)map, (void)c;
 #endif
     }
-    MapCounters* find_map(std::string_view name) const
+    // A lookup asks for its map's counters two or three times (each
+    // execution, a cache hit, the answer): the last map found is kept, so
+    // that only the first asks the table by name.
+    [[gnu::always_inline]] MapCounters* find_map(std::string_view name) const
     {
+        if (last_map_ && name == last_map_name_)
+            return last_map_;
         const auto it = maps_.find(name);
-        return it == maps_.end() ? nullptr : it->second;
+        if (it == maps_.end())
+            return nullptr;
+        last_map_name_ = it->first;
+        last_map_ = it->second;
+        return last_map_;
+    }
+    void forget_maps()
+    {
+        maps_.clear();
+        last_map_ = nullptr;
+        last_map_name_ = {};
     }
     MapCounters* claim_map(std::string_view name);
     HostCounters* claim_host(std::string_view name);
@@ -243,11 +258,17 @@ private:
     SharedRegion shm_;
     StatsRegion* r_ = nullptr;
     std::map<std::string, MapCounters*, std::less<>> maps_;
+    mutable std::string_view last_map_name_; // a key of maps_
+    mutable MapCounters* last_map_ = nullptr;
     std::map<std::string, HostCounters*, std::less<>> hosts_;
 };
 
-// The process's counters.
-Stats& stats();
+// The process's counters (inline: a lookup asks for them a few times).
+inline Stats& stats()
+{
+    static Stats s;
+    return s;
+}
 
 // The region's file for a report: $RUNTIME_DIRECTORY's, else
 // /run/sockmapd's, else /tmp/sockmapd-<uid>'s.

@@ -79,7 +79,8 @@ BOOST_AUTO_TEST_CASE(a_reload_that_changes_maps_keeps_every_sum)
     s.open_private();
     s.configure({"a", "b"}, {});
     s.lookup("b", StatResult::NotFound, 1ms);
-    s.configure({"c", "b"}, {}); // "a" dropped, "c" new, "b" in another place
+    s.lookup("a", StatResult::NotFound, 1ms); // the last map found is "a"
+    s.configure({"c", "b"}, {});              // "a" dropped, "c" new, "b" in another place
     s.lookup("b", StatResult::NotFound, 1ms);
     s.lookup("c", StatResult::Ok, 1ms);
     s.lookup("a", StatResult::Ok, 1ms); // no longer configured: other
