@@ -9,6 +9,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <arpa/inet.h>
+#include <atomic>
 #include <fcntl.h>
 #include <functional>
 #include <map>
@@ -466,13 +467,18 @@ BOOST_AUTO_TEST_CASE(the_lookup_hears_when_the_client_has_caught_up)
 {
     struct Hearing : TableLookup {
         void session_started() override { events += 'S'; }
-        void batch_over() override { events += 'B'; }
+        void batch_over() override
+        {
+            events += 'B';
+            ++batches_over;
+        }
         LookupResult lookup(std::string_view map, std::string_view key) override
         {
             events += 'L';
             return TableLookup::lookup(map, key);
         }
-        std::string events;
+        std::string events;               // read once the session has ended
+        std::atomic<int> batches_over{0}; // read while it runs
     };
     Hearing pipelined;
     std::string batch;
@@ -492,7 +498,11 @@ BOOST_AUTO_TEST_CASE(the_lookup_hears_when_the_client_has_caught_up)
     BOOST_REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
     std::thread server([&] { run_session(sv[1], sv[1], waiting, {}); });
     for (int i = 0; i < 3; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20)); // the session is back at its read
+        // The session is back at its read once it has said the batch is over
+        // (a fixed pause was not always enough on a busy machine).
+        for (int w = 0; w < 10000 && waiting.batches_over.load() < i + 1; ++w)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        BOOST_REQUIRE(waiting.batches_over.load() == i + 1);
         const std::string req = ns("m a@x");
         BOOST_REQUIRE(write(sv[0], req.data(), req.size()) == static_cast<ssize_t>(req.size()));
         char buf[64];
