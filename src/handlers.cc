@@ -247,6 +247,44 @@ void HandlerTable::retire(pid_t pid)
         it->second.ctl.reset();
 }
 
+namespace
+{
+
+// Closes every descriptor in `fds`, a run of consecutive numbers with one
+// close_range() call.
+void close_all(std::vector<int>& fds)
+{
+    std::sort(fds.begin(), fds.end());
+    for (std::size_t i = 0; i < fds.size();) {
+        std::size_t j = i;
+        while (j + 1 < fds.size() && fds[j + 1] == fds[j] + 1)
+            ++j;
+        if (close_range(static_cast<unsigned>(fds[i]), static_cast<unsigned>(fds[j]), 0) != 0)
+            for (std::size_t k = i; k <= j; ++k)
+                close(fds[k]);
+        i = j + 1;
+    }
+}
+
+} // namespace
+
+void HandlerTable::clear()
+{
+    std::vector<int> fds;
+    fds.reserve(2 * handlers_.size());
+    for (const auto& [pid, h] : handlers_)
+        for (const Fd* fd : {&h.ctl, &h.conn})
+            if (*fd)
+                fds.push_back(fd->get());
+    close_all(fds);
+    // The entries are the parent's memory, shared with it until written:
+    // destroying them would copy every page they lie on (each copy a TLB
+    // flush on the other CPU) and close each number again.  They are left
+    // as they are; a handler ends with _exit().
+    static_cast<void>(new std::map<pid_t, Handler>(std::move(handlers_)));
+    handlers_.clear();
+}
+
 void HandlerTable::retire_all()
 {
     for (auto& [pid, h] : handlers_)

@@ -144,8 +144,9 @@ public:
     std::optional<Clock::time_point> next_expiry() const;
     // The process is gone: its descriptors are closed.
     void erase(pid_t pid) { handlers_.erase(pid); }
-    // In a handler just forked: the parent's descriptors closed, the table empty.
-    void clear() { handlers_.clear(); }
+    // Only in a handler just forked: the parent's descriptors closed (a run
+    // of numbers at a time), the table empty, its entries not written to.
+    void clear();
     // A connection given to `pid` that it never took (`received` of its
     // Receipts slot is short): the parent's copy, taken out of the table,
     // to give to another handler.  Closed Fd otherwise.
