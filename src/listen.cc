@@ -30,6 +30,9 @@ namespace
 
 volatile sig_atomic_t stop_signal = 0;
 volatile sig_atomic_t reload_signal = 0;
+// A handler exited: wait4() over every child only then (with a thousand
+// handlers, each call walks them all).
+volatile sig_atomic_t child_signal = 0;
 
 extern "C" void on_stop(int sig)
 {
@@ -39,7 +42,10 @@ extern "C" void on_reload(int sig)
 {
     reload_signal = sig;
 }
-extern "C" void on_child(int) {}
+extern "C" void on_child(int)
+{
+    child_signal = 1;
+}
 
 const int handled_signals[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD};
 
@@ -256,7 +262,10 @@ int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function
     while (stop_signal == 0) {
         if (reload_signal != 0)
             reload_config(lp, cfg, reload);
-        lp.pool.reap();
+        if (child_signal != 0) {
+            child_signal = 0;
+            lp.pool.reap();
+        }
         const auto expiry = lp.pool.retire_expired(Clock::now());
         const auto status_due = notify_status(lp);
         const bool full = !lp.pool.can_take();
