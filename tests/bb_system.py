@@ -801,8 +801,13 @@ def xinetd_with_the_shipped_file():
     entries = [json.loads(l) for l in r.out.splitlines() if l.strip()]
     summaries = [e for e in entries if e.get("MESSAGE", "").startswith("session end")]
     ok(len(summaries) >= 2, "summaries through syslog: %r" % [e.get("MESSAGE") for e in entries])
-    eq({(e.get("_TRANSPORT"), e.get("SYSLOG_FACILITY"), e.get("_SYSTEMD_UNIT"), e.get("_COMM")) for e in summaries},
-       {("syslog", "2", "xinetd.service", "sockmapd")}, "where the handlers log")
+    where = {(e.get("_TRANSPORT"), e.get("SYSLOG_FACILITY"), e.get("_SYSTEMD_UNIT"), e.get("_COMM")) for e in summaries}
+    # journald reads a sender's unit and name from /proc when it reads the line: a handler that has
+    # exited by then leaves them out (seen once in CI).  Every line came through syslog as mail, and
+    # those that name a sender name xinetd's handler.
+    eq({w[:2] for w in where}, {("syslog", "2")}, "how the handlers log")
+    eq({w for w in where if w[2:] != (None, None)}, {("syslog", "2", "xinetd.service", "sockmapd")},
+       "where the handlers log")
     contains(readme.prose("doc/modes-and-units.md"), "else to syslog (facility `mail`; in the journal under "
              "`xinetd.service`", "the guide says so")
     eq(units_left(c), [], "no socket-activated handlers")
