@@ -6,13 +6,16 @@ concurrent clients against a real mariadbd; Postfix's own client (`postmap
 -q`, one key and many keys on one connection); the shipped xinetd file under
 the real xinetd; the systemd units (verify, security score <= 2.0); `make
 install`/`uninstall` with DESTDIR and PREFIX; the man pages and the example
-config; and, last, the Debian package built in a temporary copy of the tree
+config; 200 clients x 200 lookups under socket activation (marker load);
+and, last, the Debian package built in a temporary copy of the tree
 and checked with lintian.  Everything listens on 127.0.0.1/::1 only.
 """
 
+import asyncio
 import os
 import pwd
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -738,6 +741,141 @@ def man_pages_render_and_cover_everything():
     for k in keys:
         ok(re.search(r"^\.(?:B|BR|TP|RB)\b[^\n]*\b%s\b" % re.escape(k), conf, re.M),
            "sockmapd.json(5) documents " + k)
+
+
+# ---------------------------------------------------------------- load: 200 connections x 200 lookups (marker load)
+#
+# 200 concurrent connections x 200 lookups through socket activation, real mariadbd.
+#
+# systemd-socket-activate -a starts one sockmapd per connection (as systemd's
+# Accept=yes would); the MariaDB server's max_connections is raised to 400.
+# The client is one asyncio loop (no GIL hand-offs between 200 threads to
+# inflate the latencies), one request in flight per connection.  Every reply
+# is checked against the fixtures: zero errors, zero TEMP.  Prints throughput
+# and latency percentiles; bounded by a hard time cap.
+
+
+LOAD_CONNECTIONS = int(os.environ.get("LOAD_CONNECTIONS", "200"))
+LOAD_LOOKUPS = int(os.environ.get("LOAD_LOOKUPS", "200"))
+LOAD_TIME_CAP = 60.0  # seconds for the whole run, hard
+
+# Maps of one schema (one database connection per handler).
+LOAD_TABLE = [(("%s %s" % (m, k)).encode(), fixture_reply(m, k)) for m, k in (
+    ("recipient", "postmaster@example.org"),
+    ("recipient", "team@example.org"),
+    ("recipient", "nobody@example.org"),
+    ("exists", "alice@example.org"),
+    ("exists", "BOB.SMITH@example.org"),
+    ("exists", "mallory@example.org"),
+    ("sender", "spammer@bad.example"),
+    ("sender", "friend@good.example"),
+    ("transport", "example.org"),
+    ("transport", "unknown.example"),
+    ("awkward", "it's"),
+    ("awkward", "x' OR '1'='1"),
+)]
+
+_load_db = {}
+
+
+def load_server():
+    if "db" not in _load_db:
+        _load_db["db"] = MariaDB(fixtures=True, max_connections=LOAD_CONNECTIONS * 2, name="load",
+                                     extra_args=["--thread-cache-size=%d" % LOAD_CONNECTIONS]).keep_for_suite().start()
+    return _load_db["db"]
+
+
+async def load_client(i, address, gate, latencies, errors, counts):
+    """One connection: LOOKUPS requests, one at a time, each reply checked."""
+    try:
+        reader, writer = await asyncio.open_connection(*address)
+    except OSError as e:
+        errors.append("connection %d: connect: %s" % (i, e))
+        return
+    try:
+        await gate.wait()
+        for j in range(LOAD_LOOKUPS):
+            body, want = LOAD_TABLE[(i + j) % len(LOAD_TABLE)]
+            t0 = time.perf_counter()
+            writer.write(encode(body))
+            head = await reader.readuntil(b":")
+            n = int(head[:-1])
+            frame = await reader.readexactly(n + 1)
+            latencies.append(time.perf_counter() - t0)
+            reply = frame[:-1]
+            if frame[-1:] != b"," or reply != want:
+                word = status_word(reply)
+                counts[word] = counts.get(word, 0) + 1
+                errors.append("connection %d lookup %d %r: %r" % (i, j, body, frame))
+                if len(errors) > 50:
+                    return
+        writer.write_eof()
+        rest = await reader.read()
+        if rest:
+            errors.append("connection %d: bytes after EOF: %r" % (i, rest[:60]))
+    except Exception as e:
+        errors.append("connection %d: %s: %s" % (i, type(e).__name__, e))
+    finally:
+        writer.close()
+
+
+async def run_load(sa, cap):
+    """All connections open (a handler each), then all lookups at once; (seconds, latencies, errors, counts, handlers)."""
+    latencies, errors, counts = [], [], {}
+    gate = asyncio.Event()
+    tasks = [asyncio.ensure_future(load_client(i, sa.address, gate, latencies, errors, counts)) for i in range(LOAD_CONNECTIONS)]
+    deadline = time.monotonic() + scaled(30)
+    handlers = []
+    while time.monotonic() < deadline:
+        handlers = sa.children()
+        if len(handlers) >= LOAD_CONNECTIONS:
+            break
+        await asyncio.sleep(0.2)
+    eq(len(handlers), LOAD_CONNECTIONS, "handlers running before the lookups start")
+    started = time.monotonic()
+    gate.set()
+    done, pending = await asyncio.wait(tasks, timeout=cap)
+    elapsed = time.monotonic() - started
+    for t in pending:
+        t.cancel()
+    if pending:
+        errors.append("%d connections unfinished at the %gs time cap" % (len(pending), cap))
+        await asyncio.wait(pending, timeout=5)
+    return elapsed, latencies, errors, counts, handlers
+
+
+@pytest.mark.slow
+@pytest.mark.load
+@test(timeout=150)
+def load_200_connections_x_200_lookups():
+    db = load_server()
+    cfg = temp_config(base_config(db, sysconfig={"loglevel": "info", "idle_timeout": 60, "max_session": 300},
+                                  database={"connect_timeout": 5, "read_timeout": 10, "write_timeout": 10}))
+    sa = SocketActivated(["-c", cfg])
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    elapsed, latencies, errors, counts, handlers = asyncio.run(run_load(sa, scaled(LOAD_TIME_CAP)))
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    client_cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    total = len(latencies)
+    used = sql_rows(db, "SHOW GLOBAL STATUS LIKE 'Max_used_connections';")[0]["Value"]
+    if total:
+        print("    %d connections x %d lookups: %d replies in %.2fs = %.0f lookups/s; "
+              "latency p50 %.2f ms, p99 %.2f ms, max %.2f ms; %d handlers, Max_used_connections %s; "
+              "the Python client used %.1fs CPU of %.1fs x 2 cores"
+              % (LOAD_CONNECTIONS, LOAD_LOOKUPS, total, elapsed, total / elapsed, percentile(latencies, 50) * 1000,
+                 percentile(latencies, 99) * 1000, max(latencies) * 1000, len(handlers), used, client_cpu, elapsed),
+              flush=True)
+    eq(errors[:20], [], "errors (%d in all; by status %r)" % (len(errors), counts))
+    eq(counts.get(b"TEMP", 0), 0, "TEMP replies")
+    eq(total, LOAD_CONNECTIONS * LOAD_LOOKUPS, "replies")
+    ok(elapsed < scaled(LOAD_TIME_CAP), "took %.1fs" % elapsed)
+    ok(int(used) >= LOAD_CONNECTIONS // 2, "only %s database connections at once: the load was not concurrent" % used)
+    wait_for(lambda: not sa.children(), timeout=30, msg="every handler exited")
+    log = read_log(cfg)
+    eq(log.count("session end (client closed): %d requests, " % LOAD_LOOKUPS), LOAD_CONNECTIONS,
+       "sessions logged as ended cleanly with %d requests" % LOAD_LOOKUPS)
+    eq(log.count(" 0 errors, "), LOAD_CONNECTIONS, "sessions without errors")
+    not_contains(log, "TEMP")
 
 
 # ---------------------------------------------------------------- Debian package
