@@ -295,18 +295,6 @@ def statement_error_is_temp_and_logged():
     contains(log, "nosuchtable' doesn't exist")
 
 
-@test
-def keys_only_logged_at_debug():
-    db = shared_db()
-    cfg = base_config(db, sysconfig={"loglevel": "info"})
-    rc, out, _ = run_pipe(temp_config(cfg), encode("recipient secret-key-4711@example.org"))
-    eq(decode_stream(out), [b"NOTFOUND "])
-    not_contains(read_log(cfg), "secret-key-4711")
-    cfg = base_config(db, sysconfig={"loglevel": "debug"})
-    run_pipe(temp_config(cfg), encode("recipient secret-key-4711@example.org"))
-    contains(read_log(cfg), "secret-key-4711")
-
-
 # ---------------------------------------------------------------- configs and command line
 
 @test
