@@ -483,6 +483,5 @@ def keys_logged_only_at_debug():
     not_contains(log, KEY_MARK, "log at info with the database down")
 
 
-
 if __name__ == "__main__":
     main()

@@ -555,6 +555,5 @@ def memcheck_broken_config_session():
     chk.verdict(rc)
 
 
-
 if __name__ == "__main__":
     main()
