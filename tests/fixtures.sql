@@ -186,7 +186,7 @@ INSERT INTO things (name, val) VALUES
   ('ping', 'pong'),
   ('alpha', 'beta');
 
--- ---- query templates, key handling, result formats (tests/bb_features.py) ----
+-- ---- query templates, key handling, result formats (tests/bb_mariadb.py, marker features) ----
 USE mail;
 
 -- Virtual aliases for lowercase / strip_extension "+" / domain ["example.org"]:
@@ -247,7 +247,7 @@ INSERT INTO hostile (address, local_part, domain, label) VALUES
   ('it''s@ex''ample.org', 'it''s', 'ex''ample.org', 'quote-in-domain');
 
 -- A domain-wide blacklist: '@domain' rows block a whole domain for the query
--- map of bb_features, 'domain' rows for the README's map with "search":
+-- map of bb_mariadb's features cases, 'domain' rows for the README's map with "search":
 -- "access"; address rows one sender; the address row wins over its domain's.
 --   anyone@spam.example -> OK REJECT domain blacklisted
 --   good@spam.example   -> OK OK
