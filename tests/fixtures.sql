@@ -263,7 +263,7 @@ INSERT INTO blacklist (pattern, action, reason) VALUES
   ('good@spam.example', 'OK', NULL),
   ('bad@example.net', 'REJECT', 'sender blacklisted');
 
--- ---- search orders: Postfix's table search done by sockmapd (tests/bb_search.py) ----
+-- ---- search orders: Postfix's table search done by sockmapd (tests/bb_mariadb.py, marker search) ----
 USE mail;
 
 -- An access(5) table: addresses, domains (bare and ".domain"), "user@",
