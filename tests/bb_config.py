@@ -17,12 +17,14 @@ Run: SOCKMAPD=build/sockmapd tests/bb_config.py [test-name-or-glob ...]
 import json
 import os
 import socket
+import subprocess
 import sys
 
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F401,F403
+from allowlist import allow_config  # noqa: E402
 
 EX_CONFIG, EX_SOFTWARE = 78, 70
 
@@ -211,6 +213,24 @@ def unknown_key_names_the_nearest_known_one():
         'sockmapd: %s: postmaps[2].vaule: unknown key (did you mean "value"?); map "sender"' % path,
         'sockmapd: %s: database.conect_timeout: unknown key (did you mean "connect_timeout"?)' % path,
         "sockmapd: %s: sysconfig.favourite_colour: unknown key" % path]))
+
+
+# ---------------------------------------------------------------- sysconfig.allow's entries (marker allow)
+
+@pytest.mark.allow
+@test
+def malformed_entries_exit_78_naming_the_key():
+    cfg = allow_config(["127.0.0.1/32", "mta.example.org", "10.1.2.3/8"])
+    r = subprocess.run([sockmapd_path(), "-c", cfg, "--check-config", "--offline"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, env=sockmapd_env(), timeout=scaled(10))
+    err = r.stderr.decode()
+    eq(r.returncode, 78, err)
+    contains(err, "sysconfig.allow[1]: \"mta.example.org\": host names are not looked up")
+    contains(err, "sysconfig.allow[2]: \"10.1.2.3/8\" has bits set past the /8 prefix")
+    # A handler with that config answers TEMP (it cannot know whom to refuse) and exits 78.
+    rc, out, _ = run_pipe(cfg, encode(b"recipient a@b"))
+    eq(rc, 78)
+    startswith(decode_stream(out)[0], b"TEMP ")
 
 
 # ---------------------------------------------------------------- secrets (marker secrets)

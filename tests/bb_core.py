@@ -25,6 +25,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from harness import *  # noqa: E402,F401,F403
+from allowlist import REFUSED, allow_config  # noqa: E402
 
 EX_USAGE, EX_TEMPFAIL, EX_CONFIG = 64, 75, 78
 STATUS_WORDS = (b"OK ", b"NOTFOUND ", b"PERM ", b"TEMP ", b"TIMEOUT ")
@@ -47,7 +48,6 @@ def shared_config():
 
 def status(payload):
     return payload.split(b" ", 1)[0]
-
 
 
 def read_until_exit(p, timeout):
@@ -947,6 +947,18 @@ def figures():
     for line in HOSTILE_FIGURES:
         print("    " + line)
     ok(len(HOSTILE_FIGURES) >= 3, "only %d peak RSS figures were recorded" % len(HOSTILE_FIGURES))
+
+
+# ---------------------------------------------------------------- sysconfig.allow and a pipe (marker allow)
+# A pipe has no peer: the list never refuses it.
+
+@pytest.mark.allow
+@test
+def pipe_is_never_refused():
+    cfg = allow_config(["192.0.2.25"])
+    rc, out, err = run_pipe(cfg, encode(b"nosuch key"))
+    eq((rc, decode_stream(out)), (0, [b"PERM unknown map"]))
+    not_contains(read_log(cfg), REFUSED)
 
 
 if __name__ == "__main__":

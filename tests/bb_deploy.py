@@ -7,12 +7,14 @@ concurrent clients against a real mariadbd; Postfix's own client (`postmap
 the real xinetd; the systemd units (verify, security score <= 2.0); `make
 install`/`uninstall` with DESTDIR and PREFIX; the man pages and the example
 config; 200 clients x 200 lookups under socket activation (marker load);
-the security review's findings, as root (marker security);
+the security review's findings, as root (marker security); sysconfig.allow
+in the handler and in --listen (marker allow);
 and, last, the Debian package built in a temporary copy of the tree
 and checked with lintian.  Everything listens on 127.0.0.1/::1 only.
 """
 
 import asyncio
+import json
 import os
 import pwd
 import re
@@ -29,7 +31,9 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import harness  # noqa: E402
 from harness import *  # noqa: E402,F403
+from allowlist import REFUSED, allow_config, check_modes, fresh, refusals_logged_once, refused, served  # noqa: E402
 import debpkg  # noqa: E402
 
 UNITS = os.path.join(REPO, "units")
@@ -743,6 +747,173 @@ def man_pages_render_and_cover_everything():
     for k in keys:
         ok(re.search(r"^\.(?:B|BR|TP|RB)\b[^\n]*\b%s\b" % re.escape(k), conf, re.M),
            "sockmapd.json(5) documents " + k)
+
+
+# ---------------------------------------------------------------- sysconfig.allow (marker allow)
+# sysconfig.allow in the handler (fd 3, --inetd, a unix socket) and in the --listen
+# accept loop: a client from a source address not on the list gets no reply and a
+# closed connection, one warning however often it tries, no database work; a
+# socket on a non-loopback address without a list is warned about.
+
+def activated(**kw):
+    def make(cfg):
+        return SocketActivated(["-c", cfg] + (["--inetd"] if kw.get("inetd") else []), **kw).address
+    return make
+
+
+@pytest.mark.allow
+@test(timeout=90)
+def fd3_ipv4():
+    check_modes(activated(), ["127.0.0.1/32"], "127.0.0.1", "127.0.0.2", "127.0.0.2")
+
+
+@pytest.mark.allow
+@test(timeout=90)
+def inetd_ipv4():
+    check_modes(activated(inetd=True), ["127.0.0.1/32"], "127.0.0.1", "127.0.0.2", "127.0.0.2")
+
+
+@pytest.mark.allow
+@test(timeout=90)
+def fd3_ipv6():
+    # ::1 is the only IPv6 loopback address: the list decides for it.
+    fresh()
+    cfg = allow_config(["127.0.0.1/32"])
+    with SocketActivated(["-c", cfg], host="::1") as sa:
+        for _ in range(3):
+            refused("::1", sa.address)
+    refusals_logged_once(cfg, "::1", times=3)
+    fresh()
+    cfg = allow_config(["::1/128"])
+    with SocketActivated(["-c", cfg], host="::1") as sa:
+        served("::1", sa.address)
+    not_contains(read_log(cfg), REFUSED)
+
+
+@pytest.mark.allow
+@test(timeout=90)
+def inetd_unix_socket():
+    fresh()
+    path = os.path.join(tmpdir("sock"), "s")
+    cfg = allow_config(["127.0.0.1/32", "::1"])
+    with SocketActivated(["-c", cfg, "--inetd"], inetd=True, unix=path) as sa:
+        for _ in range(3):
+            refused(None, sa.address)
+    refusals_logged_once(cfg, "unix", times=3)
+    cfg = allow_config(["127.0.0.1/32", "unix"])
+    path = os.path.join(tmpdir("sock"), "s")
+    with SocketActivated(["-c", cfg, "--inetd"], inetd=True, unix=path) as sa:
+        served(None, sa.address)
+
+
+@pytest.mark.allow
+@test
+def without_a_list_nobody_is_refused():
+    cfg = allow_config(None)
+    with SocketActivated(["-c", cfg]) as sa:
+        served("127.0.0.2", sa.address)
+    log = read_log(cfg)
+    not_contains(log, REFUSED)
+    not_contains(log, "not a loopback address", "a connection on 127.0.0.1 is not open to other hosts")
+
+
+def on_routable_address(cfg):
+    """Three connections to a handler on 192.0.2.1:2224, an address on the loopback of a network
+    namespace of the test's own: a socket there is one other hosts could reach."""
+    rc, lines = in_network_namespace("ip addr add 192.0.2.1/32 dev lo", "192.0.2.1:2224", ["192.0.2.1"] * 3,
+                                     ["-c", cfg])
+    eq((rc, lines), (0, ["192.0.2.1 16:PERM unknown map,"] * 3))
+    return read_log(cfg)
+
+
+@pytest.mark.allow
+@pytest.mark.root
+@test(timeout=60)
+def handler_on_a_routable_address_warns_without_a_list():
+    fresh()
+    log = on_routable_address(allow_config(None))
+    warnings = [l for l in log.splitlines() if "not a loopback address" in l]
+    eq(len(warnings), 1, "one warning for three handlers (once a minute): " + log[-2000:])
+    contains(warnings[0], "warning: a connection came in on 192.0.2.1:2224, not a loopback address, and "
+                          "sysconfig.allow is not set: every host that reaches it may query every map")
+    fresh()
+    log = on_routable_address(allow_config(["192.0.2.1"]))
+    not_contains(log, "not a loopback address", "no warning with an allow-list")
+    not_contains(log, REFUSED)
+
+
+def listening(cfg, where, port):
+    p = spawn(cfg, ["--listen", where], stdin=subprocess.DEVNULL)
+    wait_for(lambda: harness._tcp_listening(port, p.pid) or p.poll() is not None, timeout=scaled(10),
+             msg="sockmapd --listen %s" % where)
+    ok(p.poll() is None, "sockmapd --listen %s exited: %s" % (where, read_log(cfg)[-1500:]))
+    return p
+
+
+@pytest.mark.allow
+@test(timeout=90)
+def listen_ipv4():
+    port = free_port()
+    check_modes(lambda cfg: (listening(cfg, "127.0.0.1:%d" % port, port), ("127.0.0.1", port))[1],
+                ["127.0.0.1/32"], "127.0.0.1", "127.0.0.2", "127.0.0.2")
+
+
+@pytest.mark.allow
+@test(timeout=90)
+def listen_dual_stack_maps_ipv4_clients():
+    # "::" alone takes IPv4 too: an IPv4 client is ::ffff:127.0.0.x to the socket.
+    fresh()
+    port = free_port()
+    cfg = allow_config(["127.0.0.1/32"])
+    listening(cfg, "[::]:%d" % port, port)
+    for _ in range(3):
+        refused("127.0.0.2", ("127.0.0.1", port))
+    refused("::1", ("::1", port))
+    served("127.0.0.1", ("127.0.0.1", port))
+    log = read_log(cfg)
+    lines = [l for l in log.splitlines() if REFUSED in l]
+    eq(len(lines), 2, "one warning per address: " + log[-2000:])
+    contains(lines[0], "refused a connection from 127.0.0.2: ", "logged as IPv4")
+    contains(lines[1], "refused a connection from ::1: ")
+    not_contains(log, "not a loopback address", "no warning with an allow-list")
+
+
+@pytest.mark.allow
+@test(timeout=60)
+def listen_open_without_a_list_warns():
+    port = free_port()
+    cfg = allow_config(None)
+    p = listening(cfg, "0.0.0.0:%d" % port, port)
+    wait_for(lambda: "listening on 0.0.0.0:%d, not a loopback address" % port in read_log(cfg), timeout=10,
+             msg="the warning: " + read_log(cfg)[-1500:])
+    line = [l for l in read_log(cfg).splitlines() if "not a loopback address" in l][0]
+    contains(line, "warning: ")
+    contains(line, "every host that reaches it may query every map")
+    contains(line, "sysconfig.allow")
+    served("127.0.0.1", ("127.0.0.1", port))
+    stop_pid(p.pid, popen=p)
+    port = free_port()
+    cfg = allow_config(None)
+    p = listening(cfg, "127.0.0.1:%d" % port, port)
+    served("127.0.0.1", ("127.0.0.1", port))
+    not_contains(read_log(cfg), "not a loopback address", "loopback is not open to other hosts")
+
+
+@pytest.mark.allow
+@test(timeout=60)
+def reload_brings_a_new_list():
+    fresh()
+    port = free_port()
+    path = allow_config(["127.0.0.1/32"])
+    p = listening(path, "127.0.0.1:%d" % port, port)
+    refused("127.0.0.2", ("127.0.0.1", port))
+    with open(path) as f:
+        cfg = json.load(f)
+    cfg["sysconfig"]["allow"] = ["127.0.0.0/8"]
+    write_config(path, cfg)
+    os.kill(p.pid, signal.SIGHUP)
+    wait_for(lambda: "reload: configuration read" in read_log(path), timeout=10, msg="reloaded")
+    served("127.0.0.2", ("127.0.0.1", port))
 
 
 # ---------------------------------------------------------------- load: 200 connections x 200 lookups (marker load)

@@ -15,7 +15,8 @@ and the others: bb_faults; SIGTERM and SIGINT in --listen mode: bb_deploy.)
 And the Go sockmapd's command line: stdin /dev/null without a socket,
 `-p PORT`, binding 0.0.0.0 without a `listen` key, reload in --listen
 mode, start-up errors on the terminal with a log file set,
---help.  Clients connect over loopback only.
+--help; sysconfig.allow in the service mode (marker allow).  Clients connect
+over loopback only.
 """
 
 import json
@@ -35,6 +36,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import harness  # noqa: E402
 from harness import *  # noqa: E402,F403
+from allowlist import allow_config, fresh, refusals_logged_once, refused, served  # noqa: E402
 from postfix import PostfixInstance  # noqa: E402
 import readme  # noqa: E402
 
@@ -960,6 +962,42 @@ def listen_from_a_shell_with_1024_descriptors():
     out, err = p.communicate(timeout=scaled(60))
     eq(p.returncode, 0)
     contains(err.decode(), "]: warning: " + warning, "on the terminal too")
+
+
+# ---------------------------------------------------------------- sysconfig.allow (marker allow)
+# A refused peer gets no handler forked: the accept loop closes it (bb_deploy has the other modes).
+
+def service(cfg, **kw):
+    return SocketActivated(["-c", cfg], accept=False, **kw)
+
+
+@pytest.mark.allow
+@test(timeout=90)
+def service_ipv4_no_fork_for_a_refused_peer():
+    fresh()
+    cfg = allow_config(["127.0.0.1/32"])
+    sa = service(cfg)
+    for _ in range(4):
+        refused("127.0.0.2", sa.address)
+    served("127.0.0.1", sa.address)
+    log = refusals_logged_once(cfg, "127.0.0.2")
+    not_contains(log, "for 127.0.0.2:", "no handler forked for a refused peer")
+    contains(log, "for 127.0.0.1:")
+    eq(log.count("cannot connect to database"), 1)
+
+
+@pytest.mark.allow
+@test(timeout=90)
+def service_unix_socket():
+    fresh()
+    cfg = allow_config(["127.0.0.1/32"])
+    sa = service(cfg, unix=os.path.join(tmpdir("sock"), "s"))
+    for _ in range(3):
+        refused(None, sa.address)
+    refusals_logged_once(cfg, "unix", times=3)
+    cfg = allow_config(["unix"])
+    sa = service(cfg, unix=os.path.join(tmpdir("sock"), "s"))
+    served(None, sa.address)
 
 
 if __name__ == "__main__":
