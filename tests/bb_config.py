@@ -217,8 +217,9 @@ def unknown_key_names_the_nearest_known_one():
 
 # ---------------------------------------------------------------- sysconfig.allow's entries (marker allow)
 
-@pytest.mark.allow
-@test
+ALLOW = (pytest.mark.allow,)  # the marks of this section's cases
+
+@test(marks=ALLOW)
 def malformed_entries_exit_78_naming_the_key():
     cfg = allow_config(["127.0.0.1/32", "mta.example.org", "10.1.2.3/8"])
     r = subprocess.run([sockmapd_path(), "-c", cfg, "--check-config", "--offline"], stdout=subprocess.PIPE,
@@ -243,6 +244,8 @@ def malformed_entries_exit_78_naming_the_key():
 # that holds a password and is readable by others gets a warning.  password_file
 # (absolute, relative to the config, or in $CREDENTIALS_DIRECTORY as systemd's
 # LoadCredential= provides it) works.  Below debug level the log holds no keys.
+
+SECRETS = (pytest.mark.secrets,)  # the marks of this section's cases
 
 
 USER = "secretuser"
@@ -296,8 +299,7 @@ SESSION = b"".join(encode(x) for x in (
 )) + b"01:x,"                             # framing error: PERM, close
 
 
-@pytest.mark.secrets
-@test
+@test(marks=SECRETS)
 def password_not_in_debug_log_or_replies():
     cfg = write(cfg_dict())
     rc, out, err = run_pipe(cfg, SESSION)
@@ -309,8 +311,7 @@ def password_not_in_debug_log_or_replies():
     no_secret(log, "debug log")
 
 
-@pytest.mark.secrets
-@test
+@test(marks=SECRETS)
 def wrong_password_not_in_temp_reasons_log_or_output():
     cfg = write(cfg_dict(password=WRONG))
     rc, out, err = run_pipe(cfg, SESSION)
@@ -327,9 +328,8 @@ def wrong_password_not_in_temp_reasons_log_or_output():
         no_secret(out + err, "%s output" % args)
 
 
-@pytest.mark.secrets
 @pytest.mark.slow
-@test
+@test(marks=SECRETS)
 def password_not_in_check_config_output():
     db = server()
     cases = [
@@ -370,8 +370,7 @@ def password_not_in_check_config_output():
         no_secret(out + err, "session with broken JSON: " + label)
 
 
-@pytest.mark.secrets
-@test
+@test(marks=SECRETS)
 def password_not_in_handler_cmdline_or_environment():
     cfg = write(cfg_dict())
     s = PipeSession(cfg)
@@ -389,8 +388,7 @@ def password_not_in_handler_cmdline_or_environment():
     eq(s.close(), 0)
 
 
-@pytest.mark.secrets
-@test
+@test(marks=SECRETS)
 def world_readable_config_with_password_warns():
     for mode, want in ((0o644, True), (0o604, True), (0o640, False), (0o600, False)):
         cfg = write(cfg_dict(loglevel="info"), mode=mode)
@@ -411,8 +409,7 @@ def world_readable_config_with_password_warns():
     not_contains(err, b"readable by others", "password_file, config 0644")
 
 
-@pytest.mark.secrets
-@test
+@test(marks=SECRETS)
 def password_file_absolute_and_relative():
     pwfile = tmpfile("pw", content=PASSWORD + "\n")  # a trailing newline, as editors leave it
     cfg = write(cfg_dict(password=None, password_file=pwfile))
@@ -435,8 +432,7 @@ def password_file_absolute_and_relative():
     no_secret(out + err + to_bytes(read_log(cfg)), "wrong password_file")
 
 
-@pytest.mark.secrets
-@test
+@test(marks=SECRETS)
 def password_file_from_credentials_directory():
     creds = tmpdir("credentials")
     with open(os.path.join(creds, "sockmapd-db"), "w") as f:
@@ -478,9 +474,8 @@ def _keyed_session():
     )) + b"%d:" % (MAX_REQUEST + 1) + (KEY_MARK * 3000).encode()
 
 
-@pytest.mark.secrets
 @pytest.mark.slow
-@test
+@test(marks=SECRETS)
 def keys_logged_only_at_debug():
     expected = [b"OK", b"NOTFOUND", b"TEMP", b"PERM", b"PERM", b"NOTFOUND", b"PERM"]
     for level in ("info", "warning", "error", "debug"):

@@ -515,6 +515,8 @@ def cli_usage_errors_exit_64():
 # footprint is all the fork leaves behind; Python's own would be counted if we
 # forked the handler directly) and VmHWM sampled from /proc/PID/status.
 
+HOSTILE = (pytest.mark.slow, pytest.mark.hostile)  # the marks of this section's cases
+
 
 HOSTILE_IDLE = 2
 MiB = 1024
@@ -615,9 +617,7 @@ TRUNCATED = [
 ]
 
 
-@pytest.mark.slow
-@pytest.mark.hostile
-@test
+@test(marks=HOSTILE)
 def malformed_framing_corpus_perm_then_close():
     peak = 0
     started = time.monotonic()
@@ -638,9 +638,7 @@ def malformed_framing_corpus_perm_then_close():
     record("malformed framing (%d cases)" % (len(MALFORMED) + len(TRUNCATED)), peak, time.monotonic() - started)
 
 
-@pytest.mark.slow
-@pytest.mark.hostile
-@test
+@test(marks=HOSTILE)
 def fuzz_seed_corpus_streams_answered_or_closed():
     files = sorted(glob.glob(os.path.join(REPO, "tests", "fuzz", "corpus", "netstring", "*")))
     ok(files, "no seed corpus in tests/fuzz/corpus/netstring")
@@ -659,9 +657,7 @@ def fuzz_seed_corpus_streams_answered_or_closed():
 
 # ---------------------------------------------------------------- size limits
 
-@pytest.mark.slow
-@pytest.mark.hostile
-@test
+@test(marks=HOSTILE)
 def key_over_the_limit_is_perm_and_the_session_goes_on():
     key = b"k" * (MAX_KEY + 1)
     got, rc, peak, secs = pipe_case(encode(HOSTILE_FOUND[0]) + encode(b"recipient " + key) + encode(HOSTILE_FOUND[0]))
@@ -713,27 +709,21 @@ def _socket_flood(prefix, filler, total=50 * 1024 * 1024):
     return peak, secs, sent, got
 
 
-@pytest.mark.slow
-@pytest.mark.hostile
-@test
+@test(marks=HOSTILE)
 def stream_of_50mb_without_comma_over_a_socket():
     peak, secs, sent, got = _socket_flood(b"10000:", b"a")
     eq(len(got), 1, "a PERM before the close")
     record("50 MB stream, no comma (socket)", peak, secs, "%d bytes accepted before the close" % sent)
 
 
-@pytest.mark.slow
-@pytest.mark.hostile
-@test
+@test(marks=HOSTILE)
 def stream_of_50mb_digits_over_a_socket():
     peak, secs, sent, got = _socket_flood(b"", b"9")
     eq(len(got), 1, "a PERM before the close")
     record("50 MB of length digits (socket)", peak, secs, "%d bytes accepted before the close" % sent)
 
 
-@pytest.mark.slow
-@pytest.mark.hostile
-@test
+@test(marks=HOSTILE)
 def stream_of_50mb_without_comma_over_a_pipe():
     got, rc, peak, secs = pipe_case(b"10000:" + b"a" * (50 * 1024 * 1024), timeout=20)
     eq(len(got), 1)
@@ -744,9 +734,7 @@ def stream_of_50mb_without_comma_over_a_pipe():
 
 # ---------------------------------------------------------------- slow and stuck clients
 
-@pytest.mark.slow
-@pytest.mark.hostile
-@test
+@test(marks=HOSTILE)
 def half_a_frame_then_silence_closed_after_idle_timeout():
     sa, rss, report = measured_socket_session()
     c = sa.client(timeout=10)
@@ -767,9 +755,7 @@ def half_a_frame_then_silence_closed_after_idle_timeout():
     record("half a frame, then silence", peak, secs)
 
 
-@pytest.mark.slow
-@pytest.mark.hostile
-@test(timeout=90)
+@test(timeout=90, marks=HOSTILE)
 def client_that_never_reads_its_replies():
     sa, rss, report = measured_socket_session()
     c = sa.client(timeout=10)
@@ -816,9 +802,7 @@ def client_that_never_reads_its_replies():
            % (sent[0], sent[0] * 0.1, after_stuck))
 
 
-@pytest.mark.slow
-@pytest.mark.hostile
-@test(timeout=90)
+@test(timeout=90, marks=HOSTILE)
 def client_that_never_reads_its_replies_pipe():
     """The same over pipes: the handler's stdout pipe fills up and nobody drains it."""
     import fcntl
@@ -893,9 +877,7 @@ def check_thousand(got, reqs, label):
             eq(reply, want, "%s: reply %d to %r" % (label, i, body))
 
 
-@pytest.mark.slow
-@pytest.mark.hostile
-@test
+@test(marks=HOSTILE)
 def thousand_requests_in_one_write_socket():
     reqs = thousand_requests()
     stream = b"".join(encode(b) for b, _ in reqs)
@@ -916,9 +898,7 @@ def thousand_requests_in_one_write_socket():
     record("1000 requests in one write (socket)", peak, secs, "%d bytes in, %.0f replies/s" % (len(stream), 1000 / secs))
 
 
-@pytest.mark.slow
-@pytest.mark.hostile
-@test
+@test(marks=HOSTILE)
 def thousand_requests_in_one_write_pipe():
     reqs = thousand_requests()
     stream = b"".join(encode(b) for b, _ in reqs)
@@ -928,9 +908,7 @@ def thousand_requests_in_one_write_pipe():
     record("1000 requests in one write (pipe)", peak, secs)
 
 
-@pytest.mark.slow
-@pytest.mark.hostile
-@test
+@test(marks=HOSTILE)
 def figures():
     """Prints every peak RSS measured in this run (the suite's record).  Run
     alone, it measures a good request, broken framing and an oversized key
@@ -952,8 +930,9 @@ def figures():
 # ---------------------------------------------------------------- sysconfig.allow and a pipe (marker allow)
 # A pipe has no peer: the list never refuses it.
 
-@pytest.mark.allow
-@test
+ALLOW = (pytest.mark.allow,)  # the marks of this section's cases
+
+@test(marks=ALLOW)
 def pipe_is_never_refused():
     cfg = allow_config(["192.0.2.25"])
     rc, out, err = run_pipe(cfg, encode(b"nosuch key"))

@@ -755,26 +755,25 @@ def man_pages_render_and_cover_everything():
 # closed connection, one warning however often it tries, no database work; a
 # socket on a non-loopback address without a list is warned about.
 
+ALLOW = (pytest.mark.allow,)  # the marks of this section's cases
+
 def activated(**kw):
     def make(cfg):
         return SocketActivated(["-c", cfg] + (["--inetd"] if kw.get("inetd") else []), **kw).address
     return make
 
 
-@pytest.mark.allow
-@test(timeout=90)
+@test(timeout=90, marks=ALLOW)
 def fd3_ipv4():
     check_modes(activated(), ["127.0.0.1/32"], "127.0.0.1", "127.0.0.2", "127.0.0.2")
 
 
-@pytest.mark.allow
-@test(timeout=90)
+@test(timeout=90, marks=ALLOW)
 def inetd_ipv4():
     check_modes(activated(inetd=True), ["127.0.0.1/32"], "127.0.0.1", "127.0.0.2", "127.0.0.2")
 
 
-@pytest.mark.allow
-@test(timeout=90)
+@test(timeout=90, marks=ALLOW)
 def fd3_ipv6():
     # ::1 is the only IPv6 loopback address: the list decides for it.
     fresh()
@@ -790,8 +789,7 @@ def fd3_ipv6():
     not_contains(read_log(cfg), REFUSED)
 
 
-@pytest.mark.allow
-@test(timeout=90)
+@test(timeout=90, marks=ALLOW)
 def inetd_unix_socket():
     fresh()
     path = os.path.join(tmpdir("sock"), "s")
@@ -806,8 +804,7 @@ def inetd_unix_socket():
         served(None, sa.address)
 
 
-@pytest.mark.allow
-@test
+@test(marks=ALLOW)
 def without_a_list_nobody_is_refused():
     cfg = allow_config(None)
     with SocketActivated(["-c", cfg]) as sa:
@@ -826,9 +823,8 @@ def on_routable_address(cfg):
     return read_log(cfg)
 
 
-@pytest.mark.allow
 @pytest.mark.root
-@test(timeout=60)
+@test(timeout=60, marks=ALLOW)
 def handler_on_a_routable_address_warns_without_a_list():
     fresh()
     log = on_routable_address(allow_config(None))
@@ -850,16 +846,14 @@ def listening(cfg, where, port):
     return p
 
 
-@pytest.mark.allow
-@test(timeout=90)
+@test(timeout=90, marks=ALLOW)
 def listen_ipv4():
     port = free_port()
     check_modes(lambda cfg: (listening(cfg, "127.0.0.1:%d" % port, port), ("127.0.0.1", port))[1],
                 ["127.0.0.1/32"], "127.0.0.1", "127.0.0.2", "127.0.0.2")
 
 
-@pytest.mark.allow
-@test(timeout=90)
+@test(timeout=90, marks=ALLOW)
 def listen_dual_stack_maps_ipv4_clients():
     # "::" alone takes IPv4 too: an IPv4 client is ::ffff:127.0.0.x to the socket.
     fresh()
@@ -878,8 +872,7 @@ def listen_dual_stack_maps_ipv4_clients():
     not_contains(log, "not a loopback address", "no warning with an allow-list")
 
 
-@pytest.mark.allow
-@test(timeout=60)
+@test(timeout=60, marks=ALLOW)
 def listen_open_without_a_list_warns():
     port = free_port()
     cfg = allow_config(None)
@@ -899,8 +892,7 @@ def listen_open_without_a_list_warns():
     not_contains(read_log(cfg), "not a loopback address", "loopback is not open to other hosts")
 
 
-@pytest.mark.allow
-@test(timeout=60)
+@test(timeout=60, marks=ALLOW)
 def reload_brings_a_new_list():
     fresh()
     port = free_port()
@@ -926,6 +918,8 @@ def reload_brings_a_new_list():
 # inflate the latencies), one request in flight per connection.  Every reply
 # is checked against the fixtures: zero errors, zero TEMP.  Prints throughput
 # and latency percentiles; bounded by a hard time cap.
+
+LOAD = (pytest.mark.slow, pytest.mark.load)  # the marks of this section's cases
 
 
 LOAD_CONNECTIONS = int(os.environ.get("LOAD_CONNECTIONS", "200"))
@@ -1017,9 +1011,7 @@ async def run_load(sa, cap):
     return elapsed, latencies, errors, counts, handlers
 
 
-@pytest.mark.slow
-@pytest.mark.load
-@test(timeout=150)
+@test(timeout=150, marks=LOAD)
 def load_200_connections_x_200_lookups():
     db = load_server()
     cfg = temp_config(base_config(db, sysconfig={"loglevel": "info", "idle_timeout": 60, "max_session": 300},
@@ -1062,6 +1054,8 @@ def load_200_connections_x_200_lookups():
 # password, and the per-peer limit of the accept loop.  The suite runs as
 # root and switches to the user "nobody" for the local user's side; run as
 # another user it fails.  Everything listens on 127.0.0.0/8 only.
+
+SECURITY = (pytest.mark.root, pytest.mark.security)  # the marks of this section's cases
 
 
 # A map name that, logged raw, appends a cron line and a line of its own.
@@ -1153,9 +1147,7 @@ class NobodyPipe:
 
 # ---------------------------------------------------------------- the log file
 
-@pytest.mark.root
-@pytest.mark.security
-@test(timeout=60)
+@test(timeout=60, marks=SECURITY)
 def log_path_planted_link_is_not_followed_as_root():
     user = nobody()
     logdir = nobody_dir("logdir")  # the service user may write the log's directory
@@ -1175,9 +1167,7 @@ def log_path_planted_link_is_not_followed_as_root():
     contains(p.stderr.read().decode(errors="replace"), "cannot open log file %s: it is a symbolic link" % logfile)
 
 
-@pytest.mark.root
-@pytest.mark.security
-@test(timeout=60)
+@test(timeout=60, marks=SECURITY)
 def log_file_belongs_to_run_as_user_survives_reload_and_has_no_forged_lines():
     user = nobody()
     logfile = os.path.join(tmpdir("logdir"), "sockmapd.log")  # root's directory
@@ -1207,9 +1197,7 @@ def log_file_belongs_to_run_as_user_survives_reload_and_has_no_forged_lines():
 
 # ---------------------------------------------------------------- failover state
 
-@pytest.mark.root
-@pytest.mark.security
-@test(timeout=60)
+@test(timeout=60, marks=SECURITY)
 def query_as_root_leaves_the_handlers_state_alone():
     user = nobody()
     rundir = nobody_dir("run")  # RuntimeDirectory=sockmapd, owned by the service user
@@ -1232,9 +1220,7 @@ def query_as_root_leaves_the_handlers_state_alone():
 
 # ---------------------------------------------------------------- core dumps
 
-@pytest.mark.root
-@pytest.mark.security
-@test(timeout=60)
+@test(timeout=60, marks=SECURITY)
 def handler_holding_the_password_is_not_dumpable():
     user = nobody()
     rundir = nobody_dir("run")
@@ -1250,9 +1236,7 @@ def handler_holding_the_password_is_not_dumpable():
     eq(h.close(), 0)
 
 
-@pytest.mark.root
-@pytest.mark.security
-@test(timeout=60)
+@test(timeout=60, marks=SECURITY)
 def listen_handlers_follow_core_dumps_after_the_drop():
     user = nobody()
     for wanted in (False, True):
@@ -1274,9 +1258,7 @@ def listen_handlers_follow_core_dumps_after_the_drop():
 SLOW_MAP = {"service": "slow", "database": "other", "query": "SELECT CONCAT(val, SLEEP(1)) FROM things WHERE name = %s"}
 
 
-@pytest.mark.root
-@pytest.mark.security
-@test(timeout=90)
+@test(timeout=90, marks=SECURITY)
 def batch_of_slow_lookups_from_a_vanished_client_is_cut_short():
     """The review's case: 30 requests to a map whose query takes 1 s, sent at once by a client that closed."""
     cfg = config(sysconfig={"max_session": 3, "loglevel": "info"}, extra_maps=[SLOW_MAP])
@@ -1318,9 +1300,7 @@ def ask_raw(s, request):
         buf += chunk
 
 
-@pytest.mark.root
-@pytest.mark.security
-@test(timeout=60)
+@test(timeout=60, marks=SECURITY)
 def one_client_cannot_hold_every_handler():
     """Slow clients of one address (each sends a request now and then) hold at most --max-per-peer handlers."""
     cfg = config()
@@ -1398,9 +1378,7 @@ def deep_key(i, labels=32):
     return "u%d+x@%st%d" % (i, "a." * (labels - 1), i)
 
 
-@pytest.mark.root
-@pytest.mark.security
-@test(timeout=120)
+@test(timeout=120, marks=SECURITY)
 def one_request_never_makes_more_queries_than_the_bound():
     db = shared_mariadb()
     glog = GeneralLog(db)
@@ -1440,9 +1418,7 @@ def per_request(executed, n):
     return counts
 
 
-@pytest.mark.root
-@pytest.mark.security
-@test(timeout=120)
+@test(timeout=120, marks=SECURITY)
 def pipelined_requests_share_one_query_budget():
     """Two hundred of the costliest requests in one write: each within the bound, all within the budget.
 
@@ -1491,9 +1467,7 @@ def pipelined_requests_share_one_query_budget():
     eq(text.count("spent the session's query budget"), warned, "warned once per session: " + text[-2000:])
 
 
-@pytest.mark.root
-@pytest.mark.security
-@test(timeout=60)
+@test(timeout=60, marks=SECURITY)
 def a_client_that_waits_for_each_reply_is_never_out_of_budget():
     cfg = config(sysconfig={"loglevel": "info"}, extra_maps=SEARCH_MAPS)
     with SocketActivated(["-c", cfg]) as sa:
@@ -1505,9 +1479,7 @@ def a_client_that_waits_for_each_reply_is_never_out_of_budget():
 
 # ---------------------------------------------------------------- logs a client cannot flood
 
-@pytest.mark.root
-@pytest.mark.security
-@test(timeout=60)
+@test(timeout=60, marks=SECURITY)
 def five_thousand_malformed_requests_make_a_few_log_lines():
     cfg = config(sysconfig={"loglevel": "info"})
     rc, out, err = run_pipe(cfg, b"1:x," * 5000 + encode("othermap ping"))
@@ -1523,9 +1495,7 @@ def five_thousand_malformed_requests_make_a_few_log_lines():
     contains([l for l in lines if "session end" in l][0], "5000 errors, 5000 malformed, ")
 
 
-@pytest.mark.root
-@pytest.mark.security
-@test(timeout=120)
+@test(timeout=120, marks=SECURITY)
 def the_address_past_256_decoys_is_logged():
     """Decoys from one network share a line; 256 networks fill the refusal log's table, the 257th's address is named."""
     cfg = config(sysconfig={"loglevel": "info", "allow": ["192.0.2.1"]})
@@ -1553,9 +1523,7 @@ def the_address_past_256_decoys_is_logged():
 
 # ---------------------------------------------------------------- stopping
 
-@pytest.mark.root
-@pytest.mark.security
-@test(timeout=90)
+@test(timeout=90, marks=SECURITY)
 def a_stop_with_50_waiting_starts_no_handler_past_the_cap():
     cfg = config(sysconfig={"loglevel": "info"})
     port = free_port()

@@ -398,6 +398,8 @@ def check_config_online():
 # database is a closed port: there any query is TEMP, so NOTFOUND proves no
 # query was tried.
 
+FEATURES = (pytest.mark.features,)  # the marks of this section's cases
+
 
 # ---------------------------------------------------------------- map features: helpers
 
@@ -472,8 +474,7 @@ HOSTILE_MISSES = [
 # ---------------------------------------------------------------- query templates
 
 
-@pytest.mark.features
-@test
+@test(marks=FEATURES)
 def query_with_the_whole_key():
     db = shared_mariadb()
     s = session(db, qmap("virtual", "SELECT goto FROM alias WHERE address = %s AND active = 1"))
@@ -488,8 +489,7 @@ def query_with_the_whole_key():
     eq(s.close(), 0)
 
 
-@pytest.mark.features
-@test
+@test(marks=FEATURES)
 def query_with_local_part_and_domain():
     db = shared_mariadb()
     m = qmap("mailbox", "SELECT maildir FROM mailbox WHERE local_part = %u AND domain = %d AND active = 1")
@@ -506,8 +506,7 @@ def query_with_local_part_and_domain():
     eq(s.close(), 0)
 
 
-@pytest.mark.features
-@test
+@test(marks=FEATURES)
 def keys_without_the_needed_part_never_reach_the_database():
     # A closed port: whatever reaches for the database is TEMP.
     s = session(None,
@@ -524,8 +523,7 @@ def keys_without_the_needed_part_never_reach_the_database():
     eq(s.close(), 0)
 
 
-@pytest.mark.features
-@test
+@test(marks=FEATURES)
 def second_column_is_the_reason():
     db = shared_mariadb()
     s = session(db,
@@ -541,8 +539,7 @@ def second_column_is_the_reason():
     eq(s.close(), 0)
 
 
-@pytest.mark.features
-@test
+@test(marks=FEATURES)
 def postfix_style_quoted_templates_are_still_bound():
     db = shared_mariadb()
     s = session(db,
@@ -555,8 +552,7 @@ def postfix_style_quoted_templates_are_still_bound():
     eq(s.close(), 0)
 
 
-@pytest.mark.features
-@test
+@test(marks=FEATURES)
 def hostile_keys_match_exactly_or_not_at_all():
     db = shared_mariadb()
     maps = {
@@ -575,8 +571,7 @@ def hostile_keys_match_exactly_or_not_at_all():
     eq(db.sql("SELECT COUNT(*) FROM mail.hostile").strip(), "12")
 
 
-@pytest.mark.features
-@test
+@test(marks=FEATURES)
 def hostile_keys_through_every_key_feature():
     # strip_extension and the domain list work on the bytes of the key; none
     # of them may turn a hostile key into SQL or into a match.
@@ -610,8 +605,7 @@ def hostile_keys_through_every_key_feature():
 # ---------------------------------------------------------------- lowercase
 
 
-@pytest.mark.features
-@test
+@test(marks=FEATURES)
 def lowercase_folds_ascii_before_the_lookup():
     db = shared_mariadb()
     s = session(db,
@@ -637,8 +631,7 @@ def lowercase_folds_ascii_before_the_lookup():
 # ---------------------------------------------------------------- strip_extension
 
 
-@pytest.mark.features
-@test
+@test(marks=FEATURES)
 def strip_extension_tries_the_full_key_first():
     db = shared_mariadb()
     s = session(db,
@@ -666,8 +659,7 @@ def strip_extension_tries_the_full_key_first():
     eq(s.close(), 0)
 
 
-@pytest.mark.features
-@test
+@test(marks=FEATURES)
 def strip_extension_never_follows_a_failure():
     db = shared_mariadb()
     # The statement fails at run time for keys with a '+' (a scalar subquery
@@ -689,8 +681,7 @@ def strip_extension_never_follows_a_failure():
 # ---------------------------------------------------------------- domain
 
 
-@pytest.mark.features
-@test
+@test(marks=FEATURES)
 def domain_list_filters_before_the_query():
     db = shared_mariadb()
     listed = qmap("listed", "SELECT goto FROM virtual_alias WHERE address = %s", domain=["Example.ORG"])
@@ -718,8 +709,7 @@ def domain_list_filters_before_the_query():
 # ---------------------------------------------------------------- result_format
 
 
-@pytest.mark.features
-@test
+@test(marks=FEATURES)
 def result_format_applies_to_each_value():
     db = shared_mariadb()
     s = session(db,
@@ -736,8 +726,7 @@ def result_format_applies_to_each_value():
     eq(s.close(), 0)
 
 
-@pytest.mark.features
-@test
+@test(marks=FEATURES)
 def result_format_counts_against_the_reply_limit():
     db = shared_mariadb()
     s = session(db,
@@ -760,8 +749,7 @@ def blacklist_map():
                 "ORDER BY pattern = %s DESC LIMIT 1")
 
 
-@pytest.mark.features
-@test
+@test(marks=FEATURES)
 def domain_wide_blacklist():
     db = shared_mariadb()
     s = session(db, blacklist_map())
@@ -777,9 +765,8 @@ def domain_wide_blacklist():
     eq(s.close(), 0)
 
 
-@pytest.mark.features
 @pytest.mark.slow
-@test(timeout=120)
+@test(timeout=120, marks=FEATURES)
 def postfix_examples_through_postmap():
     db = shared_mariadb()
     cfg = temp_config(base_config(db, postmaps=[
@@ -803,9 +790,8 @@ def postfix_examples_through_postmap():
 # ---------------------------------------------------------------- statements and --check-config
 
 
-@pytest.mark.features
 @pytest.mark.slow
-@test
+@test(marks=FEATURES)
 def query_statement_prepared_once_per_session():
     db = shared_mariadb()
     s = session(db, qmap("virtual", "SELECT goto FROM alias WHERE address = %s AND active = 1",
@@ -819,9 +805,8 @@ def query_statement_prepared_once_per_session():
     eq(s.close(), 0)
 
 
-@pytest.mark.features
 @pytest.mark.slow
-@test
+@test(marks=FEATURES)
 def check_config_prepares_query_maps():
     db = shared_mariadb()
     good = [qmap("virtual", "SELECT goto FROM alias WHERE address = '%s' AND active = 1"),
@@ -856,8 +841,7 @@ def check_config_prepares_query_maps():
     contains(err, 'map "incomment"')
 
 
-@pytest.mark.features
-@test
+@test(marks=FEATURES)
 def broken_query_maps_answer_temp_not_notfound():
     db = shared_mariadb()
     s = session(db,
@@ -871,9 +855,8 @@ def broken_query_maps_answer_temp_not_notfound():
     eq(s.close(), 0)
 
 
-@pytest.mark.features
 @pytest.mark.slow
-@test
+@test(marks=FEATURES)
 def template_errors_are_config_errors_naming_the_map():
     cases = [
         ("SELECT goto FROM alias WHERE address = %x", "unknown escape %x"),
@@ -904,6 +887,8 @@ def template_errors_are_config_errors_naming_the_map():
 # smtpd: a private Postfix instance (its own config and queue directories,
 # master on a free loopback port, stopped by pid) answering SMTP from this
 # suite; and a real virtual(8) refusing a socketmap for its delivery tables (doc/postfix.md).  (bb_system runs the documented configuration in a booted Debian.)
+
+SEARCH = (pytest.mark.search,)  # the marks of this section's cases
 
 
 def _map(m, kw):
@@ -947,8 +932,7 @@ ACCESS_HOSTS = [
 ]
 
 
-@pytest.mark.search
-@test
+@test(marks=SEARCH)
 def access_order():
     db = shared_mariadb()
     s = session(db, access_map(), access_map("access_dot", parent_domain_matches_subdomains=False),
@@ -973,8 +957,7 @@ def access_order():
     eq(s.close(), 0)
 
 
-@pytest.mark.search
-@test
+@test(marks=SEARCH)
 def access_with_rewrites_and_query_maps():
     db = shared_mariadb()
     s = session(db,
@@ -999,8 +982,7 @@ def access_with_rewrites_and_query_maps():
     eq(s.close(), 0)
 
 
-@pytest.mark.search
-@test
+@test(marks=SEARCH)
 def transport_order():
     db = shared_mariadb()
     s = session(db, transport_map(), transport_map(service="transport_bare", parent_domain_matches_subdomains=True))
@@ -1019,8 +1001,7 @@ def transport_order():
     eq(s.close(), 0)
 
 
-@pytest.mark.search
-@test
+@test(marks=SEARCH)
 def virtual_order_and_the_domain_list():
     db = shared_mariadb()
     s = session(db, virtual_map(strip_extension="+"),
@@ -1045,9 +1026,8 @@ def virtual_order_and_the_domain_list():
     eq(s.close(), 0)
 
 
-@pytest.mark.search
 @pytest.mark.slow
-@test
+@test(marks=SEARCH)
 def prepared_once_run_once_per_key_tried():
     db = shared_mariadb()
     s = session(db, access_map(), virtual_map("virtual_parts", table=None, key=None, value=None,
@@ -1071,8 +1051,7 @@ def prepared_once_run_once_per_key_tried():
     eq(s.close(), 0)
 
 
-@pytest.mark.search
-@test
+@test(marks=SEARCH)
 def a_failure_at_any_step_is_temp():
     db = shared_mariadb()
     # The REGEXP cannot compile for the step that asks for boom.invalid: the
@@ -1101,8 +1080,7 @@ def a_failure_at_any_step_is_temp():
     eq(s.close(), 0)
 
 
-@pytest.mark.search
-@test
+@test(marks=SEARCH)
 def a_domain_too_long_to_walk_is_perm():
     db = shared_mariadb()
     s = session(db, access_map(), transport_map(), virtual_map())
@@ -1119,8 +1097,7 @@ def a_domain_too_long_to_walk_is_perm():
     eq(s.close(), 0)
 
 
-@pytest.mark.search
-@test
+@test(marks=SEARCH)
 def check_config_warns_for_domain_rows_in_exact_maps():
     db = shared_mariadb()
     cfg = base_config(db, extra_maps=[access_map("access_exact", search="exact"), access_map(),
@@ -1137,8 +1114,7 @@ def check_config_warns_for_domain_rows_in_exact_maps():
     contains(err, 'set "search" to "access", "transport" or "virtual"')
 
 
-@pytest.mark.search
-@test
+@test(marks=SEARCH)
 def a_bad_search_value_is_a_config_error():
     for extra, message in [({"search": "acces"},
                             b'postmaps[6].search: must be one of exact, access, transport, virtual, not "acces"'),
@@ -1158,9 +1134,8 @@ def a_bad_search_value_is_a_config_error():
         eq([status_word(r) for r in decode_stream(out)], [b"TEMP"])
 
 
-@pytest.mark.search
 @pytest.mark.slow
-@test(timeout=120)
+@test(timeout=120, marks=SEARCH)
 def through_postmap():
     db = shared_mariadb()
     cfg = temp_config(base_config(db, extra_maps=[access_map(), transport_map(), virtual_map()]))
@@ -1184,9 +1159,8 @@ def through_postmap():
 
 # ---------------------------------------------------------------- a real smtpd
 
-@pytest.mark.search
 @pytest.mark.root
-@test(timeout=300)
+@test(timeout=300, marks=SEARCH)
 def through_a_real_smtpd():
     """A domain blacklist, an address row over its domain's, an @domain catch-all, and 451 in an outage."""
     db = MariaDB(fixtures=True).start()
@@ -1245,9 +1219,8 @@ def through_a_real_smtpd():
 
 # ---------------------------------------------------------------- virtual(8) refuses a socketmap
 
-@pytest.mark.search
 @pytest.mark.slow
-@test(timeout=300)
+@test(timeout=300, marks=SEARCH)
 def virtual8_refuses_socketmap_delivery_tables():
     """doc/postfix.md: smtpd accepts a recipient through virtual_mailbox_maps = socketmap:..., and the real
     virtual(8) refuses the same table ("not allowed for security-sensitive data"): the mail is deferred."""
@@ -1302,6 +1275,8 @@ def virtual8_refuses_socketmap_delivery_tables():
 # printed.  A binary built with AddressSanitizer cannot run under valgrind:
 # then the same sessions run with LeakSanitizer (ASAN_OPTIONS detect_leaks=1)
 # as the checker instead.
+
+MEMCHECK = (pytest.mark.slow, pytest.mark.memcheck)  # the marks of this section's cases
 
 
 BROKEN_MAP = {"service": "broken", "database": "dbmail", "table": "no_such_table", "key": "k", "value": "v"}
@@ -1387,9 +1362,7 @@ def memcheck_session(label, cfg, steps, timeout=60):
     return rc
 
 
-@pytest.mark.slow
-@pytest.mark.memcheck
-@test(timeout=180)
+@test(timeout=180, marks=MEMCHECK)
 def memcheck_session_with_lookups_failover_and_idle_reconnect():
     db = shared_mariadb()
     fake = FakeDbHost()
@@ -1419,9 +1392,7 @@ def memcheck_session_with_lookups_failover_and_idle_reconnect():
     memcheck_session("lookups", cfg, steps, timeout=60)
 
 
-@pytest.mark.slow
-@pytest.mark.memcheck
-@test(timeout=120)
+@test(timeout=120, marks=MEMCHECK)
 def memcheck_session_with_every_host_down():
     reset_runtime_dir()
     cfg = memcheck_config(["127.0.0.1:%d" % closed_port(), "127.0.0.1:%d" % closed_port()])
@@ -1430,9 +1401,7 @@ def memcheck_session_with_every_host_down():
     memcheck_session("all hosts down", cfg, steps)
 
 
-@pytest.mark.slow
-@pytest.mark.memcheck
-@test(timeout=120)
+@test(timeout=120, marks=MEMCHECK)
 def memcheck_check_config_and_query():
     db = shared_mariadb()
     reset_runtime_dir()
@@ -1451,9 +1420,7 @@ def memcheck_check_config_and_query():
         chk.verdict(rc)
 
 
-@pytest.mark.slow
-@pytest.mark.memcheck
-@test(timeout=120)
+@test(timeout=120, marks=MEMCHECK)
 def memcheck_broken_config_session():
     cfg = temp_config('{"postmaps": [{"service": "recipient", "tabel": "x"}]}')
     chk = Checked("broken config")

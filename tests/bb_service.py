@@ -967,12 +967,13 @@ def listen_from_a_shell_with_1024_descriptors():
 # ---------------------------------------------------------------- sysconfig.allow (marker allow)
 # A refused peer gets no handler forked: the accept loop closes it (bb_deploy has the other modes).
 
+ALLOW = (pytest.mark.allow,)  # the marks of this section's cases
+
 def service(cfg, **kw):
     return SocketActivated(["-c", cfg], accept=False, **kw)
 
 
-@pytest.mark.allow
-@test(timeout=90)
+@test(timeout=90, marks=ALLOW)
 def service_ipv4_no_fork_for_a_refused_peer():
     fresh()
     cfg = allow_config(["127.0.0.1/32"])
@@ -986,8 +987,7 @@ def service_ipv4_no_fork_for_a_refused_peer():
     eq(log.count("cannot connect to database"), 1)
 
 
-@pytest.mark.allow
-@test(timeout=90)
+@test(timeout=90, marks=ALLOW)
 def service_unix_socket():
     fresh()
     cfg = allow_config(["127.0.0.1/32"])

@@ -381,12 +381,15 @@ class TestTimeout(Exception):
 _TESTS = []
 
 
-def test(fn=None, *, timeout=None, name=None):
+def test(fn=None, *, timeout=None, name=None, marks=()):
     """Register a case: `@test` or `@test(timeout=120)`.  Cases run in registration order.
 
     pytest collects them from the module that defines them (tests/lib/harness_pytest.py);
-    pytest marks (@pytest.mark.slow) go on the function as on any other."""
+    pytest marks (@pytest.mark.slow) go on the function as on any other, or in `marks`
+    (a tuple of them: the marks a section's cases share)."""
     def register(f):
+        for mark in marks:
+            f = mark(f)
         _TESTS.append((name or f.__name__, f, timeout or DEFAULT_TIMEOUT, f.__module__))
         return f
     if callable(fn):
