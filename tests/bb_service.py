@@ -133,6 +133,17 @@ class Service:
             stop_pid(k, grace=1.0)
 
 
+def service_and_clients(cfg, mapname, key, want, n=3):
+    """The service on a free port and `n` clients, each answered `want` once: (Service, port, clients)."""
+    port = free_port()
+    svc = Service(cfg, ["127.0.0.1:%d" % port])
+    clients = [Client(("127.0.0.1", port)) for _ in range(n)]
+    for c in clients:
+        defer(c.close)
+        eq(c.ask(mapname, key), want)
+    return svc, port, clients
+
+
 class NotifySocket:
     """A datagram socket standing in for systemd's NOTIFY_SOCKET."""
 
@@ -187,12 +198,7 @@ def service_takes_several_named_sockets():
 @test(timeout=60)
 def service_concurrent_connections_get_handlers_of_their_own_then_reused():
     cfg = config()
-    port = free_port()
-    svc = Service(cfg, ["127.0.0.1:%d" % port])
-    clients = [Client(("127.0.0.1", port)) for _ in range(3)]
-    for c in clients:
-        defer(c.close)
-        eq(c.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
+    svc, port, clients = service_and_clients(cfg, "recipient", "postmaster@example.org", b"OK root@example.org")
     kids = wait_for(lambda: len(svc.handlers()) == 3 and svc.handlers(), msg="3 handlers")
     # Each handler opened its database connection lazily: 3 sessions, 3 server connections of the app user.
     rows = shared_mariadb().sql("SELECT COUNT(*) FROM information_schema.processlist WHERE user = '%s'" % MariaDB.APP_USER)
@@ -458,12 +464,7 @@ def service_stop_with_sessions_open():
     mdb = MariaDB(fixtures=True, name="stopping")
     mdb.start()
     cfg = config(mdb, database={"retry_interval": 1, "connect_timeout": 2})
-    port = free_port()
-    svc = Service(cfg, ["127.0.0.1:%d" % port])
-    idle = [Client(("127.0.0.1", port)) for _ in range(3)]
-    for c in idle:
-        defer(c.close)
-        eq(c.ask("othermap", "ping"), b"OK pong")
+    svc, port, idle = service_and_clients(cfg, "othermap", "ping", b"OK pong")
     before = set(svc.handlers())
     busy = Client(("127.0.0.1", port), timeout=15)
     defer(busy.close)
@@ -787,15 +788,16 @@ def burst_through(port, what):
     pf.stop()
 
 
+# The two bursts: root (Postfix), slow, and a measure of capacity (left out under the sanitizers).
+BURST = (pytest.mark.capacity, pytest.mark.slow, pytest.mark.root)
+
+
 def most_running(cfg):
     """The most handlers the log says ran at once."""
     return max([int(n) for n in re.findall(r"started \((\d+) running\)", read_log(cfg))] or [0])
 
 
-@pytest.mark.capacity
-@pytest.mark.slow
-@pytest.mark.root
-@test(timeout=400)
+@test(timeout=400, marks=BURST)
 def postfix_burst_of_100_through_listen_on_the_defaults():
     """--listen without --max-children holds what a Postfix at its default limits sends at once."""
     cap = default_cap()
@@ -812,10 +814,7 @@ def postfix_burst_of_100_through_listen_on_the_defaults():
     eq(p.wait(scaled(20)), 0)
 
 
-@pytest.mark.capacity
-@pytest.mark.slow
-@pytest.mark.root
-@test(timeout=400)
+@test(timeout=400, marks=BURST)
 def postfix_burst_of_100_through_an_accept_no_socket_on_the_defaults():
     """A bare Accept=no socket (systemd-socket-activate without --accept) and no --max-children: the same."""
     cap = default_cap()
