@@ -789,7 +789,7 @@ def burst_through(port, what):
 
 
 # The two bursts: root (Postfix), slow, and a measure of capacity (left out under the sanitizers).
-BURST = (pytest.mark.capacity, pytest.mark.slow, pytest.mark.root)
+BURST_MARKS = (pytest.mark.capacity, pytest.mark.slow, pytest.mark.root)
 
 
 def most_running(cfg):
@@ -797,7 +797,7 @@ def most_running(cfg):
     return max([int(n) for n in re.findall(r"started \((\d+) running\)", read_log(cfg))] or [0])
 
 
-@test(timeout=400, marks=BURST)
+@test(timeout=400, marks=BURST_MARKS)
 def postfix_burst_of_100_through_listen_on_the_defaults():
     """--listen without --max-children holds what a Postfix at its default limits sends at once."""
     cap = default_cap()
@@ -814,7 +814,7 @@ def postfix_burst_of_100_through_listen_on_the_defaults():
     eq(p.wait(scaled(20)), 0)
 
 
-@test(timeout=400, marks=BURST)
+@test(timeout=400, marks=BURST_MARKS)
 def postfix_burst_of_100_through_an_accept_no_socket_on_the_defaults():
     """A bare Accept=no socket (systemd-socket-activate without --accept) and no --max-children: the same."""
     cap = default_cap()
