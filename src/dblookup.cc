@@ -74,6 +74,12 @@ DbLookup::DbLookup(std::vector<CompiledMap> maps, StatementRunner& runner, Query
         fingerprints_.emplace(m.service, map_fingerprint(m, database));
 }
 
+void DbLookup::warm_up()
+{
+    if (!maps_.empty())
+        static_cast<void>(runner_.run(maps_.front(), [](StatementRunner::Execute) {}));
+}
+
 void DbLookup::session_started()
 {
     budget_.fill();

@@ -148,6 +148,11 @@ public:
     void wakeup(Clock::time_point now) override { runner_.close_idle(now); }
     void session_started() override;
     void batch_over() override { budget_.fill(); }
+    // Before any lookup: the first map's database connection opened and
+    // its statement prepared, nothing executed or counted.  A spare
+    // handler's, so that its first client waits for neither that nor the
+    // pages the driver first writes (copied from the parent after a fork).
+    void warm_up();
 
     // Tests: the clock of the cache's ages, in milliseconds (by default
     // steady_clock, which every process on the host shares).

@@ -100,8 +100,18 @@ bool give_connection(int ctl, int conn)
 
 unsigned serve_connections(int ctl, Fd first, ConnectionServer& server, std::atomic<unsigned>* received)
 {
+    const auto next = [&] {
+        wait_for_parent(ctl, server);
+        Fd conn(receive_connection(ctl));
+        if (conn && received)
+            received->fetch_add(1);
+        return conn;
+    };
     unsigned served = 0;
-    for (Fd conn = std::move(first); conn; ++served) {
+    // A spare starts without one: it gets ready, then waits for its first.
+    if (!first)
+        server.warm_up();
+    for (Fd conn = first ? std::move(first) : next(); conn; ++served) {
         server.serve(conn.get());
         // The parent holds a copy until it reads our byte: end the
         // connection now, so that the client sees it closed at once.
@@ -109,10 +119,7 @@ unsigned serve_connections(int ctl, Fd first, ConnectionServer& server, std::ato
         conn.reset();
         const char done = 'd';
         (void)send(ctl, &done, 1, MSG_NOSIGNAL);
-        wait_for_parent(ctl, server);
-        conn.reset(receive_connection(ctl));
-        if (conn && received)
-            received->fetch_add(1);
+        conn = next();
     }
     return served;
 }
@@ -184,7 +191,7 @@ void HandlerTable::started(pid_t pid, Fd ctl, Fd conn, std::string peer, Clock::
     h.conn = std::move(conn);
     h.peer = std::move(peer);
     h.key = std::move(key);
-    h.given = 1;
+    h.given = h.conn ? 1 : 0;
     h.started = h.idle_since = now;
     if (h.given >= limits_.max_use)
         h.ctl.reset();
@@ -192,12 +199,14 @@ void HandlerTable::started(pid_t pid, Fd ctl, Fd conn, std::string peer, Clock::
 
 std::optional<pid_t> HandlerTable::next_idle() const
 {
+    // A handler that has served (its database connection may be open)
+    // before a spare that never has, then the one idle the shortest time.
     std::optional<pid_t> best;
-    Clock::time_point since{};
+    std::pair<bool, Clock::time_point> rank{};
     for (const auto& [pid, h] : handlers_)
-        if (is_idle(h) && (!best || h.idle_since > since)) {
+        if (is_idle(h) && (!best || std::pair(h.given > 0, h.idle_since) > rank)) {
             best = pid;
-            since = h.idle_since;
+            rank = {h.given > 0, h.idle_since};
         }
     return best;
 }
@@ -335,9 +344,9 @@ std::string status_text(int status)
 
 // Receipts for the cap, and for the handlers stopping drains past it.
 HandlerPool::HandlerPool(unsigned max_children, ReuseLimits limits, MakeServer make_server,
-                         std::function<void()> in_child)
-    : max_children_(max_children), table_(limits), receipts_(max_children + 64), make_server_(std::move(make_server)),
-      in_child_(std::move(in_child))
+                         std::function<void()> in_child, unsigned spares)
+    : max_children_(max_children), spares_(spares), table_(limits), receipts_(max_children + 64),
+      make_server_(std::move(make_server)), in_child_(std::move(in_child))
 {
 }
 
@@ -355,6 +364,16 @@ void HandlerPool::dispatch(Fd conn, std::string peer, std::string key)
     start(std::move(conn), std::move(peer), std::move(key));
 }
 
+void HandlerPool::top_up()
+{
+    while (table_.idle() < spares_ && running() < max_children_) {
+        const std::size_t before = running();
+        start(Fd(), {}, {});
+        if (running() == before)
+            return; // fork failed: logged, tried again after the next connection
+    }
+}
+
 void HandlerPool::start(Fd conn, std::string peer, std::string key)
 {
     int sv[2];
@@ -364,7 +383,7 @@ void HandlerPool::start(Fd conn, std::string peer, std::string key)
         return;
     }
     Fd ours(sv[0]), theirs(sv[1]);
-    const int slot = receipts_.take(1); // the first connection is inherited
+    const int slot = receipts_.take(conn ? 1 : 0); // the first connection is inherited
     const pid_t pid = fork();
     if (pid == 0) {
         ours.reset();
@@ -377,10 +396,11 @@ void HandlerPool::start(Fd conn, std::string peer, std::string key)
         pause_briefly();
         return;
     }
+    const bool spare = !conn;
     table_.started(pid, std::move(ours), std::move(conn), peer, Clock::now(), slot, std::move(key));
     stats().handler_started();
-    log_info("handler " + std::to_string(pid) + " for " + peer + " started (" + std::to_string(running()) +
-             " running)");
+    log_info("handler " + std::to_string(pid) + (spare ? " started as a spare (" : " for " + peer + " started (") +
+             std::to_string(running()) + " running)");
 }
 
 void HandlerPool::run_child(Fd ctl, Fd conn, int slot)

@@ -3,9 +3,10 @@
 //
 // HandlerPool owns them: every handler process and every descriptor the
 // parent keeps for them (as Fd).  It starts one (fork, a control socket of
-// its own), dispatches a connection to an idle one or to a new one, hears
-// when one has finished a connection, reaps those that exit, retires them
-// (max_use, max_idle, a reload) and stops them all.  The accept loop
+// its own), dispatches a connection to an idle one or to a new one, keeps
+// spares (started without a connection, so that the next one waits for no
+// fork), hears when one has finished a connection, reaps those that exit,
+// retires them (max_use, max_idle, a reload) and stops them all.  The accept loop
 // (listen.hh) only accepts, admits and hands a connection over.
 //
 // A handler is given connections over its control socket (a SOCK_SEQPACKET
@@ -17,12 +18,10 @@
 // HandlerTable is the pool's bookkeeping, without system calls but
 // close(): the next connection goes to the handler idle for the shortest
 // time (its database connection is the warmest; the others reach max_idle
-// and go).  Retiring a handler is the parent's decision alone: it closes its
-// end of the control socket, after max_use connections given, max_idle
-// seconds idle, a reload (every handler then has the old config), or when
-// the handler's end is gone.  A retired handler serves what it was given,
-// reads EOF and exits; nothing is ever sent to it again, so no connection
-// is lost to a handler that is leaving.
+// and go), a spare that has served nothing only when no other is idle.  Retiring a handler is the parent's decision
+// alone: it closes its end of the control socket, after max_use connections given, max_idle seconds idle, a reload
+// (every handler then has the old config), or when the handler's end is gone.  A retired handler serves what it was
+// given, reads EOF and exits; nothing is ever sent to it again, so no connection is lost to a handler that is leaving.
 //
 // serve_connections() is the handler's side: serve the first connection,
 // then wait for the next, calling the server's wakeup() meanwhile (to close
@@ -69,6 +68,8 @@ public:
     // Between connections: when wakeup() is wanted, nullopt for never.
     virtual std::optional<Clock::time_point> next_wakeup() const { return std::nullopt; }
     virtual void wakeup(Clock::time_point /*now*/) {}
+    // A spare, before its first connection: what makes that one faster.
+    virtual void warm_up() {}
 };
 
 // Sends `conn` over the parent's end `ctl`; false when the handler's end
@@ -122,11 +123,13 @@ public:
     const std::map<pid_t, Handler>& handlers() const { return handlers_; }
     const Handler* find(pid_t pid) const;
 
-    // A new handler, busy with its first connection.
+    // A new handler, busy with its first connection; without one (`conn`
+    // closed), an idle spare that has served nothing.
     void started(pid_t pid, Fd ctl, Fd conn, std::string peer, Clock::time_point now, int slot = -1,
                  std::string key = {});
     // The handler that takes the next connection: the one idle the
-    // shortest time, not retired; nullopt when none is idle.
+    // shortest time, not retired, a spare only when no other is idle;
+    // nullopt when none is idle.
     std::optional<pid_t> next_idle() const;
     // `conn` was given to the idle handler `pid`; retires it when that was
     // its max_use-th.
@@ -171,7 +174,8 @@ public:
     // to 64, for the backlog it drains).  `in_child` runs first in each
     // handler forked (the caller's own descriptors and signals), then
     // `make_server` once.
-    HandlerPool(unsigned max_children, ReuseLimits limits, MakeServer make_server, std::function<void()> in_child);
+    HandlerPool(unsigned max_children, ReuseLimits limits, MakeServer make_server, std::function<void()> in_child,
+                unsigned spares = 0);
 
     std::size_t running() const { return table_.running(); }
     std::size_t idle() const { return table_.idle(); }
@@ -183,6 +187,11 @@ public:
     // `conn` (from `peer`, who is `key`) to the handler idle the shortest
     // time; without one, to a new handler.
     void dispatch(Fd conn, std::string peer, std::string key);
+
+    // After connections were dispatched: handlers started, without a
+    // connection, until `spares` are idle (within the cap), so that the
+    // next connection waits for no fork.
+    void top_up();
 
     // The control sockets to wait on, appended to `fds`; after poll(),
     // heard() with the same vector takes in what the handlers said.
@@ -213,6 +222,7 @@ private:
     };
 
     unsigned max_children_;
+    unsigned spares_;
     HandlerTable table_;
     Receipts receipts_;
     MakeServer make_server_;

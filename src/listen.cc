@@ -197,12 +197,15 @@ void reload_config(Loop& lp, const Config& cfg, const std::function<bool()>& rel
     sd_notify(0, "READY=1");
 }
 
-// When ppoll() must return without an event: `expiry` (the next idle
-// handler's max_idle), or `status` (a STATUS= held back).
-std::optional<timespec> wake_at(std::optional<Clock::time_point> t, std::optional<Clock::time_point> status)
+// When ppoll() must return without an event: the earliest of `expiry`
+// (the next idle handler's max_idle), `status` (a STATUS= held back) and
+// `spare` (spares to start).
+std::optional<timespec> wake_at(std::optional<Clock::time_point> t, std::optional<Clock::time_point> status,
+                                std::optional<Clock::time_point> spare)
 {
-    if (status && (!t || *status < *t))
-        t = status;
+    for (const auto& other : {status, spare})
+        if (other && (!t || *other < *t))
+            t = other;
     if (!t)
         return std::nullopt;
     const auto ns =
@@ -229,13 +232,17 @@ int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function
         return EX_CONFIG;
     }
     sigset_t old{}; // the signal mask to restore in handlers
-    Loop lp{{}, HandlerPool(opt.max_children, reuse_limits(cfg.sys), make_server, [&lp, &old] {
-                // A handler: none of the listening sockets, signals as in a
-                // socket-activated one, only the main process talks to systemd.
-                lp.ls.clear();
-                unsetenv("NOTIFY_SOCKET");
-                reset_signals(old);
-            })};
+    Loop lp{{},
+            HandlerPool(
+                opt.max_children, reuse_limits(cfg.sys), make_server,
+                [&lp, &old] {
+                    // A handler: none of the listening sockets, signals as in a
+                    // socket-activated one, only the main process talks to systemd.
+                    lp.ls.clear();
+                    unsetenv("NOTIFY_SOCKET");
+                    reset_signals(old);
+                },
+                opt.spare_handlers)};
     if (const int rc = open_listeners(opt, lp.ls); rc != EX_OK)
         return rc;
     if (!drop_privileges(id))
@@ -259,12 +266,22 @@ int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function
 
     bool full_logged = false;
     std::vector<pollfd> fds;
+    // Spares are started once connections have stopped coming for a moment:
+    // not in the way of the lookup the last one came for (a fork, and the
+    // spare's database login beside that lookup's own), nor of a burst,
+    // whose connections start handlers of their own.
+    constexpr auto spare_delay = std::chrono::milliseconds(50);
+    std::optional<Clock::time_point> spare_due;
     while (stop_signal == 0) {
         if (reload_signal != 0)
             reload_config(lp, cfg, reload);
         if (child_signal != 0) {
             child_signal = 0;
             lp.pool.reap();
+        }
+        if (spare_due && Clock::now() >= *spare_due) {
+            spare_due.reset();
+            lp.pool.top_up();
         }
         const auto expiry = lp.pool.retire_expired(Clock::now());
         const auto status_due = notify_status(lp);
@@ -281,7 +298,7 @@ int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function
         for (const auto& l : lp.ls)
             fds.push_back({full ? -1 : l.fd.get(), POLLIN, 0}); // a negative fd is ignored by poll
         lp.pool.watch(fds);
-        const auto wake = wake_at(expiry, status_due);
+        const auto wake = wake_at(expiry, status_due, spare_due);
         // Signals are blocked everywhere else and delivered only here.
         if (ppoll(fds.data(), fds.size(), wake ? &*wake : nullptr, &wait_mask) < 0) {
             if (errno != EINTR) {
@@ -292,10 +309,15 @@ int listen_loop(const Config& cfg, const ListenOptions& opt, const std::function
         }
         // Handlers first: one that has just finished takes the next connection.
         lp.pool.heard(fds);
+        const unsigned long long served = lp.served;
         for (std::size_t i = 0; i < lp.ls.size() && stop_signal == 0; ++i)
             if (fds[i].revents & POLLIN)
                 while (stop_signal == 0 && lp.pool.can_take() && accept_one(lp, lp.ls[i])) {
                 }
+        // Only after connections came: a pool without traffic shrinks
+        // (max_idle) to nothing, spares too.
+        if (lp.served != served)
+            spare_due = Clock::now() + spare_delay;
     }
     sd_notify(0, "STOPPING=1");
     log_info(std::string("stopping on ") + strsignal(stop_signal));

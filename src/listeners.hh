@@ -27,12 +27,18 @@ namespace sockmapd
 // connections come, so an unused cap costs nothing.
 inline constexpr unsigned default_max_children = 512;
 
+// Idle handlers kept ready, within the cap, once connections come: the
+// next new connection is handed to a running process instead of waiting
+// for a fork (its database login is still its own).
+inline constexpr unsigned default_spare_handlers = 1;
+
 struct ListenOptions {
     std::string address; // numeric IPv4/IPv6 or host name
     std::string port;
     std::vector<PassedListener> passed; // from systemd: nothing is bound
     unsigned max_children = default_max_children;
     unsigned max_per_peer = 0; // 0: no limit (peerlimit.hh)
+    unsigned spare_handlers = default_spare_handlers;
 };
 
 // "[[ADDR:]PORT]" (ADDR may be "[v6]"); empty parts from `sys`.

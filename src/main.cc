@@ -53,6 +53,7 @@ struct Options {
     std::string go_port; // the Go sockmapd's -p PORT
     unsigned max_children = default_max_children;
     unsigned max_per_peer = 0;
+    unsigned spare_handlers = default_spare_handlers;
     bool stats = false;
     std::string stats_file; // --stats FILE: written atomically; empty: stdout
 };
@@ -201,6 +202,7 @@ public:
     }
     std::optional<Clock::time_point> next_wakeup() const override { return lookup_.next_wakeup(); }
     void wakeup(Clock::time_point now) override { lookup_.wakeup(now); }
+    void warm_up() override { lookup_.warm_up(); }
 
 private:
     const Config& cfg_;
@@ -293,6 +295,7 @@ int listen_mode(const Options& opt, const std::vector<PassedListener>& passed)
         log_warning(cap.warning);
     lo.max_children = cap.handlers;
     lo.max_per_peer = opt.max_per_peer;
+    lo.spare_handlers = opt.spare_handlers;
     prepare_connector(cfg.db.tls.enabled());
     // Before the first fork: every handler inherits the region, and it
     // outlives each of them.
@@ -531,6 +534,13 @@ int main(int argc, char** argv)
                        std::to_string(default_max_children) + ")")
         ->type_name("N")
         ->check(CLI::Range(1, 10000).description(""));
+    app.add_option("--spare-handlers", opt.spare_handlers,
+                   "with --listen or the sockets of an Accept=no unit: idle handlers kept ready once connections "
+                   "come, within --max-children, so that a new connection waits for no fork; 0 forks only on "
+                   "demand (default: " +
+                       std::to_string(default_spare_handlers) + ")")
+        ->type_name("N")
+        ->check(CLI::Range(0, 100).description(""));
     app.add_option("--max-per-peer", opt.max_per_peer,
                    "with --listen or the sockets of an Accept=no unit: most handlers for one client address "
                    "(TCP) or user (unix socket); more connections from it are closed (default: 0, no limit)")

@@ -133,10 +133,10 @@ class Service:
             stop_pid(k, grace=1.0)
 
 
-def service_and_clients(cfg, mapname, key, want, n=3):
+def service_and_clients(cfg, mapname, key, want, n=3, args=()):
     """The service on a free port and `n` clients, each answered `want` once: (Service, port, clients)."""
     port = free_port()
-    svc = Service(cfg, ["127.0.0.1:%d" % port])
+    svc = Service(cfg, ["127.0.0.1:%d" % port], args=args)
     clients = [Client(("127.0.0.1", port)) for _ in range(n)]
     for c in clients:
         defer(c.close)
@@ -199,7 +199,7 @@ def service_takes_several_named_sockets():
 def service_concurrent_connections_get_handlers_of_their_own_then_reused():
     cfg = config()
     svc, port, clients = service_and_clients(cfg, "recipient", "postmaster@example.org", b"OK root@example.org")
-    kids = wait_for(lambda: len(svc.handlers()) == 3 and svc.handlers(), msg="3 handlers")
+    kids = wait_for(lambda: len(svc.handlers()) == 4 and svc.handlers(), msg="3 handlers and a spare")
     # Each handler opened its database connection lazily: 3 sessions, 3 server connections of the app user.
     rows = shared_mariadb().sql("SELECT COUNT(*) FROM information_schema.processlist WHERE user = '%s'" % MariaDB.APP_USER)
     ok(int(rows.strip().splitlines()[-1]) >= 3, rows)
@@ -210,8 +210,8 @@ def service_concurrent_connections_get_handlers_of_their_own_then_reused():
     wait_for(lambda: session_ends(cfg) == 3, msg="3 session summaries")
     for _ in range(5):
         eq(lookup(("127.0.0.1", port), "othermap", "ping"), b"OK pong")
-    eq(sorted(svc.handlers()), sorted(kids), "the same three handlers served the next connections")
-    eq(len(handlers_started(cfg)), 3)
+    eq(sorted(svc.handlers()), sorted(kids), "the same handlers served the next connections")
+    eq(len(handlers_started(cfg)), 4)
     eq(svc.proc.poll(), None, "the service keeps running")
 
 
@@ -220,7 +220,8 @@ def session_ends(cfg_path):
 
 
 def handlers_started(cfg_path):
-    return re.findall(r"handler (\d+) for \S+ started", log_of(cfg_path))
+    """Every handler started, for a connection or as a spare."""
+    return re.findall(r"handler (\d+) (?:for \S+ started|started as a spare)", log_of(cfg_path))
 
 
 def db_connections(mdb):
@@ -236,14 +237,14 @@ def threads_connected(mdb):
 @test(timeout=180)
 def service_reuses_handlers_and_their_database_connection():
     """300 connections one after another, each one lookup, as Postfix makes them: at most
-    10 database logins (max_use 100); with max_use 1, a login and a process per connection."""
+    10 database logins (max_use 100); with max_use 1 (and no spare), a login and a process per connection."""
     mdb = MariaDB(fixtures=True, name="reuse")
     mdb.start()
     for max_use, conns in ((None, 300), (1, 30)):
         sysconfig = {"loglevel": "info"} if max_use is None else {"loglevel": "info", "max_use": max_use}
         cfg = config(mdb, sysconfig=sysconfig)
         port = free_port()
-        svc = Service(cfg, ["127.0.0.1:%d" % port])
+        svc = Service(cfg, ["127.0.0.1:%d" % port], args=[] if max_use is None else ["--spare-handlers", "0"])
         before = db_connections(mdb)
         for i in range(conns):
             eq(lookup(("127.0.0.1", port), "recipient", "postmaster@example.org"), b"OK root@example.org",
@@ -464,7 +465,8 @@ def service_stop_with_sessions_open():
     mdb = MariaDB(fixtures=True, name="stopping")
     mdb.start()
     cfg = config(mdb, database={"retry_interval": 1, "connect_timeout": 2})
-    svc, port, idle = service_and_clients(cfg, "othermap", "ping", b"OK pong")
+    # No spare: the fourth connection's handler is the one forked for it.
+    svc, port, idle = service_and_clients(cfg, "othermap", "ping", b"OK pong", args=["--spare-handlers", "0"])
     before = set(svc.handlers())
     busy = Client(("127.0.0.1", port), timeout=15)
     defer(busy.close)

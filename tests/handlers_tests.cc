@@ -100,6 +100,24 @@ BOOST_AUTO_TEST_CASE(next_connection_goes_to_the_handler_idle_the_shortest)
     BOOST_TEST(t.running() == 3u);
 }
 
+BOOST_AUTO_TEST_CASE(a_spare_is_idle_and_taken_only_when_no_other_is)
+{
+    HandlerTable t({100, 100s});
+    t.started(11, open_fd(), open_fd(), "a", t0);
+    t.started(12, open_fd(), Fd(), "", t0 + 2s);
+    BOOST_TEST(t.idle() == 1u);
+    BOOST_TEST(t.find(12)->given == 0u);
+    BOOST_TEST(*t.next_idle() == 12);
+    t.finished(11, t0 + 1s);
+    BOOST_TEST(*t.next_idle() == 11, "one that has served, though idle longer");
+    t.given(11, open_fd(), "b");
+    BOOST_TEST(*t.next_idle() == 12);
+    t.given(12, open_fd(), "c");
+    BOOST_TEST(t.find(12)->given == 1u);
+    BOOST_TEST(!t.next_idle());
+    BOOST_TEST(t.retire_expired(t0 + 200s) == 0u, "busy now");
+}
+
 BOOST_AUTO_TEST_CASE(finished_closes_the_parents_copy_of_the_connection)
 {
     HandlerTable t({100, 100s});

@@ -189,7 +189,7 @@ public:
     // being passed the socket (as from systemd); only then does a stop
     // drain the backlog.
     LoopProcess(const SysConfig& sys, unsigned max_children, bool reload_ok = true, unsigned reload_max_use = 100,
-                bool bind_itself = false)
+                bool bind_itself = false, unsigned spares = default_spare_handlers)
     {
         const int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         sockaddr_in a{};
@@ -216,6 +216,7 @@ public:
                 o.passed = {{l, "test"}};
             }
             o.max_children = max_children;
+            o.spare_handlers = spares;
             const auto reload = [&] {
                 if (reload_ok)
                     cfg.sys.max_use = reload_max_use;
@@ -356,6 +357,26 @@ bool holds_sockets(pid_t pid, std::size_t n)
     return false;
 }
 
+// The loop's handler processes now.
+std::set<pid_t> children(pid_t pid)
+{
+    std::ifstream f("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+    std::set<pid_t> out;
+    for (pid_t c; f >> c;)
+        out.insert(c);
+    return out;
+}
+
+bool has_children(pid_t pid, std::size_t n)
+{
+    for (int i = 0; i < 1000; ++i) {
+        if (children(pid).size() == n)
+            return true;
+        std::this_thread::sleep_for(10ms);
+    }
+    return false;
+}
+
 bool gone(pid_t pid)
 {
     for (int i = 0; i < 1000; ++i) {
@@ -429,6 +450,52 @@ BOOST_AUTO_TEST_CASE(concurrent_connections_get_handlers_of_their_own)
     BOOST_TEST(loop.stop() == 0);
     BOOST_TEST(gone(busy.pid), "an idle handler ends at stop");
     BOOST_TEST(gone(second.pid));
+}
+
+// A new connection while every handler is busy goes to a spare started
+// before it came: it waits for no fork.
+BOOST_AUTO_TEST_CASE(a_spare_is_ready_for_the_connection_after_the_last_idle_one)
+{
+    LoopProcess loop(reuse(100), 4);
+    const int held = loop.open();
+    const Answer a = first_answer(held);
+    BOOST_REQUIRE(a.pid > 0);
+    BOOST_REQUIRE_MESSAGE(has_children(loop.pid(), 2), "the handler and a spare");
+    const std::set<pid_t> ready = children(loop.pid());
+    const int second = loop.open();
+    const Answer b = first_answer(second);
+    BOOST_TEST(b.pid != a.pid);
+    BOOST_TEST(ready.count(b.pid) == 1u, "served by the spare, running before the connection");
+    BOOST_TEST(b.n == 1);
+    BOOST_TEST(has_children(loop.pid(), 3), "another spare");
+    close(held);
+    close(second);
+    // Idle handlers that have served come before a spare: the next
+    // connection goes to one of them.
+    std::this_thread::sleep_for(300ms);
+    const Answer c = loop.ask();
+    BOOST_TEST((c.pid == a.pid || c.pid == b.pid));
+    BOOST_TEST(c.n == 2);
+    BOOST_TEST(loop.stop() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(no_spare_with_spare_handlers_0_nor_at_the_cap)
+{
+    LoopProcess none(reuse(100), 4, true, 100, false, 0);
+    const int held = none.open();
+    BOOST_REQUIRE(first_answer(held).pid > 0);
+    std::this_thread::sleep_for(300ms);
+    BOOST_TEST(children(none.pid()).size() == 1u, "forks only on demand");
+    close(held);
+    BOOST_TEST(none.stop() == 0);
+
+    LoopProcess full(reuse(100), 1);
+    const int h = full.open();
+    BOOST_REQUIRE(first_answer(h).pid > 0);
+    std::this_thread::sleep_for(300ms);
+    BOOST_TEST(children(full.pid()).size() == 1u, "a spare counts within --max-children");
+    close(h);
+    BOOST_TEST(full.stop() == 0);
 }
 
 BOOST_AUTO_TEST_CASE(max_idle_ends_an_idle_handler)
