@@ -75,7 +75,7 @@ FUZZ_DEPS  := clang libclang-rt-14-dev
 # binary; building it (GOPATH mode) needs Go and its one driver, nothing else.
 BENCH_DEPS := golang-go golang-github-go-sql-driver-mysql-dev
 
-.PHONY: format format-check all check check-fast unit blackbox deps deps-demo deps-deb deps-fuzz deps-bench demo install uninstall clean fuzz fuzz-run bench bench-instructions bench-systemd deb
+.PHONY: format format-check all check check-fast unit blackbox deps deps-demo deps-deb deps-fuzz deps-bench demo install uninstall clean fuzz fuzz-run bench bench-instructions bench-held bench-systemd deb
 
 all: $(BUILD)/sockmapd
 
@@ -274,6 +274,15 @@ SYSTEMD_BENCH_ROUNDS ?= 3
 bench-instructions: deps
 	$(MAKE) -j2 $(BUILD)/sockmapd $(BUILD)/nostats/sockmapd
 	/usr/bin/python3 bench/instructions.py --binary $(BUILD)/sockmapd --binary $(BUILD)/nostats/sockmapd
+
+# A new connection beside 1000 held ones, without and with a spare handler
+# (--spare-handlers 0 and 1, alternating): ms to its first answer.  About
+# 30 s a round and value.
+HELD_ROUNDS ?= 3
+bench-held: deps
+	$(MAKE) -j2 $(BUILD)/sockmapd
+	@mkdir -p $(BUILD)/bench
+	/usr/bin/python3 bench/held.py --build $(BUILD) --rounds $(HELD_ROUNDS) --json $(BUILD)/bench/held.json
 
 bench-systemd: deps deps-deb
 	@mkdir -p $(BUILD)/bench
