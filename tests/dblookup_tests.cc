@@ -155,6 +155,19 @@ BOOST_AUTO_TEST_CASE(found_and_not_found)
     BOOST_TEST(f.runner.maps == (std::vector<std::string>{"recipient", "recipient"}));
 }
 
+// A spare handler's warm-up: the first map's statement reached (the real
+// runner connects and prepares it), nothing executed; then lookups as ever.
+BOOST_AUTO_TEST_CASE(warm_up_reaches_the_first_map_and_executes_nothing)
+{
+    Fixture f(table_map());
+    f.lookup->warm_up();
+    BOOST_TEST(f.runner.runs == 1);
+    BOOST_TEST(f.runner.maps == (std::vector<std::string>{"recipient"}));
+    BOOST_TEST(f.runner.executed.empty());
+    f.runner.table[{"postmaster@example.org"}] = {{"root@example.org"}};
+    BOOST_TEST(f("postmaster@example.org").text == "root@example.org");
+}
+
 BOOST_AUTO_TEST_CASE(rows_joined_nulls_and_empty_values_skipped)
 {
     MapConfig m = table_map();
