@@ -3,8 +3,8 @@
 
 Socket activation (fd 3 and --inetd) and the --listen accept loop with
 concurrent clients against a real mariadbd; Postfix's own client (`postmap
--q`, one key and many keys on one connection); the shipped xinetd file under
-the real xinetd; the systemd units (verify, security score <= 2.0); `make
+-q`, one key and many keys on one connection); the shipped xinetd file's
+settings (under the real xinetd: bb_system); the systemd units (verify, security score <= 2.0); `make
 install`/`uninstall` with DESTDIR and PREFIX; the man pages and the example
 config; 200 clients x 200 lookups under socket activation (marker load);
 the security review's findings, as root (marker security); sysconfig.allow
@@ -447,90 +447,8 @@ def postmap_against_listen_mode():
 
 # ---------------------------------------------------------------- xinetd
 
-def xinetd_config(cfg_path, port, logfile):
-    """A complete xinetd config: units/sockmapd.xinetd with our port, binary, config and user."""
-    with open(os.path.join(UNITS, "sockmapd.xinetd")) as f:
-        text = f.read()
-    me = pwd.getpwuid(os.geteuid())
-    subst = {
-        "port": str(port),
-        "server": sockmapd_path(),
-        "server_args": "--inetd -c %s" % cfg_path,
-        "user": me.pw_name,
-        "group": __import__("grp").getgrgid(os.getegid()).gr_name,
-        # The handlers get RUNTIME_DIRECTORY like every sockmapd in the suite.
-        "env": "RUNTIME_DIRECTORY=%s" % runtime_dir(),
-    }
-    lines = []
-    for line in text.splitlines():
-        m = re.match(r"^(\s*)(\w+)(\s*)=(\s*)(.*)$", line)
-        if m and m.group(2) in subst:
-            line = "%s%s%s= %s" % (m.group(1), m.group(2), m.group(3), subst[m.group(2)])
-        lines.append(line)
-    body = "\n".join(lines)
-    eq(body.count("= %s" % port), 1, "the port line was replaced")
-    defaults = ("defaults\n{\n\tlog_type = FILE %s\n\tinstances = 50\n}\n\n" % logfile)
-    return defaults + body + "\n"
-
-
-class Xinetd:
-    """xinetd -dontfork -f CONF, stopped by its pid."""
-
-    def __init__(self, conf):
-        d = tmpdir("xinetd")
-        self.conf = os.path.join(d, "xinetd.conf")
-        with open(self.conf, "w") as f:
-            f.write(conf)
-        self.pidfile = os.path.join(d, "xinetd.pid")
-        self.out = os.path.join(d, "xinetd.out")
-        with open(self.out, "wb") as out:
-            self.proc = subprocess.Popen([require_tool("xinetd"), "-dontfork", "-f", self.conf,
-                                          "-pidfile", self.pidfile], stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-        self.kids = set()
-        defer(self.stop)
-
-    def children(self):
-        kids = proc_children(self.proc.pid)
-        self.kids.update(kids)
-        return kids
-
-    def output(self):
-        with open(self.out, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def stop(self):
-        self.children()
-        stop_pid(self.proc.pid, grace=5, popen=self.proc)
-        for k in self.kids:
-            stop_pid(k, grace=2)
-
-
-@pytest.mark.slow
-@test(timeout=120)
-def xinetd_serves_with_the_shipped_file():
-    cfg = config()
-    port = free_port()
-    xlog = os.path.join(tmpdir("xlog"), "xinetd.log")
-    x = Xinetd(xinetd_config(cfg, port, xlog))
-    wait_listening(port, x.proc, timeout=15)
-    with open(x.pidfile) as f:
-        eq(int(f.read().split()[0]), x.proc.pid, "pid file")
-    with Client(port) as c:
-        eq(c.ask("recipient", "postmaster@example.org"), b"OK root@example.org")
-        eq(c.ask("nosuch", "k"), b"PERM unknown map")
-    concurrent_lookups(port, n_clients=10, rounds=2)
-    # postmap through xinetd, many keys on one connection.
-    rc, out, _ = postmap(postfix_dir(), ["-q", "-", "socketmap:inet:127.0.0.1:%d:recipient" % port],
-                         stdin=b"postmaster@example.org\nnone@example.org\n")
-    eq((rc, out), (0, "postmaster@example.org\troot@example.org\n"))
-    wait_for(lambda: not x.children(), timeout=10, msg="handlers exited")
-    eq(len(session_ends(cfg)), 1 + 10 + 1)
-    # Only the loopback address is bound.
-    eq(listening_on(port), ["0100007F:%04X" % port], "xinetd listens on 127.0.0.1 only")
-    x.stop()
-    eq(x.proc.returncode is not None, True)
-
+# The shipped file under the real xinetd is bb_system.py's xinetd_with_the_shipped_file
+# (the guide's steps in a booted Debian); here, what the file says.
 
 @test
 def xinetd_file_settings():

@@ -797,6 +797,28 @@ def xinetd_with_the_shipped_file():
             return False
     wait_for(answers, timeout=scaled(20), interval=0.5, msg="xinetd answers")
     eq(lookup(c, "recipient nobody@example.org", "nosuch key"), [b"NOTFOUND ", b"PERM unknown map"])
+
+    # The file binds 127.0.0.1 only.
+    def listening_2224():
+        out = []
+        for f in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in c.run(["cat", f]).out.splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[1].endswith(":08B0"):
+                    out.append(fields[1])
+        return out
+    eq(listening_2224(), ["0100007F:08B0"], "xinetd listens on 127.0.0.1 only")
+    # Ten clients at once, each a handler of its own, two lookups each.
+    sessions = [Session(c) for _ in range(10)]
+    for _ in range(2):
+        for s in sessions:
+            eq(s.ask("recipient postmaster@example.org"), b"OK root@example.net")
+    for s in sessions:
+        s.close()
+    # Postfix's own client, many keys on one connection.
+    r = c.run(["postmap", "-q", "-", "socketmap:inet:127.0.0.1:2224:recipient"],
+              input="postmaster@example.org\nnone@example.org\n")
+    eq(r.out, "postmaster@example.org\troot@example.net\n", "postmap -q - through xinetd")
     r = c.run(["journalctl", "--no-pager", "-o", "json", "-t", "sockmapd", "--since", since])
     entries = [json.loads(l) for l in r.out.splitlines() if l.strip()]
     summaries = [e for e in entries if e.get("MESSAGE", "").startswith("session end")]
