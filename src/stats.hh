@@ -146,6 +146,10 @@ public:
         (void)map, (void)result, (void)took;
 #endif
     }
+    // Every statement executed: per_map(map, &MapCounters::executions)
+    // written out, because the member pointer is not inlined there and
+    // costs the hot path 18 instructions a lookup (bench-instructions:
+    // 6,860 against 6,842).
     void executed(std::string_view map)
     {
 #ifndef SOCKMAPD_NO_STATS
