@@ -108,9 +108,14 @@ unsigned serve_connections(int ctl, Fd first, ConnectionServer& server, std::ato
         return conn;
     };
     unsigned served = 0;
-    // A spare starts without one: it gets ready, then waits for its first.
-    if (!first)
+    // A spare starts without one: it gets ready, says so (the parent gives
+    // it nothing before: a client would wait for the warm-up), then waits
+    // for its first.
+    if (!first) {
         server.warm_up();
+        const char ready = 'd';
+        (void)send(ctl, &ready, 1, MSG_NOSIGNAL);
+    }
     for (Fd conn = first ? std::move(first) : next(); conn; ++served) {
         server.serve(conn.get());
         // The parent holds a copy until it reads our byte: end the
@@ -176,6 +181,13 @@ std::size_t HandlerTable::idle() const
         std::count_if(handlers_.begin(), handlers_.end(), [](const auto& kv) { return is_idle(kv.second); }));
 }
 
+std::size_t HandlerTable::idle_or_warming() const
+{
+    return static_cast<std::size_t>(std::count_if(handlers_.begin(), handlers_.end(), [](const auto& kv) {
+        return is_idle(kv.second) || (kv.second.ctl && kv.second.warming);
+    }));
+}
+
 const HandlerTable::Handler* HandlerTable::find(pid_t pid) const
 {
     const auto it = handlers_.find(pid);
@@ -192,6 +204,7 @@ void HandlerTable::started(pid_t pid, Fd ctl, Fd conn, std::string peer, Clock::
     h.peer = std::move(peer);
     h.key = std::move(key);
     h.given = h.conn ? 1 : 0;
+    h.warming = !h.conn;
     h.started = h.idle_since = now;
     if (h.given >= limits_.max_use)
         h.ctl.reset();
@@ -230,6 +243,7 @@ void HandlerTable::finished(pid_t pid, Clock::time_point now)
     if (it == handlers_.end())
         return;
     it->second.conn.reset();
+    it->second.warming = false;
     it->second.idle_since = now;
 }
 
@@ -366,7 +380,7 @@ void HandlerPool::dispatch(Fd conn, std::string peer, std::string key)
 
 void HandlerPool::top_up()
 {
-    while (table_.idle() < spares_ && running() < max_children_) {
+    while (table_.idle_or_warming() < spares_ && running() < max_children_) {
         const std::size_t before = running();
         start(Fd(), {}, {});
         if (running() == before)

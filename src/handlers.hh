@@ -11,7 +11,8 @@
 //
 // A handler is given connections over its control socket (a SOCK_SEQPACKET
 // pair): give_connection() sends one with SCM_RIGHTS, the handler answers
-// one byte when it has finished it.  The parent keeps a copy of the
+// one byte when it has finished it (a spare, started without one, also
+// once it is ready: until then it is given nothing).  The parent keeps a copy of the
 // connection meanwhile (to end it gently at stop) and closes it on that
 // byte.
 //
@@ -113,6 +114,7 @@ public:
         int slot = -1; // in Receipts; -1: none
         Clock::time_point started;
         Clock::time_point idle_since;
+        bool warming = false; // a spare until it says it is ready: not idle, given nothing
     };
 
     explicit HandlerTable(ReuseLimits limits) : limits_(limits) {}
@@ -120,11 +122,14 @@ public:
 
     std::size_t running() const { return handlers_.size(); }
     std::size_t idle() const;
+    // Idle, or spares still getting ready (what top_up() counts).
+    std::size_t idle_or_warming() const;
     const std::map<pid_t, Handler>& handlers() const { return handlers_; }
     const Handler* find(pid_t pid) const;
 
     // A new handler, busy with its first connection; without one (`conn`
-    // closed), an idle spare that has served nothing.
+    // closed), a spare that has served nothing, idle once finished() (its
+    // byte after its warm-up).
     void started(pid_t pid, Fd ctl, Fd conn, std::string peer, Clock::time_point now, int slot = -1,
                  std::string key = {});
     // The handler that takes the next connection: the one idle the
@@ -156,7 +161,7 @@ public:
     Fd untaken(pid_t pid, unsigned received);
 
 private:
-    static bool is_idle(const Handler& h) { return h.ctl && !h.conn; }
+    static bool is_idle(const Handler& h) { return h.ctl && !h.conn && !h.warming; }
 
     ReuseLimits limits_;
     std::map<pid_t, Handler> handlers_;

@@ -43,10 +43,12 @@ public:
         return wake_every ? std::optional(Clock::now() + 5ms) : std::nullopt;
     }
     void wakeup(Clock::time_point) override { ++wakeups; }
+    void warm_up() override { warmed = served == 0; }
 
     int served = 0;
     int wakeups = 0;
     bool wake_every = false;
+    bool warmed = false; // warm_up() ran before any connection
 };
 
 std::pair<Fd, Fd> pair_of(int type)
@@ -105,8 +107,12 @@ BOOST_AUTO_TEST_CASE(a_spare_is_idle_and_taken_only_when_no_other_is)
     HandlerTable t({100, 100s});
     t.started(11, open_fd(), open_fd(), "a", t0);
     t.started(12, open_fd(), Fd(), "", t0 + 2s);
-    BOOST_TEST(t.idle() == 1u);
+    BOOST_TEST(t.idle() == 0u, "a spare getting ready is given nothing");
+    BOOST_TEST(t.idle_or_warming() == 1u);
+    BOOST_TEST(!t.next_idle());
     BOOST_TEST(t.find(12)->given == 0u);
+    t.finished(12, t0 + 2s); // its byte: ready
+    BOOST_TEST(t.idle() == 1u);
     BOOST_TEST(*t.next_idle() == 12);
     t.finished(11, t0 + 1s);
     BOOST_TEST(*t.next_idle() == 11, "one that has served, though idle longer");
@@ -235,6 +241,24 @@ BOOST_AUTO_TEST_CASE(connections_one_after_another_until_eof)
     parent.reset(); // retired
     handler.join();
     BOOST_TEST(served == 3u);
+}
+
+BOOST_AUTO_TEST_CASE(a_spare_warms_up_says_so_then_serves)
+{
+    auto [parent, child] = pair_of(SOCK_SEQPACKET);
+    CountingServer server;
+    unsigned served = 0;
+    std::thread handler([&, ctl = child.get()] { served = serve_connections(ctl, Fd(), server); });
+    BOOST_TEST(heard_done(parent.get()), "ready");
+    BOOST_TEST(server.warmed);
+    auto [c, s] = pair_of(SOCK_STREAM);
+    BOOST_TEST(give_connection(parent.get(), s.get()));
+    s.reset();
+    BOOST_TEST(read_all(c.get()) == "1");
+    BOOST_TEST(heard_done(parent.get()));
+    parent.reset();
+    handler.join();
+    BOOST_TEST(served == 1u);
 }
 
 BOOST_AUTO_TEST_CASE(a_connection_given_before_retiring_is_still_served)
