@@ -992,7 +992,12 @@ def connection_flood_leaves_the_socket_listening():
     made, took = flood(c, 400)
     eq(made, 400, "connections made")
     eq(c.run(["systemctl", "is-active", "sockmapd.socket"], check=False).out.strip(), "active")
-    # The flood's handlers end by themselves; then lookups are answered again.
+    # The flood's handlers end by themselves: a unit started per connection, about 8 a second on a quiet
+    # 2-core machine (bench/RESULTS.md), several times fewer beside other work: 400 may take minutes.
+    t0 = time.monotonic()
+    wait_for(lambda: not units_left(c), timeout=400, interval=1, msg="the flood's sockmapd@ units ended")
+    print("    sockmapd.socket: the flood's 400 units ended %.0f s after it" % (time.monotonic() - t0), flush=True)
+    # Then lookups are answered again.
     wait_for(lambda: lookup(c, "recipient postmaster@example.org") == [b"OK root@example.net"],
              timeout=scaled(30), interval=0.5, msg="answers after the flood")
     log = c.run(["journalctl", "--no-pager", "-o", "cat", "-u", "sockmapd.socket", "--since", since]).out
@@ -1003,9 +1008,20 @@ def connection_flood_leaves_the_socket_listening():
             "[Socket]\nTriggerLimitIntervalSec=2s\nTriggerLimitBurst=200\n")
     c.run(["systemctl", "daemon-reload"])
     c.run(["systemctl", "restart", "sockmapd.socket"])
-    flood(c, 400)
-    wait_for(lambda: c.run(["systemctl", "is-failed", "sockmapd.socket"], check=False).out.strip() == "failed",
-             timeout=scaled(10), msg="sockmapd.socket failed under the default trigger limit")
+
+    def failed():
+        return c.run(["systemctl", "is-failed", "sockmapd.socket"], check=False).out.strip() == "failed"
+    # More than 200 connections in 2 s: on a machine busy with other work one flood may be slower; up to three.
+    rates = []
+    for _ in range(3):
+        made, took = flood(c, 400)
+        rates.append(round(made / took))
+        try:
+            wait_for(failed, timeout=10, interval=0.5, msg="the trigger limit")
+            break
+        except AssertionError:
+            pass
+    ok(failed(), "sockmapd.socket failed under the default trigger limit (floods of %s connections/s)" % rates)
     contains(c.run(["journalctl", "--no-pager", "-o", "cat", "-u", "sockmapd.socket", "--since", since]).out,
              "Trigger limit hit")
 
